@@ -1,0 +1,315 @@
+"""The Decision Transformer of Chen et al. (2021), equal to transformers.DecisionTransformerModel.
+
+References:
+1) the paper's code, kzl/decision-transformer gym/decision_transformer/models/decision_transformer.py
+2) transformers/models/decision_transformer/modeling_decision_transformer.py (the checkpoint format)
+
+Per step t the tokens R_t, s_t, a_t are embedded by their own Linear layers, each plus the timestep embedding
+E[t], interleaved as (R_1, s_1, a_1, R_2, ...), normalised by embed_ln, shifted by GPT-2's wpe[0] (all position
+ids are zero) and run through GPT-2 blocks with a causal + padding mask. The action is read from the s_t token,
+the state and return predictions from the a_t token.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dt_fast.config import DecisionTransformerConfig
+
+CONFIG_NAME = "config.json"
+SAFE_WEIGHTS_NAME = "model.safetensors"
+TORCH_WEIGHTS_NAME = "pytorch_model.bin"
+
+# GPT-2 keeps these as Conv1D (weight shape in x out); this model uses nn.Linear (out x in).
+_CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+# Causal-mask buffers of older GPT-2 checkpoints: not weights.
+_IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
+
+
+def activation(name: str, x: torch.Tensor) -> torch.Tensor:
+    """Apply the transformers activation called `name` (see config.ACTIVATIONS)."""
+    if name == "relu":
+        return F.relu(x)
+    if name == "gelu":
+        return F.gelu(x)
+    if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
+        return F.gelu(x, approximate="tanh")
+    if name == "quick_gelu":
+        return x * torch.sigmoid(1.702 * x)
+    if name in ("silu", "swish"):
+        return F.silu(x)
+    if name == "tanh":
+        return torch.tanh(x)
+    if name == "sigmoid":
+        return torch.sigmoid(x)
+    raise ValueError(f"unsupported activation_function {name!r}")
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention of GPT-2."""
+
+    def __init__(self, config: DecisionTransformerConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.c_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.attn_dropout = config.attn_pdrop
+        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+        self.scale = config.head_dim**-0.5 if config.scale_attn_weights else 1.0
+        if config.scale_attn_by_inverse_layer_idx:
+            self.scale /= float(layer_idx + 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        B, T, C = x.shape  # batch, tokens (3 * steps), hidden_size
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(
+            q, k, v,
+            attn_mask=mask,  # (B, 1, T, T) bool, or None for plain causal
+            dropout_p=self.attn_dropout if self.training else 0.0,
+            is_causal=mask is None,
+            scale=self.scale,
+        )  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble the heads side by side
+        return self.resid_dropout(self.c_proj(y))  # (B, T, C)
+
+
+class MLP(nn.Module):
+    """GPT-2 feed-forward block."""
+
+    def __init__(self, config: DecisionTransformerConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.hidden_size, config.inner_dim)
+        self.c_proj = nn.Linear(config.inner_dim, config.hidden_size)
+        self.act = config.activation_function
+        self.dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(activation(self.act, self.c_fc(x))))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block of GPT-2."""
+
+    def __init__(self, config: DecisionTransformerConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.ln_2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask)  # (B, T, C)
+        return x + self.mlp(self.ln_2(x))  # (B, T, C)
+
+
+class GPT2(nn.Module):
+    """GPT-2 over given input embeddings, every position id zero (named `encoder` as in transformers)."""
+
+    def __init__(self, config: DecisionTransformerConfig) -> None:
+        super().__init__()
+        # Token embedding of GPT-2: never used by DT, kept as a buffer so checkpoints round-trip unchanged.
+        self.register_buffer("wte", torch.zeros(config.vocab_size, config.hidden_size))
+        self.wpe = nn.Parameter(torch.zeros(config.n_positions, config.hidden_size))  # only row 0 is used
+        self.drop = nn.Dropout(config.embd_pdrop)
+        self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = self.drop(x + self.wpe[0])  # (B, T, C); position ids are all zero
+        for block in self.h:
+            x = block(x, mask)  # (B, T, C)
+        return self.ln_f(x)  # (B, T, C)
+
+
+def attention_mask_3t(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Causal + padding mask over the 3T interleaved tokens, (B, 1, 3T, 3T) bool, True = may attend.
+
+    A left-padded query has no valid key at or before it; SDPA then gives it a zero attention output (and a
+    zero gradient), exactly as transformers does, so padded outputs match too.
+    """
+    B, T = attention_mask.shape
+    valid = attention_mask.bool().repeat_interleave(3, dim=1)  # (B, 3T): R_t, s_t, a_t share step t's mask
+    causal = torch.ones(3 * T, 3 * T, dtype=torch.bool, device=valid.device).tril()  # (3T, 3T)
+    return (causal & valid[:, None, :])[:, None]  # (B, 1, 3T, 3T), broadcast over heads
+
+
+class DecisionTransformer(nn.Module):
+    """Decision Transformer; state_dict keys equal transformers.DecisionTransformerModel's (Linear layout)."""
+
+    def __init__(self, config: DecisionTransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        C = config.hidden_size
+        self.embed_timestep = nn.Embedding(config.max_ep_len, C)
+        self.embed_return = nn.Linear(1, C)
+        self.embed_state = nn.Linear(config.state_dim, C)
+        self.embed_action = nn.Linear(config.act_dim, C)
+        self.embed_ln = nn.LayerNorm(C)  # transformers uses the default eps here, not layer_norm_epsilon
+        self.encoder = GPT2(config)
+        self.predict_state = nn.Linear(C, config.state_dim)
+        self.predict_action = nn.Sequential(nn.Linear(C, config.act_dim), *([nn.Tanh()] if config.action_tanh else []))
+        self.predict_return = nn.Linear(C, 1)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2's scaled init of the residual projections
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=config.initializer_range / math.sqrt(2 * config.n_layer))
+        nn.init.normal_(self.encoder.wpe, mean=0.0, std=config.initializer_range)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def embed(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
+              timesteps: torch.Tensor) -> torch.Tensor:
+        """Interleaved, normalised token embeddings (B, 3T, C): R_1, s_1, a_1, R_2, ..."""
+        B, T = timesteps.shape
+        time = self.embed_timestep(timesteps)  # (B, T, C)
+        r = self.embed_return(returns_to_go) + time  # (B, T, C)
+        s = self.embed_state(states) + time  # (B, T, C)
+        a = self.embed_action(actions) + time  # (B, T, C)
+        x = torch.stack((r, s, a), dim=2).reshape(B, 3 * T, -1)  # (B, 3T, C)
+        return self.embed_ln(x)  # (B, 3T, C)
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
+                timesteps: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                rewards: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Predictions (state_preds (B,T,state_dim), action_preds (B,T,act_dim), return_preds (B,T,1)).
+
+        Args:
+            states: (B, T, state_dim) float. actions: (B, T, act_dim) float. returns_to_go: (B, T, 1) float.
+            timesteps: (B, T) integer in [0, max_ep_len). attention_mask: (B, T), 1 = real step, 0 = padding.
+            rewards: accepted for transformers compatibility and unused, as there.
+        """
+        self.check_inputs(states, actions, returns_to_go, timesteps, attention_mask)
+        B, T = timesteps.shape
+        x = self.embed(states, actions, returns_to_go, timesteps)  # (B, 3T, C)
+        mask = None if attention_mask is None else attention_mask_3t(attention_mask)  # (B, 1, 3T, 3T)
+        x = self.encoder(x, mask)  # (B, 3T, C)
+        x = x.reshape(B, T, 3, -1)  # (B, T, 3, C): x[:, t, 1] is the token of s_t
+        state_preds = self.predict_state(x[:, :, 2])  # (B, T, state_dim), from a_t
+        action_preds = self.predict_action(x[:, :, 1])  # (B, T, act_dim), from s_t
+        return_preds = self.predict_return(x[:, :, 2])  # (B, T, 1), from a_t
+        return state_preds, action_preds, return_preds
+
+    def check_inputs(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
+                     timesteps: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+        """Raise ValueError naming the first argument whose shape, rank, dtype or range is wrong."""
+        cfg = self.config
+        if not isinstance(timesteps, torch.Tensor) or timesteps.dim() != 2:
+            raise ValueError(f"timesteps must be a (batch, steps) tensor, got {_describe(timesteps)}")
+        if timesteps.dtype.is_floating_point or timesteps.dtype in (torch.bool, torch.complex64, torch.complex128):
+            raise ValueError(f"timesteps must be an integer tensor, got dtype {timesteps.dtype}")
+        B, T = timesteps.shape
+        expected = {"states": (B, T, cfg.state_dim), "actions": (B, T, cfg.act_dim), "returns_to_go": (B, T, 1)}
+        for name, tensor in (("states", states), ("actions", actions), ("returns_to_go", returns_to_go)):
+            if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != expected[name]:
+                raise ValueError(f"{name} must have shape {expected[name]} (batch, steps, "
+                                 f"{'1' if name == 'returns_to_go' else name[:-1] + '_dim'}), got {_describe(tensor)}")
+            if not tensor.dtype.is_floating_point:
+                raise ValueError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}")
+        if attention_mask is not None and (not isinstance(attention_mask, torch.Tensor)
+                                           or tuple(attention_mask.shape) != (B, T)):
+            raise ValueError(f"attention_mask must have shape {(B, T)} (batch, steps), got {_describe(attention_mask)}")
+        if T and (int(timesteps.min()) < 0 or int(timesteps.max()) >= cfg.max_ep_len):
+            raise ValueError(f"timesteps must lie in [0, max_ep_len={cfg.max_ep_len}), got values in "
+                             f"[{int(timesteps.min())}, {int(timesteps.max())}]")
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> DecisionTransformer:
+        """Load a directory written by `save_pretrained` here or by transformers' DecisionTransformerModel."""
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path}: not a checkpoint directory")
+        config = DecisionTransformerConfig.from_json_file(path / CONFIG_NAME)
+        model = cls(config)
+        model.load_hf_state_dict(load_weights(path), source=str(path))
+        return model.eval()
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Write config.json and model.safetensors as transformers' save_pretrained does, each atomically."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.hf_state_dict().items()}
+        tmp = path / (SAFE_WEIGHTS_NAME + ".tmp")
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+        _replace(tmp, path / SAFE_WEIGHTS_NAME)
+        tmp = path / (CONFIG_NAME + ".tmp")
+        tmp.write_text(self.config.to_json_string())
+        _replace(tmp, path / CONFIG_NAME)
+
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """State dict in transformers' layout: GPT-2 projections transposed to Conv1D (in x out)."""
+        out = {}
+        for key, value in self.state_dict().items():
+            key = "encoder.wpe.weight" if key == "encoder.wpe" else "encoder.wte.weight" if key == "encoder.wte" else key
+            out[key] = value.t() if key.endswith(_CONV1D_SUFFIXES) else value
+        return out
+
+    def load_hf_state_dict(self, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
+        """Load weights in transformers' layout; raise naming missing, unexpected or mis-shaped keys."""
+        state = {k: v for k, v in state.items() if not k.endswith(_IGNORED_SUFFIXES)}
+        expected = self.hf_state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise ValueError(f"{source}: weights do not match the config: missing keys {missing[:5]}"
+                             f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
+                             f"{'...' if len(unexpected) > 5 else ''}")
+        own = {}
+        for key, ref in expected.items():
+            value = state[key]
+            if tuple(value.shape) != tuple(ref.shape):
+                raise ValueError(f"{source}: weight {key!r} has shape {tuple(value.shape)}, the config implies "
+                                 f"{tuple(ref.shape)}")
+            value = value.t() if key.endswith(_CONV1D_SUFFIXES) else value
+            own[key.removesuffix(".weight") if key in ("encoder.wpe.weight", "encoder.wte.weight") else key] = value
+        self.load_state_dict(own)
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Read model.safetensors, or pytorch_model.bin without executing pickles, from a checkpoint directory."""
+    safe, pt = path / SAFE_WEIGHTS_NAME, path / TORCH_WEIGHTS_NAME
+    if safe.is_file():
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(safe))
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"{safe}: unreadable safetensors file ({err})") from None
+    if pt.is_file():
+        try:
+            return torch.load(pt, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises several types for corrupt or unsafe pickles
+            raise ValueError(f"{pt}: unreadable weights file ({err})") from None
+    raise FileNotFoundError(f"{path}: no weights: expected {SAFE_WEIGHTS_NAME} or {TORCH_WEIGHTS_NAME}")
+
+
+def _replace(tmp: Path, dst: Path) -> None:
+    """fsync `tmp` and rename it over `dst`, so that a reader sees the old file or the new one, never half."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, dst)
+
+
+def _describe(x: object) -> str:
+    """Short description of a bad argument for error messages."""
+    if isinstance(x, torch.Tensor):
+        return f"shape {tuple(x.shape)} dtype {x.dtype}"
+    return type(x).__name__
