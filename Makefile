@@ -6,7 +6,7 @@ DEPS   := $(VENV)/.deps-stamp
 BUILD  := $(VENV)/.build-stamp
 CSRC   := $(shell find csrc -name '*.cpp' -o -name '*.h') CMakeLists.txt setup.py pyproject.toml
 
-.PHONY: install test demo clean
+.PHONY: install build test demo clean
 
 # torch is pinned to the release whose CPU build lies on these machines (a plain `torch` pulls CUDA).
 $(DEPS):
@@ -15,10 +15,14 @@ $(DEPS):
 	touch $@
 
 $(BUILD): $(DEPS) $(CSRC)
-	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
+	$(PY) -m pip install -q --no-build-isolation -e ".[test]"
 	touch $@
 
 install: $(BUILD)
+
+# Incremental rebuild of dt_fast._C in place, for development.
+build: $(DEPS)
+	$(PY) setup.py -q build_ext --inplace
 
 test: install
 	$(PY) -m pytest -q tests

@@ -1,14 +1,10 @@
-// The only file that includes pybind11: exposes the C++ core as dt_fast._C.
-// Arrays cross the boundary as contiguous numpy arrays; every size is checked here or in the core.
-#include <pybind11/numpy.h>
-#include <pybind11/pybind11.h>
+// Python face of returns_to_go.
+#include <string>
 
+#include "bindings/bindings.h"
 #include "sampler/returns.h"
 
-namespace py = pybind11;
-
-template <typename T>
-using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
+namespace dt_py {
 
 static py::array_t<float> returns_to_go(CArray<float> rewards, CArray<int64_t> offsets, double gamma) {
   if (rewards.ndim() != 1) throw py::value_error("rewards must be 1-D, got ndim=" + std::to_string(rewards.ndim()));
@@ -22,8 +18,9 @@ static py::array_t<float> returns_to_go(CArray<float> rewards, CArray<int64_t> o
   return out;
 }
 
-PYBIND11_MODULE(_C, m) {
-  m.doc() = "dt_fast C++ core";
+void bind_returns(py::module_& m) {
   m.def("returns_to_go", &returns_to_go, py::arg("rewards"), py::arg("offsets"), py::arg("gamma") = 1.0,
         "Discounted returns-to-go of every step, episode by episode (float32 [n_steps]).");
 }
+
+}  // namespace dt_py
