@@ -1,0 +1,113 @@
+"""Shared benchmark helpers: timing, this machine's matmul rate and memory bandwidth, result rows.
+
+Absolute times on shared 2-core machines drift by tens of percent; benchmarks therefore run the reference and
+dt_fast side by side in one process and report ratios, and measure the hardware bounds in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RESULTS_DIR = Path(__file__).parent / "results"
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (or platform.processor())."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git_revision() -> str:
+    """Short git revision of the working tree, with -dirty when it has uncommitted changes."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def rate(fn: Callable[[], object], min_time: float = 1.0, min_iters: int = 3, warmup: int = 1) -> float:
+    """Calls per second of `fn` over at least `min_time` seconds and `min_iters` calls, after warm-up."""
+    for _ in range(warmup):
+        fn()
+    n, start = 0, time.perf_counter()
+    while n < min_iters or time.perf_counter() - start < min_time:
+        fn()
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
+def latencies(fn: Callable[[], object], n: int, warmup: int = 50) -> np.ndarray:
+    """Per-call wall times in seconds of `n` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    out = np.empty(n)
+    for i in range(n):
+        start = time.perf_counter()
+        fn()
+        out[i] = time.perf_counter() - start
+    return out
+
+
+def matmul_flops_per_s(n: int = 2048, threads: int | None = None, min_time: float = 1.0) -> float:
+    """FLOP/s of an n x n x n float32 torch matmul, with `threads` torch threads (None = current setting)."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        out = torch.empty(n, n)
+        calls = rate(lambda: torch.matmul(a, b, out=out), min_time=min_time)
+    finally:
+        torch.set_num_threads(previous)
+    return 2.0 * n**3 * calls
+
+
+def memcpy_bytes_per_s(nbytes: int = 256 << 20, min_time: float = 1.0) -> float:
+    """Bytes per second moved by a plain copy of a large buffer (read + write counted once each)."""
+    src = np.ones(nbytes // 4, dtype=np.float32)
+    dst = np.empty_like(src)
+    calls = rate(lambda: np.copyto(dst, src), min_time=min_time)
+    return 2.0 * nbytes * calls
+
+
+def save_results(name: str, rows: list[dict], extra: dict | None = None) -> Path:
+    """Write rows plus machine facts to benchmarks/results/<name>.json; returns the path."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    doc = {"benchmark": name, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "cpu": cpu_model(), "git": git_revision(), "torch": torch.__version__,
+           "torch_threads": torch.get_num_threads(), **(extra or {}), "rows": rows}
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    """Print rows as an aligned text table of the given columns."""
+    def fmt(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:,.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+        return str(v)
+
+    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
