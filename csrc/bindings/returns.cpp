@@ -6,13 +6,14 @@
 
 namespace dt_py {
 
-static py::array_t<float> returns_to_go(CArray<float> rewards, CArray<int64_t> offsets, double gamma) {
+static py::array_t<float> returns_to_go(CArray<float> rewards, CArray<int64_t> offsets, double gamma,
+                                        double scale) {
   if (rewards.ndim() != 1) throw py::value_error("rewards must be 1-D, got ndim=" + std::to_string(rewards.ndim()));
   if (offsets.ndim() != 1) throw py::value_error("offsets must be 1-D, got ndim=" + std::to_string(offsets.ndim()));
   py::array_t<float> out(rewards.shape(0));
   {
     py::gil_scoped_release release;
-    dt::returns_to_go(rewards.data(), rewards.shape(0), offsets.data(), offsets.shape(0), gamma,
+    dt::returns_to_go(rewards.data(), rewards.shape(0), offsets.data(), offsets.shape(0), gamma, scale,
                       out.mutable_data());
   }
   return out;
@@ -20,7 +21,8 @@ static py::array_t<float> returns_to_go(CArray<float> rewards, CArray<int64_t> o
 
 void bind_returns(py::module_& m) {
   m.def("returns_to_go", &returns_to_go, py::arg("rewards"), py::arg("offsets"), py::arg("gamma") = 1.0,
-        "Discounted returns-to-go of every step, episode by episode (float32 [n_steps]).");
+        py::arg("scale") = 1.0,
+        "Discounted returns-to-go of every step divided by scale, episode by episode (float32 [n_steps]).");
 }
 
 }  // namespace dt_py

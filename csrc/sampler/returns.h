@@ -5,10 +5,11 @@
 
 namespace dt {
 
-// rtg[t] = rewards[t] + gamma * rtg[t + 1] inside [offsets[e], offsets[e + 1]), zero after the end.
+// rtg[t] = (rewards[t] + gamma * R[t + 1]) / scale inside [offsets[e], offsets[e + 1]), R zero after the end.
 // rewards, rtg: [n_steps]; offsets: [n_episodes + 1], offsets[0] == 0, non-decreasing, last == n_steps.
-// Accumulates in double so that long episodes with gamma = 1 lose no precision. Throws on bad offsets.
+// Accumulates and divides in double (as the blog's numpy collator does), then rounds once to float.
+// Throws on bad offsets or a zero / non-finite scale.
 void returns_to_go(const float* rewards, int64_t n_steps, const int64_t* offsets, int64_t n_offsets,
-                   double gamma, float* rtg);
+                   double gamma, double scale, float* rtg);
 
 }  // namespace dt

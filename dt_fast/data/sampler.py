@@ -1,0 +1,126 @@
+"""TrajectorySampler: the blog collator's training windows, built ahead by C++ threads into a ring of buffers.
+
+Semantics (DESIGN.md "Training windows"): a window starts at a step drawn uniformly over all steps of the
+dataset, is cut at its episode's end and left-padded to context_len. States are normalised by the dataset's
+mean/std, returns-to-go are precomputed once (discounted by gamma, divided by scale), timesteps are clipped to
+max_ep_len - 1. Padding matches the blog's collator exactly: actions -10, rewards / returns-to-go / timesteps /
+mask 0, and states (0 - mean) / std, because the blog pads before normalising.
+
+Row i of batch k of the stream (seed, rank) comes from a counter-based RNG keyed by (seed, rank, k, i): the
+same seed gives the same batches whatever num_threads is, and `state_dict` (seed, rank, next batch) resumes
+the stream exactly. Give each rank of a distributed run its own `rank` (same seed): the streams are unrelated.
+
+Threads: `num_threads` background workers build batches ahead into a ring of 4 * num_threads + 4 buffers (with
+the GIL released). A batch handed out is never written again: its buffer goes back to the ring only when the
+last tensor viewing it is freed. While the next batch is not ready, `sample()` builds batches itself instead of
+waiting, so a caller that consumes faster than the workers produce also works. The sampler copies the dataset
+into its C++ core (normalised states, actions, rewards, returns-to-go): the Trajectories may change afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from dt_fast.data.trajectories import Trajectories
+
+BATCH_KEYS = ("states", "actions", "rewards", "returns_to_go", "timesteps", "attention_mask")
+UINT64 = 2**64
+
+
+class TrajectorySampler:
+    """Batches of training windows for DecisionTransformer.forward; iterate it for an endless prefetched stream."""
+
+    def __init__(self, trajectories: Trajectories, context_len: int = 20, batch_size: int = 64,
+                 scale: float = 1000.0, gamma: float = 1.0, max_ep_len: int = 1000, seed: int = 0,
+                 num_threads: int = 1, device: str | torch.device = "cpu", rank: int = 0) -> None:
+        if not isinstance(trajectories, Trajectories):
+            raise TypeError(f"trajectories must be a dt_fast.Trajectories, got {type(trajectories).__name__}")
+        for name, value in (("context_len", context_len), ("batch_size", batch_size),
+                            ("max_ep_len", max_ep_len), ("num_threads", num_threads)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name, value in (("seed", seed), ("rank", rank)):
+            if not isinstance(value, (int, np.integer)) or not 0 <= value < UINT64:
+                raise ValueError(f"{name} must be an integer in [0, 2**64), got {value!r}")
+        if not np.isfinite(scale) or scale == 0:
+            raise ValueError(f"scale must be finite and non-zero, got {scale!r}")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
+        try:
+            from dt_fast import _C
+        except ImportError as err:
+            raise RuntimeError("TrajectorySampler needs the compiled extension dt_fast._C "
+                               "(build it with `python setup.py build_ext --inplace`)") from err
+        self.context_len, self.batch_size, self.max_ep_len = int(context_len), int(batch_size), int(max_ep_len)
+        self.scale, self.gamma = float(scale), float(gamma)
+        self.num_threads, self.device = int(num_threads), torch.device(device)
+        self.seed, self.rank = int(seed), int(rank)
+        self.state_mean, self.state_std = trajectories.state_mean, trajectories.state_std  # float64 [state_dim]
+        self.num_steps = trajectories.num_steps
+        self._core = _C.SamplerCore(trajectories.observations, trajectories.actions, trajectories.rewards,
+                                    trajectories.offsets, self.state_mean, self.state_std, self.context_len,
+                                    self.batch_size, self.scale, self.gamma, self.max_ep_len)
+        self._next_batch = 0
+        self._prefetcher: Any = None  # started by the first sample()
+
+    def sample(self) -> dict[str, torch.Tensor]:
+        """The next batch of the stream: states (B,T,S), actions (B,T,A), rewards (B,T,1), returns_to_go (B,T,1),
+        timesteps int64 (B,T), attention_mask (B,T)."""
+        if self._prefetcher is None:
+            from dt_fast import _C
+
+            self._prefetcher = _C.SamplerPrefetcher(self._core, self.seed, self.rank, self._next_batch,
+                                                    self.num_threads, 4 * self.num_threads + 4)
+        arrays = self._prefetcher.next()  # numpy views of a buffer that returns to the ring when released
+        self._next_batch += 1
+        return self._to_torch(arrays)
+
+    def __iter__(self) -> TrajectorySampler:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        return self.sample()
+
+    def draws(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(episode, start) int64 [batch_size] of the rows of batch number `batch` of this sampler's stream."""
+        if not 0 <= batch < UINT64:
+            raise ValueError(f"batch must be in [0, 2**64), got {batch!r}")
+        return self._core.draw(self.seed, self.rank, batch)
+
+    def windows(self, episode: np.ndarray, start: np.ndarray) -> dict[str, torch.Tensor]:
+        """The windows of explicit draws (episode[i], start[i]), shaped as sample(); indices are checked."""
+        return self._to_torch(self._core.windows(np.asarray(episode, np.int64), np.asarray(start, np.int64)))
+
+    def state_dict(self) -> dict[str, int]:
+        """What resumes the stream: seed, rank and the next batch number (plus shape checks)."""
+        return {"seed": self.seed, "rank": self.rank, "next_batch": self._next_batch,
+                "batch_size": self.batch_size, "context_len": self.context_len, "num_steps": self.num_steps}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume the stream of `state` (from state_dict) at its next batch; batches built ahead are dropped."""
+        for key in ("batch_size", "context_len", "num_steps"):
+            if state[key] != getattr(self, key):
+                raise ValueError(f"sampler state has {key}={state[key]} but this sampler has "
+                                 f"{key}={getattr(self, key)}: the stream would differ")
+        self.close()
+        self.seed, self.rank, self._next_batch = int(state["seed"]), int(state["rank"]), int(state["next_batch"])
+
+    def close(self) -> None:
+        """Stop and join the prefetch threads (sampling again restarts them where the stream stands)."""
+        self._prefetcher = None
+
+    def __repr__(self) -> str:
+        return (f"TrajectorySampler(steps={self.num_steps}, context_len={self.context_len}, "
+                f"batch_size={self.batch_size}, scale={self.scale}, gamma={self.gamma}, "
+                f"max_ep_len={self.max_ep_len}, seed={self.seed}, rank={self.rank}, "
+                f"num_threads={self.num_threads}, next_batch={self._next_batch})")
+
+    def _to_torch(self, arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        """Numpy batch to torch tensors (zero-copy on CPU) on the sampler's device."""
+        batch = {k: torch.from_numpy(arrays[k]) for k in BATCH_KEYS}
+        if self.device.type != "cpu":
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        return batch
