@@ -1,0 +1,217 @@
+"""Step latency and throughput of dt_fast.Policy against the blog's get_action loop, with hardware bounds.
+
+    .venv/bin/python -m benchmarks.bench_policy            # full run (about 2-4 minutes on 2 cores)
+    .venv/bin/python -m benchmarks.bench_policy --quick    # fewer steps, for a smoke run
+
+All in one process, one torch thread: for Hopper (11/3) and HalfCheetah (17/6) sized models (hidden 128,
+3 layers, 1 head, K = 20, the blog's configuration):
+- p50 / p99 latency of one step at batch 1, while the window fills (t < K) and once it slides (t >= K), for the
+  Policy on the C++ engine (exact, rolling), the Policy on the torch decoder (exact, rolling), the engine's
+  step alone, and the blog's per-step `get_action` (benchmarks/reference.py) on transformers'
+  DecisionTransformerModel (timed around the get_action call only, without the loop's torch.cat bookkeeping,
+  which favours the blog); at least 1,000 timed steps each after warm-up;
+- actions per second at batch 64 and 256 (window sliding) for the engine, one thread and all threads;
+- the bound of each case: max(FLOPs of the step / single-core matmul rate, bytes read per step / memory
+  bandwidth), both rates measured in the same run (torch 2048^3 GEMM on one thread; numpy copy of 256 MB).
+FLOPs count 2 per multiply-add of every matmul and attention product the mode must do (exact: the pruned window
+recompute; rolling: the 3 new tokens); bytes count the weights the step reads plus the KV cache it reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from transformers import DecisionTransformerConfig as HFConfig
+from transformers import DecisionTransformerModel
+
+from benchmarks.reference import get_action
+from dt_fast import DecisionTransformer, DecisionTransformerConfig
+from dt_fast.policy import Policy
+
+ENVS = {"Hopper": (11, 3), "HalfCheetah": (17, 6)}
+K = 20
+SCALE = 1000.0
+
+
+def gemm_rate() -> float:
+    """FLOP/s of a 2048^3 float32 GEMM on one thread (best of 5)."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(5))
+    return 2 * 2048**3 / best
+
+
+def bandwidth() -> float:
+    """Bytes/s of a 256 MB numpy copy (read + write, best of 5)."""
+    src, dst = np.ones(64 * 2**20, np.float32), np.empty(64 * 2**20, np.float32)
+    np.copyto(dst, src)
+    best = min(_timed(lambda: np.copyto(dst, src)) for _ in range(5))
+    return 2 * src.nbytes / best
+
+
+def _timed(fn) -> float:
+    """Seconds one call of fn takes."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def step_cost(cfg: DecisionTransformerConfig, mode: str, t: int) -> tuple[float, float]:
+    """(FLOPs, bytes) one step at episode step t must do in `mode`: the engine's plan (csrc/engine/engine.h)."""
+    C, I, L, S, A = cfg.hidden_size, cfg.inner_dim, cfg.n_layer, cfg.state_dim, cfg.act_dim
+    end, new_lo = 3 * t + 1, max(0, 3 * t - 1)
+    recompute = mode == "exact" and t >= K
+    lo = 3 * (t - K + 1) if recompute else new_lo
+    n_new, n_h = end - new_lo + 1, end - lo + 1
+
+    def span(p: int) -> int:  # keys a query at position p attends to
+        floor = max(0, 3 * (t - K + 1)) if mode == "exact" else max(0, 3 * (p // 3 - K + 1))
+        return p - floor + 1
+
+    macs = n_new * C * (S + A) / 3  # token embeddings (one state, one action and one return per step)
+    weights = (S + A) * C + 2 * C
+    for l in range(L):
+        last = l == L - 1
+        n_kv = n_new if l == 0 else n_h
+        queries = [end] if last else list(range(lo, end + 1))
+        macs += n_kv * (2 if last and l > 0 else 3) * C * C + (C * C if last and l > 0 else 0)  # c_attn
+        macs += sum(2 * span(p) * C for p in queries)  # q.k and attention-weighted v
+        macs += len(queries) * (C * C + 2 * C * I)  # c_proj and the MLP
+        weights += 4 * C * C + 2 * C * I
+    macs += C * A  # action head
+    weights += C * A
+    cache = L * 2 * 3 * K * C  # keys and values of the window, every layer
+    return 2.0 * macs, 4.0 * (weights + cache)
+
+
+def blog_latencies(model: DecisionTransformerModel, n: int, phase: str, rng: np.random.Generator) -> np.ndarray:
+    """Seconds per get_action call of the blog loop, window filling (t < K) or sliding (t >= K)."""
+    S, A = model.config.state_dim, model.config.act_dim
+    out = []
+    while len(out) < n:
+        states, actions = torch.zeros(0, S), torch.zeros(0, A)
+        rtg, timesteps, rewards = torch.zeros(1, 0), torch.zeros(1, 0, dtype=torch.long), torch.zeros(0)
+        for t in range(K if phase == "t<K" else K + 30 + n):
+            states = torch.cat([states, torch.from_numpy(rng.normal(size=(1, S)).astype(np.float32))])
+            actions = torch.cat([actions, torch.zeros(1, A)])
+            rewards = torch.cat([rewards, torch.zeros(1)])
+            rtg = torch.cat([rtg, torch.full((1, 1), 3.6)], dim=1)
+            timesteps = torch.cat([timesteps, torch.full((1, 1), min(t, 999), dtype=torch.long)], dim=1)
+            with torch.no_grad():
+                start = time.perf_counter()
+                action = get_action(model, states, actions, rewards, rtg, timesteps, max_length=K)
+                elapsed = time.perf_counter() - start
+            actions[-1] = action
+            if phase == "t<K" or t >= K + 30:
+                out.append(elapsed)
+            if len(out) >= n:
+                break
+    return np.array(out)
+
+
+def policy_latencies(policy: Policy, n: int, phase: str, rng: np.random.Generator,
+                     engine_only: bool = False) -> np.ndarray:
+    """Seconds per Policy.act (or Engine.step alone) at batch 1, window filling (t < K) or sliding (t >= K)."""
+    S = policy.state_dim
+    obs = rng.normal(size=(n + K + 30, S))
+    out = []
+    policy.reset()
+    reward = None
+    for i in range(len(obs)):
+        if phase == "t<K" and i % K == 0:
+            policy.reset()
+            reward = None
+        if engine_only:
+            states = obs[i:i + 1].astype(np.float32)
+            rtg, ts = np.full(1, 3.6, np.float32), np.array([min(i, 999)], np.int64)
+            start = time.perf_counter()
+            policy._engine.step(states, rtg, ts)
+            elapsed = time.perf_counter() - start
+        else:
+            start = time.perf_counter()
+            policy.act(obs[i], reward)
+            elapsed = time.perf_counter() - start
+        reward = 1.0
+        if phase == "t<K" or i >= K + 30:
+            out.append(elapsed)
+    return np.array(out[:n])
+
+
+def throughput(policy: Policy, steps: int, rng: np.random.Generator) -> float:
+    """Actions per second of Policy.act over num_envs rows, window sliding (after K + 5 warm-up steps)."""
+    B, S = policy.num_envs, policy.state_dim
+    obs = rng.normal(size=(B, S))
+    reward = np.ones(B)
+    policy.reset()
+    policy.act(obs)
+    for _ in range(K + 5):
+        policy.act(obs, reward)
+    start = time.perf_counter()
+    for _ in range(steps):
+        policy.act(obs, reward)
+    return B * steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="200 timed steps instead of 1,000 (smoke run)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    n = 200 if args.quick else 1000
+    rng = np.random.default_rng(0)
+    rate, bw = gemm_rate(), bandwidth()
+    print(f"single-core matmul rate (torch 2048^3 fp32, best of 5): {rate / 1e9:.1f} GFLOP/s; "
+          f"memory bandwidth (numpy 256 MB copy): {bw / 1e9:.1f} GB/s; K = {K}, {n} timed steps per case")
+    print(f"\n{'case':<34}{'phase':>6}{'p50 us':>10}{'p99 us':>10}{'vs blog':>9}{'MFLOP':>8}{'KB':>7}"
+          f"{'bound us':>10}{'p50/bound':>10}")
+    for env, (S, A) in ENVS.items():
+        torch.manual_seed(0)
+        hf = DecisionTransformerModel(HFConfig(state_dim=S, act_dim=A, hidden_size=128, n_layer=3, n_head=1,
+                                               max_ep_len=1000)).eval()
+        ours = DecisionTransformer(DecisionTransformerConfig.from_dict(hf.config.to_dict()))
+        ours.load_hf_state_dict(hf.state_dict())
+        ours.eval()
+        common = dict(target_return=3600.0, state_mean=np.zeros(S), state_std=np.ones(S), scale=SCALE, context_len=K)
+        cases = [("cpp exact (Policy.act)", "cpp", "exact", False),
+                 ("cpp rolling (Policy.act)", "cpp", "rolling", False),
+                 ("cpp exact (Engine.step)", "cpp", "exact", True),
+                 ("cpp rolling (Engine.step)", "cpp", "rolling", True),
+                 ("torch exact (Policy.act)", "torch", "exact", False),
+                 ("torch rolling (Policy.act)", "torch", "rolling", False)]
+        for phase in ("t<K", "t>=K"):
+            blog_lat = blog_latencies(hf, n, phase, rng)
+            blog = np.median(blog_lat)
+            t_cost = K // 2 if phase == "t<K" else K + 30
+            print(f"{env + ' blog get_action':<34}{phase:>6}{blog * 1e6:>10.0f}"
+                  f"{np.percentile(blog_lat, 99) * 1e6:>10.0f}{1.0:>9.2f}")
+            for name, backend, mode, engine_only in cases:
+                policy = Policy(ours, mode=mode, backend=backend, **common)
+                lat = policy_latencies(policy, n, phase, rng, engine_only)
+                flops, nbytes = step_cost(ours.config, mode, t_cost)
+                bound = max(flops / rate, nbytes / bw)
+                p50 = np.median(lat)
+                print(f"{env + ' ' + name:<34}{phase:>6}{p50 * 1e6:>10.0f}{np.percentile(lat, 99) * 1e6:>10.0f}"
+                      f"{blog / p50:>9.2f}{flops / 1e6:>8.1f}{nbytes / 1024:>7.0f}{bound * 1e6:>10.0f}"
+                      f"{p50 / bound:>10.2f}")
+    print(f"\n{'throughput (Hopper, window sliding)':<40}{'B':>5}{'threads':>8}{'actions/s':>11}{'bound a/s':>11}"
+          f"{'of bound':>9}")
+    S, A = ENVS["Hopper"]
+    ours = DecisionTransformer(DecisionTransformerConfig(state_dim=S, act_dim=A, hidden_size=128, n_layer=3, n_head=1,
+                                                         max_ep_len=1000)).eval()
+    common = dict(target_return=3600.0, state_mean=np.zeros(S), state_std=np.ones(S), scale=SCALE, context_len=K)
+    for mode in ("exact", "rolling"):
+        flops, _ = step_cost(ours.config, mode, K + 30)
+        for B in (64, 256):
+            for threads in (1, 2):
+                policy = Policy(ours, mode=mode, backend="cpp", num_envs=B, n_threads=threads, **common)
+                steps = (4 if mode == "exact" else 40) * (256 // B)
+                aps = throughput(policy, steps, rng)
+                bound = threads * rate / flops
+                print(f"{'cpp ' + mode:<40}{B:>5}{threads:>8}{aps:>11.0f}{bound:>11.0f}{aps / bound:>9.2f}")
+
+
+if __name__ == "__main__":
+    main()

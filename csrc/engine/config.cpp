@@ -1,0 +1,56 @@
+// Config::from_json: transformers' DecisionTransformerConfig fields and defaults, validated.
+#include "engine/config.h"
+
+#include "common/check.h"
+
+namespace dt {
+
+namespace {
+
+Activation parse_activation(const std::string& name, const std::string& source) {
+  if (name == "relu") return Activation::Relu;
+  if (name == "gelu") return Activation::Gelu;
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") return Activation::GeluTanh;
+  if (name == "quick_gelu") return Activation::QuickGelu;
+  if (name == "silu" || name == "swish") return Activation::Silu;
+  if (name == "tanh") return Activation::Tanh;
+  if (name == "sigmoid") return Activation::Sigmoid;
+  fail(source, ": unsupported activation_function '", name, "'");
+}
+
+// An int field, also accepted under transformers' attribute_map alias.
+int positive_int(const Json& j, const std::string& key, const std::string& alias, int fallback,
+                 const std::string& source) {
+  int64_t v = json_int_or(j, key, j.has(alias) ? json_int(j, alias, source) : fallback, source);
+  DT_CHECK(v >= 1 && v < (int64_t{1} << 30), source, ": '", key, "' must be a positive int, got ", v);
+  return static_cast<int>(v);
+}
+
+}  // namespace
+
+Config Config::from_json(const Json& j, const std::string& source) {
+  DT_CHECK(j.kind == Json::Kind::Object, source, ": expected a JSON object");
+  std::string model_type = json_string_or(j, "model_type", "decision_transformer", source);
+  DT_CHECK(model_type == "decision_transformer", source, ": model_type is '", model_type,
+           "', expected 'decision_transformer'");
+  Config c;
+  c.state_dim = positive_int(j, "state_dim", "", 17, source);
+  c.act_dim = positive_int(j, "act_dim", "", 4, source);
+  c.hidden_size = positive_int(j, "hidden_size", "", 128, source);
+  c.n_layer = positive_int(j, "n_layer", "num_hidden_layers", 3, source);
+  c.n_head = positive_int(j, "n_head", "num_attention_heads", 1, source);
+  c.n_inner = positive_int(j, "n_inner", "", 4 * c.hidden_size, source);
+  c.max_ep_len = positive_int(j, "max_ep_len", "", 4096, source);
+  c.n_positions = positive_int(j, "n_positions", "max_position_embeddings", 1024, source);
+  c.action_tanh = json_bool_or(j, "action_tanh", true, source);
+  c.activation = parse_activation(json_string_or(j, "activation_function", "relu", source), source);
+  c.ln_eps = static_cast<float>(json_number_or(j, "layer_norm_epsilon", 1e-5, source));
+  c.scale_attn_weights = json_bool_or(j, "scale_attn_weights", true, source);
+  c.scale_attn_by_inverse_layer_idx = json_bool_or(j, "scale_attn_by_inverse_layer_idx", false, source);
+  DT_CHECK(c.hidden_size % c.n_head == 0, source, ": hidden_size (", c.hidden_size, ") must be divisible by n_head (",
+           c.n_head, ")");
+  DT_CHECK(c.ln_eps > 0.0f, source, ": layer_norm_epsilon must be positive");
+  return c;
+}
+
+}  // namespace dt

@@ -1,0 +1,136 @@
+// Engine: Decision Transformer inference on the CPU, one environment step at a time, for B independent rows
+// (one episode each), with a per-layer KV cache. No Python, no libtorch. Shapes in comments use B batch rows,
+// L layers, C hidden size, I MLP width, S state_dim, A act_dim, K context length (steps), R = 3K + 3 ring slots.
+//
+// Tokens of a row are numbered from its reset: step j has R_j at 3j, s_j at 3j + 1, a_j at 3j + 2. A step
+// embeds the tokens that became known (a_{t-1} with the action the engine returned, R_t, s_t) and returns the
+// action read from s_t. The current step's zero a_t placeholder of the blog's window comes after s_t, so by
+// causality it never changes the action: it is never computed.
+//
+// Modes:
+//   Exact   - the action of the blog's get_action window recompute (the last K steps), to float tolerance.
+//             While t < K the window starts at token 0 and the KV cache is exact. Once it slides, the window's
+//             layers >= 1 change and are recomputed over the 3K - 1 window tokens; layer 0 is not: a token's
+//             layer-0 input, query, key and value depend only on its own embedding and are cached for good.
+//             The last layer computes keys/values for the window but query, attention, MLP and head only for s_t.
+//   Rolling - APPROXIMATE after K steps, O(1) work per step: each token attends to the cached keys/values of the
+//             tokens of its own step and the K - 1 steps before it (a sliding window per layer, the same span the
+//             blog's window gives s_t), and nothing is recomputed. Equal to Exact while t < K; a different
+//             function afterwards, because deeper-layer keys of old tokens were computed from longer histories.
+//
+// The ring holds R = 3K + 3 slots per row and layer (token p in slot p % R): the last K + 1 steps, enough for the
+// oldest key a_{t-1} still needs while R_t and s_t are written in the same step.
+//
+// Threads: the batch is cut into chunks of rows (about kChunkTokens token rows each, so a chunk's scratch stays in
+// L2); each thread runs whole chunks with its own RunState. Batch 1 is one chunk on the calling thread.
+// All buffers are allocated at construction; step() allocates nothing.
+//
+// Errors throw std::invalid_argument (common/check.h); nothing calls exit().
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/config.h"
+#include "engine/kernels.h"
+#include "engine/thread_pool.h"
+#include "engine/weights.h"
+
+namespace dt {
+
+enum class Mode { Exact, Rolling };
+
+// Parse "exact" / "rolling"; throws on anything else.
+Mode parse_mode(const std::string& name);
+
+struct Model {
+  Config config;
+  Weights weights;
+};
+
+// Load `dir`/config.json and `dir`/model.safetensors (as written by transformers' save_pretrained).
+Model load_checkpoint(const std::string& dir);
+
+struct KVCache {
+  std::vector<float> k;   // (B, L, R, C): key of the row's token p at layer l in slot p % R
+  std::vector<float> v;   // (B, L, R, C): value, same layout
+  std::vector<float> x0;  // (B, R, C): layer-0 input of each token (embed_ln output + wpe[0])
+  std::vector<float> q0;  // (B, R, C): layer-0 query of each token
+};
+
+// Token ranges of one row in the current step (absolute token positions, inclusive).
+struct RowPlan {
+  int64_t end;       // position of s_t, the last token computed
+  int64_t new_lo;    // first token embedded this step
+  int64_t lo;        // first token whose residual stream is computed (window start when recomputing)
+  int64_t floor;     // >= 0: every query attends to keys >= floor (exact recompute); -1: per-step sliding window
+  int64_t h_off;     // first row of this batch row in its chunk's packed residual buffers
+  int64_t new_off;   // first row of this batch row among its chunk's packed new tokens
+};
+
+// Scratch of one chunk of G batch rows (rows = G * 3K in exact mode, G * 3 in rolling mode).
+struct RunState {
+  std::vector<float> h;       // (rows, C) residual stream entering a layer, batch rows packed one after another
+  std::vector<float> h2;      // (rows, C) residual stream leaving it
+  std::vector<float> xb;      // (rows, C) LayerNorm and projection outputs
+  std::vector<float> qkv;     // (rows, 3C) c_attn outputs of the tokens computed at a layer
+  std::vector<float> xq;      // (G, C) ln_1 of s_t at the last layer
+  std::vector<float> q_last;  // (G, C) query of s_t at the last layer
+  std::vector<float> att;     // (rows, C) attention outputs, packed by query
+  std::vector<float> ff;      // (rows, I) MLP hidden layer
+  std::vector<float> att_q;   // (R, hs) queries of one head
+  std::vector<float> att_kt;  // (hs, Rp) keys of one head, transposed, Rp = R rounded up to 16
+  std::vector<float> att_v;   // (R, hs) values of one head
+  std::vector<float> scores;  // (R, Rp) scores of every query and key of one head, then attention weights
+  std::vector<RowPlan> plan;  // (G)
+};
+
+class Engine {
+ public:
+  // `n_threads` 0 = one thread for B == 1, else every hardware thread. `isa`: see kernels_select.
+  Engine(Model model, int batch, int context_len, Mode mode, int n_threads = 0, const std::string& isa = "auto");
+
+  // Start a new episode in row `row` (the next step is its step 0).
+  void reset(int64_t row);
+  // One environment step for every row.
+  //   states    (B, S) normalised observations; returns_to_go (B) already divided by scale;
+  //   timesteps (B) in [0, max_ep_len); actions (B, A) written. Throws (state unchanged) on a bad timestep.
+  void step(const float* states, const float* returns_to_go, const int64_t* timesteps, float* actions);
+
+  const Config& config() const { return model_.config; }
+  int batch() const { return B_; }
+  int context_len() const { return K_; }
+  Mode mode() const { return mode_; }
+  int threads() const { return pool_->size(); }
+  const char* isa() const { return kernels_.name; }
+  int64_t steps_taken(int64_t row) const { return n_steps_[row]; }
+  size_t weight_bytes() const { return model_.weights.bytes(); }
+
+ private:
+  // Token rows one chunk of batch rows computes at most: chunks keep a step's working set in L2.
+  static constexpr size_t kChunkTokens = 240;
+  // Up to this many queries per row, attention takes one dot product per key instead of two small matmuls.
+  static constexpr int kDirectQueries = 4;
+
+  void embed(int64_t b, const float* state, float rtg, int64_t timestep);
+  void run_chunk(RunState& st, int64_t b0, int64_t nb, const float* states, const float* returns_to_go,
+                 const int64_t* timesteps, float* actions);
+  void layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in);
+  void attend(RunState& st, int l, int64_t b, int64_t bl);
+
+  Model model_;
+  int B_, K_, R_;
+  Mode mode_;
+  Kernels kernels_;
+  std::unique_ptr<ThreadPool> pool_;
+  KVCache cache_;
+  int chunk_;                     // batch rows per chunk (a unit of work for one thread)
+  std::vector<RunState> states_;  // (threads) scratch of the chunk each thread runs
+  std::vector<int64_t> n_steps_;        // (B) steps taken since the row's reset
+  std::vector<int64_t> prev_timestep_;  // (B) timestep of the previous step (embeds a_{t-1})
+  std::vector<float> prev_action_;      // (B, A) action returned at the previous step
+};
+
+}  // namespace dt

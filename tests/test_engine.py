@@ -1,0 +1,299 @@
+"""The C++ engine and the torch KV-cache decoder, step by step, against DecisionTransformer's full forward.
+
+At every step the reference is one full forward of dt_fast.DecisionTransformer (itself equal to transformers')
+over the blog's window: the last K steps, the current action a zero placeholder. Rows of a batch are reset at
+different steps so that rows in different phases (window filling, window sliding) share one call.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+import dt_fast
+from dt_fast import DecisionTransformer, DecisionTransformerConfig
+from dt_fast.decode import KVCacheDecoder
+
+pytestmark = pytest.mark.skipif(not dt_fast.HAS_C_EXT, reason="dt_fast._C is not built")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Run torch on one thread: these models are tiny and the 2 shared cores are oversubscribed otherwise."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def random_model(seed: int, **kwargs) -> DecisionTransformer:
+    """A DecisionTransformer with large random weights, so that actions depend on every input."""
+    torch.manual_seed(seed)
+    model = DecisionTransformer(DecisionTransformerConfig(max_ep_len=200, **kwargs)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3 if p.dim() > 1 else 0.1)
+    return model
+
+
+def tensors_of(model: DecisionTransformer) -> dict[str, np.ndarray]:
+    """The model's weights in transformers' layout, as numpy arrays."""
+    return {k: v.detach().numpy() for k, v in model.hf_state_dict().items()}
+
+
+def make_engine(model: DecisionTransformer, batch: int, K: int, mode: str, **kwargs) -> "dt_fast._C.Engine":
+    """An engine with the model's weights handed over from Python."""
+    return dt_fast._C.Engine(model.config.to_json_string(), tensors_of(model), batch, K, mode, **kwargs)
+
+
+class WindowReference:
+    """The blog's window recompute for B rows: full forward over the last K steps of each row's history."""
+
+    def __init__(self, model: DecisionTransformer, batch: int, K: int) -> None:
+        self.model, self.K = model, K
+        self.hist = [dict(s=[], a=[], r=[], t=[]) for _ in range(batch)]
+
+    def reset(self, row: int) -> None:
+        self.hist[row] = dict(s=[], a=[], r=[], t=[])
+
+    def step(self, states: np.ndarray, rtg: np.ndarray, timesteps: np.ndarray) -> np.ndarray:
+        out = []
+        for b, h in enumerate(self.hist):
+            h["s"].append(states[b]), h["r"].append(rtg[b]), h["t"].append(timesteps[b])
+            h["a"].append(np.zeros(self.model.config.act_dim, np.float32))
+            lo = max(0, len(h["s"]) - self.K)
+            with torch.no_grad():
+                _, a, _ = self.model(torch.tensor(np.array(h["s"][lo:]))[None],
+                                     torch.tensor(np.array(h["a"][lo:]))[None],
+                                     torch.tensor(np.array(h["r"][lo:]))[None, :, None],
+                                     torch.tensor(np.array(h["t"][lo:]))[None])
+            out.append(a[0, -1].numpy())
+        return np.array(out)
+
+    def taken(self, actions: np.ndarray) -> None:
+        for b, h in enumerate(self.hist):
+            h["a"][-1] = actions[b]
+
+
+SHAPES = [  # (state_dim, act_dim, hidden_size, n_layer, n_head, K, extra config)
+    (11, 3, 64, 3, 1, 4, {}),
+    (17, 6, 32, 1, 2, 1, {"activation_function": "gelu_new"}),
+    (5, 2, 48, 2, 4, 6, {"scale_attn_by_inverse_layer_idx": True, "n_inner": 72, "activation_function": "silu"}),
+    (3, 1, 16, 4, 2, 3, {"action_tanh": False, "scale_attn_weights": False, "activation_function": "gelu"}),
+]
+
+
+@pytest.mark.parametrize("S, A, C, L, H, K, extra", SHAPES)
+@pytest.mark.parametrize("decoder", ["engine", "torch"])
+def test_exact_decode_equals_full_forward(S: int, A: int, C: int, L: int, H: int, K: int, extra: dict,
+                                          decoder: str) -> None:
+    model = random_model(S + C, state_dim=S, act_dim=A, hidden_size=C, n_layer=L, n_head=H, **extra)
+    B = 3
+    ref = WindowReference(model, B, K)
+    if decoder == "engine":
+        dec = make_engine(model, B, K, "exact")
+        step, reset = dec.step, dec.reset
+    else:
+        dec = KVCacheDecoder(model, B, K, "exact")
+        step = lambda s, r, t: dec.step(torch.tensor(s), torch.tensor(r), torch.tensor(t)).numpy()  # noqa: E731
+        reset = lambda row: dec.reset(torch.tensor([row]))  # noqa: E731
+    rng = np.random.default_rng(0)
+    steps = np.zeros(B, dtype=np.int64)
+    for i in range(4 * K + 6):
+        if i == K + 1:  # row 1 starts a new episode while row 0 is past its window
+            reset(1), ref.reset(1)
+            steps[1] = 0
+        states = rng.normal(size=(B, S)).astype(np.float32)
+        rtg = rng.normal(size=B).astype(np.float32)
+        got, want = step(states, rtg, steps.copy()), ref.step(states, rtg, steps.copy())
+        np.testing.assert_allclose(got, want, atol=2e-5, rtol=0, err_msg=f"step {i}")
+        ref.taken(got)
+        steps += 1
+
+
+@pytest.mark.parametrize("decoder", ["engine", "torch"])
+def test_rolling_equals_exact_while_window_fills(decoder: str) -> None:
+    model = random_model(1, state_dim=11, act_dim=3, hidden_size=64, n_layer=3, n_head=2)
+    K, B = 5, 2
+    if decoder == "engine":
+        exact, rolling = make_engine(model, B, K, "exact"), make_engine(model, B, K, "rolling")
+        run = lambda d, s, r, t: d.step(s, r, t)  # noqa: E731
+    else:
+        exact, rolling = KVCacheDecoder(model, B, K, "exact"), KVCacheDecoder(model, B, K, "rolling")
+        run = lambda d, s, r, t: d.step(torch.tensor(s), torch.tensor(r), torch.tensor(t)).numpy()  # noqa: E731
+    rng = np.random.default_rng(0)
+    diffs = []
+    for t in range(3 * K):
+        s, r = rng.normal(size=(B, 11)).astype(np.float32), rng.normal(size=B).astype(np.float32)
+        ts = np.full(B, t, dtype=np.int64)
+        diffs.append(np.abs(run(exact, s, r, ts) - run(rolling, s, r, ts)).max())
+    assert max(diffs[:K]) < 1e-6, diffs[:K]
+    assert min(diffs[K:]) > 1e-4, "rolling should differ from exact once the window slides"
+
+
+def test_rolling_engine_equals_torch_decoder() -> None:
+    model = random_model(2, state_dim=7, act_dim=2, hidden_size=32, n_layer=2, n_head=2)
+    K, B = 3, 2
+    eng, dec = make_engine(model, B, K, "rolling"), KVCacheDecoder(model, B, K, "rolling")
+    rng = np.random.default_rng(0)
+    for t in range(8 * K):
+        if t == 2 * K:
+            eng.reset(0), dec.reset(torch.tensor([0]))
+        s, r = rng.normal(size=(B, 7)).astype(np.float32), rng.normal(size=B).astype(np.float32)
+        ts = np.array([t % 50, t], dtype=np.int64)
+        a = eng.step(s, r, ts)
+        b = dec.step(torch.tensor(s), torch.tensor(r), torch.tensor(ts)).numpy()
+        np.testing.assert_allclose(a, b, atol=2e-5, rtol=0, err_msg=f"step {t}")
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "generic"])
+def test_every_kernel_build_gives_the_same_actions(isa: str) -> None:
+    model = random_model(3, state_dim=11, act_dim=3, hidden_size=96, n_layer=2, n_head=2)
+    try:
+        eng = make_engine(model, 2, 4, "exact", isa=isa)
+    except ValueError as err:
+        pytest.skip(str(err))
+    assert eng.isa == isa
+    ref = make_engine(model, 2, 4, "exact", isa="generic")
+    rng = np.random.default_rng(0)
+    for t in range(12):
+        s, r = rng.normal(size=(2, 11)).astype(np.float32), rng.normal(size=2).astype(np.float32)
+        ts = np.full(2, t, dtype=np.int64)
+        np.testing.assert_allclose(eng.step(s, r, ts), ref.step(s, r, ts), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("mode, B, K", [("exact", 9, 20), ("rolling", 170, 4)])
+def test_threads_and_batch_rows_are_independent(mode: str, B: int, K: int) -> None:
+    """A batch split in several chunks over 2 threads gives each row what a batch-1 engine gives it."""
+    model = random_model(4, state_dim=11, act_dim=3, hidden_size=64, n_layer=3, n_head=1)
+    batched = make_engine(model, B, K, mode, n_threads=2)
+    assert batched.threads == 2
+    singles = [make_engine(model, 1, K, mode) for _ in range(B)]
+    rng = np.random.default_rng(0)
+    steps = np.zeros(B, dtype=np.int64)
+    for i in range(3 * K):
+        if i == 5:
+            for row in (2, 7, B - 1):
+                batched.reset(row), singles[row].reset(0)
+                steps[row] = 0
+        s, r = rng.normal(size=(B, 11)).astype(np.float32), rng.normal(size=B).astype(np.float32)
+        got = batched.step(s, r, steps.copy())
+        for b in range(B):
+            np.testing.assert_allclose(got[b], singles[b].step(s[b:b + 1], r[b:b + 1], steps[b:b + 1])[0],
+                                       atol=1e-6, rtol=0)
+        steps += 1
+
+
+def test_checkpoint_loader_equals_weights_from_python(tmp_path) -> None:
+    model = random_model(5, state_dim=11, act_dim=3, hidden_size=64, n_layer=2, n_head=2)
+    model.save_pretrained(tmp_path)
+    a = dt_fast._C.Engine.from_checkpoint(str(tmp_path), 1, 4, "exact")
+    b = make_engine(model, 1, 4, "exact")
+    rng = np.random.default_rng(0)
+    for t in range(10):
+        s, r = rng.normal(size=(1, 11)).astype(np.float32), rng.normal(size=1).astype(np.float32)
+        ts = np.array([t], dtype=np.int64)
+        np.testing.assert_array_equal(a.step(s, r, ts), b.step(s, r, ts))
+
+
+def test_transformers_checkpoint_loads_in_the_engine(tmp_path) -> None:
+    from transformers import DecisionTransformerConfig as HFConfig
+    from transformers import DecisionTransformerModel
+
+    torch.manual_seed(0)
+    hf = DecisionTransformerModel(HFConfig(state_dim=11, act_dim=3, hidden_size=64, n_layer=2, n_head=2,
+                                           max_ep_len=100)).eval()
+    hf.save_pretrained(tmp_path)
+    eng = dt_fast._C.Engine.from_checkpoint(str(tmp_path), 1, 3, "exact")
+    s, r = np.ones((1, 11), np.float32), np.ones(1, np.float32)
+    with torch.no_grad():
+        want = hf(states=torch.tensor(s)[None], actions=torch.zeros(1, 1, 3), returns_to_go=torch.ones(1, 1, 1),
+                  timesteps=torch.zeros(1, 1, dtype=torch.long), return_dict=False)[1][0, -1].numpy()
+    np.testing.assert_allclose(eng.step(s, r, np.zeros(1, np.int64))[0], want, atol=1e-5)
+
+
+def write_safetensors(path, tensors: dict, header_extra: dict | None = None, dtype: str = "F32") -> None:
+    """A hand-written safetensors file (so malformed variants can be produced)."""
+    header, blobs, offset = {}, [], 0
+    for name, arr in tensors.items():
+        data = np.ascontiguousarray(arr, dtype=np.float32).tobytes()
+        header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    header.update(header_extra or {})
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+@pytest.fixture
+def small_checkpoint(tmp_path):
+    model = random_model(6, state_dim=3, act_dim=2, hidden_size=16, n_layer=1, n_head=1)
+    (tmp_path / "config.json").write_text(model.config.to_json_string())
+    return tmp_path, tensors_of(model)
+
+
+def test_bad_checkpoints_raise_naming_the_problem(small_checkpoint) -> None:
+    path, tensors = small_checkpoint
+    load = lambda: dt_fast._C.Engine.from_checkpoint(str(path), 1, 2, "exact")  # noqa: E731
+    weights = path / "model.safetensors"
+    with pytest.raises(ValueError, match="model.safetensors: cannot open"):
+        load()
+    weights.write_bytes(b"\x01\x02")
+    with pytest.raises(ValueError, match="shorter than the 8-byte header length"):
+        load()
+    weights.write_bytes(struct.pack("<Q", 10**9) + b"{}")
+    with pytest.raises(ValueError, match="header length 1000000000 exceeds the file size"):
+        load()
+    weights.write_bytes(struct.pack("<Q", 5) + b"{oops")
+    with pytest.raises(ValueError, match="invalid JSON at byte 1"):
+        load()
+    write_safetensors(weights, tensors, dtype="F16")
+    with pytest.raises(ValueError, match="dtype F16 is not supported"):
+        load()
+    write_safetensors(weights, {k: v for k, v in tensors.items() if k != "embed_ln.bias"})
+    with pytest.raises(ValueError, match="missing weight 'embed_ln.bias'"):
+        load()
+    write_safetensors(weights, {**tensors, "embed_state.weight": np.zeros((16, 4))})
+    with pytest.raises(ValueError, match=r"'embed_state.weight' has shape \(16, 4\), the config implies \(16, 3\)"):
+        load()
+    write_safetensors(weights, {**tensors, "extra.weight": np.zeros(2)})
+    with pytest.raises(ValueError, match="unexpected weight 'extra.weight'"):
+        load()
+    write_safetensors(weights, tensors, header_extra={"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 99999]}})
+    with pytest.raises(ValueError, match=r"tensor 'x': data_offsets \[0, 99999\] outside the data section"):
+        load()
+    write_safetensors(weights, tensors)
+    (path / "config.json").write_text('{"state_dim": 3, "n_head": 5, "hidden_size": 16}')
+    with pytest.raises(ValueError, match=r"config.json: hidden_size \(16\) must be divisible by n_head \(5\)"):
+        load()
+    (path / "config.json").write_text('{"state_dim": -3}')
+    with pytest.raises(ValueError, match="config.json: 'state_dim' must be a positive int"):
+        load()
+
+
+def test_bad_engine_arguments_raise(small_checkpoint) -> None:
+    path, tensors = small_checkpoint
+    config = (path / "config.json").read_text()
+    with pytest.raises(ValueError, match="mode must be 'exact' or 'rolling'"):
+        dt_fast._C.Engine(config, tensors, 1, 2, "fast")
+    with pytest.raises(ValueError, match="batch must be >= 1"):
+        dt_fast._C.Engine(config, tensors, 0, 2, "exact")
+    with pytest.raises(ValueError, match="context_len must be in"):
+        dt_fast._C.Engine(config, tensors, 1, 0, "exact")
+    with pytest.raises(ValueError, match="isa must be"):
+        dt_fast._C.Engine(config, tensors, 1, 2, "exact", isa="neon")
+    eng = dt_fast._C.Engine(config, tensors, 2, 2, "exact")
+    s, r, t = np.zeros((2, 3), np.float32), np.zeros(2, np.float32), np.zeros(2, np.int64)
+    with pytest.raises(ValueError, match=r"states must have shape \(2, 3\), got \(2, 4\)"):
+        eng.step(np.zeros((2, 4), np.float32), r, t)
+    with pytest.raises(ValueError, match=r"returns_to_go must have shape \(2,\)"):
+        eng.step(s, np.zeros(3, np.float32), t)
+    with pytest.raises(ValueError, match=r"timesteps\[1\] = 200 is outside \[0, max_ep_len=200\)"):
+        eng.step(s, r, np.array([0, 200]))
+    assert eng.steps_taken(0) == 0  # the failed step changed nothing
+    with pytest.raises(ValueError, match=r"row 2 out of range \[0, 2\)"):
+        eng.reset(2)
