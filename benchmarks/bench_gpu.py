@@ -1,0 +1,132 @@
+"""GPU benchmark of the Triton kernels against their pure-torch references, side by side in one run.
+
+  embed fwd / fwd+bwd   dt_fast.kernels.embed.fused_embed vs reference.embed_ref (the model's torch embedding),
+                        B x K=20 steps, HalfCheetah sizes, hidden 128; GB/s = bytes of inputs + output / time
+  attn decode           attention_with_kvcache, 3 new tokens per row over a cache of 3K=60 slots (append and
+                        ring) vs reference.attention_kvcache_ref
+  attn prefill          the same with an empty cache and a left-padded window of 60 tokens
+  policy step           Policy.act (Hopper-sized random checkpoint, hidden 128, 3 layers, K=20, exact and
+                        rolling) with backend "triton" vs "torch": p50/p99 over --policy-steps steps, wall clock
+                        including the host round trip (act takes and returns numpy arrays)
+Times are triton.testing.do_bench medians (p20/p80 beside) in milliseconds; "speedup" = reference / kernel.
+Without a CUDA device (as on the machines dt_fast is built on) it prints that no GPU was found and exits 0:
+GPU speed is unmeasured until this has been run on one.
+
+    python -m benchmarks.bench_gpu [--batch-sizes 1 64 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from benchmarks.harness import print_table, save_results
+
+QUANTILES = [0.5, 0.2, 0.8]
+
+
+def timed(fn) -> tuple[float, float, float]:
+    """(p50, p20, p80) milliseconds of fn on the GPU."""
+    import triton.testing
+
+    return tuple(triton.testing.do_bench(fn, quantiles=QUANTILES))
+
+
+def row(bench: str, provider: str, batch: int, times: tuple[float, float, float], **extra) -> dict:
+    """One result row."""
+    return {"bench": bench, "provider": provider, "batch": batch, "p50_ms": times[0], "p20_ms": times[1],
+            "p80_ms": times[2], **extra}
+
+
+def bench_embed(batch: int, device: torch.device) -> list[dict]:
+    """Fused embedding vs reference, forward and forward+backward, fp32."""
+    from dt_fast.kernels.embed import fused_embed
+    from dt_fast.kernels.reference import embed_ref
+
+    T, S, A, C, E = 20, 17, 6, 128, 1000
+    inputs = [torch.randn(batch, T, S, device=device), torch.randn(batch, T, A, device=device),
+              torch.randn(batch, T, 1, device=device), torch.randint(0, E, (batch, T), device=device)]
+    weights = [torch.randn(*s, device=device, requires_grad=True)
+               for s in [(C, 1), (C,), (C, S), (C,), (C, A), (C,), (E, C), (C,), (C,), (C,)]]
+    n_bytes = 4 * (batch * T * (S + A + 1) + batch * 3 * T * C) + 8 * batch * T  # inputs + output, fp32
+    grad = torch.randn(batch, 3 * T, C, device=device)
+    rows = []
+    for name, fn in (("triton", fused_embed), ("torch", embed_ref)):
+        with torch.no_grad():
+            t = timed(lambda: fn(*inputs, *weights))
+        rows.append(row("embed fwd", name, batch, t, GB_per_s=n_bytes / t[0] / 1e6))
+        t = timed(lambda: torch.autograd.grad(fn(*inputs, *weights), weights, grad))
+        rows.append(row("embed fwd+bwd", name, batch, t))
+    return rows
+
+
+def bench_attention(batch: int, device: torch.device) -> list[dict]:
+    """KV-cache attention vs reference: decode of 3 tokens (append, ring) and a 60-token prefill, fp32."""
+    from dt_fast.kernels.attention import attention_with_kvcache
+    from dt_fast.kernels.reference import attention_kvcache_ref
+
+    nh, hs, L = 1, 128, 60
+    k_cache, v_cache = torch.randn(batch, nh, L, hs, device=device), torch.randn(batch, nh, L, hs, device=device)
+    rows = []
+    for bench, Tn, ring, seqlen in (("attn decode append", 3, False, 40), ("attn decode ring", 3, True, 100),
+                                    ("attn prefill", L, False, 0)):
+        q, k, v = (torch.randn(batch, nh, Tn, hs, device=device) for _ in range(3))
+        seqlens = torch.full((batch,), seqlen, dtype=torch.int32, device=device)
+        starts = torch.randint(0, L // 2, (batch,), device=device) if seqlen == 0 else None
+        for name, fn in (("triton", attention_with_kvcache), ("torch", attention_kvcache_ref)):
+            t = timed(lambda: fn(q, k_cache, v_cache, k, v, seqlens, starts, ring))
+            rows.append(row(bench, name, batch, t))
+    return rows
+
+
+def bench_policy(batch: int, device: torch.device, steps: int) -> list[dict]:
+    """Policy.act latency (p50/p99 ms over `steps` steps after warm-up), backend torch vs triton, both modes."""
+    import numpy as np
+
+    from benchmarks.harness import latencies
+    from dt_fast import DecisionTransformer, DecisionTransformerConfig
+    from dt_fast.policy import Policy
+
+    torch.manual_seed(0)
+    model = DecisionTransformer(DecisionTransformerConfig(state_dim=11, act_dim=3, max_ep_len=1000)).to(device)
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(steps + 100, batch, 11)).astype(np.float32)  # (steps + warm-up, B, S)
+    rows = []
+    for mode in ("exact", "rolling"):
+        for name in ("triton", "torch"):
+            policy = Policy(model, target_return=3600.0, mode=mode, backend=name, num_envs=batch,
+                            state_mean=np.zeros(11), state_std=np.ones(11), scale=1000.0, context_len=20)
+            it = iter(obs)
+            policy.act(next(it))
+            times = latencies(lambda: policy.act(next(it), np.ones(batch)), n=steps, warmup=50) * 1e3  # ms
+            rows.append(row(f"policy step {mode}", name, batch,
+                            (float(np.median(times)), float(np.percentile(times, 20)), float(np.percentile(times, 80))),
+                            p99_ms=float(np.percentile(times, 99))))
+    return rows
+
+
+def main() -> None:
+    """Run every GPU benchmark, print a table with speedups and save benchmarks/results/bench_gpu.json."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64, 1024])
+    parser.add_argument("--policy-steps", type=int, default=1000, help="timed Policy.act calls per case")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("bench_gpu: no GPU found (torch.cuda.is_available() is False); GPU speed is unmeasured. Nothing run.")
+        return
+    device = torch.device("cuda")
+    rows = []
+    for batch in args.batch_sizes:
+        rows += bench_embed(batch, device) + bench_attention(batch, device) + bench_policy(batch, device,
+                                                                                          args.policy_steps)
+    reference = {(r["bench"], r["batch"]): r["p50_ms"] for r in rows if r["provider"] == "torch"}
+    for r in rows:
+        r["speedup"] = reference[(r["bench"], r["batch"])] / r["p50_ms"]
+    print(f"device: {torch.cuda.get_device_name(device)}")
+    print_table(rows, ["bench", "provider", "batch", "p50_ms", "p20_ms", "p80_ms", "p99_ms", "speedup", "GB_per_s"])
+    print(f"saved {save_results('bench_gpu', rows, {'gpu': torch.cuda.get_device_name(device)})}")
+
+
+if __name__ == "__main__":
+    main()
