@@ -5,13 +5,17 @@ PY     := $(VENV)/bin/python
 DEPS   := $(VENV)/.deps-stamp
 BUILD  := $(VENV)/.build-stamp
 CSRC   := $(shell find csrc -name '*.cpp' -o -name '*.h') CMakeLists.txt setup.py pyproject.toml
+EGL_PKGS := libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0
 
-.PHONY: install build test demo clean
+.PHONY: install build test demo clean sanitize
 
 # torch is pinned to the release whose CPU build lies on these machines (a plain `torch` pulls CUDA).
 $(DEPS):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0 setuptools wheel pybind11
+	@# MuJoCo offscreen rendering for `dt-fast eval --video` (MUJOCO_GL=egl on Mesa's software driver).
+	@dpkg -s $(EGL_PKGS) >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q $(EGL_PKGS); } || \
+		echo "warning: dt-fast eval --video needs the system packages $(EGL_PKGS)"
 	touch $@
 
 $(BUILD): $(DEPS) $(CSRC)
@@ -29,6 +33,24 @@ test: install
 
 demo: install
 	$(PY) -m dt_fast.cli demo
+
+# The sampler tests against a copy of dt_fast._C built with AddressSanitizer + UBSan in build/sanitize (the
+# in-place module stays untouched): a shadow package links every dt_fast file but _C. Python itself is not
+# instrumented, so libasan is preloaded; leak checking is off (the interpreter never frees everything).
+SAN_DIR   := build/sanitize
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1
+SAN_ENV   := LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:alloc_dealloc_mismatch=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+sanitize: $(DEPS)
+	cmake -S . -B $(SAN_DIR) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS="$(SAN_FLAGS)" \
+		-DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address,undefined" -DPython_EXECUTABLE=$(abspath $(PY)) \
+		-Dpybind11_DIR="$$($(PY) -c 'import pybind11; print(pybind11.get_cmake_dir())')" >/dev/null
+	cmake --build $(SAN_DIR) --target _C -j 2
+	rm -rf $(SAN_DIR)/pkg && mkdir -p $(SAN_DIR)/pkg/dt_fast
+	for f in dt_fast/*; do case $$f in *.so) ;; *) ln -s $(CURDIR)/$$f $(SAN_DIR)/pkg/dt_fast/ ;; esac; done
+	cp $(SAN_DIR)/_C*.so $(SAN_DIR)/pkg/dt_fast/
+	$(SAN_ENV) $(PY) -c "import sys; sys.path.insert(0, '$(SAN_DIR)/pkg'); import dt_fast._C as c; print(c.__file__)"
+	$(SAN_ENV) $(PY) -m pytest -q -p no:cacheprovider -o pythonpath="$(SAN_DIR)/pkg ." tests/test_sampler*.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info dt_fast/_C*.so

@@ -1,7 +1,11 @@
 """dt_fast: a fast Decision Transformer library (C++ sampler and engine, Triton kernels, batched evaluation)."""
 
+from dt_fast.behaviour import LinearPolicy, train_ars
 from dt_fast.config import DecisionTransformerConfig
+from dt_fast.data import Trajectories, TrajectorySampler, load_dataset
+from dt_fast.evaluate import EvalResult  # dt_fast.evaluate(...) is callable: the evaluator
 from dt_fast.model import DecisionTransformer
+from dt_fast.policy import Policy
 
 try:
     from dt_fast import _C  # noqa: F401
@@ -11,4 +15,5 @@ except ImportError:
     HAS_C_EXT = False
 
 __version__ = "0.1.0"
-__all__ = ["DecisionTransformer", "DecisionTransformerConfig", "HAS_C_EXT"]
+__all__ = ["DecisionTransformer", "DecisionTransformerConfig", "EvalResult", "HAS_C_EXT", "LinearPolicy", "Policy",
+           "Trajectories", "TrajectorySampler", "load_dataset", "train_ars"]

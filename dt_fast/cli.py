@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from dt_fast import demo
+from dt_fast import collect, demo, evaluate, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,7 +17,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dt-fast", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     stages = {
+        "collect": (collect, "roll a behaviour policy out in envpool and write a D4RL HDF5 dataset"),
         "demo": (demo, "train on the embedded dataset, then evaluate (what `make demo` runs)"),
+        "train": (train, "train a Decision Transformer on a dataset file into a checkpoint directory"),
+        "eval": (evaluate, "evaluate a checkpoint over batched envs: returns, scores, plot, video"),
     }
     for name, (module, help_text) in stages.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

@@ -13,5 +13,8 @@ template <typename T>
 using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
 
 void bind_returns(py::module_& m);
+void bind_dropout(py::module_& m);
+void bind_engine(py::module_& m);
+void bind_sampler(py::module_& m);
 
 }  // namespace dt_py
