@@ -25,23 +25,10 @@ from collections.abc import Callable
 import numpy as np
 
 from benchmarks.harness import memcpy_bytes_per_s, print_table, rate, save_results
-from benchmarks.reference import DecisionTransformerGymDataCollator
+from benchmarks.reference import DecisionTransformerGymDataCollator, ListDataset
 from dt_fast import Trajectories, TrajectorySampler
 
 STATE_DIM, ACT_DIM, BATCH_SIZE, CONTEXT_LEN = 17, 6, 64, 20
-
-
-class ListDataset:
-    """Trajectories as Python lists, indexable like the blog's dataset: ds[i] -> row dict, ds[key] -> column."""
-
-    def __init__(self, rows: list[dict]) -> None:
-        self.rows = rows
-
-    def __getitem__(self, key: int | str) -> dict | list:
-        return [row[key] for row in self.rows] if isinstance(key, str) else self.rows[key]
-
-    def __len__(self) -> int:
-        return len(self.rows)
 
 
 def synthetic(lengths: np.ndarray, seed: int) -> Trajectories:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from benchmarks.harness import matmul_flops_per_s, print_table, save_results
+from benchmarks.reference import ListDataset
 
 STATE_DIM, ACT_DIM, EPISODES, EP_LEN = 17, 6, 100, 1000
 BATCH, CONTEXT = 64, 20
@@ -44,19 +45,6 @@ def make_dataset(path: Path, seed: int = 0) -> list[dict]:
     return [dict(observations=obs[i:i + EP_LEN].tolist(), actions=act[i:i + EP_LEN].tolist(),
                  rewards=rew[i:i + EP_LEN].tolist(), dones=[False] * EP_LEN)
             for i in range(0, EPISODES * EP_LEN, EP_LEN)]
-
-
-class ListDataset:
-    """The blog's dataset interface over Python lists: ds["observations"] is a column, ds[i] a trajectory."""
-
-    def __init__(self, rows: list[dict]) -> None:
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, key: int | str) -> dict | list:
-        return [r[key] for r in self.rows] if isinstance(key, str) else self.rows[key]
 
 
 def blog_trainer_rate(dataset: object, steps: int) -> tuple[float, float]:

@@ -17,6 +17,19 @@ import torch
 from transformers import DecisionTransformerModel
 
 
+class ListDataset:
+    """The blog's dataset interface over Python lists: ds[i] is a trajectory dict, ds["observations"] a column."""
+
+    def __init__(self, rows: list[dict]) -> None:
+        self.rows = rows
+
+    def __getitem__(self, key: int | str) -> dict | list:
+        return [row[key] for row in self.rows] if isinstance(key, str) else self.rows[key]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
 class DecisionTransformerGymDataCollator:
     """The blog's collator: samples windows of max_len steps from a dataset of trajectory dicts."""
 

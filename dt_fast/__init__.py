@@ -3,9 +3,10 @@
 from dt_fast.behaviour import LinearPolicy, train_ars
 from dt_fast.config import DecisionTransformerConfig
 from dt_fast.data import Trajectories, TrajectorySampler, load_dataset
-from dt_fast.evaluate import EvalResult  # dt_fast.evaluate(...) is callable: the evaluator
+from dt_fast.evaluate import EvalResult, evaluate
 from dt_fast.model import DecisionTransformer
 from dt_fast.policy import Policy
+from dt_fast.train import TrainConfig, Trainer
 
 try:
     from dt_fast import _C  # noqa: F401
@@ -16,4 +17,4 @@ except ImportError:
 
 __version__ = "0.1.0"
 __all__ = ["DecisionTransformer", "DecisionTransformerConfig", "EvalResult", "HAS_C_EXT", "LinearPolicy", "Policy",
-           "Trajectories", "TrajectorySampler", "load_dataset", "train_ars"]
+           "TrainConfig", "Trainer", "Trajectories", "TrajectorySampler", "evaluate", "load_dataset", "train_ars"]

@@ -6,16 +6,18 @@ Each stage module exposes `add_arguments(parser)` and `run(args)`; this file onl
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
-
-from dt_fast import collect, demo, evaluate, train
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `dt-fast` with every subcommand."""
     parser = argparse.ArgumentParser(prog="dt-fast", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # `dt_fast.evaluate` is the evaluator function at package level: import the stage modules by name.
+    collect, demo, evaluate, train = (importlib.import_module(f"dt_fast.{m}")
+                                      for m in ("collect", "demo", "evaluate", "train"))
     stages = {
         "collect": (collect, "roll a behaviour policy out in envpool and write a D4RL HDF5 dataset"),
         "demo": (demo, "train on the embedded dataset, then evaluate (what `make demo` runs)"),

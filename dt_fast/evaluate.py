@@ -20,9 +20,7 @@ import argparse
 import math
 import numbers
 import os
-import sys
 import time
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -400,13 +398,3 @@ def format_table(results: Sequence[EvalResult]) -> str:
     rows.append(f"{first.env_id}, mode {first.mode}{' (approximate)' if first.mode == 'rolling' else ''}, "
                 f"{first.wall_s:.1f} s wall for the whole batched run; ci95 = 1.96 std / sqrt(episodes)")
     return "\n".join(rows)
-
-
-class _CallableModule(types.ModuleType):
-    """Makes `dt_fast.evaluate(...)` call `evaluate`, while `dt_fast.evaluate` stays this module for the CLI."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> EvalResult | list[EvalResult]:
-        return evaluate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

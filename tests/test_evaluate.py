@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from dt_fast import evaluate as ev
+from dt_fast.evaluate import EvalResult, assign_slots, check_reference, evaluate, format_table, plot_returns, record_video
 from dt_fast.envs import D4RL_REFERENCE
 
 ENV_ID = "DtFastRandomLength-v0"
@@ -76,7 +76,7 @@ class DoublePolicy:
 
 def sequential_returns(env_id: str, num_envs: int, episodes: int, seed: int, targets: list[float]) -> np.ndarray:
     """The user's loop, one env at a time: slot i's episodes in order on one env seeded seed + i; [T, N]."""
-    slot_target, queues = ev.assign_slots(num_envs, episodes, len(targets))
+    slot_target, queues = assign_slots(num_envs, episodes, len(targets))
     out = np.zeros((len(targets), episodes))
     for i, queue in enumerate(queues):
         env = gym.make(env_id)
@@ -94,7 +94,7 @@ def sequential_returns(env_id: str, num_envs: int, episodes: int, seed: int, tar
 
 
 def test_assign_slots_up_front_covers_every_episode_once():
-    slot_target, queues = ev.assign_slots(num_envs=7, episodes=10, num_targets=3)
+    slot_target, queues = assign_slots(num_envs=7, episodes=10, num_targets=3)
     assert slot_target.tolist() == [0, 1, 2, 0, 1, 2, 0]
     for j in range(3):
         got = sorted(k for i, q in enumerate(queues) if slot_target[i] == j for k in q)
@@ -106,7 +106,7 @@ def test_assign_slots_up_front_covers_every_episode_once():
 def test_no_short_episode_bias():
     """A tenth of the episodes are LONG; the rule 'stop when N episodes have ended' would count only SHORT ones."""
     n, b = 256, 128
-    result = ev.evaluate(DoublePolicy(b), env=ENV_ID, episodes=n, seed=3, progress=False)
+    result = evaluate(DoublePolicy(b), env=ENV_ID, episodes=n, seed=3, progress=False)
     assert result.lengths.shape == (n,) and set(result.lengths.tolist()) <= {SHORT, LONG}
     se = math.sqrt(P_LONG * (1 - P_LONG) / n)  # standard error of the fraction of LONG episodes
     assert abs(np.mean(result.lengths == LONG) - P_LONG) < 4 * se
@@ -126,7 +126,7 @@ def test_no_short_episode_bias():
 
 @pytest.mark.parametrize("num_envs,episodes,targets", [(4, 9, [10.0]), (5, 6, [0.0, 30.0]), (3, 2, [5.0])])
 def test_batched_equals_sequential(num_envs, episodes, targets):
-    results = ev.evaluate(DoublePolicy(num_envs), env=ENV_ID, episodes=episodes, target_return=targets, seed=11,
+    results = evaluate(DoublePolicy(num_envs), env=ENV_ID, episodes=episodes, target_return=targets, seed=11,
                           progress=False)
     expected = sequential_returns(ENV_ID, num_envs, episodes, 11, targets)
     for j, result in enumerate(results):
@@ -138,31 +138,31 @@ def test_batched_equals_sequential(num_envs, episodes, targets):
 
 def test_given_policy_keeps_its_own_targets():
     policy = DoublePolicy(4, target_return=7.0)
-    results = ev.evaluate(policy, env=ENV_ID, episodes=3, target_return=[1.0, 2.0], progress=False)
+    results = evaluate(policy, env=ENV_ID, episodes=3, target_return=[1.0, 2.0], progress=False)
     assert [r.target_return for r in results] == [1.0, 2.0] and all(len(r.returns) == 3 for r in results)
     np.testing.assert_array_equal(policy.target_return, np.full(4, 7.0))
-    assert ev.evaluate(policy, env=ENV_ID, episodes=2, progress=False).target_return == 7.0
+    assert evaluate(policy, env=ENV_ID, episodes=2, progress=False).target_return == 7.0
     policy.set_target_return([1.0, 2.0, 1.0, 2.0])
     with pytest.raises(ValueError, match=r"rows condition on different target returns \(\[1.0, 2.0\]\)"):
-        ev.evaluate(policy, env=ENV_ID, episodes=2, progress=False)
+        evaluate(policy, env=ENV_ID, episodes=2, progress=False)
 
 
 def test_statistics_and_normalised_score():
     returns = np.array([100.0, 200.0, 400.0, 300.0])
-    reference = ev.check_reference("Hopper-v4", None)
-    result = ev.EvalResult("Hopper-v4", 3600.0, returns, np.full(4, 10), 1.0, 1.0, reference)
+    reference = check_reference("Hopper-v4", None)
+    result = EvalResult("Hopper-v4", 3600.0, returns, np.full(4, 10), 1.0, 1.0, reference)
     assert result.mean == 250.0
     assert result.std == pytest.approx(np.std(returns, ddof=1))
     assert result.ci95 == pytest.approx(1.96 * np.std(returns, ddof=1) / 2.0)
     low, high = D4RL_REFERENCE["hopper"]
     assert result.normalized_score == pytest.approx(100 * (250.0 - low) / (high - low))
-    assert ev.EvalResult("Hopper-v4", None, np.array([low]), np.ones(1), 1, 1, (low, high)).normalized_score == 0
-    assert ev.EvalResult("x", None, np.array([high]), np.ones(1), 1, 1, (low, high)).normalized_score == 100
-    assert ev.check_reference("walker2d-medium-v2", None) == D4RL_REFERENCE["walker2d"]
-    assert ev.check_reference(ENV_ID, None) is None
-    assert ev.check_reference(ENV_ID, (0, 50)) == (0.0, 50.0)
-    assert ev.EvalResult(ENV_ID, None, np.array([25.0]), np.ones(1), 1, 1, (0.0, 50.0)).normalized_score == 50.0
-    result = ev.evaluate(DoublePolicy(4), env=ENV_ID, episodes=8, seed=0, reference=(0.0, 100.0), progress=False)
+    assert EvalResult("Hopper-v4", None, np.array([low]), np.ones(1), 1, 1, (low, high)).normalized_score == 0
+    assert EvalResult("x", None, np.array([high]), np.ones(1), 1, 1, (low, high)).normalized_score == 100
+    assert check_reference("walker2d-medium-v2", None) == D4RL_REFERENCE["walker2d"]
+    assert check_reference(ENV_ID, None) is None
+    assert check_reference(ENV_ID, (0, 50)) == (0.0, 50.0)
+    assert EvalResult(ENV_ID, None, np.array([25.0]), np.ones(1), 1, 1, (0.0, 50.0)).normalized_score == 50.0
+    result = evaluate(DoublePolicy(4), env=ENV_ID, episodes=8, seed=0, reference=(0.0, 100.0), progress=False)
     assert result.normalized_score == pytest.approx(result.returns.mean())
     assert result.env_steps_per_s == pytest.approx(result.lengths.sum() / result.wall_s)
 
@@ -173,7 +173,7 @@ def no_env(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("an env was started before the bad input was reported")
 
-    monkeypatch.setattr(ev, "make_vector_env", boom)
+    monkeypatch.setattr("dt_fast.evaluate.make_vector_env", boom)
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -190,29 +190,29 @@ def no_env(monkeypatch):
 def test_bad_input_is_reported_before_any_env(no_env, kwargs, message):
     kwargs = {"env": ENV_ID, **kwargs}
     with pytest.raises(ValueError, match=message):
-        ev.evaluate(DoublePolicy(2), progress=False, **kwargs)
+        evaluate(DoublePolicy(2), progress=False, **kwargs)
 
 
 def test_num_envs_of_a_given_policy(no_env):
     with pytest.raises(ValueError, match="num_envs=8 but the policy has num_envs=2"):
-        ev.evaluate(DoublePolicy(2), env=ENV_ID, num_envs=8, progress=False)
+        evaluate(DoublePolicy(2), env=ENV_ID, num_envs=8, progress=False)
 
 
 def test_more_targets_than_slots(no_env):
     with pytest.raises(ValueError, match=r"num_envs=2, fewer than the number of target returns \(3\)"):
-        ev.evaluate(DoublePolicy(2), env=ENV_ID, target_return=[1.0, 2.0, 3.0], progress=False)
+        evaluate(DoublePolicy(2), env=ENV_ID, target_return=[1.0, 2.0, 3.0], progress=False)
 
 
 def test_plot_is_a_png(tmp_path):
-    results = ev.evaluate(DoublePolicy(4), env=ENV_ID, episodes=4, target_return=[0.0, 20.0], progress=False)
+    results = evaluate(DoublePolicy(4), env=ENV_ID, episodes=4, target_return=[0.0, 20.0], progress=False)
     path = tmp_path / "returns.png"
-    ev.plot_returns(results, path, best_return=55.0)
+    plot_returns(results, path, best_return=55.0)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import matplotlib.image
 
     image = matplotlib.image.imread(path)  # [H, W, 4] float
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0
-    table = ev.format_table(results)
+    table = format_table(results)
     assert "20.0" in table and "env-steps/s" in table
 
 
@@ -220,7 +220,7 @@ def test_video_is_a_readable_mp4_with_one_frame_per_observation(tmp_path):
     import imageio_ffmpeg
 
     path = tmp_path / "episode.mp4"
-    ret, length, frames = ev.record_video(DoublePolicy(2, state_dim=11, act_dim=3), "Hopper-v4", path, seed=0)
+    ret, length, frames = record_video(DoublePolicy(2, state_dim=11, act_dim=3), "Hopper-v4", path, seed=0)
     assert 0 < length < 1000 and frames == length + 1 and math.isfinite(ret)
     reader = imageio_ffmpeg.read_frames(str(path))
     meta = reader.__next__()
@@ -243,9 +243,9 @@ def cheetah_checkpoint(tmp_path_factory):
 def test_checkpoint_that_disagrees_with_the_env(no_env, cheetah_checkpoint):
     with pytest.raises(ValueError, match=r"checkpoint .*cheetah.* has state_dim=17, act_dim=6 but Hopper-v4 has "
                                          r"state_dim=11, act_dim=3"):
-        ev.evaluate(str(cheetah_checkpoint), env="Hopper-v4", episodes=2, progress=False)
+        evaluate(str(cheetah_checkpoint), env="Hopper-v4", episodes=2, progress=False)
     with pytest.raises(FileNotFoundError, match="not a checkpoint directory"):
-        ev.evaluate(str(cheetah_checkpoint / "missing"), env="HalfCheetah-v4", progress=False)
+        evaluate(str(cheetah_checkpoint / "missing"), env="HalfCheetah-v4", progress=False)
 
 
 def test_cli_reports_bad_input_before_any_env(no_env, cheetah_checkpoint, capsys):

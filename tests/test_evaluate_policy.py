@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from dt_fast import evaluate as ev
+from dt_fast.evaluate import assign_slots, evaluate
 from dt_fast.checkpoint import write_metadata
 from dt_fast.config import DecisionTransformerConfig
 from dt_fast.envs import check_env_matches
@@ -55,7 +55,7 @@ def envpool_start_states(seed: int, count: int) -> list[np.ndarray]:
 
 def sequential(path, num_envs: int, episodes: int, seed: int, targets: list[float], mode: str):
     """Each scheduled episode run alone: gymnasium env from the envpool start state, a one-row Policy; [T, N]."""
-    slot_target, queues = ev.assign_slots(num_envs, episodes, len(targets))
+    slot_target, queues = assign_slots(num_envs, episodes, len(targets))
     returns, lengths = np.zeros((len(targets), episodes)), np.zeros((len(targets), episodes), dtype=np.int64)
     env = gym.make(ENV_ID)
     for i, queue in enumerate(queues):
@@ -79,7 +79,7 @@ def sequential(path, num_envs: int, episodes: int, seed: int, targets: list[floa
 @pytest.mark.parametrize("num_envs,episodes,targets", [(3, 5, [3600.0]), (4, 3, [500.0, 3600.0])])
 def test_batched_envpool_equals_sequential_gymnasium(hopper_checkpoint, mode, num_envs, episodes, targets):
     """Backend auto (the C++ engine when built); the torch decoder is checked against it by the policy tests."""
-    results = ev.evaluate(str(hopper_checkpoint), env=ENV_ID, episodes=episodes, num_envs=num_envs,
+    results = evaluate(str(hopper_checkpoint), env=ENV_ID, episodes=episodes, num_envs=num_envs,
                           target_return=targets, seed=5, mode=mode, progress=False)
     returns, lengths = sequential(hopper_checkpoint, num_envs, episodes, 5, targets, mode)
     assert lengths.min() > 20  # the window slides, so exact recompute and rolling caches are both exercised
@@ -94,9 +94,9 @@ def test_gymnasium_fallback_equals_sequential_gymnasium(hopper_checkpoint, monke
     def gymnasium_spec(*args, **kwargs):
         return dataclasses.replace(check_env_matches(*args, **kwargs), backend="gymnasium")
 
-    monkeypatch.setattr(ev, "check_env_matches", gymnasium_spec)
-    result = ev.evaluate(str(hopper_checkpoint), env=ENV_ID, episodes=4, num_envs=3, seed=2, progress=False)
-    slot_target, queues = ev.assign_slots(3, 4, 1)
+    monkeypatch.setattr("dt_fast.evaluate.check_env_matches", gymnasium_spec)
+    result = evaluate(str(hopper_checkpoint), env=ENV_ID, episodes=4, num_envs=3, seed=2, progress=False)
+    slot_target, queues = assign_slots(3, 4, 1)
     for i, queue in enumerate(queues):
         env = gym.make(ENV_ID)
         policy = Policy.from_pretrained(hopper_checkpoint, num_envs=1)
@@ -113,9 +113,9 @@ def test_gymnasium_fallback_equals_sequential_gymnasium(hopper_checkpoint, monke
 
 def test_default_target_and_given_policy(hopper_checkpoint):
     policy = Policy.from_pretrained(hopper_checkpoint, mode="rolling", num_envs=2)
-    result = ev.evaluate(policy, env=ENV_ID, episodes=3, seed=1, progress=False)
+    result = evaluate(policy, env=ENV_ID, episodes=3, seed=1, progress=False)
     assert result.target_return == 3600.0 and result.mode == "rolling" and len(result.returns) == 3
-    again = ev.evaluate(str(hopper_checkpoint), env=ENV_ID, episodes=3, num_envs=2, seed=1, mode="rolling",
+    again = evaluate(str(hopper_checkpoint), env=ENV_ID, episodes=3, num_envs=2, seed=1, mode="rolling",
                         progress=False)
     np.testing.assert_allclose(again.returns, result.returns, rtol=1e-5)
 
