@@ -7,12 +7,14 @@ gymnasium env with random episode lengths, run through the evaluator's gymnasium
 from __future__ import annotations
 
 import math
+import sys
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
-from dt_fast.evaluate import EvalResult, assign_slots, check_reference, evaluate, format_table, plot_returns, record_video
+from dt_fast.evaluate import (EvalResult, assign_slots, check_reference, evaluate, format_table, plot_returns,
+                              record_video)
 from dt_fast.envs import D4RL_REFERENCE
 
 ENV_ID = "DtFastRandomLength-v0"
@@ -173,7 +175,7 @@ def no_env(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("an env was started before the bad input was reported")
 
-    monkeypatch.setattr("dt_fast.evaluate.make_vector_env", boom)
+    monkeypatch.setattr(sys.modules["dt_fast.evaluate"], "make_vector_env", boom)
 
 
 @pytest.mark.parametrize("kwargs,message", [

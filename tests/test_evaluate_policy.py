@@ -94,7 +94,7 @@ def test_gymnasium_fallback_equals_sequential_gymnasium(hopper_checkpoint, monke
     def gymnasium_spec(*args, **kwargs):
         return dataclasses.replace(check_env_matches(*args, **kwargs), backend="gymnasium")
 
-    monkeypatch.setattr("dt_fast.evaluate.check_env_matches", gymnasium_spec)
+    monkeypatch.setattr(sys.modules["dt_fast.evaluate"], "check_env_matches", gymnasium_spec)
     result = evaluate(str(hopper_checkpoint), env=ENV_ID, episodes=4, num_envs=3, seed=2, progress=False)
     slot_target, queues = assign_slots(3, 4, 1)
     for i, queue in enumerate(queues):
