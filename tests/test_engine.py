@@ -18,16 +18,10 @@ import dt_fast
 from dt_fast import DecisionTransformer, DecisionTransformerConfig
 from dt_fast.decode import KVCacheDecoder
 
-pytestmark = pytest.mark.skipif(not dt_fast.HAS_C_EXT, reason="dt_fast._C is not built")
+pytestmark = [pytest.mark.skipif(not dt_fast.HAS_C_EXT, reason="dt_fast._C is not built"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Run torch on one thread: these models are tiny and the 2 shared cores are oversubscribed otherwise."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def random_model(seed: int, **kwargs) -> DecisionTransformer:

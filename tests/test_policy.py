@@ -25,13 +25,7 @@ from dt_fast.policy import Policy
 BACKENDS = ["torch"] + (["cpp"] if dt_fast.HAS_C_EXT else [])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Run torch on one thread: these models are tiny and the 2 shared cores are oversubscribed otherwise."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_hf_model(seed: int, state_dim: int = 11, act_dim: int = 3, std: float = 0.3,

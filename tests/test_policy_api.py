@@ -17,13 +17,7 @@ BACKENDS = ["torch"] + (["cpp"] if dt_fast.HAS_C_EXT else [])
 S, A = 11, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Run torch on one thread: these models are tiny and the 2 shared cores are oversubscribed otherwise."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
