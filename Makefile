@@ -7,7 +7,7 @@ BUILD  := $(VENV)/.build-stamp
 CSRC   := $(shell find csrc -name '*.cpp' -o -name '*.h') CMakeLists.txt setup.py pyproject.toml
 EGL_PKGS := libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0
 
-.PHONY: install build test demo clean sanitize
+.PHONY: install build test demo bench clean sanitize
 
 # torch is pinned to the release whose CPU build lies on these machines (a plain `torch` pulls CUDA).
 $(DEPS):
@@ -33,6 +33,10 @@ test: install
 
 demo: install
 	$(PY) -m dt_fast.cli demo
+
+# One table against the blog's workflow and this machine's bounds (a few minutes); rewrites README's Performance.
+bench: install
+	$(PY) -m benchmarks.suite
 
 # The sampler tests against a copy of dt_fast._C built with AddressSanitizer + UBSan in build/sanitize (the
 # in-place module stays untouched): a shadow package links every dt_fast file but _C. Python itself is not
