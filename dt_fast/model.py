@@ -65,8 +65,8 @@ class Dropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        if _C is None or x.device.type != "cpu" or x.dtype != torch.float32:
-            return F.dropout(x, self.p, training=True)
+        if _C is None or x.device.type != "cpu" or x.dtype != torch.float32 or torch.compiler.is_compiling():
+            return F.dropout(x, self.p, training=True)  # torch.compile generates its own fused mask
         mask = torch.empty(x.shape)  # (..., C) float32, contiguous
         _C.dropout_mask(mask.numpy().reshape(-1), self.p, int(torch.randint(0, 2**62, ())))
         return x * mask
