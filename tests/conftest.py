@@ -1,7 +1,14 @@
-"""Shared test fixtures."""
+"""Shared test set-up: Triton's CPU interpreter on machines without a GPU, and fixtures."""
+
+import os
 
 import pytest
 import torch
+
+# Triton picks the interpreter when a kernel is defined, so this must precede every import of dt_fast.kernels:
+# any test module may import them first (collection order), not only the kernel tests.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="module")
