@@ -293,6 +293,16 @@ class Trainer:
         log.close()
         return self.out
 
+    def close(self) -> None:
+        """Join the sampler's threads and, under torchrun, leave the process group once every rank is done."""
+        self.sampler.close()
+        if self.world > 1:
+            import torch.distributed as dist
+
+            self.forward = self.model  # drop the DDP wrapper (and its reducer) before its process group
+            dist.barrier()
+            dist.destroy_process_group()
+
     def replica_max_diff(self) -> float:
         """Largest parameter difference between this rank and every other (0.0 when DDP kept them in sync)."""
         import torch.distributed as dist
@@ -419,9 +429,9 @@ def run(args: argparse.Namespace) -> int:
     if args.nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
     if args.nproc == 1:
-        Trainer(cfg, resume=args.resume).run()
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        trainer = Trainer(cfg, resume=args.resume)
+        trainer.run()
+        trainer.close()
         return 0
     import subprocess
 
