@@ -155,6 +155,16 @@ def throughput(policy: Policy, steps: int, rng: np.random.Generator) -> float:
     return B * steps / (time.perf_counter() - start)
 
 
+def paired_models(S: int, A: int) -> tuple[DecisionTransformerModel, DecisionTransformer]:
+    """A seeded transformers DecisionTransformerModel (hidden 128, 3 layers) and dt_fast's copy of its weights."""
+    torch.manual_seed(0)
+    hf = DecisionTransformerModel(HFConfig(state_dim=S, act_dim=A, hidden_size=128, n_layer=3, n_head=1,
+                                           max_ep_len=1000)).eval()
+    ours = DecisionTransformer(DecisionTransformerConfig.from_dict(hf.config.to_dict()))
+    ours.load_hf_state_dict(hf.state_dict())
+    return hf, ours.eval()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="200 timed steps instead of 1,000 (smoke run)")
@@ -168,12 +178,7 @@ def main() -> None:
     print(f"\n{'case':<34}{'phase':>6}{'p50 us':>10}{'p99 us':>10}{'vs blog':>9}{'MFLOP':>8}{'KB':>7}"
           f"{'bound us':>10}{'p50/bound':>10}")
     for env, (S, A) in ENVS.items():
-        torch.manual_seed(0)
-        hf = DecisionTransformerModel(HFConfig(state_dim=S, act_dim=A, hidden_size=128, n_layer=3, n_head=1,
-                                               max_ep_len=1000)).eval()
-        ours = DecisionTransformer(DecisionTransformerConfig.from_dict(hf.config.to_dict()))
-        ours.load_hf_state_dict(hf.state_dict())
-        ours.eval()
+        hf, ours = paired_models(S, A)
         common = dict(target_return=3600.0, state_mean=np.zeros(S), state_std=np.ones(S), scale=SCALE, context_len=K)
         cases = [("cpp exact (Policy.act)", "cpp", "exact", False),
                  ("cpp rolling (Policy.act)", "cpp", "rolling", False),

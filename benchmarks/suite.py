@@ -110,21 +110,12 @@ def train_rows(hw: dict) -> list[dict]:
 
 def policy_rows(hw: dict) -> list[dict]:
     """Policy.act (C++ engine) latency at batch 1 and actions/s at batch 64 and 256 vs the blog's get_action."""
-    from transformers import DecisionTransformerConfig as HFConfig
-    from transformers import DecisionTransformerModel
-
-    from dt_fast import DecisionTransformer, DecisionTransformerConfig
     from dt_fast.policy import Policy
 
     S, A = bench_policy.ENVS["Hopper"]
     K = bench_policy.K
     rng = np.random.default_rng(0)
-    torch.manual_seed(0)
-    hf = DecisionTransformerModel(HFConfig(state_dim=S, act_dim=A, hidden_size=128, n_layer=3, n_head=1,
-                                           max_ep_len=1000)).eval()
-    ours = DecisionTransformer(DecisionTransformerConfig.from_dict(hf.config.to_dict()))
-    ours.load_hf_state_dict(hf.state_dict())
-    ours.eval()
+    hf, ours = bench_policy.paired_models(S, A)
     common = dict(target_return=3600.0, state_mean=np.zeros(S), state_std=np.ones(S), scale=bench_policy.SCALE,
                   context_len=K)
     blog = bench_policy.blog_latencies(hf, LATENCY_STEPS, "t>=K", rng)
