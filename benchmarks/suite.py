@@ -6,8 +6,9 @@ each beside its reference from benchmarks/reference.py:
   sampler     TrajectorySampler batches/s vs the blog's collator (Python lists; datasets.Dataset), D4RL-sized data
   training    dt_fast Trainer steps/s (fp32, bf16) vs the blog's TrainableDT + collator + transformers.Trainer
               (fed Python lists; a datasets.Dataset, over a quarter of the steps: it is ~3x slower)
-  latency     Policy.act p50/p99 at batch 1, window sliding, exact and rolling, vs the blog's get_action
-  throughput  Policy.act actions/s at batch 64 and 256, one thread, vs the blog's loop (one env at a time)
+  latency     Policy.act p50/p99 at batch 1, window sliding, exact and rolling, on all threads (the default) and
+              on one, vs the blog's get_action (one torch thread, its fastest here)
+  throughput  Policy.act actions/s at batch 64 and 256, one thread and all threads, vs the blog's loop
   evaluation  dt_fast.evaluate env-steps/s with 64 envs vs the blog's rollout loop; bound: envpool random actions
   micro       pytest-benchmark over benchmarks/micro (kernels reference path, sampler, engine step, dropout mask)
 "x reference" is the speed-up (rate / reference rate, or reference latency / latency); "of bound" is the share of
@@ -122,24 +123,31 @@ def policy_rows(hw: dict) -> list[dict]:
     blog_p50, blog_p99 = np.median(blog), np.percentile(blog, 99)
     ref = "blog get_action on transformers"
     rows = []
+    all_threads = hw["torch_threads"]
     for mode in ("exact", "rolling"):
-        lat = bench_policy.policy_latencies(Policy(ours, mode=mode, backend="cpp", **common), LATENCY_STEPS, "t>=K",
-                                            rng)
         flops, nbytes = bench_policy.step_cost(ours.config, mode, K + 30)
-        bound = max(flops / hw["matmul_flops_per_s_1_thread"], nbytes / hw["memcpy_bytes_per_s"])
-        what = f"max({flops / 1e6:.1f} MFLOP at 1-thread matmul, {nbytes / 1e6:.2f} MB at memcpy)"
-        rows.append(row(f"step latency p50 us, batch 1, {mode}", np.median(lat) * 1e6, blog_p50 * 1e6, bound * 1e6,
-                        ref, what, lower_is_better=True))
-        rows.append(row(f"step latency p99 us, batch 1, {mode}", np.percentile(lat, 99) * 1e6, blog_p99 * 1e6,
-                        None, ref, lower_is_better=True))
+        for threads in (all_threads, 1):
+            lat = bench_policy.policy_latencies(Policy(ours, mode=mode, backend="cpp", n_threads=threads, **common),
+                                                LATENCY_STEPS, "t>=K", rng)
+            rate = hw["matmul_flops_per_s_1_thread" if threads == 1 else "matmul_flops_per_s_all_threads"]
+            bound = max(flops / rate, nbytes / hw["memcpy_bytes_per_s"])
+            what = f"max({flops / 1e6:.1f} MFLOP at {threads}-thread matmul, {nbytes / 1e6:.2f} MB at memcpy)"
+            name = f"batch 1, {mode}, {threads} thread{'s' if threads > 1 else ''}"
+            rows.append(row(f"step latency p50 us, {name}", np.median(lat) * 1e6, blog_p50 * 1e6, bound * 1e6,
+                            ref, what, lower_is_better=True))
+            rows.append(row(f"step latency p99 us, {name}", np.percentile(lat, 99) * 1e6, blog_p99 * 1e6,
+                            None, ref, lower_is_better=True))
     for mode in ("exact", "rolling"):
         flops, _ = bench_policy.step_cost(ours.config, mode, K + 30)
         for batch in (64, 256):
-            policy = Policy(ours, mode=mode, backend="cpp", num_envs=batch, n_threads=1, **common)
-            steps = (4 if mode == "exact" else 40) * (256 // batch)
-            rows.append(row(f"actions/s, batch {batch}, {mode}, 1 thread", bench_policy.throughput(policy, steps, rng),
-                            1.0 / blog_p50, hw["matmul_flops_per_s_1_thread"] / flops, "blog get_action loop, 1 env",
-                            f"{flops / 1e6:.1f} MFLOP/action at 1-thread matmul"))
+            for threads in (1, all_threads):
+                policy = Policy(ours, mode=mode, backend="cpp", num_envs=batch, n_threads=threads, **common)
+                steps = (4 if mode == "exact" else 40) * (256 // batch)
+                rate = hw["matmul_flops_per_s_1_thread" if threads == 1 else "matmul_flops_per_s_all_threads"]
+                rows.append(row(f"actions/s, batch {batch}, {mode}, {threads} thread{'s' if threads > 1 else ''}",
+                                bench_policy.throughput(policy, steps, rng), 1.0 / blog_p50, rate / flops,
+                                "blog get_action loop, 1 env", f"{flops / 1e6:.1f} MFLOP/action at {threads}-thread "
+                                "matmul"))
     return rows
 
 

@@ -6,7 +6,8 @@
         action = policy.act(obs, reward)
         obs, reward, terminated, truncated, _ = env.step(action); done = terminated or truncated
 
-It keeps what the blog's `get_action` loop (benchmarks/reference.py) keeps: states normalised with the dataset's
+It keeps what the blog's `get_action` loop (benchmarks/reference.py) keeps (on the cpp backend, in the C++
+Controller, csrc/engine/controller.h, with the same float rounding): states normalised with the dataset's
 mean and std, the return-to-go (target / scale, minus reward / scale after every step), timesteps (clipped to
 max_ep_len - 1), the actions taken, and a KV cache per row. Modes (see dt_fast/decode.py and csrc/engine/engine.h):
 "exact" returns the blog's actions to float tolerance; "rolling" is O(1) per step and APPROXIMATE once an episode
@@ -45,7 +46,9 @@ class Policy:
         state_mean, state_std: (state_dim,) observation statistics of the training data.
         scale: returns-to-go are divided by it (1000 for MuJoCo).
         context_len: K, steps in the model's window (the blog's max_length).
-        n_threads: engine threads (0 = one for num_envs == 1, else all cores); cpp backend only.
+        n_threads: engine threads, 0 = every core (cpp backend only). At num_envs 1 they split each matmul's
+            columns and wait for the next step spinning (up to 2 ms, then asleep): lowest latency for a control
+            loop, at the cost of a busy core; at larger batches they take rows.
     """
 
     def __init__(self, model: DecisionTransformer, target_return: Any = None, mode: str = "exact",
@@ -78,8 +81,7 @@ class Policy:
         if not np.isfinite(scale) or scale <= 0:
             raise ValueError(f"{_source}: scale must be a positive finite number, got {scale}")
         self.scale = scale
-        self._target = np.zeros(self.num_envs)  # (B,) env units, used from each row's next reset
-        self.set_target_return(target_return)
+        self._target = _targets(target_return, self.num_envs)  # (B,) env units, used from each row's next reset
         device = next(model.parameters()).device
         if backend == "auto":
             from dt_fast import HAS_C_EXT
@@ -99,19 +101,23 @@ class Policy:
                                    "build it (make build) or use backend='torch'")
             from dt_fast import _C
 
+            stats = (self.state_mean, self.state_std, self.scale)
             if _checkpoint is not None and (_checkpoint / SAFE_WEIGHTS_NAME).is_file():
-                self._engine = _C.Engine.from_checkpoint(str(_checkpoint), self.num_envs, self.context_len, mode,
-                                                         n_threads)
+                self._ctl = _C.Controller.from_checkpoint(str(_checkpoint), self.num_envs, self.context_len, mode,
+                                                          n_threads, *stats)
             else:
                 tensors = {k: v.detach().cpu().float().contiguous().numpy() for k, v in model.hf_state_dict().items()}
-                self._engine = _C.Engine(cfg.to_json_string(), tensors, self.num_envs, self.context_len, mode,
-                                         n_threads)
+                self._ctl = _C.Controller(cfg.to_json_string(), tensors, self.num_envs, self.context_len, mode,
+                                          n_threads, *stats)
+            self._engine = self._ctl.engine
+            self._ctl.set_target_returns(self._target)
         elif backend == "triton":
             from dt_fast.kernels.decoder import TritonKVCacheDecoder
 
             self._decoder = TritonKVCacheDecoder(model, self.num_envs, self.context_len, mode)
         else:
             self._decoder = KVCacheDecoder(model, self.num_envs, self.context_len, mode)
+        self._obs_shapes = [(self.num_envs, self.state_dim)] + [(self.state_dim,)] * (self.num_envs == 1)
         self._rtg = np.zeros(self.num_envs, dtype=np.float32)  # (B,) return-to-go / scale
         self._steps = np.zeros(self.num_envs, dtype=np.int64)  # (B,) steps since reset
         self._fresh = False  # a row was reset since the last act
@@ -144,16 +150,9 @@ class Policy:
 
     def set_target_return(self, target_return: Any) -> None:
         """Condition every row (a number) or each row (num_envs,) on a return, from the row's next reset."""
-        target = np.asarray(target_return, dtype=np.float64)
-        if target.ndim == 0:
-            target = np.full(self.num_envs, float(target))
-        if target.shape != (self.num_envs,):
-            raise ValueError(f"target_return must be a number or have shape ({self.num_envs},) (num_envs), got "
-                             f"shape {target.shape}")
-        if not np.isfinite(target).all():
-            i = int(np.flatnonzero(~np.isfinite(target))[0])
-            raise ValueError(f"target_return must be finite, target_return[{i}] is {target[i]}")
-        self._target = target
+        self._target = _targets(target_return, self.num_envs)
+        if self.backend == "cpp":
+            self._ctl.set_target_returns(self._target)
 
     def reset(self, env_ids: Any = None) -> None:
         """Start new episodes in the rows `env_ids` (ints in [0, num_envs)), or in every row."""
@@ -168,14 +167,13 @@ class Policy:
             if bad.size:
                 raise ValueError(f"env_ids[{bad[0]}] = {rows[bad[0]]} is out of range [0, {self.num_envs}) "
                                  f"(num_envs={self.num_envs})")
+        if self.backend == "cpp":
+            self._ctl.reset(rows)
+            return
         self._steps[rows] = 0
         self._fresh = self._fresh or rows.size > 0
         self._rtg[rows] = (self._target[rows] / self.scale).astype(np.float32)
-        if self.backend == "cpp":
-            for r in rows:
-                self._engine.reset(int(r))
-        else:
-            self._decoder.reset(torch.from_numpy(rows))
+        self._decoder.reset(torch.from_numpy(rows))
 
     def act(self, obs: Any, reward: Any = None) -> np.ndarray:
         """The action for the current observation: (act_dim,) for obs (state_dim,), else (num_envs, act_dim).
@@ -186,6 +184,12 @@ class Policy:
                 (num_envs,); ignored on a row's first step after reset, so None is fine there.
         """
         single = self.num_envs == 1 and np.ndim(obs) == 1
+        if self.backend == "cpp":  # the C++ Controller keeps the bookkeeping and checks values
+            if not (type(obs) is np.ndarray and obs.dtype.kind in "fiu" and obs.shape in self._obs_shapes):
+                obs = self._check_obs(obs)[0] if single else self._check_obs(obs)  # (S,) or (B, S) float32
+            if isinstance(reward, torch.Tensor):
+                reward = reward.detach().cpu().double().numpy()
+            return self._ctl.act(obs, reward)  # (A,) or (B, A)
         obs = self._check_obs(obs)  # (B, S) float32
         fresh = self._fresh  # some rows are on their first step (their reward is ignored)
         first = self._steps == 0 if fresh else None  # (B,)
@@ -247,6 +251,20 @@ class Policy:
             if bad.size:
                     raise ValueError(f"reward contains NaN or inf: first at reward[{bad[0]}] = {rew[bad[0]]}")
         return rew
+
+
+def _targets(target_return: Any, num_envs: int) -> np.ndarray:
+    """target_return (a number or (num_envs,)) as a finite float64 (num_envs,) array, or ValueError."""
+    target = np.asarray(target_return, dtype=np.float64)
+    if target.ndim == 0:
+        target = np.full(num_envs, float(target))
+    if target.shape != (num_envs,):
+        raise ValueError(f"target_return must be a number or have shape ({num_envs},) (num_envs), got shape "
+                         f"{target.shape}")
+    if not np.isfinite(target).all():
+        i = int(np.flatnonzero(~np.isfinite(target))[0])
+        raise ValueError(f"target_return must be finite, target_return[{i}] is {target[i]}")
+    return target
 
 
 def _vector(value: Any, name: str, size: int, source: str) -> np.ndarray:

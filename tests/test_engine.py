@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -166,7 +167,7 @@ def test_threads_and_batch_rows_are_independent(mode: str, B: int, K: int) -> No
     model = random_model(4, state_dim=11, act_dim=3, hidden_size=64, n_layer=3, n_head=1)
     batched = make_engine(model, B, K, mode, n_threads=2)
     assert batched.threads == 2
-    singles = [make_engine(model, 1, K, mode) for _ in range(B)]
+    singles = [make_engine(model, 1, K, mode, n_threads=1) for _ in range(B)]
     rng = np.random.default_rng(0)
     steps = np.zeros(B, dtype=np.int64)
     for i in range(3 * K):
@@ -180,6 +181,22 @@ def test_threads_and_batch_rows_are_independent(mode: str, B: int, K: int) -> No
             np.testing.assert_allclose(got[b], singles[b].step(s[b:b + 1], r[b:b + 1], steps[b:b + 1])[0],
                                        atol=1e-6, rtol=0)
         steps += 1
+
+
+@pytest.mark.parametrize("mode", ["exact", "rolling"])
+def test_matmul_columns_split_over_threads_give_the_same_bits(mode: str) -> None:
+    """Batch 1 on 2 threads (each matmul's columns split, hidden 96 = a full panel and a narrower one) equals
+    1 thread exactly, also after a pause long enough for the helper thread to fall asleep."""
+    model = random_model(5, state_dim=11, act_dim=3, hidden_size=96, n_layer=3, n_head=2)
+    one, two = make_engine(model, 1, 5, mode, n_threads=1), make_engine(model, 1, 5, mode, n_threads=2)
+    assert (one.threads, two.threads) == (1, 2)
+    rng = np.random.default_rng(0)
+    for t in range(16):
+        if t == 8:
+            time.sleep(0.01)  # > the 1 ms a helper spins before it sleeps
+        s, r = rng.normal(size=(1, 11)).astype(np.float32), rng.normal(size=1).astype(np.float32)
+        ts = np.array([t], dtype=np.int64)
+        np.testing.assert_array_equal(two.step(s, r, ts), one.step(s, r, ts), err_msg=f"step {t}")
 
 
 def test_checkpoint_loader_equals_weights_from_python(tmp_path) -> None:

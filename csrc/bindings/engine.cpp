@@ -1,9 +1,11 @@
-// Python face of the inference engine: dt_fast._C.Engine. Thin: checks every array at the boundary, releases
-// the GIL around the step. dt_fast/policy.py wraps it with the step API.
+// Python face of the inference engine: dt_fast._C.Engine (normalised inputs) and dt_fast._C.Controller (the
+// engine with the control loop's bookkeeping, raw observations and rewards). Thin: checks every array at the
+// boundary, releases the GIL around the step. dt_fast/policy.py wraps the Controller with the step API.
 #include <map>
 #include <string>
 
 #include "bindings/bindings.h"
+#include "engine/controller.h"
 #include "engine/engine.h"
 
 namespace dt_py {
@@ -59,6 +61,40 @@ py::array_t<float> engine_step(dt::Engine& e, const py::array& states_in, const 
   return actions;
 }
 
+std::unique_ptr<dt::Controller> controller(std::unique_ptr<dt::Engine> engine, const py::array& mean,
+                                           const py::array& std, double scale) {
+  auto m = CArray<double>::ensure(mean), s = CArray<double>::ensure(std);
+  if (!m || !s || m.ndim() != 1 || s.ndim() != 1) throw py::value_error("state_mean and state_std must be 1-D arrays");
+  return std::make_unique<dt::Controller>(std::move(engine), std::vector<double>(m.data(), m.data() + m.size()),
+                                          std::vector<double>(s.data(), s.data() + s.size()), scale);
+}
+
+py::array_t<float> controller_act(dt::Controller& c, const py::array& obs_in, const py::object& reward_in) {
+  const int B = c.engine().batch(), S = c.engine().config().state_dim, A = c.engine().config().act_dim;
+  const bool row = obs_in.ndim() == 1 && B == 1 && obs_in.shape(0) == S;
+  if (!row && (obs_in.ndim() != 2 || obs_in.shape(0) != B || obs_in.shape(1) != S))
+    throw py::value_error("obs must have shape (" + std::to_string(B) + ", " + std::to_string(S) + "), got " +
+                          shape_of(obs_in));
+  auto obs = CArray<float>::ensure(obs_in);
+  if (!obs) throw py::value_error("obs must be a real-valued array");
+  CArray<double> reward;  // default-constructed: an empty array, not a null one; `rewards` says whether given
+  const double* rewards = nullptr;
+  if (!reward_in.is_none()) {
+    reward = CArray<double>::ensure(reward_in);
+    if (!reward) throw py::value_error("reward must be a number or an array of numbers");
+    if (!((reward.ndim() == 1 && reward.shape(0) == B) || (reward.ndim() == 0 && B == 1)))
+      throw py::value_error("reward must have shape (" + std::to_string(B) + ",) (num_envs), got shape " +
+                            shape_of(reward));
+    rewards = reward.data();
+  }
+  py::array_t<float> actions = row ? py::array_t<float>(A) : py::array_t<float>({B, A});
+  {
+    py::gil_scoped_release release;
+    c.act(obs.data(), rewards, actions.mutable_data());
+  }
+  return actions;
+}
+
 }  // namespace
 
 void bind_engine(py::module_& m) {
@@ -89,6 +125,49 @@ void bind_engine(py::module_& m) {
       .def_property_readonly("weight_bytes", &dt::Engine::weight_bytes)
       .def_property_readonly("state_dim", [](const dt::Engine& e) { return e.config().state_dim; })
       .def_property_readonly("act_dim", [](const dt::Engine& e) { return e.config().act_dim; });
+
+  py::class_<dt::Controller>(m, "Controller",
+                             "An Engine with the control loop's bookkeeping (see csrc/engine/controller.h).")
+      .def(py::init([](const std::string& config_json, const py::dict& tensors, int batch, int context_len,
+                       const std::string& mode, int n_threads, const py::array& mean, const py::array& std,
+                       double scale) {
+             return controller(engine_from_tensors(config_json, tensors, batch, context_len, mode, n_threads, "auto"),
+                               mean, std, scale);
+           }),
+           py::arg("config_json"), py::arg("tensors"), py::arg("batch"), py::arg("context_len"), py::arg("mode"),
+           py::arg("n_threads"), py::arg("state_mean"), py::arg("state_std"), py::arg("scale"),
+           "Build the engine as Engine(...) does and wrap it.")
+      .def_static(
+          "from_checkpoint",
+          [](const std::string& dir, int batch, int context_len, const std::string& mode, int n_threads,
+             const py::array& mean, const py::array& std, double scale) {
+            return controller(std::make_unique<dt::Engine>(dt::load_checkpoint(dir), batch, context_len,
+                                                           dt::parse_mode(mode), n_threads),
+                              mean, std, scale);
+          },
+          py::arg("path"), py::arg("batch"), py::arg("context_len"), py::arg("mode"), py::arg("n_threads"),
+          py::arg("state_mean"), py::arg("state_std"), py::arg("scale"),
+          "Load the engine from a checkpoint directory and wrap it.")
+      .def("act", &controller_act, py::arg("obs"), py::arg("reward") = py::none(),
+           "One step: obs (B, S) (or (S,) when B == 1), reward (B,) or None -> actions (B, A) (or (A,)).")
+      .def(
+          "set_target_returns",
+          [](dt::Controller& c, const py::array& targets) {
+            auto t = CArray<double>::ensure(targets);
+            if (!t || t.ndim() != 1 || t.shape(0) != c.engine().batch())
+              throw py::value_error("target returns must have shape (" + std::to_string(c.engine().batch()) + ",)");
+            c.set_target_returns(t.data());
+          },
+          py::arg("targets"), "Return each row conditions on from its next reset (B,).")
+      .def(
+          "reset",
+          [](dt::Controller& c, const py::array& rows) {
+            auto r = CArray<int64_t>::ensure(rows);
+            if (!r || r.ndim() != 1) throw py::value_error("rows must be a 1-D array of ints");
+            for (py::ssize_t i = 0; i < r.shape(0); ++i) c.reset(r.data()[i]);
+          },
+          py::arg("rows"), "Start new episodes in `rows`.")
+      .def_property_readonly("engine", &dt::Controller::engine, py::return_value_policy::reference_internal);
 }
 
 }  // namespace dt_py

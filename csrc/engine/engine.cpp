@@ -1,8 +1,8 @@
 // Engine: see engine.h. A step splits the batch into chunks of rows (one thread runs a chunk with its own
 // RunState, so the working set stays in L2). Per chunk: plan each row's token ranges, embed the new tokens into
 // the layer-0 cache, run the layers over the packed token rows of the chunk (one matmul per weight for all of
-// them; attention per row and head as two small matmuls, scores over transposed keys then weights times
-// values), then ln_f and the action head on the s_t rows. Nothing is allocated after construction.
+// them; attention per row and head as two small matmuls over the ring, scores over the transposed keys then
+// weights times values), then ln_f and the action head on the s_t rows. Nothing is allocated after construction.
 #include "engine/engine.h"
 
 #include <algorithm>
@@ -67,19 +67,21 @@ Model load_checkpoint(const std::string& dir) {
 }
 
 Engine::Engine(Model model, int batch, int context_len, Mode mode, int n_threads, const std::string& isa)
-    : model_(std::move(model)), B_(batch), K_(context_len), R_(3 * context_len + 3), mode_(mode),
+    : model_(std::move(model)), B_(batch), K_(context_len), R_(3 * context_len + 3), Rp_((R_ + 15) / 16 * 16), mode_(mode),
       kernels_(kernels_select(isa)) {
   DT_CHECK(batch >= 1, "batch must be >= 1, got ", batch);
   DT_CHECK(context_len >= 1 && context_len <= 100000, "context_len must be in [1, 100000], got ", context_len);
   DT_CHECK(n_threads >= 0, "n_threads must be >= 0, got ", n_threads);
-  if (n_threads == 0) n_threads = batch == 1 ? 1 : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (n_threads == 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const Config& c = model_.config;
   const size_t C = c.hidden_size, B = batch, R = R_, L = c.n_layer;
   const size_t per_row = mode == Mode::Exact ? 3 * K_ : 3;  // most token rows one batch row computes in a step
   chunk_ = static_cast<int>(std::max<size_t>(1, kChunkTokens / per_row));
   const int n_chunks = (batch + chunk_ - 1) / chunk_;
-  pool_ = std::make_unique<ThreadPool>(std::max(1, std::min(n_threads, n_chunks)));
-  cache_.k.assign(B * L * R * C, 0.0f);
+  pool_ = std::make_unique<ThreadPool>(n_chunks == 1 ? 1 : std::min(n_threads, n_chunks));
+  team_ = std::make_unique<SpinTeam>(n_chunks == 1 ? n_threads : 1);
+  pack_weights();
+  cache_.kt.assign(B * L * C * Rp_, 0.0f);
   cache_.v.assign(B * L * R * C, 0.0f);
   cache_.x0.assign(B * R * C, 0.0f);
   cache_.q0.assign(B * R * C, 0.0f);
@@ -94,16 +96,58 @@ Engine::Engine(Model model, int batch, int context_len, Mode mode, int n_threads
     st.q_last.assign(G * C, 0.0f);
     st.att.assign(rows * C, 0.0f);
     st.ff.assign(rows * c.n_inner, 0.0f);
-    const size_t np = (R + 15) / 16 * 16;
-    st.scores.assign(R * np, 0.0f);
+    st.scores.assign(R * Rp_, 0.0f);
     st.att_q.assign(R * C, 0.0f);
-    st.att_kt.assign(C * np, 0.0f);
-    st.att_v.assign(R * C, 0.0f);
     st.plan.assign(G, RowPlan{});
   }
   n_steps_.assign(B, 0);
   prev_timestep_.assign(B, 0);
   prev_action_.assign(B * c.act_dim, 0.0f);
+}
+
+void Engine::pack_weights() {
+  const Config& c = model_.config;
+  const int C = c.hidden_size, I = c.n_inner, L = c.n_layer;
+  struct Source {
+    PackedMatrix* dst;
+    const float* w;
+    int ldw, K, N;
+  };
+  std::vector<Source> sources;
+  packed_layers_.assign(static_cast<size_t>(L), PackedLayer{});
+  for (int l = 0; l < L; ++l) {
+    const LayerWeights& w = model_.weights.layers[l];
+    PackedLayer& p = packed_layers_[l];
+    if (l == L - 1 && l > 0) {
+      sources.push_back({&p.q, w.attn_w, 3 * C, C, C});
+      sources.push_back({&p.kv, w.attn_w + C, 3 * C, C, 2 * C});
+    } else {
+      sources.push_back({&p.qkv, w.attn_w, 3 * C, C, 3 * C});
+    }
+    sources.push_back({&p.proj, w.proj_w, C, C, C});
+    sources.push_back({&p.fc, w.fc_w, I, C, I});
+    sources.push_back({&p.fc_proj, w.fc_proj_w, C, I, C});
+  }
+  size_t total = 0;
+  for (const Source& s : sources) total += static_cast<size_t>(s.K) * s.N;
+  packed_.assign(total, 0.0f);
+  float* dst = packed_.data();
+  for (const Source& s : sources) {
+    pack_panels(dst, s.w, s.ldw, s.K, s.N, kernels_.panel);
+    *s.dst = PackedMatrix{dst, s.K, s.N};
+    dst += static_cast<size_t>(s.K) * s.N;
+  }
+}
+
+void Engine::mm(float* out, int ldo, const float* in, int ldi, const PackedMatrix& w, const float* bias,
+                int64_t M) {
+  const int T = team_->size(), P = kernels_.panel, panels = (w.N + P - 1) / P;
+  auto part = [&](int i) {  // a contiguous run of panels per part (a thread keeps its parts' weights in L2)
+    const int n0 = std::min(w.N, i * panels / T * P);
+    const int n1 = i == T - 1 ? w.N : std::min(w.N, (i + 1) * panels / T * P);
+    if (n0 < n1) kernels_.matmul_packed(out, ldo, in, ldi, w.w, bias, static_cast<int>(M), w.K, w.N, n0, n1);
+  };
+  team_->run(part);
 }
 
 void Engine::reset(int64_t row) {
@@ -139,91 +183,68 @@ void Engine::embed(int64_t b, const float* state, float rtg, int64_t timestep) {
 
 void Engine::attend(RunState& st, int l, int64_t b, int64_t bl) {
   const Config& c = model_.config;
-  const int C = c.hidden_size, H = c.n_head, hs = c.head_dim(), L = c.n_layer;
+  const int C = c.hidden_size, H = c.n_head, hs = c.head_dim(), L = c.n_layer, R = R_, Rp = Rp_;
   const RowPlan& p = st.plan[bl];
   float scale = c.scale_attn_weights ? 1.0f / std::sqrt(static_cast<float>(hs)) : 1.0f;
   if (c.scale_attn_by_inverse_layer_idx) scale /= static_cast<float>(l + 1);
-  const float* kc = cache_.k.data() + ((b * L + l) * R_) * static_cast<int64_t>(C);
-  const float* vc = cache_.v.data() + ((b * L + l) * R_) * static_cast<int64_t>(C);
+  const float* kt = cache_.kt.data() + (b * L + l) * static_cast<int64_t>(C) * Rp;  // (C, Rp)
+  const float* vc = cache_.v.data() + (b * L + l) * static_cast<int64_t>(R) * C;     // (R, C)
   const int64_t q_lo = l == L - 1 ? p.end : p.lo;
-  auto floor_of = [&](int64_t pos) {
+  const int nq = static_cast<int>(p.end - q_lo + 1);
+  auto floor_of = [&](int64_t pos) {  // the oldest key a query at `pos` attends to
     return p.floor >= 0 ? p.floor : std::max<int64_t>(0, 3 * (pos / 3 - K_ + 1));
   };
-  // Every query attends to keys in [floor_of(pos), pos] within the window [k_lo, end] (floors grow with pos).
-  const int64_t k_lo = floor_of(q_lo);
-  const int nq = static_cast<int>(p.end - q_lo + 1), n = static_cast<int>(p.end - k_lo + 1);
-  const int np = (n + 15) / 16 * 16;  // key columns padded so the score matmul has no scalar tail
-  float* q = st.att_q.data();          // (nq, hs) queries of one head
-  float* kt = st.att_kt.data();        // (hs, np) keys of one head, transposed
-  float* v = st.att_v.data();          // (n, hs) values of one head
-  float* sc = st.scores.data();        // (nq, np) scores, then attention weights
-  float* out = l == L - 1 ? st.att.data() + bl * C : st.att.data() + (p.h_off + q_lo - p.lo) * C;  // (nq, C)
-  if (nq <= kDirectQueries) {  // few queries (rolling, the last layer): no transpose, one key at a time
-    const int s0 = static_cast<int>(k_lo % R_), n1 = std::min(n, R_ - s0), n2 = n - n1;  // ring segments
-    for (int i = 0; i < nq; ++i) {
-      const int64_t pos = q_lo + i;
-      const float* qv = l == 0 ? cache_.q0.data() + (b * R_ + pos % R_) * C
-                        : l == L - 1 ? st.q_last.data() + bl * C
-                                     : st.qkv.data() + (p.h_off + pos - p.lo) * 3 * C;
-      const int lo = static_cast<int>(floor_of(pos) - k_lo), hi = n - nq + i;  // valid keys [lo, hi]
-      for (int hd = 0; hd < H; ++hd) {
-        const int col = hd * hs;
-        kernels_.attn_scores(sc, qv + col, kc + s0 * C + col, C, n1, hs);
-        if (n2) kernels_.attn_scores(sc + n1, qv + col, kc + col, C, n2, hs);
-        float mx = -INFINITY;
-        for (int j = lo; j <= hi; ++j) mx = std::max(mx, sc[j] * scale);
-        float sum = 0.0f;
-        for (int j = 0; j < n; ++j) sum += (sc[j] = j < lo || j > hi ? 0.0f : std::exp(sc[j] * scale - mx));
-        const float inv = 1.0f / sum;
-        for (int j = lo; j <= hi; ++j) sc[j] *= inv;
-        float* o = out + i * C + col;
-        kernels_.attn_values(o, sc, vc + s0 * C + col, C, n1, hs);
-        if (n2) {
-          kernels_.attn_values(q, sc + n1, vc + col, C, n2, hs);  // q is free scratch on this path
-          for (int d = 0; d < hs; ++d) o[d] += q[d];
-        }
-      }
-    }
-    return;
+  // Key slots [s0, s0 + n): the window [floor_of(q_lo), end] as one run when its slots do not wrap (s0 rounded
+  // down to 16 so loads stay aligned), else the whole ring. Slots outside the window get weight 0 below.
+  int s0 = static_cast<int>(floor_of(q_lo) % R), s1 = static_cast<int>(p.end % R);
+  if (s0 > s1) s0 = 0, s1 = R - 1;
+  s0 -= s0 % 16;
+  const int n = std::min((s1 - s0 + 16) / 16 * 16, Rp - s0), nv = std::min(n, R - s0);  // nv: slots with values
+  // Queries (nq, C): layer 0 reads the cached q0 rows (ring slots, copied out in order), the other layers the
+  // c_attn output rows (positions p.lo..), the last layer the query of s_t.
+  const float* q;
+  int ldq;
+  if (l == 0) {
+    for (int i = 0; i < nq; ++i)
+      std::copy_n(cache_.q0.data() + (b * R + (q_lo + i) % R) * C, C, st.att_q.data() + i * C);
+    q = st.att_q.data(), ldq = C;
+  } else if (l == L - 1) {
+    q = st.q_last.data() + bl * C, ldq = C;
+  } else {
+    q = st.qkv.data() + (p.h_off + q_lo - p.lo) * 3 * C, ldq = 3 * C;
   }
+  float* out = l == L - 1 ? st.att.data() + bl * C : st.att.data() + (p.h_off + q_lo - p.lo) * C;  // (nq, C)
+  float* sc = st.scores.data();  // (nq, Rp) scores of one head, then attention weights
+  const int end_slot = static_cast<int>(p.end % R);
   for (int hd = 0; hd < H; ++hd) {
     const int col = hd * hs;
+    kernels_.matmul(sc, Rp, q + col, ldq, kt + static_cast<int64_t>(col) * Rp + s0, Rp, nullptr, nq, hs, n);
     for (int i = 0; i < nq; ++i) {
-      const int64_t pos = q_lo + i;
-      const float* src = l == 0 ? cache_.q0.data() + (b * R_ + pos % R_) * C
-                         : l == L - 1 ? st.q_last.data() + bl * C
-                                      : st.qkv.data() + (p.h_off + pos - p.lo) * 3 * C;
-      std::copy_n(src + col, hs, q + i * hs);
-    }
-    for (int j = 0; j < n; ++j) {
-      const int64_t slot = (k_lo + j) % R_;
-      const float* kr = kc + slot * C + col;
-      for (int d = 0; d < hs; ++d) kt[d * np + j] = kr[d];
-      std::copy_n(vc + slot * C + col, hs, v + j * hs);
-    }
-    kernels_.matmul(sc, np, q, hs, kt, np, nullptr, nq, hs, np);
-    for (int i = 0; i < nq; ++i) {
-      float* row = sc + i * np;
-      const int lo = static_cast<int>(floor_of(q_lo + i) - k_lo), hi = n - nq + i;  // valid keys [lo, hi]
+      float* row = sc + i * Rp;
+      const int64_t pos = q_lo + i, lo = floor_of(pos);
       float mx = -INFINITY;
-      for (int j = lo; j <= hi; ++j) mx = std::max(mx, row[j] * scale);
+      int64_t key = p.end - (end_slot - s0 + R) % R;  // position held by slot s0 + j
+      for (int j = 0; j < n; ++j, ++key) {
+        if (s0 + j == end_slot + 1) key -= R;  // past s_t's slot: the oldest positions of the ring
+        const bool valid = s0 + j < R && key >= lo && key <= pos;
+        row[j] = valid ? row[j] * scale : -INFINITY;
+        mx = std::max(mx, row[j]);
+      }
       float sum = 0.0f;
-      for (int j = lo; j <= hi; ++j) sum += (row[j] = std::exp(row[j] * scale - mx));
+      for (int j = 0; j < n; ++j) sum += (row[j] = row[j] == -INFINITY ? 0.0f : std::exp(row[j] - mx));
       const float inv = 1.0f / sum;
-      for (int j = 0; j < lo; ++j) row[j] = 0.0f;
-      for (int j = lo; j <= hi; ++j) row[j] *= inv;
-      for (int j = hi + 1; j < n; ++j) row[j] = 0.0f;
+      for (int j = 0; j < n; ++j) row[j] *= inv;
     }
-    kernels_.matmul(out + col, C, sc, np, v, hs, nullptr, nq, n, hs);
+    kernels_.matmul(out + col, C, sc, Rp, vc + static_cast<int64_t>(s0) * C + col, C, nullptr, nq, nv, hs);
   }
 }
 
 void Engine::layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in) {
   const Config& c = model_.config;
   const LayerWeights& w = model_.weights.layers[l];
+  const PackedLayer& pw = packed_layers_[l];
   const int C = c.hidden_size, I = c.n_inner, L = c.n_layer;
   const bool last = l == L - 1;
-  const MatmulFn mm = kernels_.matmul;
   // ln_1 of the tokens whose keys/values this layer computes: the new tokens at layer 0, all rows after it.
   const RowPlan& back = st.plan[nb - 1];
   const int64_t rows_kv = l == 0 ? back.new_off + (back.end - back.new_lo + 1) : rows_in;
@@ -236,29 +257,30 @@ void Engine::layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in)
     if (last && l > 0) std::copy_n(st.xb.data() + (off + p.end - lo) * C, C, st.xq.data() + bl * C);
   }
   if (last && l > 0) {  // keys and values of every token, the query of s_t only
-    mm(st.qkv.data() + C, 3 * C, st.xb.data(), C, w.attn_w + C, 3 * C, w.attn_b + C, static_cast<int>(rows_kv), C,
-       2 * C);
-    mm(st.q_last.data(), C, st.xq.data(), C, w.attn_w, 3 * C, w.attn_b, static_cast<int>(nb), C, C);
+    mm(st.qkv.data() + C, 3 * C, st.xb.data(), C, pw.kv, w.attn_b + C, rows_kv);
+    mm(st.q_last.data(), C, st.xq.data(), C, pw.q, w.attn_b, nb);
   } else {
-    mm(st.qkv.data(), 3 * C, st.xb.data(), C, w.attn_w, 3 * C, w.attn_b, static_cast<int>(rows_kv), C, 3 * C);
+    mm(st.qkv.data(), 3 * C, st.xb.data(), C, pw.qkv, w.attn_b, rows_kv);
   }
   for (int64_t bl = 0; bl < nb; ++bl) {
     const int64_t b = b0 + bl;
     const RowPlan& p = st.plan[bl];
     const int64_t lo = l == 0 ? p.new_lo : p.lo, off = l == 0 ? p.new_off : p.h_off;
     const int64_t base = (b * L + l) * static_cast<int64_t>(R_);
+    float* kt = cache_.kt.data() + (b * L + l) * static_cast<int64_t>(C) * Rp_;  // (C, Rp)
+    const float* rows = st.qkv.data() + off * 3 * C;  // c_attn outputs of positions lo.., 3C each
+    for (int i = 0; i < C; ++i)  // keys, transposed: one pass over the key cache's C lines for every token
+      for (int64_t pos = lo; pos <= p.end; ++pos) kt[i * Rp_ + pos % R_] = rows[(pos - lo) * 3 * C + C + i];
     for (int64_t pos = lo; pos <= p.end; ++pos) {
-      const float* row = st.qkv.data() + (off + pos - lo) * 3 * C;
       const int64_t slot = pos % R_;
-      std::copy_n(row + C, C, cache_.k.data() + (base + slot) * C);
-      std::copy_n(row + 2 * C, C, cache_.v.data() + (base + slot) * C);
-      if (l == 0) std::copy_n(row, C, cache_.q0.data() + (b * R_ + slot) * C);
+      std::copy_n(rows + (pos - lo) * 3 * C + 2 * C, C, cache_.v.data() + (base + slot) * C);
+      if (l == 0) std::copy_n(rows + (pos - lo) * 3 * C, C, cache_.q0.data() + (b * R_ + slot) * C);
     }
     attend(st, l, b, bl);
   }
   // Queries of this layer: every row of the residual stream, or s_t alone at the last layer.
   const int64_t rows_q = last ? nb : rows_in;
-  mm(st.xb.data(), C, st.att.data(), C, w.proj_w, C, w.proj_b, static_cast<int>(rows_q), C, C);
+  mm(st.xb.data(), C, st.att.data(), C, pw.proj, w.proj_b, rows_q);
   for (int64_t bl = 0; bl < nb; ++bl) {
     const RowPlan& p = st.plan[bl];
     const int64_t q_lo = last ? p.end : p.lo, off = last ? bl : p.h_off;
@@ -271,9 +293,9 @@ void Engine::layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in)
       kernels_.layer_norm(st.xb.data() + r * C, hout, w.ln_2_w, w.ln_2_b, C, c.ln_eps);
     }
   }
-  mm(st.ff.data(), I, st.xb.data(), C, w.fc_w, I, w.fc_b, static_cast<int>(rows_q), C, I);
+  mm(st.ff.data(), I, st.xb.data(), C, pw.fc, w.fc_b, rows_q);
   activate(st.ff.data(), rows_q * I, c.activation);
-  mm(st.xb.data(), C, st.ff.data(), I, w.fc_proj_w, C, w.fc_proj_b, static_cast<int>(rows_q), I, C);
+  mm(st.xb.data(), C, st.ff.data(), I, pw.fc_proj, w.fc_proj_b, rows_q);
   for (int64_t i = 0; i < rows_q * C; ++i) st.h2[i] += st.xb[i];
   std::swap(st.h, st.h2);
 }

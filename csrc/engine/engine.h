@@ -21,8 +21,13 @@
 // The ring holds R = 3K + 3 slots per row and layer (token p in slot p % R): the last K + 1 steps, enough for the
 // oldest key a_{t-1} still needs while R_t and s_t are written in the same step.
 //
+// Weights: the engine packs every layer matrix into panels (kernels.h, pack_panels) so each matmul streams its
+// weights in contiguous runs.
 // Threads: the batch is cut into chunks of rows (about kChunkTokens token rows each, so a chunk's scratch stays in
-// L2); each thread runs whole chunks with its own RunState. Batch 1 is one chunk on the calling thread.
+// L2); each thread runs whole chunks with its own RunState. When the batch is one chunk (batch 1, or a few rows
+// in exact mode), the threads split the columns of every layer matmul instead (a SpinTeam): each keeps its share
+// of the weights in its own L2 (2.4 MB for the blog's model, more than one core's L2), which is what batch-1
+// latency is bound by. Outputs are the same bits with any number of threads.
 // All buffers are allocated at construction; step() allocates nothing.
 //
 // Errors throw std::invalid_argument (common/check.h); nothing calls exit().
@@ -35,6 +40,7 @@
 
 #include "engine/config.h"
 #include "engine/kernels.h"
+#include "engine/spin_team.h"
 #include "engine/thread_pool.h"
 #include "engine/weights.h"
 
@@ -54,10 +60,22 @@ struct Model {
 Model load_checkpoint(const std::string& dir);
 
 struct KVCache {
-  std::vector<float> k;   // (B, L, R, C): key of the row's token p at layer l in slot p % R
+  std::vector<float> kt;  // (B, L, C, Rp): keys transposed, the row's token p at layer l in column p % R
   std::vector<float> v;   // (B, L, R, C): value, same layout
   std::vector<float> x0;  // (B, R, C): layer-0 input of each token (embed_ln output + wpe[0])
   std::vector<float> q0;  // (B, R, C): layer-0 query of each token
+};
+
+// A layer matrix (K, N) in panel layout (kernels.h, pack_panels).
+struct PackedMatrix {
+  const float* w = nullptr;
+  int K = 0, N = 0;
+};
+
+// The packed matrices of one layer: qkv for a layer that computes every query; q and kv (the columns of c_attn
+// split) for the last layer, which computes the query of s_t only.
+struct PackedLayer {
+  PackedMatrix qkv, q, kv, proj, fc, fc_proj;
 };
 
 // Token ranges of one row in the current step (absolute token positions, inclusive).
@@ -80,16 +98,14 @@ struct RunState {
   std::vector<float> q_last;  // (G, C) query of s_t at the last layer
   std::vector<float> att;     // (rows, C) attention outputs, packed by query
   std::vector<float> ff;      // (rows, I) MLP hidden layer
-  std::vector<float> att_q;   // (R, hs) queries of one head
-  std::vector<float> att_kt;  // (hs, Rp) keys of one head, transposed, Rp = R rounded up to 16
-  std::vector<float> att_v;   // (R, hs) values of one head
-  std::vector<float> scores;  // (R, Rp) scores of every query and key of one head, then attention weights
+  std::vector<float> att_q;   // (R, C) layer-0 queries of the window, copied out of the ring in order
+  std::vector<float> scores;  // (R, Rp) scores of every query and key slot of one head, then attention weights
   std::vector<RowPlan> plan;  // (G)
 };
 
 class Engine {
  public:
-  // `n_threads` 0 = one thread for B == 1, else every hardware thread. `isa`: see kernels_select.
+  // `n_threads` 0 = every hardware thread. `isa`: see kernels_select.
   Engine(Model model, int batch, int context_len, Mode mode, int n_threads = 0, const std::string& isa = "auto");
 
   // Start a new episode in row `row` (the next step is its step 0).
@@ -103,7 +119,7 @@ class Engine {
   int batch() const { return B_; }
   int context_len() const { return K_; }
   Mode mode() const { return mode_; }
-  int threads() const { return pool_->size(); }
+  int threads() const { return std::max(pool_->size(), team_->size()); }
   const char* isa() const { return kernels_.name; }
   int64_t steps_taken(int64_t row) const { return n_steps_[row]; }
   size_t weight_bytes() const { return model_.weights.bytes(); }
@@ -111,9 +127,10 @@ class Engine {
  private:
   // Token rows one chunk of batch rows computes at most: chunks keep a step's working set in L2.
   static constexpr size_t kChunkTokens = 240;
-  // Up to this many queries per row, attention takes one dot product per key instead of two small matmuls.
-  static constexpr int kDirectQueries = 4;
 
+  void pack_weights();
+  // out (M, w.N) = in (M, w.K) @ w + bias, the columns split across the team.
+  void mm(float* out, int ldo, const float* in, int ldi, const PackedMatrix& w, const float* bias, int64_t M);
   void embed(int64_t b, const float* state, float rtg, int64_t timestep);
   void run_chunk(RunState& st, int64_t b0, int64_t nb, const float* states, const float* returns_to_go,
                  const int64_t* timesteps, float* actions);
@@ -121,10 +138,13 @@ class Engine {
   void attend(RunState& st, int l, int64_t b, int64_t bl);
 
   Model model_;
-  int B_, K_, R_;
+  int B_, K_, R_, Rp_;  // Rp: R rounded up to 16, the key cache's row length
   Mode mode_;
   Kernels kernels_;
-  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<ThreadPool> pool_;  // threads over chunks of rows
+  std::unique_ptr<SpinTeam> team_;    // threads over matmul columns (size 1 unless the batch is one chunk)
+  std::vector<float> packed_;         // every PackedMatrix's storage
+  std::vector<PackedLayer> packed_layers_;  // (L)
   KVCache cache_;
   int chunk_;                     // batch rows per chunk (a unit of work for one thread)
   std::vector<RunState> states_;  // (threads) scratch of the chunk each thread runs

@@ -12,18 +12,18 @@ namespace dt {
 using MatmulFn = void (*)(float* out, int ldo, const float* in, int ldi, const float* w, int ldw, const float* bias,
                           int M, int K, int N);
 
-// s[j] = sum_i q[i] * k[j * ldk + i] for j < n, i < d: one query against n keys.
-using ScoresFn = void (*)(float* s, const float* q, const float* k, int ldk, int n, int d);
-// o[i] = sum_j p[j] * v[j * ldv + i] for i < d, j < n: attention weights times n values.
-using ValuesFn = void (*)(float* o, const float* p, const float* v, int ldv, int n, int d);
+// The same product with w packed by pack_panels(w, K, N, panel): columns [n0, n1) only, n0 a multiple of the
+// panel width (a split point between threads) and n1 one too, or N.
+using MatmulPackedFn = void (*)(float* out, int ldo, const float* in, int ldi, const float* wp, const float* bias,
+                                int M, int K, int N, int n0, int n1);
 
 // out = (x - mean(x)) / sqrt(var(x) + eps) * w + b over n values (biased variance, as torch); out may be x.
 using LayerNormFn = void (*)(float* out, const float* x, const float* w, const float* b, int n, float eps);
 
 struct Kernels {
   MatmulFn matmul;
-  ScoresFn attn_scores;
-  ValuesFn attn_values;
+  MatmulPackedFn matmul_packed;
+  int panel;  // columns per panel of matmul_packed's weight layout
   LayerNormFn layer_norm;
   const char* name;  // "avx512", "avx2" or "generic"
 };
@@ -31,14 +31,19 @@ struct Kernels {
 #define DT_DECLARE_KERNELS(ns)                                                                    \
   namespace ns {                                                                                  \
   void matmul(float*, int, const float*, int, const float*, int, const float*, int, int, int);    \
-  void attn_scores(float*, const float*, const float*, int, int, int);                          \
-  void attn_values(float*, const float*, const float*, int, int, int);                          \
+  void matmul_packed(float*, int, const float*, int, const float*, const float*, int, int, int, int, int); \
+  extern const int panel_width;                                                                 \
   void layer_norm(float*, const float*, const float*, const float*, int, float);                \
   }
 DT_DECLARE_KERNELS(avx512)
 DT_DECLARE_KERNELS(avx2)
 DT_DECLARE_KERNELS(generic)
 #undef DT_DECLARE_KERNELS
+
+// w (K, N) row-major with leading dimension ldw, written to dst (K * N floats) as panels of `panel` columns:
+// panel j is w[:, j * panel : (j + 1) * panel], K rows of `panel` floats one after another; the columns left over
+// (N % panel) form a last panel (K, N % panel), also row-major.
+void pack_panels(float* dst, const float* w, int ldw, int K, int N, int panel);
 
 // "auto" picks the widest the CPU supports; "avx512", "avx2", "generic" force one (throws if unsupported).
 Kernels kernels_select(const std::string& isa);

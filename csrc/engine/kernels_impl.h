@@ -3,7 +3,8 @@
 // per tile) defined. A tile keeps DT_MR x DT_NV accumulators in registers; each k loads DT_NV vectors of w and
 // broadcasts DT_MR values of `in`. Column blocks are the outer loop so a (K, DT_NV * DT_VEC) panel of w stays
 // in L1 while all row tiles stream past it; the rows left over (< DT_MR) take one more pass, not one each.
-// Columns left over (< DT_VEC) are done by a scalar loop. attn_scores and attn_values serve attention;
+// Columns left over (< DT_VEC) are done by a scalar loop. matmul_packed reads w packed in panels (kernels.h),
+// so that each panel streams from memory in one contiguous run.
 // layer_norm is torch's (biased variance, two passes).
 #include <cmath>
 
@@ -79,6 +80,33 @@ void matmul(float* out, int ldo, const float* in, int ldi, const float* w, int l
   }
 }
 
+extern const int panel_width = DT_NV * DT_VEC;
+
+void matmul_packed(float* out, int ldo, const float* in, int ldi, const float* wp, const float* bias, int M, int K,
+                   int N, int n0, int n1) {
+  constexpr int P = DT_NV * DT_VEC, MC = 20 * DT_MR;
+  const int nf = N - N % P, rem = N - nf;
+  const float* wr = wp + static_cast<long>(nf) * K;  // the last, narrower panel: (K, rem) row-major
+  for (int m0 = 0; m0 < M; m0 += MC) {
+    const int mb = M - m0 < MC ? M - m0 : MC;
+    float* o = out + static_cast<long>(m0) * ldo;
+    const float* a = in + static_cast<long>(m0) * ldi;
+    for (int n = n0; n < n1 && n < nf; n += P)
+      column_block<DT_NV>(o + n, ldo, a, ldi, wp + static_cast<long>(n) * K, P, bias ? bias + n : nullptr, mb, K);
+    if (n1 <= nf) continue;
+    int j = 0;
+    for (; j + DT_VEC <= rem; j += DT_VEC)
+      column_block<1>(o + nf + j, ldo, a, ldi, wr + j, rem, bias ? bias + nf + j : nullptr, mb, K);
+    for (; j < rem; ++j) {
+      for (int m = 0; m < mb; ++m) {
+        float acc = bias ? bias[nf + j] : 0.0f;
+        for (int k = 0; k < K; ++k) acc += a[m * ldi + k] * wr[k * rem + j];
+        o[m * ldo + nf + j] = acc;
+      }
+    }
+  }
+}
+
 namespace {
 
 // Sum of the lanes, pairwise (the compiler turns the halving into extracts and vector adds).
@@ -112,62 +140,6 @@ void layer_norm(float* out, const float* x, const float* w, const float* b, int 
   for (int i = 0; i < nv; i += DT_VEC)
     *reinterpret_cast<vec*>(out + i) = (load(x + i) - mean) * inv * load(w + i) + load(b + i);
   for (int i = nv; i < n; ++i) out[i] = (x[i] - mean) * inv * w[i] + b[i];
-}
-
-void attn_scores(float* s, const float* q, const float* k, int ldk, int n, int d) {
-  const int dv = d - d % DT_VEC;
-  int j = 0;
-  for (; j + 4 <= n; j += 4) {  // four keys at a time: one horizontal sum per key, four streams in flight
-    const float* k0 = k + static_cast<long>(j) * ldk;
-    vec a0{}, a1{}, a2{}, a3{};
-    for (int i = 0; i < dv; i += DT_VEC) {
-      const vec qv = load(q + i);
-      a0 += qv * load(k0 + i);
-      a1 += qv * load(k0 + ldk + i);
-      a2 += qv * load(k0 + 2 * ldk + i);
-      a3 += qv * load(k0 + 3 * ldk + i);
-    }
-    float r[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
-    for (int u = 0; u < 4; ++u)
-      for (int i = dv; i < d; ++i) r[u] += q[i] * k0[u * ldk + i];
-    for (int u = 0; u < 4; ++u) s[j + u] = r[u];
-  }
-  for (; j < n; ++j) {
-    const float* kj = k + static_cast<long>(j) * ldk;
-    vec a{};
-    for (int i = 0; i < dv; i += DT_VEC) a += load(q + i) * load(kj + i);
-    float r = hsum(a);
-    for (int i = dv; i < d; ++i) r += q[i] * kj[i];
-    s[j] = r;
-  }
-}
-
-void attn_values(float* o, const float* p, const float* v, int ldv, int n, int d) {
-  int i = 0;
-  for (; i + 4 * DT_VEC <= d; i += 4 * DT_VEC) {  // 4 vectors of the output held in registers over all keys
-    vec a0{}, a1{}, a2{}, a3{};
-    for (int j = 0; j < n; ++j) {
-      const float* vj = v + static_cast<long>(j) * ldv + i;
-      a0 += p[j] * load(vj);
-      a1 += p[j] * load(vj + DT_VEC);
-      a2 += p[j] * load(vj + 2 * DT_VEC);
-      a3 += p[j] * load(vj + 3 * DT_VEC);
-    }
-    *reinterpret_cast<vec*>(o + i) = a0;
-    *reinterpret_cast<vec*>(o + i + DT_VEC) = a1;
-    *reinterpret_cast<vec*>(o + i + 2 * DT_VEC) = a2;
-    *reinterpret_cast<vec*>(o + i + 3 * DT_VEC) = a3;
-  }
-  for (; i + DT_VEC <= d; i += DT_VEC) {
-    vec a{};
-    for (int j = 0; j < n; ++j) a += p[j] * load(v + static_cast<long>(j) * ldv + i);
-    *reinterpret_cast<vec*>(o + i) = a;
-  }
-  for (; i < d; ++i) {
-    float a = 0.0f;
-    for (int j = 0; j < n; ++j) a += p[j] * v[static_cast<long>(j) * ldv + i];
-    o[i] = a;
-  }
 }
 
 }  // namespace DT_KERNEL_NS

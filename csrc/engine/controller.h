@@ -1,0 +1,44 @@
+// Controller: the bookkeeping of the blog's get_action loop around an Engine, for callers that hold raw
+// observations and rewards (dt_fast.Policy's cpp backend, csrc/examples/control_loop.cpp). Per row it keeps the
+// return-to-go (target / scale at reset, minus reward / scale after every step), the steps since reset (the
+// timestep, clipped to max_ep_len - 1) and normalises observations with the dataset's mean and std, with the
+// same float rounding as dt_fast/policy.py: (double(obs) - mean) / std in double, then float.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "engine/engine.h"
+
+namespace dt {
+
+class Controller {
+ public:
+  // state_mean, state_std: (S) with std > 0; scale > 0. Every row starts at step 0 with target return 0.
+  Controller(std::unique_ptr<Engine> engine, std::vector<double> state_mean, std::vector<double> state_std,
+             double scale);
+
+  // The return (environment units) each row conditions on from its next reset: targets (B).
+  void set_target_returns(const double* targets);
+  // Start a new episode in `row`.
+  void reset(int64_t row);
+  // One environment step: obs (B, S) raw observations; reward (B) received for each row's previous action, or
+  // null when every row is on its first step (a first step's reward is ignored); actions (B, A) written.
+  // Checks everything before changing any state; throws std::invalid_argument naming the first bad value.
+  void act(const float* obs, const double* reward, float* actions);
+
+  Engine& engine() { return *engine_; }
+
+ private:
+  std::unique_ptr<Engine> engine_;
+  std::vector<double> mean_, std_;  // (S)
+  double scale_;
+  std::vector<double> target_;      // (B) environment units
+  std::vector<float> rtg_;          // (B) return-to-go / scale
+  std::vector<int64_t> steps_;      // (B) steps since reset
+  std::vector<float> states_;       // (B, S) normalised observations of the current step
+  std::vector<int64_t> timesteps_;  // (B)
+};
+
+}  // namespace dt
