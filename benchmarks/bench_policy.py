@@ -159,7 +159,7 @@ def main() -> None:
     bw = memcpy_bytes_per_s()
     print(f"matmul rate (torch 2048^3 fp32): {rates[1] / 1e9:.1f} GFLOP/s on 1 thread, {rates[cores] / 1e9:.1f} on "
           f"{cores}; memory bandwidth (numpy 256 MB copy): {bw / 1e9:.1f} GB/s; K = {K}, {n} timed steps per case")
-    print(f"\n{'case':<42}{'phase':>6}{'p50 us':>10}{'p99 us':>10}{'vs blog':>9}{'MFLOP':>8}{'KB':>7}"
+    print(f"\n{'case':<46}{'phase':>6}{'p50 us':>10}{'p99 us':>10}{'vs blog':>9}{'MFLOP':>8}{'KB':>7}"
           f"{'bound us':>10}{'p50/bound':>10}")
     for env, (S, A) in ENVS.items():
         hf, ours = paired_models(S, A)
@@ -172,7 +172,7 @@ def main() -> None:
             blog_lat = blog_latencies(hf, n, phase, rng)
             blog = np.median(blog_lat)
             t_cost = K // 2 if phase == "t<K" else K + 30
-            print(f"{env + ' blog get_action (1 thr)':<42}{phase:>6}{blog * 1e6:>10.0f}"
+            print(f"{env + ' blog get_action (1 thr)':<46}{phase:>6}{blog * 1e6:>10.0f}"
                   f"{np.percentile(blog_lat, 99) * 1e6:>10.0f}{1.0:>9.2f}")
             for name, backend, mode, threads, engine_only in cases:
                 policy = Policy(ours, mode=mode, backend=backend, n_threads=threads, **common)
@@ -180,7 +180,7 @@ def main() -> None:
                 flops, nbytes = step_cost(ours.config, mode, t_cost)
                 bound = max(flops / rates[threads], nbytes / bw)
                 p50 = np.median(lat)
-                print(f"{env + ' ' + name:<42}{phase:>6}{p50 * 1e6:>10.0f}{np.percentile(lat, 99) * 1e6:>10.0f}"
+                print(f"{env + ' ' + name:<46}{phase:>6}{p50 * 1e6:>10.0f}{np.percentile(lat, 99) * 1e6:>10.0f}"
                       f"{blog / p50:>9.2f}{flops / 1e6:>8.1f}{nbytes / 1024:>7.0f}{bound * 1e6:>10.0f}"
                       f"{p50 / bound:>10.2f}")
     print(f"\n{'throughput (Hopper, window sliding)':<40}{'B':>5}{'threads':>8}{'actions/s':>11}{'bound a/s':>11}"

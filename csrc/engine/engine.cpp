@@ -67,8 +67,8 @@ Model load_checkpoint(const std::string& dir) {
 }
 
 Engine::Engine(Model model, int batch, int context_len, Mode mode, int n_threads, const std::string& isa)
-    : model_(std::move(model)), B_(batch), K_(context_len), R_(3 * context_len + 3), Rp_((R_ + 15) / 16 * 16), mode_(mode),
-      kernels_(kernels_select(isa)) {
+    : model_(std::move(model)), B_(batch), K_(context_len), R_(3 * context_len + 3), Rp_((R_ + 15) / 16 * 16),
+      mode_(mode), kernels_(kernels_select(isa)) {
   DT_CHECK(batch >= 1, "batch must be >= 1, got ", batch);
   DT_CHECK(context_len >= 1 && context_len <= 100000, "context_len must be in [1, 100000], got ", context_len);
   DT_CHECK(n_threads >= 0, "n_threads must be >= 0, got ", n_threads);
@@ -76,7 +76,8 @@ Engine::Engine(Model model, int batch, int context_len, Mode mode, int n_threads
   const Config& c = model_.config;
   const size_t C = c.hidden_size, B = batch, R = R_, L = c.n_layer;
   const size_t per_row = mode == Mode::Exact ? 3 * K_ : 3;  // most token rows one batch row computes in a step
-  chunk_ = static_cast<int>(std::max<size_t>(1, kChunkTokens / per_row));
+  const size_t per_thread = (B + n_threads - 1) / n_threads;  // rows, so that every thread gets a chunk
+  chunk_ = static_cast<int>(std::max<size_t>(1, std::min(kChunkTokens / per_row, per_thread)));
   const int n_chunks = (batch + chunk_ - 1) / chunk_;
   pool_ = std::make_unique<ThreadPool>(n_chunks == 1 ? 1 : std::min(n_threads, n_chunks));
   team_ = std::make_unique<SpinTeam>(n_chunks == 1 ? n_threads : 1);
