@@ -270,8 +270,16 @@ void Engine::layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in)
     const int64_t base = (b * L + l) * static_cast<int64_t>(R_);
     float* kt = cache_.kt.data() + (b * L + l) * static_cast<int64_t>(C) * Rp_;  // (C, Rp)
     const float* rows = st.qkv.data() + off * 3 * C;  // c_attn outputs of positions lo.., 3C each
-    for (int i = 0; i < C; ++i)  // keys, transposed: one pass over the key cache's C lines for every token
-      for (int64_t pos = lo; pos <= p.end; ++pos) kt[i * Rp_ + pos % R_] = rows[(pos - lo) * 3 * C + C + i];
+    auto put_keys = [&](int64_t slot0, int64_t k0, int64_t count) {  // tokens k0.. into slots slot0..
+      for (int i = 0; i < C; ++i) {  // one pass over the key cache's C lines for every token
+        float* dst = kt + i * Rp_ + slot0;
+        const float* src = rows + k0 * 3 * C + C + i;
+        for (int64_t k = 0; k < count; ++k) dst[k] = src[k * 3 * C];
+      }
+    };
+    const int64_t n_tok = p.end - lo + 1, first = lo % R_, n1 = std::min(n_tok, R_ - first);  // ring wraps once
+    put_keys(first, 0, n1);
+    if (n_tok > n1) put_keys(0, n1, n_tok - n1);
     for (int64_t pos = lo; pos <= p.end; ++pos) {
       const int64_t slot = pos % R_;
       std::copy_n(rows + (pos - lo) * 3 * C + 2 * C, C, cache_.v.data() + (base + slot) * C);
