@@ -63,7 +63,12 @@ void SpinTeam::run(Job job, void* ctx) {
     wake_.notify_all();
   }
   work();
-  while (done_.load(std::memory_order_acquire) < size()) cpu_relax();
+  // Wait for parts still running elsewhere; yield once the wait is long (the member holding one was preempted,
+  // perhaps by this very thread on a busy machine).
+  for (int spins = 0; done_.load(std::memory_order_acquire) < size(); ++spins) {
+    if (spins < kYieldAfter) cpu_relax();
+    else std::this_thread::yield();
+  }
 }
 
 void SpinTeam::worker() {

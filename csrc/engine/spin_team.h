@@ -34,6 +34,7 @@ class SpinTeam {
  private:
   using Job = void (*)(void*, int);
   static constexpr int64_t kSpinNs = 1'000'000;  // idle members sleep after 1 ms without a job
+  static constexpr int kYieldAfter = 4096;       // pauses (a few microseconds) before run() yields while waiting
 
   void run(Job job, void* ctx);
   void work();  // claim and run parts of the current job until none is left
