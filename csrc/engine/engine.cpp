@@ -99,6 +99,8 @@ Engine::Engine(Model model, int batch, int context_len, Mode mode, int n_threads
     st.ff.assign(rows * c.n_inner, 0.0f);
     st.scores.assign(R * Rp_, 0.0f);
     st.att_q.assign(R * C, 0.0f);
+    st.kt_scratch.assign(C * Rp_, 0.0f);
+    st.v_scratch.assign(R * C, 0.0f);
     st.plan.assign(G, RowPlan{});
   }
   n_steps_.assign(B, 0);
@@ -182,14 +184,12 @@ void Engine::embed(int64_t b, const float* state, float rtg, int64_t timestep) {
   finish(3 * t + 1, timestep);
 }
 
-void Engine::attend(RunState& st, int l, int64_t b, int64_t bl) {
+void Engine::attend(RunState& st, int l, int64_t b, int64_t bl, const float* kt, const float* vc) {
   const Config& c = model_.config;
   const int C = c.hidden_size, H = c.n_head, hs = c.head_dim(), L = c.n_layer, R = R_, Rp = Rp_;
   const RowPlan& p = st.plan[bl];
   float scale = c.scale_attn_weights ? 1.0f / std::sqrt(static_cast<float>(hs)) : 1.0f;
   if (c.scale_attn_by_inverse_layer_idx) scale /= static_cast<float>(l + 1);
-  const float* kt = cache_.kt.data() + (b * L + l) * static_cast<int64_t>(C) * Rp;  // (C, Rp)
-  const float* vc = cache_.v.data() + (b * L + l) * static_cast<int64_t>(R) * C;     // (R, C)
   const int64_t q_lo = l == L - 1 ? p.end : p.lo;
   const int nq = static_cast<int>(p.end - q_lo + 1);
   auto floor_of = [&](int64_t pos) {  // the oldest key a query at `pos` attends to
@@ -267,8 +267,9 @@ void Engine::layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in)
     const int64_t b = b0 + bl;
     const RowPlan& p = st.plan[bl];
     const int64_t lo = l == 0 ? p.new_lo : p.lo, off = l == 0 ? p.new_off : p.h_off;
-    const int64_t base = (b * L + l) * static_cast<int64_t>(R_);
-    float* kt = cache_.kt.data() + (b * L + l) * static_cast<int64_t>(C) * Rp_;  // (C, Rp)
+    const bool scratch = l > 0 && p.recompute;  // keys/values used by this step only
+    float* kt = scratch ? st.kt_scratch.data() : cache_.kt.data() + (b * L + l) * static_cast<int64_t>(C) * Rp_;
+    float* v = scratch ? st.v_scratch.data() : cache_.v.data() + (b * L + l) * static_cast<int64_t>(R_) * C;
     const float* rows = st.qkv.data() + off * 3 * C;  // c_attn outputs of positions lo.., 3C each
     auto put_keys = [&](int64_t slot0, int64_t k0, int64_t count) {  // tokens k0.. into slots slot0..
       for (int i = 0; i < C; ++i) {  // one pass over the key cache's C lines for every token
@@ -282,10 +283,10 @@ void Engine::layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in)
     if (n_tok > n1) put_keys(0, n1, n_tok - n1);
     for (int64_t pos = lo; pos <= p.end; ++pos) {
       const int64_t slot = pos % R_;
-      std::copy_n(rows + (pos - lo) * 3 * C + 2 * C, C, cache_.v.data() + (base + slot) * C);
+      std::copy_n(rows + (pos - lo) * 3 * C + 2 * C, C, v + slot * C);
       if (l == 0) std::copy_n(rows + (pos - lo) * 3 * C, C, cache_.q0.data() + (b * R_ + slot) * C);
     }
-    attend(st, l, b, bl);
+    attend(st, l, b, bl, kt, v);
   }
   // Queries of this layer: every row of the residual stream, or s_t alone at the last layer.
   const int64_t rows_q = last ? nb : rows_in;
@@ -324,6 +325,7 @@ void Engine::run_chunk(RunState& st, int64_t b0, int64_t nb, const float* states
     p.lo = recompute ? 3 * (t - K_ + 1) : p.new_lo;
     p.new_lo = std::max(p.new_lo, p.lo);  // K = 1: a_{t-1} is already outside the window and never attended to
     p.floor = mode_ == Mode::Exact ? std::max<int64_t>(0, 3 * (t - K_ + 1)) : -1;
+    p.recompute = recompute;
     p.h_off = h_off;
     p.new_off = new_off;
     h_off += p.end - p.lo + 1;

@@ -87,6 +87,7 @@ struct RowPlan {
   int64_t floor;     // >= 0: every query attends to keys >= floor (exact recompute); -1: per-step sliding window
   int64_t h_off;     // first row of this batch row in its chunk's packed residual buffers
   int64_t new_off;   // first row of this batch row among its chunk's packed new tokens
+  bool recompute;    // exact mode with the window sliding: layers >= 1 keep their keys/values in RunState scratch
 };
 
 // Scratch of one chunk of G batch rows (rows = G * 3K in exact mode, G * 3 in rolling mode).
@@ -100,6 +101,8 @@ struct RunState {
   std::vector<float> att;     // (rows, C) attention outputs, packed by query
   std::vector<float> ff;      // (rows, I) MLP hidden layer
   std::vector<float> att_q;   // (R, C) layer-0 queries of the window, copied out of the ring in order
+  std::vector<float> kt_scratch;  // (C, Rp) keys of a recomputed window at a layer >= 1, laid out as the cache
+  std::vector<float> v_scratch;   // (R, C) its values (never read again: the next step recomputes them)
   std::vector<float> scores;  // (R, Rp) scores of every query and key slot of one head, then attention weights
   std::vector<RowPlan> plan;  // (G)
 };
@@ -136,7 +139,8 @@ class Engine {
   void run_chunk(RunState& st, int64_t b0, int64_t nb, const float* states, const float* returns_to_go,
                  const int64_t* timesteps, float* actions);
   void layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in);
-  void attend(RunState& st, int l, int64_t b, int64_t bl);
+  // Attention of row `b` (local `bl`) at layer l over keys kt (C, Rp) and values v (R, C), by ring slot.
+  void attend(RunState& st, int l, int64_t b, int64_t bl, const float* kt, const float* v);
 
   Model model_;
   int B_, K_, R_, Rp_;  // Rp: R rounded up to 16, the key cache's row length
