@@ -41,6 +41,8 @@ bench: install
 # The sampler tests against a copy of dt_fast._C built with AddressSanitizer + UBSan in build/sanitize (the
 # in-place module stays untouched): a shadow package links every dt_fast file but _C. Python itself is not
 # instrumented, so libasan is preloaded; leak checking is off (the interpreter never frees everything).
+# Then the engine: csrc/examples/control_loop (engine + Controller, two threads at batch 1) on a random
+# checkpoint, built with ASan + UBSan and again with ThreadSanitizer (build/tsan), in both modes.
 SAN_DIR   := build/sanitize
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1
 SAN_ENV   := LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
@@ -55,6 +57,16 @@ sanitize: $(DEPS)
 	cp $(SAN_DIR)/_C*.so $(SAN_DIR)/pkg/dt_fast/
 	$(SAN_ENV) $(PY) -c "import sys; sys.path.insert(0, '$(SAN_DIR)/pkg'); import dt_fast._C as c; print(c.__file__)"
 	$(SAN_ENV) $(PY) -m pytest -q -p no:cacheprovider -o pythonpath="$(SAN_DIR)/pkg ." tests/test_sampler*.py
+	$(PY) -c "import dt_fast as d; d.DecisionTransformer(d.DecisionTransformerConfig(state_dim=11, act_dim=3, \
+		max_ep_len=1000)).save_pretrained('$(SAN_DIR)/checkpoint')"
+	cmake --build $(SAN_DIR) --target control_loop -j 2
+	cmake -S . -B build/tsan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS="-fsanitize=thread -g -O1" \
+		-DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" -DPython_EXECUTABLE=$(abspath $(PY)) \
+		-Dpybind11_DIR="$$($(PY) -c 'import pybind11; print(pybind11.get_cmake_dir())')" >/dev/null
+	cmake --build build/tsan --target control_loop -j 2
+	for mode in exact rolling; do \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $(SAN_DIR)/control_loop $(SAN_DIR)/checkpoint 300 $$mode && \
+		TSAN_OPTIONS=halt_on_error=1 build/tsan/control_loop $(SAN_DIR)/checkpoint 300 $$mode || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info dt_fast/_C*.so
