@@ -101,7 +101,7 @@ def train_rows(hw: dict) -> list[dict]:
                 "datasets.Dataset": bench_train.blog_trainer_rate(Dataset.from_list(rows_py), TRAIN_STEPS // 4)[0]}
         ours = {"fp32": bench_train.dt_fast_rate(path, TRAIN_STEPS)[0],
                 "bf16 autocast": bench_train.dt_fast_rate(path, TRAIN_STEPS, precision="bf16")[0]}
-    flops = bench_train.train_flops_per_step()
+    flops = bench_train.train_flops_per_step(action_only=True)  # what dt_fast's Trainer computes
     bound = hw["matmul_flops_per_s_all_threads"] / flops
     what = f"{flops / 1e9:.1f} GFLOP/step at the matmul rate, {hw['torch_threads']} threads"
     return [row(f"training steps/s, {name}", rate_, blog_rate, bound,

@@ -21,12 +21,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dt_fast.config import DecisionTransformerConfig
-
-try:
-    from dt_fast import _C
-except ImportError:  # the package works without its C++ extension, only slower
-    _C = None
 from dt_fast.kernels.dispatch import embedding_weights, resolve_backend
+from dt_fast.train_ops import (
+    draw_seed,
+    dropout_add,
+    fused_cpu,
+    linear_dropout_add,
+    linear_relu,
+    softmax_dropout,
+)
 
 CONFIG_NAME = "config.json"
 SAFE_WEIGHTS_NAME = "model.safetensors"
@@ -58,18 +61,26 @@ def activation(name: str, x: torch.Tensor) -> torch.Tensor:
 
 
 class Dropout(nn.Dropout):
-    """nn.Dropout whose CPU float32 mask comes from dt_fast._C.dropout_mask: the same Bernoulli(1 - p) keep
-    distribution and 1 / (1 - p) scaling, drawn ~9x faster than torch's sequential CPU bernoulli_ (the seed of
-    each mask is drawn from torch's generator, so torch.manual_seed and RNG-state resume still govern it)."""
+    """nn.Dropout that can also add a residual: `forward(x, residual)` = residual + dropout(x).
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        if _C is None or x.device.type != "cpu" or x.dtype != torch.float32 or torch.compiler.is_compiling():
-            return F.dropout(x, self.p, training=True)  # torch.compile generates its own fused mask
-        mask = torch.empty(x.shape)  # (..., C) float32, contiguous
-        _C.dropout_mask(mask.numpy().reshape(-1), self.p, int(torch.randint(0, 2**62, ())))
-        return x * mask
+    On CPU float32 (train_ops.fused_cpu) one C++ pass does it, with the same Bernoulli(1 - p) keep distribution
+    and 1 / (1 - p) scaling drawn from a counter-based hash ~9x faster than torch's sequential CPU bernoulli_;
+    each mask's seed is drawn from torch's generator, so torch.manual_seed and RNG-state resume still govern it.
+    """
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        if self.training and self.p > 0.0:
+            if fused_cpu(x, *(() if residual is None else (residual,))):
+                return dropout_add(x, residual, self.p, draw_seed())  # (*x.shape)
+            x = F.dropout(x, self.p, training=True)  # torch.compile generates its own fused mask
+        return x if residual is None else residual + x
+
+
+def project_dropout_add(proj: nn.Linear, drop: Dropout, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """residual + drop(proj(x)), (..., out); in CPU float32 training one C++ pass follows the matmul."""
+    if drop.training and fused_cpu(x, residual, proj.weight):
+        return linear_dropout_add(x, proj.weight, proj.bias, residual, drop.p, draw_seed() if drop.p > 0.0 else 0)
+    return drop(proj(x), residual)
 
 
 class CausalSelfAttention(nn.Module):
@@ -86,21 +97,35 @@ class CausalSelfAttention(nn.Module):
         if config.scale_attn_by_inverse_layer_idx:
             self.scale /= float(layer_idx + 1)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, residual: torch.Tensor,
+                rows: slice | None = None) -> torch.Tensor:
+        """residual + dropout(attention(x)), (B, Tq, C): every token (Tq = T), or only the queries x[:, rows]."""
         B, T, C = x.shape  # batch, tokens (3 * steps), hidden_size
-        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        if rows is None:
+            q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        else:  # keys and values of every token, queries of the selected ones
+            q = F.linear(x[:, rows], self.c_attn.weight[:C], self.c_attn.bias[:C])  # (B, Tq, C)
+            k, v = F.linear(x, self.c_attn.weight[C:], self.c_attn.bias[C:]).split(C, dim=2)  # 2 x (B, T, C)
+            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()[rows]  # (Tq, T)
+            mask = causal.expand(B, 1, -1, -1) if mask is None else mask[:, :, rows]  # (B, 1, Tq, T)
+        Tq = q.shape[1]
+        q = q.view(B, Tq, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, Tq, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(
-            q, k, v,
-            attn_mask=mask,  # (B, 1, T, T) bool, or None for plain causal
-            dropout_p=self.attn_dropout if self.training else 0.0,
-            is_causal=mask is None,
-            scale=self.scale,
-        )  # (B, nh, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble the heads side by side
-        return self.resid_dropout(self.c_proj(y))  # (B, T, C)
+        if self.training and self.attn_dropout > 0.0 and fused_cpu(q):
+            # SDPA's math path would draw its dropout mask with torch's slow CPU bernoulli_
+            att = softmax_dropout(q @ k.transpose(-2, -1), mask, self.scale, self.attn_dropout, draw_seed())
+            y = att @ v  # (B, nh, Tq, hs); att is (B, nh, Tq, T)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v,
+                attn_mask=mask,  # (B, 1, Tq, T) bool, or None for plain causal
+                dropout_p=self.attn_dropout if self.training else 0.0,
+                is_causal=mask is None,
+                scale=self.scale,
+            )  # (B, nh, Tq, hs)
+        y = y.transpose(1, 2).reshape(B, Tq, C)  # re-assemble the heads side by side
+        return project_dropout_add(self.c_proj, self.resid_dropout, y, residual)  # (B, Tq, C)
 
 
 class MLP(nn.Module):
@@ -113,8 +138,13 @@ class MLP(nn.Module):
         self.act = config.activation_function
         self.dropout = Dropout(config.resid_pdrop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(activation(self.act, self.c_fc(x))))  # (B, T, C)
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """residual + dropout(mlp(x)), (B, T, C)."""
+        if self.act == "relu" and self.training and fused_cpu(x, self.c_fc.weight):
+            h = linear_relu(x, self.c_fc.weight, self.c_fc.bias)  # (B, T, 4C), bias and ReLU fused in C++
+        else:
+            h = activation(self.act, self.c_fc(x))  # (B, T, 4C)
+        return project_dropout_add(self.c_proj, self.dropout, h, residual)  # (B, T, C)
 
 
 class Block(nn.Module):
@@ -127,9 +157,10 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), mask)  # (B, T, C)
-        return x + self.mlp(self.ln_2(x))  # (B, T, C)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rows: slice | None = None) -> torch.Tensor:
+        """The block's output (B, T, C), or (B, Tq, C) at the tokens x[:, rows] only."""
+        x = self.attn(self.ln_1(x), mask, residual=x if rows is None else x[:, rows], rows=rows)  # (B, Tq, C)
+        return self.mlp(self.ln_2(x), residual=x)  # (B, Tq, C)
 
 
 class GPT2(nn.Module):
@@ -144,11 +175,15 @@ class GPT2(nn.Module):
         self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rows: slice | None = None) -> torch.Tensor:
+        """Final hidden states (B, T, C), or (B, Tq, C) of the tokens x[:, rows] only: the last block then
+        computes queries, projections and MLP for those rows alone (earlier blocks need every token)."""
         x = self.drop(x + self.wpe[0])  # (B, T, C); position ids are all zero
-        for block in self.h:
-            x = block(x, mask)  # (B, T, C)
-        return self.ln_f(x)  # (B, T, C)
+        for i, block in enumerate(self.h):
+            x = block(x, mask, rows if i == len(self.h) - 1 else None)  # (B, T, C); last block (B, Tq, C)
+        if rows is not None and not self.h:
+            x = x[:, rows]  # (B, Tq, C)
+        return self.ln_f(x)  # (B, Tq, C)
 
 
 def attention_mask_3t(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -215,18 +250,23 @@ class DecisionTransformer(nn.Module):
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
                 timesteps: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                rewards: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                rewards: torch.Tensor | None = None, *, action_only: bool = False,
+                ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
         """Predictions (state_preds (B,T,state_dim), action_preds (B,T,act_dim), return_preds (B,T,1)).
 
         Args:
             states: (B, T, state_dim) float. actions: (B, T, act_dim) float. returns_to_go: (B, T, 1) float.
             timesteps: (B, T) integer in [0, max_ep_len). attention_mask: (B, T), 1 = real step, 0 = padding.
             rewards: accepted for transformers compatibility and unused, as there.
+            action_only: compute action_preds alone (the training loss's input), state_preds and return_preds
+                are None: the last block then runs only on the s_t tokens, a third of its rows.
         """
         self.check_inputs(states, actions, returns_to_go, timesteps, attention_mask)
         B, T = timesteps.shape
         x = self.embed(states, actions, returns_to_go, timesteps)  # (B, 3T, C)
         mask = None if attention_mask is None else attention_mask_3t(attention_mask)  # (B, 1, 3T, 3T)
+        if action_only:
+            return None, self.predict_action(self.encoder(x, mask, rows=slice(1, None, 3))), None  # (B, T, act_dim)
         x = self.encoder(x, mask)  # (B, 3T, C)
         x = x.reshape(B, T, 3, -1)  # (B, T, 3, C): x[:, t, 1] is the token of s_t
         state_preds = self.predict_state(x[:, :, 2])  # (B, T, state_dim), from a_t

@@ -14,6 +14,7 @@ using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
 
 void bind_returns(py::module_& m);
 void bind_dropout(py::module_& m);
+void bind_train_ops(py::module_& m);
 void bind_engine(py::module_& m);
 void bind_sampler(py::module_& m);
 

@@ -1,14 +1,46 @@
 // Dropout masks from a counter-based hash: any element's draw depends only on (seed, index), so generation is
-// branch-free, vectorisable and reproducible. torch's CPU bernoulli_ draws from a sequential Mersenne
-// Twister, which costs a fifth of a Decision Transformer training step on two cores.
+// branch-free, vectorisable and reproducible, and a backward pass can redraw the forward's mask instead of
+// storing it. torch's CPU bernoulli_ draws from a sequential Mersenne Twister, which costs a fifth of a
+// Decision Transformer training step on two cores.
 #pragma once
 
 #include <cstdint>
 
 namespace dt {
 
-// out[i] = scale if uniform(seed, i) >= p else 0, with scale = 1 / (1 - p); out: [n] floats.
-// uniform(seed, i) is the top 24 bits of a two-round 32-bit integer hash of i keyed by seed, over 2^24.
+// lowbias32 (Chris Wellons' hash-prospector): a full-avalanche 32-bit integer hash.
+inline uint32_t hash32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352dU;
+  x ^= x >> 15;
+  x *= 0x846ca68bU;
+  x ^= x >> 16;
+  return x;
+}
+
+// The keys of one block of 2^32 mask elements: element `i` of the block keeps with value `scale`.
+struct DropoutKey {
+  uint32_t lo;         // low half of the seed
+  uint32_t hi;         // high half of the seed mixed with the block number
+  uint32_t threshold;  // p in units of 2^-24
+  float scale;         // 1 / (1 - p)
+};
+
+// Key of elements [block * 2^32, (block + 1) * 2^32) of the mask drawn with (p, seed); p in [0, 1).
+DropoutKey dropout_key(float p, uint64_t seed, uint64_t block);
+
+// Mask value of element `i` of a block: `scale` if uniform(seed, i) >= p else 0, where uniform is the top
+// 24 bits of a two-round hash of i over 2^24.
+inline float dropout_value(const DropoutKey& k, uint32_t i) {
+  const uint32_t h = hash32(hash32(i ^ k.lo) + k.hi);
+  return (h >> 8) >= k.threshold ? k.scale : 0.0f;
+}
+
+// out[i] = dropout mask value i; out: [n] floats.
 void dropout_mask(float* out, int64_t n, float p, uint64_t seed);
+
+// out[i] = residual[i] + x[i] * mask[i] (residual may be null: out = x * mask), with the mask of
+// dropout_mask(p, seed); x, residual, out: [n] floats, out may alias either input.
+void dropout_apply(const float* x, const float* residual, float* out, int64_t n, float p, uint64_t seed);
 
 }  // namespace dt
