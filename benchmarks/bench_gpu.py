@@ -6,8 +6,9 @@
                         ring) vs reference.attention_kvcache_ref
   attn prefill          the same with an empty cache and a left-padded window of 60 tokens
   policy step           Policy.act (Hopper-sized random checkpoint, hidden 128, 3 layers, K=20, exact and
-                        rolling) with backend "triton" vs "torch": p50/p99 over --policy-steps steps, wall clock
-                        including the host round trip (act takes and returns numpy arrays)
+                        rolling) with backend "triton" vs "torch", each as the CUDA graph Policy captures
+                        ("+graph", dt_fast/cuda_graph.py) and stepped eagerly: p50/p99 over --policy-steps
+                        steps, wall clock including the host round trip (act takes and returns numpy arrays)
 Times are triton.testing.do_bench medians (p20/p80 beside) in milliseconds; "speedup" = reference / kernel.
 Without a CUDA device (as on the machines dt_fast is built on) it prints that no GPU was found and exits 0:
 GPU speed is unmeasured until this has been run on one.
@@ -97,12 +98,16 @@ def bench_policy(batch: int, device: torch.device, steps: int) -> list[dict]:
         for name in ("triton", "torch"):
             policy = Policy(model, target_return=3600.0, mode=mode, backend=name, num_envs=batch,
                             state_mean=np.zeros(11), state_std=np.ones(11), scale=1000.0, context_len=20)
-            it = iter(obs)
-            policy.act(next(it))
-            times = latencies(lambda: policy.act(next(it), np.ones(batch)), n=steps, warmup=50) * 1e3  # ms
-            rows.append(row(f"policy step {mode}", name, batch,
-                            (float(np.median(times)), float(np.percentile(times, 20)), float(np.percentile(times, 80))),
-                            p99_ms=float(np.percentile(times, 99))))
+            graphed = policy._decoder  # GraphedStep: one CUDA graph replay per step
+            for provider, decoder in ((f"{name}+graph", graphed), (name, graphed.decoder)):
+                policy._decoder = decoder  # the same decoder state, stepped by graph replay or eagerly
+                policy.reset()
+                it = iter(obs)
+                policy.act(next(it))
+                times = latencies(lambda: policy.act(next(it), np.ones(batch)), n=steps, warmup=50) * 1e3  # ms
+                rows.append(row(f"policy step {mode}", provider, batch,
+                                (float(np.median(times)), float(np.percentile(times, 20)),
+                                 float(np.percentile(times, 80))), p99_ms=float(np.percentile(times, 99))))
     return rows
 
 

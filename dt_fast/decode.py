@@ -29,8 +29,10 @@ MODES = ("exact", "rolling")
 class KVCacheDecoder:
     """Step-by-step DecisionTransformer inference for `num_envs` independent rows with a per-layer ring cache.
 
-    The ring has R = 3K + 3 slots per row and layer; token p lives in slot p % R. `slot_pos` (B, R) records the
-    position held by each slot (-1 when empty); an attention mask built from it selects the keys in range.
+    The ring has R = 3K + 3 slots per row and layer; token p lives in slot p % R. `slot_pos` (B, R + 1) records
+    the position held by each slot (-1 when empty); an attention mask built from it selects the keys in range.
+    Slot R is a spare that is never valid: writes of tokens that do not exist go there, so every cache write has
+    a static shape (no boolean indexing), which dt_fast/cuda_graph.py needs to capture a step.
     """
 
     def __init__(self, model: DecisionTransformer, num_envs: int, context_len: int, mode: str = "exact") -> None:
@@ -45,11 +47,12 @@ class KVCacheDecoder:
         self.L, self.C, self.H = cfg.n_layer, cfg.hidden_size, cfg.n_head
         device = next(model.parameters()).device
         self.device = device
-        self.k_cache = torch.zeros(self.L, self.B, self.R, self.C, device=device)  # (L, B, R, C)
-        self.v_cache = torch.zeros(self.L, self.B, self.R, self.C, device=device)  # (L, B, R, C)
-        self.x0_cache = torch.zeros(self.B, self.R, self.C, device=device)  # (B, R, C) layer-0 inputs
-        self.q0_cache = torch.zeros(self.B, self.R, self.C, device=device)  # (B, R, C) layer-0 queries
-        self.slot_pos = torch.full((self.B, self.R), -1, dtype=torch.long, device=device)  # (B, R)
+        S = self.R + 1  # ring slots and the spare
+        self.k_cache = torch.zeros(self.L, self.B, S, self.C, device=device)  # (L, B, R + 1, C)
+        self.v_cache = torch.zeros(self.L, self.B, S, self.C, device=device)  # (L, B, R + 1, C)
+        self.x0_cache = torch.zeros(self.B, S, self.C, device=device)  # (B, R + 1, C) layer-0 inputs
+        self.q0_cache = torch.zeros(self.B, S, self.C, device=device)  # (B, R + 1, C) layer-0 queries
+        self.slot_pos = torch.full((self.B, S), -1, dtype=torch.long, device=device)  # (B, R + 1)
         self.n_steps = torch.zeros(self.B, dtype=torch.long, device=device)  # (B,) steps since reset
         self.prev_action = torch.zeros(self.B, cfg.act_dim, device=device)  # (B, A)
         self.prev_timestep = torch.zeros(self.B, dtype=torch.long, device=device)  # (B,)
@@ -96,7 +99,7 @@ class KVCacheDecoder:
         Args: states (B, S) normalised float; returns_to_go (B,) float, already divided by scale; timesteps (B,)
         long in [0, max_ep_len).
         """
-        B, K, R = self.B, self.K, self.R
+        B, K = self.B, self.K
         states = states.to(self.device, torch.float32)  # (B, S)
         returns_to_go = returns_to_go.to(self.device, torch.float32).reshape(B, 1)  # (B, 1)
         timesteps = timesteps.to(self.device, torch.long)  # (B,)
@@ -104,18 +107,7 @@ class KVCacheDecoder:
         rows = torch.arange(B, device=self.device)  # (B,)
         new_pos = 3 * t[:, None] + torch.arange(-1, 2, device=self.device)  # (B, 3): a_{t-1}, R_t, s_t
         new_pos = torch.where(new_pos >= 0, new_pos, -1)  # a_{-1} does not exist
-        x0 = self.embed(self.prev_action, returns_to_go, states, self.prev_timestep, timesteps)  # (B, 3, C)
-        valid = new_pos >= 0  # (B, 3)
-        slots = new_pos % R  # (B, 3)
-        r_idx, c_idx = rows[:, None].expand(B, 3)[valid], slots[valid]
-        self.x0_cache[r_idx, c_idx] = x0[valid]
-        self.slot_pos[r_idx, c_idx] = new_pos[valid]
-        layer0 = self.model.encoder.h[0]
-        qkv = layer0.attn.c_attn(layer0.ln_1(x0))  # (B, 3, 3C)
-        q, k, v = qkv.split(self.C, dim=2)  # 3 x (B, 3, C)
-        self.q0_cache[r_idx, c_idx] = q[valid]
-        self.k_cache[0, r_idx, c_idx] = k[valid]
-        self.v_cache[0, r_idx, c_idx] = v[valid]
+        self._embed_new(new_pos, states, returns_to_go, timesteps)
 
         actions = torch.empty(B, self.model.config.act_dim, device=self.device)  # (B, A)
         recompute = (t >= K) if self.mode == "exact" else torch.zeros_like(t, dtype=torch.bool)  # (B,)
@@ -133,18 +125,36 @@ class KVCacheDecoder:
         self.n_steps += 1
         return actions
 
+    def _slots(self, pos: torch.Tensor) -> torch.Tensor:
+        """Cache slot of each position (any shape): p % R, or the spare slot R for -1 (no token)."""
+        return torch.where(pos >= 0, pos % self.R, self.R)
+
+    def _embed_new(self, new_pos: torch.Tensor, states: torch.Tensor, returns_to_go: torch.Tensor,
+                   timesteps: torch.Tensor) -> None:
+        """Embed every row's new tokens `new_pos` (B, 3) (-1: none) into the layer-0 caches."""
+        x0 = self.embed(self.prev_action, returns_to_go, states, self.prev_timestep, timesteps)  # (B, 3, C)
+        r_idx = torch.arange(self.B, device=self.device)[:, None].expand(self.B, 3)  # (B, 3)
+        slots = self._slots(new_pos)  # (B, 3)
+        self.x0_cache[r_idx, slots] = x0
+        self.slot_pos[r_idx, slots] = new_pos  # the spare slot gets -1
+        layer0 = self.model.encoder.h[0]
+        q, k, v = layer0.attn.c_attn(layer0.ln_1(x0)).split(self.C, dim=2)  # 3 x (B, 3, C)
+        self.q0_cache[r_idx, slots] = q
+        self.k_cache[0, r_idx, slots] = k
+        self.v_cache[0, r_idx, slots] = v
+
     def _forward(self, rows: torch.Tensor, pos: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
         """Actions (b, A) of `rows`, running the residual stream of tokens `pos` (b, n) (-1 = none; the last
         column is s_t), each query attending to cached positions in [floor, itself]; layer 0 reads the cache."""
-        m, cfg, C, H, R = self.model, self.model.config, self.C, self.H, self.R
+        m, cfg, C, H, S = self.model, self.model.config, self.C, self.H, self.R + 1
         b, n = pos.shape
         hs = C // H
         valid = pos >= 0  # (b, n)
-        slots = pos.clamp(min=0) % R  # (b, n)
+        slots = self._slots(pos)  # (b, n)
         r_idx = rows[:, None].expand(b, n)  # (b, n)
         h = self.x0_cache[r_idx, slots] * valid[..., None]  # (b, n, C)
-        held = self.slot_pos[rows]  # (b, R)
-        mask = (held[:, None, :] >= floor[..., None]) & (held[:, None, :] <= pos[..., None])  # (b, n, R)
+        held = self.slot_pos[rows]  # (b, R + 1)
+        mask = (held[:, None, :] >= floor[..., None]) & (held[:, None, :] <= pos[..., None])  # (b, n, R + 1)
         mask &= valid[..., None] & (held[:, None, :] >= 0)
         for l, block in enumerate(m.encoder.h):
             last = l == cfg.n_layer - 1
@@ -152,13 +162,13 @@ class KVCacheDecoder:
                 q = self.q0_cache[r_idx, slots]  # (b, n, C)
             else:
                 q, k, v = block.attn.c_attn(block.ln_1(h)).split(C, dim=2)  # 3 x (b, n, C)
-                self.k_cache[l, r_idx[valid], slots[valid]] = k[valid]
-                self.v_cache[l, r_idx[valid], slots[valid]] = v[valid]
+                self.k_cache[l, r_idx, slots] = k
+                self.v_cache[l, r_idx, slots] = v
             if last:  # only s_t's residual stream is needed after the last layer's keys and values
                 q, h, mask = q[:, -1:], h[:, -1:], mask[:, -1:]  # (b, 1, C), (b, 1, C), (b, 1, R)
             nq = q.shape[1]
-            kh = self.k_cache[l, rows].view(b, R, H, hs).transpose(1, 2)  # (b, H, R, hs)
-            vh = self.v_cache[l, rows].view(b, R, H, hs).transpose(1, 2)  # (b, H, R, hs)
+            kh = self.k_cache[l, rows].view(b, S, H, hs).transpose(1, 2)  # (b, H, R + 1, hs)
+            vh = self.v_cache[l, rows].view(b, S, H, hs).transpose(1, 2)  # (b, H, R + 1, hs)
             qh = q.view(b, nq, H, hs).transpose(1, 2)  # (b, H, nq, hs)
             y = self.attend(qh, kh, vh, mask, block.attn.scale)  # (b, H, nq, hs)
             y = y.transpose(1, 2).reshape(b, nq, C)  # (b, nq, C)

@@ -40,7 +40,8 @@ class Policy:
         mode: "exact" (the blog's window recompute, to float tolerance) or "rolling" (O(1) per step,
             approximate after context_len steps).
         backend: "cpp" (the C++ engine, CPU), "torch" (the reference decoder, the model's device), "triton"
-            (the torch decoder with the Triton embedding and attention kernels, dt_fast/kernels/decoder.py), or
+            (the torch decoder with the Triton embedding and attention kernels, dt_fast/kernels/decoder.py; on a
+            CUDA device both decoders run as one captured CUDA graph per step, dt_fast/cuda_graph.py), or
             "auto" (on the CPU: cpp when dt_fast._C is built, else torch; on a GPU: triton when installed).
         num_envs: rows, each its own episode.
         state_mean, state_std: (state_dim,) observation statistics of the training data.
@@ -111,12 +112,18 @@ class Policy:
                                           n_threads, *stats)
             self._engine = self._ctl.engine
             self._ctl.set_target_returns(self._target)
-        elif backend == "triton":
-            from dt_fast.kernels.decoder import TritonKVCacheDecoder
-
-            self._decoder = TritonKVCacheDecoder(model, self.num_envs, self.context_len, mode)
         else:
-            self._decoder = KVCacheDecoder(model, self.num_envs, self.context_len, mode)
+            base = KVCacheDecoder
+            if backend == "triton":
+                from dt_fast.kernels.decoder import TritonKVCacheDecoder
+
+                base = TritonKVCacheDecoder
+            if device.type == "cuda":  # the step captured in a CUDA graph (one per Policy: one batch size)
+                from dt_fast.cuda_graph import GraphedStep, static_decoder
+
+                self._decoder = GraphedStep(static_decoder(base, model, self.num_envs, self.context_len, mode))
+            else:
+                self._decoder = base(model, self.num_envs, self.context_len, mode)
         self._obs_shapes = [(self.num_envs, self.state_dim)] + [(self.state_dim,)] * (self.num_envs == 1)
         self._rtg = np.zeros(self.num_envs, dtype=np.float32)  # (B,) return-to-go / scale
         self._steps = np.zeros(self.num_envs, dtype=np.int64)  # (B,) steps since reset

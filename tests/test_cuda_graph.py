@@ -1,0 +1,94 @@
+"""dt_fast/cuda_graph.py: the capturable Policy step, against the reference decoder.
+
+On the CPU: StaticStep's step equals KVCacheDecoder's (and the Triton decoder's under TRITON_INTERPRET=1) at every
+step of a stream where rows reset at different steps, so rows before and after the window slides share a step;
+and torch.compile(fullgraph=True) traces it without a graph break, the proxy here for "no host synchronisation,
+no data-dependent shapes", which a CUDA graph needs. The capture and replay themselves need a GPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dt_fast import DecisionTransformer, DecisionTransformerConfig
+from dt_fast.cuda_graph import GraphedStep, static_decoder
+from dt_fast.decode import KVCacheDecoder
+
+B, K, ATOL = 3, 3, 1e-5
+RESETS = {5: [1], 9: [2, 0]}  # step -> rows that start a new episode there
+
+
+def random_model(seed: int) -> DecisionTransformer:
+    """A small DecisionTransformer (2 layers, 2 heads) with weights large enough that actions vary."""
+    torch.manual_seed(seed)
+    model = DecisionTransformer(DecisionTransformerConfig(state_dim=5, act_dim=2, hidden_size=32, n_head=2,
+                                                          n_layer=2, max_ep_len=100))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3 if p.dim() > 1 else 0.1)
+    return model.eval()
+
+
+def run(decoder, steps: int, device: str = "cpu") -> list[torch.Tensor]:
+    """Actions of `steps` steps over a fixed random input stream with the RESETS, each (B, A) on the CPU."""
+    rng = np.random.default_rng(0)
+    decoder.reset()
+    n = np.zeros(B, dtype=np.int64)
+    out = []
+    for i in range(steps):
+        if i in RESETS:
+            decoder.reset(torch.tensor(RESETS[i], device=device))
+            n[RESETS[i]] = 0
+        states = torch.tensor(rng.normal(size=(B, 5)), dtype=torch.float32, device=device)
+        rtg = torch.tensor(rng.normal(size=B), dtype=torch.float32, device=device)
+        out.append(decoder.step(states, rtg, torch.tensor(n, device=device)).cpu())
+        n += 1
+    return out
+
+
+@pytest.mark.parametrize("mode", ["exact", "rolling"])
+def test_static_step_equals_the_reference_decoder(mode: str) -> None:
+    model = random_model(0)
+    want = run(KVCacheDecoder(model, B, K, mode), 16)
+    got = run(static_decoder(KVCacheDecoder, model, B, K, mode), 16)
+    for i, (a, b) in enumerate(zip(got, want)):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0, msg=f"step {i}")
+
+
+@pytest.mark.parametrize("mode", ["exact", "rolling"])
+def test_static_step_on_the_triton_decoder_equals_the_reference(mode: str) -> None:
+    pytest.importorskip("triton", reason="triton is not installed")
+    from dt_fast.kernels.decoder import TritonKVCacheDecoder
+
+    model = random_model(1)
+    want = run(KVCacheDecoder(model, B, K, mode), 12)
+    got = run(static_decoder(TritonKVCacheDecoder, model, B, K, mode), 12)
+    for i, (a, b) in enumerate(zip(got, want)):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0, msg=f"step {i}")
+
+
+@pytest.mark.parametrize("mode", ["exact", "rolling"])
+def test_static_step_traces_as_one_graph(mode: str) -> None:
+    """fullgraph=True raises on any graph break (a .item(), a branch on a tensor, boolean-mask indexing)."""
+    model = random_model(2)
+    eager, traced = (static_decoder(KVCacheDecoder, model, B, K, mode) for _ in range(2))
+    traced.step = torch.compile(traced.step, backend="eager", fullgraph=True)
+    for i, (a, b) in enumerate(zip(run(traced, 8), run(eager, 8))):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0, msg=f"step {i}")
+
+
+def test_graphed_step_needs_a_static_decoder_on_cuda() -> None:
+    with pytest.raises(ValueError, match="GraphedStep needs a StaticStep decoder on a CUDA device"):
+        GraphedStep(KVCacheDecoder(random_model(3), B, K, "exact"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: CUDA graphs are GPU-only")
+@pytest.mark.parametrize("mode", ["exact", "rolling"])
+def test_graph_replay_equals_the_decoder_on_gpu(mode: str) -> None:
+    model = random_model(4).cuda()
+    want = run(KVCacheDecoder(model, B, K, mode), 16, "cuda")
+    got = run(GraphedStep(static_decoder(KVCacheDecoder, model, B, K, mode)), 16, "cuda")
+    for i, (a, b) in enumerate(zip(got, want)):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0, msg=f"step {i}")
