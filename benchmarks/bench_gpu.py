@@ -7,7 +7,8 @@
   attn prefill          the same with an empty cache and a left-padded window of 60 tokens
   policy step           Policy.act (Hopper-sized random checkpoint, hidden 128, 3 layers, K=20, exact and
                         rolling) with backend "triton" vs "torch", each as the CUDA graph Policy captures
-                        ("+graph", dt_fast/cuda_graph.py) and stepped eagerly: p50/p99 over --policy-steps
+                        ("+graph", dt_fast/cuda_graph.py), that static step run eagerly (" static"), and the
+                        eager incremental decoder (dt_fast/decode.py, no suffix): p50/p99 over --policy-steps
                         steps, wall clock including the host round trip (act takes and returns numpy arrays)
 Times are triton.testing.do_bench medians (p20/p80 beside) in milliseconds; "speedup" = reference / kernel.
 Without a CUDA device (as on the machines dt_fast is built on) it prints that no GPU was found and exits 0:
@@ -99,8 +100,10 @@ def bench_policy(batch: int, device: torch.device, steps: int) -> list[dict]:
             policy = Policy(model, target_return=3600.0, mode=mode, backend=name, num_envs=batch,
                             state_mean=np.zeros(11), state_std=np.ones(11), scale=1000.0, context_len=20)
             graphed = policy._decoder  # GraphedStep: one CUDA graph replay per step
-            for provider, decoder in ((f"{name}+graph", graphed), (name, graphed.decoder)):
-                policy._decoder = decoder  # the same decoder state, stepped by graph replay or eagerly
+            base = type(graphed.decoder).__bases__[1]  # KVCacheDecoder or TritonKVCacheDecoder: the incremental step
+            for provider, decoder in ((f"{name}+graph", graphed), (f"{name} static", graphed.decoder),
+                                      (name, base(model, batch, 20, mode))):
+                policy._decoder = decoder  # the graph replay, the same step eagerly, the reference decoder
                 policy.reset()
                 it = iter(obs)
                 policy.act(next(it))

@@ -8,11 +8,13 @@ no data-dependent shapes", which a CUDA graph needs. The capture and replay them
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 
-from dt_fast import DecisionTransformer, DecisionTransformerConfig
+from dt_fast import DecisionTransformer, DecisionTransformerConfig, Policy
 from dt_fast.cuda_graph import GraphedStep, static_decoder
 from dt_fast.decode import KVCacheDecoder
 
@@ -49,10 +51,11 @@ def run(decoder, steps: int, device: str = "cpu") -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("mode", ["exact", "rolling"])
-def test_static_step_equals_the_reference_decoder(mode: str) -> None:
+@pytest.mark.parametrize("context_len", [1, 3, 5])
+def test_static_step_equals_the_reference_decoder(mode: str, context_len: int) -> None:
     model = random_model(0)
-    want = run(KVCacheDecoder(model, B, K, mode), 16)
-    got = run(static_decoder(KVCacheDecoder, model, B, K, mode), 16)
+    want = run(KVCacheDecoder(model, B, context_len, mode), 16)
+    got = run(static_decoder(KVCacheDecoder, model, B, context_len, mode), 16)
     for i, (a, b) in enumerate(zip(got, want)):
         torch.testing.assert_close(a, b, atol=ATOL, rtol=0, msg=f"step {i}")
 
@@ -92,3 +95,23 @@ def test_graph_replay_equals_the_decoder_on_gpu(mode: str) -> None:
     got = run(GraphedStep(static_decoder(KVCacheDecoder, model, B, K, mode)), 16, "cuda")
     for i, (a, b) in enumerate(zip(got, want)):
         torch.testing.assert_close(a, b, atol=ATOL, rtol=0, msg=f"step {i}")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: CUDA graphs are GPU-only")
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_graphed_policy_with_resets_equals_the_cpu_policy(backend: str) -> None:
+    if backend == "triton":
+        pytest.importorskip("triton", reason="triton is not installed")
+    model = random_model(5)
+    kw = dict(target_return=[1.0, 2.0, 3.0], num_envs=B, state_mean=np.zeros(5), state_std=np.ones(5), scale=1.0,
+              context_len=K)
+    cpu, gpu = Policy(model, backend="torch", **kw), Policy(copy.deepcopy(model).cuda(), backend=backend, **kw)
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        if i in RESETS:
+            cpu.reset(RESETS[i])
+            gpu.reset(RESETS[i])
+        obs, rew = rng.normal(size=(B, 5)), rng.normal(size=B)
+        want = cpu.act(obs, None if i == 0 else rew)
+        got = gpu.act(obs, None if i == 0 else rew)
+        np.testing.assert_allclose(got, want, atol=ATOL, rtol=0, err_msg=f"step {i}")
