@@ -95,12 +95,14 @@ def bench_policy(batch: int, device: torch.device, steps: int) -> list[dict]:
     rng = np.random.default_rng(0)
     obs = rng.normal(size=(steps + 100, batch, 11)).astype(np.float32)  # (steps + warm-up, B, S)
     rows = []
+    from dt_fast.decode import KVCacheDecoder
+    from dt_fast.kernels.decoder import TritonKVCacheDecoder
+
     for mode in ("exact", "rolling"):
-        for name in ("triton", "torch"):
+        for name, base in (("triton", TritonKVCacheDecoder), ("torch", KVCacheDecoder)):
             policy = Policy(model, target_return=3600.0, mode=mode, backend=name, num_envs=batch,
                             state_mean=np.zeros(11), state_std=np.ones(11), scale=1000.0, context_len=20)
             graphed = policy._decoder  # GraphedStep: one CUDA graph replay per step
-            base = type(graphed.decoder).__bases__[1]  # KVCacheDecoder or TritonKVCacheDecoder: the incremental step
             for provider, decoder in ((f"{name}+graph", graphed), (f"{name} static", graphed.decoder),
                                       (name, base(model, batch, 20, mode))):
                 policy._decoder = decoder  # the graph replay, the same step eagerly, the reference decoder

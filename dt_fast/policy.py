@@ -124,10 +124,12 @@ class Policy:
                 self._decoder = GraphedStep(static_decoder(base, model, self.num_envs, self.context_len, mode))
             else:
                 self._decoder = base(model, self.num_envs, self.context_len, mode)
-        self._obs_shapes = [(self.num_envs, self.state_dim)] + [(self.state_dim,)] * (self.num_envs == 1)
-        self._rtg = np.zeros(self.num_envs, dtype=np.float32)  # (B,) return-to-go / scale
-        self._steps = np.zeros(self.num_envs, dtype=np.int64)  # (B,) steps since reset
-        self._fresh = False  # a row was reset since the last act
+        if backend == "cpp":  # obs shapes act hands to the Controller unchecked (it checks values)
+            self._obs_shapes = [(self.num_envs, self.state_dim)] + [(self.state_dim,)] * (self.num_envs == 1)
+        else:  # the bookkeeping the C++ Controller keeps for the cpp backend
+            self._rtg = np.zeros(self.num_envs, dtype=np.float32)  # (B,) return-to-go / scale
+            self._steps = np.zeros(self.num_envs, dtype=np.int64)  # (B,) steps since reset
+            self._fresh = False  # a row was reset since the last act
         self.reset()
 
     @classmethod

@@ -50,14 +50,19 @@ def run(decoder, steps: int, device: str = "cpu") -> list[torch.Tensor]:
     return out
 
 
+def assert_same_actions(got: list[torch.Tensor], want: list[torch.Tensor]) -> None:
+    """Every step's actions within ATOL."""
+    for i, (a, b) in enumerate(zip(got, want, strict=True)):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0, msg=f"step {i}")
+
+
 @pytest.mark.parametrize("mode", ["exact", "rolling"])
 @pytest.mark.parametrize("context_len", [1, 3, 5])
 def test_static_step_equals_the_reference_decoder(mode: str, context_len: int) -> None:
     model = random_model(0)
     want = run(KVCacheDecoder(model, B, context_len, mode), 16)
     got = run(static_decoder(KVCacheDecoder, model, B, context_len, mode), 16)
-    for i, (a, b) in enumerate(zip(got, want)):
-        torch.testing.assert_close(a, b, atol=ATOL, rtol=0, msg=f"step {i}")
+    assert_same_actions(got, want)
 
 
 @pytest.mark.parametrize("mode", ["exact", "rolling"])
@@ -68,8 +73,7 @@ def test_static_step_on_the_triton_decoder_equals_the_reference(mode: str) -> No
     model = random_model(1)
     want = run(KVCacheDecoder(model, B, K, mode), 12)
     got = run(static_decoder(TritonKVCacheDecoder, model, B, K, mode), 12)
-    for i, (a, b) in enumerate(zip(got, want)):
-        torch.testing.assert_close(a, b, atol=ATOL, rtol=0, msg=f"step {i}")
+    assert_same_actions(got, want)
 
 
 @pytest.mark.parametrize("mode", ["exact", "rolling"])
@@ -78,8 +82,7 @@ def test_static_step_traces_as_one_graph(mode: str) -> None:
     model = random_model(2)
     eager, traced = (static_decoder(KVCacheDecoder, model, B, K, mode) for _ in range(2))
     traced.step = torch.compile(traced.step, backend="eager", fullgraph=True)
-    for i, (a, b) in enumerate(zip(run(traced, 8), run(eager, 8))):
-        torch.testing.assert_close(a, b, atol=ATOL, rtol=0, msg=f"step {i}")
+    assert_same_actions(run(traced, 8), run(eager, 8))
 
 
 def test_graphed_step_needs_a_static_decoder_on_cuda() -> None:
@@ -93,8 +96,7 @@ def test_graph_replay_equals_the_decoder_on_gpu(mode: str) -> None:
     model = random_model(4).cuda()
     want = run(KVCacheDecoder(model, B, K, mode), 16, "cuda")
     got = run(GraphedStep(static_decoder(KVCacheDecoder, model, B, K, mode)), 16, "cuda")
-    for i, (a, b) in enumerate(zip(got, want)):
-        torch.testing.assert_close(a, b, atol=ATOL, rtol=0, msg=f"step {i}")
+    assert_same_actions(got, want)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: CUDA graphs are GPU-only")
