@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "common/check.h"
@@ -95,9 +96,12 @@ Engine::Engine(Model model, int batch, int context_len, Mode mode, int n_threads
     st.qkv.assign(rows * 3 * C, 0.0f);
     st.xq.assign(G * C, 0.0f);
     st.q_last.assign(G * C, 0.0f);
+    st.q_abs.assign(G * c.n_head * C, 0.0f);
+    st.x_mix.assign(G * c.n_head * C, 0.0f);
     st.att.assign(rows * C, 0.0f);
     st.ff.assign(rows * c.n_inner, 0.0f);
     st.scores.assign(R * Rp_, 0.0f);
+    st.dist.assign(Rp_, 0);
     st.att_q.assign(R * C, 0.0f);
     st.kt_scratch.assign(C * Rp_, 0.0f);
     st.v_scratch.assign(R * C, 0.0f);
@@ -123,7 +127,10 @@ void Engine::pack_weights() {
     PackedLayer& p = packed_layers_[l];
     if (l == L - 1 && l > 0) {
       sources.push_back({&p.q, w.attn_w, 3 * C, C, C});
-      sources.push_back({&p.kv, w.attn_w + C, 3 * C, C, 2 * C});
+      wk_t_.assign(static_cast<size_t>(C) * C, 0.0f);
+      for (int i = 0; i < C; ++i)
+        for (int o = 0; o < C; ++o)
+          wk_t_[static_cast<size_t>(o) * C + i] = w.attn_w[static_cast<size_t>(i) * 3 * C + C + o];
     } else {
       sources.push_back({&p.qkv, w.attn_w, 3 * C, C, 3 * C});
     }
@@ -143,12 +150,12 @@ void Engine::pack_weights() {
 }
 
 void Engine::mm(float* out, int ldo, const float* in, int ldi, const PackedMatrix& w, const float* bias,
-                int64_t M) {
+                int64_t M, bool relu) {
   const int T = team_->size(), P = kernels_.panel, panels = (w.N + P - 1) / P;
   auto part = [&](int i) {  // a contiguous run of panels per part (a thread keeps its parts' weights in L2)
     const int n0 = std::min(w.N, i * panels / T * P);
     const int n1 = i == T - 1 ? w.N : std::min(w.N, (i + 1) * panels / T * P);
-    if (n0 < n1) kernels_.matmul_packed(out, ldo, in, ldi, w.w, bias, static_cast<int>(M), w.K, w.N, n0, n1);
+    if (n0 < n1) kernels_.matmul_packed(out, ldo, in, ldi, w.w, bias, static_cast<int>(M), w.K, w.N, n0, n1, relu);
   };
   team_->run(part);
 }
@@ -190,6 +197,7 @@ void Engine::attend(RunState& st, int l, int64_t b, int64_t bl, const float* kt,
   const RowPlan& p = st.plan[bl];
   float scale = c.scale_attn_weights ? 1.0f / std::sqrt(static_cast<float>(hs)) : 1.0f;
   if (c.scale_attn_by_inverse_layer_idx) scale /= static_cast<float>(l + 1);
+  const bool absorbed = l == L - 1 && l > 0;  // the cache holds ln_1 outputs, queries are W_k q (engine.h)
   const int64_t q_lo = l == L - 1 ? p.end : p.lo;
   const int nq = static_cast<int>(p.end - q_lo + 1);
   auto floor_of = [&](int64_t pos) {  // the oldest key a query at `pos` attends to
@@ -202,41 +210,38 @@ void Engine::attend(RunState& st, int l, int64_t b, int64_t bl, const float* kt,
   s0 -= s0 % 16;
   const int n = std::min((s1 - s0 + 16) / 16 * 16, Rp - s0), nv = std::min(n, R - s0);  // nv: slots with values
   // Queries (nq, C): layer 0 reads the cached q0 rows (ring slots, copied out in order), the other layers the
-  // c_attn output rows (positions p.lo..), the last layer the query of s_t.
+  // c_attn output rows (positions p.lo..), the last layer W_k q of s_t, C values per head.
   const float* q;
   int ldq;
   if (l == 0) {
     for (int i = 0; i < nq; ++i)
       std::copy_n(cache_.q0.data() + (b * R + (q_lo + i) % R) * C, C, st.att_q.data() + i * C);
     q = st.att_q.data(), ldq = C;
-  } else if (l == L - 1) {
-    q = st.q_last.data() + bl * C, ldq = C;
+  } else if (absorbed) {
+    q = st.q_abs.data() + bl * H * C, ldq = C;
   } else {
     q = st.qkv.data() + (p.h_off + q_lo - p.lo) * 3 * C, ldq = 3 * C;
   }
-  float* out = l == L - 1 ? st.att.data() + bl * C : st.att.data() + (p.h_off + q_lo - p.lo) * C;  // (nq, C)
+  // (nq, C) attention outputs; at the last layer sum_j a_j x_j, C values per head.
+  float* out = absorbed     ? st.x_mix.data() + bl * H * C
+               : l == L - 1 ? st.att.data() + bl * C
+                            : st.att.data() + (p.h_off + q_lo - p.lo) * C;
   float* sc = st.scores.data();  // (nq, Rp) scores of one head, then attention weights
+  // dist[j]: how many positions before s_t the key in slot s0 + j is (slots past the ring: never valid).
+  int* dist = st.dist.data();
   const int end_slot = static_cast<int>(p.end % R);
+  for (int j = 0; j < n; ++j)
+    dist[j] = s0 + j < R ? (end_slot - s0 - j + R) % R : std::numeric_limits<int>::max();
+  const int dk = absorbed ? C : hs;  // width of a head's queries, keys and values
   for (int hd = 0; hd < H; ++hd) {
-    const int col = hd * hs;
-    kernels_.matmul(sc, Rp, q + col, ldq, kt + static_cast<int64_t>(col) * Rp + s0, Rp, nullptr, nq, hs, n);
-    for (int i = 0; i < nq; ++i) {
-      float* row = sc + i * Rp;
-      const int64_t pos = q_lo + i, lo = floor_of(pos);
-      float mx = -INFINITY;
-      int64_t key = p.end - (end_slot - s0 + R) % R;  // position held by slot s0 + j
-      for (int j = 0; j < n; ++j, ++key) {
-        if (s0 + j == end_slot + 1) key -= R;  // past s_t's slot: the oldest positions of the ring
-        const bool valid = s0 + j < R && key >= lo && key <= pos;
-        row[j] = valid ? row[j] * scale : -INFINITY;
-        mx = std::max(mx, row[j]);
-      }
-      float sum = 0.0f;
-      for (int j = 0; j < n; ++j) sum += (row[j] = row[j] == -INFINITY ? 0.0f : std::exp(row[j] - mx));
-      const float inv = 1.0f / sum;
-      for (int j = 0; j < n; ++j) row[j] *= inv;
+    const int col = absorbed ? 0 : hd * hs, q_col = hd * dk;
+    kernels_.matmul(sc, Rp, q + q_col, ldq, kt + static_cast<int64_t>(col) * Rp + s0, Rp, nullptr, nq, dk, n);
+    for (int i = 0; i < nq; ++i) {  // query at position q_lo + i sees keys [floor_of(q_lo + i), q_lo + i]
+      const int64_t pos = q_lo + i;
+      kernels_.masked_softmax(sc + i * Rp, dist, n, static_cast<int>(p.end - pos),
+                              static_cast<int>(p.end - floor_of(pos)), scale);
     }
-    kernels_.matmul(out + col, C, sc, Rp, vc + static_cast<int64_t>(s0) * C + col, C, nullptr, nq, nv, hs);
+    kernels_.matmul(out + q_col, C, sc, Rp, vc + static_cast<int64_t>(s0) * C + col, C, nullptr, nq, nv, dk);
   }
 }
 
@@ -244,8 +249,8 @@ void Engine::layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in)
   const Config& c = model_.config;
   const LayerWeights& w = model_.weights.layers[l];
   const PackedLayer& pw = packed_layers_[l];
-  const int C = c.hidden_size, I = c.n_inner, L = c.n_layer;
-  const bool last = l == L - 1;
+  const int C = c.hidden_size, I = c.n_inner, L = c.n_layer, H = c.n_head, hs = c.head_dim();
+  const bool last = l == L - 1, absorbed = last && l > 0;  // absorbed: see engine.h, "Last layer"
   // ln_1 of the tokens whose keys/values this layer computes: the new tokens at layer 0, all rows after it.
   const RowPlan& back = st.plan[nb - 1];
   const int64_t rows_kv = l == 0 ? back.new_off + (back.end - back.new_lo + 1) : rows_in;
@@ -255,11 +260,13 @@ void Engine::layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in)
     for (int64_t pos = lo; pos <= p.end; ++pos)
       kernels_.layer_norm(st.xb.data() + (off + pos - lo) * C, st.h.data() + (p.h_off + pos - p.lo) * C, w.ln_1_w,
                           w.ln_1_b, C, c.ln_eps);
-    if (last && l > 0) std::copy_n(st.xb.data() + (off + p.end - lo) * C, C, st.xq.data() + bl * C);
+    if (absorbed) std::copy_n(st.xb.data() + (off + p.end - lo) * C, C, st.xq.data() + bl * C);
   }
-  if (last && l > 0) {  // keys and values of every token, the query of s_t only
-    mm(st.qkv.data() + C, 3 * C, st.xb.data(), C, pw.kv, w.attn_b + C, rows_kv);
+  if (absorbed) {  // the query of s_t, then W_k q per head
     mm(st.q_last.data(), C, st.xq.data(), C, pw.q, w.attn_b, nb);
+    for (int hd = 0; hd < H; ++hd)
+      kernels_.matmul(st.q_abs.data() + hd * C, H * C, st.q_last.data() + hd * hs, C, wk_t_.data() + hd * hs * C, C,
+                      nullptr, static_cast<int>(nb), hs, C);
   } else {
     mm(st.qkv.data(), 3 * C, st.xb.data(), C, pw.qkv, w.attn_b, rows_kv);
   }
@@ -270,12 +277,23 @@ void Engine::layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in)
     const bool scratch = l > 0 && p.recompute;  // keys/values used by this step only
     float* kt = scratch ? st.kt_scratch.data() : cache_.kt.data() + (b * L + l) * static_cast<int64_t>(C) * Rp_;
     float* v = scratch ? st.v_scratch.data() : cache_.v.data() + (b * L + l) * static_cast<int64_t>(R_) * C;
-    const float* rows = st.qkv.data() + off * 3 * C;  // c_attn outputs of positions lo.., 3C each
+    // The next row's cached keys and values (when it reads them at this layer), fetched while this row computes:
+    // rows are far apart in the cache, and the hardware prefetcher alone leaves attention waiting on memory.
+    if (bl + 1 < nb && !(l > 0 && st.plan[bl + 1].recompute)) {
+      const char* nk = reinterpret_cast<const char*>(cache_.kt.data() + ((b + 1) * L + l) * C * Rp_);
+      const char* nv = reinterpret_cast<const char*>(cache_.v.data() + ((b + 1) * L + l) * R_ * C);
+      for (int64_t i = 0; i < static_cast<int64_t>(C) * Rp_ * 4; i += 64) __builtin_prefetch(nk + i, 1, 3);
+      for (int64_t i = 0; i < static_cast<int64_t>(R_) * C * 4; i += 64) __builtin_prefetch(nv + i, 1, 3);
+    }
+    // What the cache keeps for positions lo..: rows of c_attn outputs (3C each: keys at C, values at 2C), or at
+    // the last layer the ln_1 outputs (C each) as both.
+    const float* rows = absorbed ? st.xb.data() + off * C : st.qkv.data() + off * 3 * C;
+    const int ld = absorbed ? C : 3 * C, key_col = absorbed ? 0 : C, value_col = absorbed ? 0 : 2 * C;
     auto put_keys = [&](int64_t slot0, int64_t k0, int64_t count) {  // tokens k0.. into slots slot0..
       for (int i = 0; i < C; ++i) {  // one pass over the key cache's C lines for every token
         float* dst = kt + i * Rp_ + slot0;
-        const float* src = rows + k0 * 3 * C + C + i;
-        for (int64_t k = 0; k < count; ++k) dst[k] = src[k * 3 * C];
+        const float* src = rows + k0 * ld + key_col + i;
+        for (int64_t k = 0; k < count; ++k) dst[k] = src[k * ld];
       }
     };
     const int64_t n_tok = p.end - lo + 1, first = lo % R_, n1 = std::min(n_tok, R_ - first);  // ring wraps once
@@ -283,13 +301,18 @@ void Engine::layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in)
     if (n_tok > n1) put_keys(0, n1, n_tok - n1);
     for (int64_t pos = lo; pos <= p.end; ++pos) {
       const int64_t slot = pos % R_;
-      std::copy_n(rows + (pos - lo) * 3 * C + 2 * C, C, v + slot * C);
+      std::copy_n(rows + (pos - lo) * ld + value_col, C, v + slot * C);
       if (l == 0) std::copy_n(rows + (pos - lo) * 3 * C, C, cache_.q0.data() + (b * R_ + slot) * C);
     }
     attend(st, l, b, bl, kt, v);
   }
+  if (absorbed)  // (sum_j a_j x_j) W_v + b_v per head
+    for (int hd = 0; hd < H; ++hd)
+      kernels_.matmul(st.att.data() + hd * hs, C, st.x_mix.data() + hd * C, H * C, w.attn_w + 2 * C + hd * hs, 3 * C,
+                      w.attn_b + 2 * C + hd * hs, static_cast<int>(nb), C, hs);
   // Queries of this layer: every row of the residual stream, or s_t alone at the last layer.
   const int64_t rows_q = last ? nb : rows_in;
+  const bool relu = c.activation == Activation::Relu;  // fused into the fc matmul
   mm(st.xb.data(), C, st.att.data(), C, pw.proj, w.proj_b, rows_q);
   for (int64_t bl = 0; bl < nb; ++bl) {
     const RowPlan& p = st.plan[bl];
@@ -303,8 +326,8 @@ void Engine::layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in)
       kernels_.layer_norm(st.xb.data() + r * C, hout, w.ln_2_w, w.ln_2_b, C, c.ln_eps);
     }
   }
-  mm(st.ff.data(), I, st.xb.data(), C, pw.fc, w.fc_b, rows_q);
-  activate(st.ff.data(), rows_q * I, c.activation);
+  mm(st.ff.data(), I, st.xb.data(), C, pw.fc, w.fc_b, rows_q, relu);
+  if (!relu) activate(st.ff.data(), rows_q * I, c.activation);
   mm(st.xb.data(), C, st.ff.data(), I, pw.fc_proj, w.fc_proj_b, rows_q);
   for (int64_t i = 0; i < rows_q * C; ++i) st.h2[i] += st.xb[i];
   std::swap(st.h, st.h2);

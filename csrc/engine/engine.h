@@ -12,7 +12,13 @@
 //             While t < K the window starts at token 0 and the KV cache is exact. Once it slides, the window's
 //             layers >= 1 change and are recomputed over the 3K - 1 window tokens; layer 0 is not: a token's
 //             layer-0 input, query, key and value depend only on its own embedding and are cached for good.
-//             The last layer computes keys/values for the window but query, attention, MLP and head only for s_t.
+//             The last layer computes query, attention, MLP and head only for s_t (and see "Last layer").
+//
+// Last layer (L > 1): only s_t's query attends there, so keys and values are never formed. With x_j the ln_1
+// output of token j, q.k_j = x_j.(W_k q) + q.b_k, and the constant q.b_k cancels in the softmax; the weighted
+// sum of values is (sum_j a_j x_j) W_v + b_v because the weights sum to 1. The cache keeps x_j at that layer
+// (in both the key and the value layout), and a step does two C x C products per row (W_k q, then W_v)
+// instead of 2 C x C per window token. Per head h the same holds with W_k and W_v restricted to h's columns.
 //   Rolling - APPROXIMATE after K steps, O(1) work per step: each token attends to the cached keys/values of the
 //             tokens of its own step and the K - 1 steps before it (a sliding window per layer, the same span the
 //             blog's window gives s_t), and nothing is recomputed. Equal to Exact while t < K; a different
@@ -73,10 +79,10 @@ struct PackedMatrix {
   int K = 0, N = 0;
 };
 
-// The packed matrices of one layer: qkv for a layer that computes every query; q and kv (the columns of c_attn
-// split) for the last layer, which computes the query of s_t only.
+// The packed matrices of one layer: qkv for a layer that computes every query; q (the first C columns of c_attn)
+// for the last layer, which computes the query of s_t only.
 struct PackedLayer {
-  PackedMatrix qkv, q, kv, proj, fc, fc_proj;
+  PackedMatrix qkv, q, proj, fc, fc_proj;
 };
 
 // Token ranges of one row in the current step (absolute token positions, inclusive).
@@ -98,12 +104,15 @@ struct RunState {
   std::vector<float> qkv;     // (rows, 3C) c_attn outputs of the tokens computed at a layer
   std::vector<float> xq;      // (G, C) ln_1 of s_t at the last layer
   std::vector<float> q_last;  // (G, C) query of s_t at the last layer
+  std::vector<float> q_abs;   // (G, H, C) W_k q of every head of s_t at the last layer
+  std::vector<float> x_mix;   // (G, H, C) sum_j a_j x_j of every head of s_t at the last layer
   std::vector<float> att;     // (rows, C) attention outputs, packed by query
   std::vector<float> ff;      // (rows, I) MLP hidden layer
   std::vector<float> att_q;   // (R, C) layer-0 queries of the window, copied out of the ring in order
   std::vector<float> kt_scratch;  // (C, Rp) keys of a recomputed window at a layer >= 1, laid out as the cache
   std::vector<float> v_scratch;   // (R, C) its values (never read again: the next step recomputes them)
   std::vector<float> scores;  // (R, Rp) scores of every query and key slot of one head, then attention weights
+  std::vector<int> dist;      // (Rp) positions between s_t and the key in each slot attention reads
   std::vector<RowPlan> plan;  // (G)
 };
 
@@ -134,7 +143,9 @@ class Engine {
 
   void pack_weights();
   // out (M, w.N) = in (M, w.K) @ w + bias, the columns split across the team.
-  void mm(float* out, int ldo, const float* in, int ldi, const PackedMatrix& w, const float* bias, int64_t M);
+  // relu: the bias is followed by max(0, x).
+  void mm(float* out, int ldo, const float* in, int ldi, const PackedMatrix& w, const float* bias, int64_t M,
+          bool relu = false);
   void embed(int64_t b, const float* state, float rtg, int64_t timestep);
   void run_chunk(RunState& st, int64_t b0, int64_t nb, const float* states, const float* returns_to_go,
                  const int64_t* timesteps, float* actions);
@@ -150,6 +161,7 @@ class Engine {
   std::unique_ptr<SpinTeam> team_;    // threads over matmul columns (size 1 unless the batch is one chunk)
   std::vector<float> packed_;         // every PackedMatrix's storage
   std::vector<PackedLayer> packed_layers_;  // (L)
+  std::vector<float> wk_t_;                 // (C, C) the last layer's W_k transposed: row o is key column o
   KVCache cache_;
   int chunk_;                     // batch rows per chunk (a unit of work for one thread)
   std::vector<RunState> states_;  // (threads) scratch of the chunk each thread runs

@@ -14,26 +14,34 @@ using MatmulFn = void (*)(float* out, int ldo, const float* in, int ldi, const f
 
 // The same product with w packed by pack_panels(w, K, N, panel): columns [n0, n1) only, n0 a multiple of the
 // panel width (a split point between threads) and n1 one too, or N.
+// relu: out = max(out, 0) after the bias (the MLP's activation fused into the store).
 using MatmulPackedFn = void (*)(float* out, int ldo, const float* in, int ldi, const float* wp, const float* bias,
-                                int M, int K, int N, int n0, int n1);
+                                int M, int K, int N, int n0, int n1, bool relu);
 
 // out = (x - mean(x)) / sqrt(var(x) + eps) * w + b over n values (biased variance, as torch); out may be x.
 using LayerNormFn = void (*)(float* out, const float* x, const float* w, const float* b, int n, float eps);
+
+// Attention weights of one query in place: row[j] = softmax over the keys j with dmin <= dist[j] <= dmax of
+// scale * row[j], and 0 for every other j (n values; at least one key must pass). exp is a polynomial within
+// 2 ulp of expf.
+using MaskedSoftmaxFn = void (*)(float* row, const int* dist, int n, int dmin, int dmax, float scale);
 
 struct Kernels {
   MatmulFn matmul;
   MatmulPackedFn matmul_packed;
   int panel;  // columns per panel of matmul_packed's weight layout
   LayerNormFn layer_norm;
+  MaskedSoftmaxFn masked_softmax;
   const char* name;  // "avx512", "avx2" or "generic"
 };
 
 #define DT_DECLARE_KERNELS(ns)                                                                    \
   namespace ns {                                                                                  \
   void matmul(float*, int, const float*, int, const float*, int, const float*, int, int, int);    \
-  void matmul_packed(float*, int, const float*, int, const float*, const float*, int, int, int, int, int); \
+  void matmul_packed(float*, int, const float*, int, const float*, const float*, int, int, int, int, int, bool); \
   extern const int panel_width;                                                                 \
   void layer_norm(float*, const float*, const float*, const float*, int, float);                \
+  void masked_softmax(float*, const int*, int, int, int, float);                                \
   }
 DT_DECLARE_KERNELS(avx512)
 DT_DECLARE_KERNELS(avx2)

@@ -6,6 +6,7 @@
 // Columns left over (< DT_VEC) are done by a scalar loop. matmul_packed reads w packed in panels (kernels.h),
 // so that each panel streams from memory in one contiguous run.
 // layer_norm is torch's (biased variance, two passes).
+#include <algorithm>
 #include <cmath>
 
 #include "engine/kernels.h"
@@ -18,7 +19,8 @@ namespace {
 typedef float vec __attribute__((vector_size(DT_VEC * sizeof(float)), aligned(sizeof(float))));
 
 template <int MR, int NV>
-inline void tile(float* out, int ldo, const float* in, int ldi, const float* w, int ldw, const float* bias, int K) {
+inline void tile(float* out, int ldo, const float* in, int ldi, const float* w, int ldw, const float* bias, int K,
+                 bool relu) {
   vec acc[MR][NV];
   for (int v = 0; v < NV; ++v) {
     vec b = bias ? *reinterpret_cast<const vec*>(bias + v * DT_VEC) : vec{};
@@ -32,6 +34,9 @@ inline void tile(float* out, int ldo, const float* in, int ldi, const float* w, 
       for (int v = 0; v < NV; ++v) acc[r][v] += a * wv[v];
     }
   }
+  if (relu)
+    for (int r = 0; r < MR; ++r)
+      for (int v = 0; v < NV; ++v) acc[r][v] = acc[r][v] > 0.0f ? acc[r][v] : vec{};
   for (int r = 0; r < MR; ++r)
     for (int v = 0; v < NV; ++v) *reinterpret_cast<vec*>(out + r * ldo + v * DT_VEC) = acc[r][v];
 }
@@ -39,20 +44,20 @@ inline void tile(float* out, int ldo, const float* in, int ldi, const float* w, 
 // The last `rows` (< DT_MR) rows in one pass over w: tile<rows, NV>, the row count chosen at run time.
 template <int R, int NV>
 inline void tail(int rows, float* out, int ldo, const float* in, int ldi, const float* w, int ldw, const float* bias,
-                 int K) {
+                 int K, bool relu) {
   if constexpr (R > 0) {
-    if (rows == R) tile<R, NV>(out, ldo, in, ldi, w, ldw, bias, K);
-    else tail<R - 1, NV>(rows, out, ldo, in, ldi, w, ldw, bias, K);
+    if (rows == R) tile<R, NV>(out, ldo, in, ldi, w, ldw, bias, K, relu);
+    else tail<R - 1, NV>(rows, out, ldo, in, ldi, w, ldw, bias, K, relu);
   }
 }
 
 // All rows of one column block of NV vectors.
 template <int NV>
 void column_block(float* out, int ldo, const float* in, int ldi, const float* w, int ldw, const float* bias, int M,
-                  int K) {
+                  int K, bool relu = false) {
   int m = 0;
-  for (; m + DT_MR <= M; m += DT_MR) tile<DT_MR, NV>(out + m * ldo, ldo, in + m * ldi, ldi, w, ldw, bias, K);
-  if (m < M) tail<DT_MR - 1, NV>(M - m, out + m * ldo, ldo, in + m * ldi, ldi, w, ldw, bias, K);
+  for (; m + DT_MR <= M; m += DT_MR) tile<DT_MR, NV>(out + m * ldo, ldo, in + m * ldi, ldi, w, ldw, bias, K, relu);
+  if (m < M) tail<DT_MR - 1, NV>(M - m, out + m * ldo, ldo, in + m * ldi, ldi, w, ldw, bias, K, relu);
 }
 
 }  // namespace
@@ -83,7 +88,7 @@ void matmul(float* out, int ldo, const float* in, int ldi, const float* w, int l
 extern const int panel_width = DT_NV * DT_VEC;
 
 void matmul_packed(float* out, int ldo, const float* in, int ldi, const float* wp, const float* bias, int M, int K,
-                   int N, int n0, int n1) {
+                   int N, int n0, int n1, bool relu) {
   constexpr int P = DT_NV * DT_VEC, MC = 20 * DT_MR;
   const int nf = N - N % P, rem = N - nf;
   const float* wr = wp + static_cast<long>(nf) * K;  // the last, narrower panel: (K, rem) row-major
@@ -92,16 +97,17 @@ void matmul_packed(float* out, int ldo, const float* in, int ldi, const float* w
     float* o = out + static_cast<long>(m0) * ldo;
     const float* a = in + static_cast<long>(m0) * ldi;
     for (int n = n0; n < n1 && n < nf; n += P)
-      column_block<DT_NV>(o + n, ldo, a, ldi, wp + static_cast<long>(n) * K, P, bias ? bias + n : nullptr, mb, K);
+      column_block<DT_NV>(o + n, ldo, a, ldi, wp + static_cast<long>(n) * K, P, bias ? bias + n : nullptr, mb, K,
+                          relu);
     if (n1 <= nf) continue;
     int j = 0;
     for (; j + DT_VEC <= rem; j += DT_VEC)
-      column_block<1>(o + nf + j, ldo, a, ldi, wr + j, rem, bias ? bias + nf + j : nullptr, mb, K);
+      column_block<1>(o + nf + j, ldo, a, ldi, wr + j, rem, bias ? bias + nf + j : nullptr, mb, K, relu);
     for (; j < rem; ++j) {
       for (int m = 0; m < mb; ++m) {
         float acc = bias ? bias[nf + j] : 0.0f;
         for (int k = 0; k < K; ++k) acc += a[m * ldi + k] * wr[k * rem + j];
-        o[m * ldo + nf + j] = acc;
+        o[m * ldo + nf + j] = relu && acc < 0.0f ? 0.0f : acc;
       }
     }
   }
@@ -140,6 +146,59 @@ void layer_norm(float* out, const float* x, const float* w, const float* b, int 
   for (int i = 0; i < nv; i += DT_VEC)
     *reinterpret_cast<vec*>(out + i) = (load(x + i) - mean) * inv * load(w + i) + load(b + i);
   for (int i = nv; i < n; ++i) out[i] = (x[i] - mean) * inv * w[i] + b[i];
+}
+
+namespace {
+
+typedef int ivec __attribute__((vector_size(DT_VEC * sizeof(int)), aligned(sizeof(int))));
+
+inline vec splat(float x) { return vec{} + x; }
+
+// exp(x) for x in [-87, 88] (Cephes expf: x = n ln2 + r, a degree-5 polynomial in r, times 2^n).
+inline vec vexp(vec x) {
+  x = x < splat(-87.0f) ? splat(-87.0f) : x;
+  x = x > splat(88.0f) ? splat(88.0f) : x;
+  const vec t = x * 1.44269504088896341f + 0.5f;
+  vec n = __builtin_convertvector(__builtin_convertvector(t, ivec), vec);
+  n = n > t ? n - 1.0f : n;  // floor(t): the conversion truncates toward zero
+  x = x - n * 0.693359375f + n * 2.12194440e-4f;
+  const vec p = ((((1.9875691500e-4f * x + 1.3981999507e-3f) * x + 8.3334519073e-3f) * x + 4.1665795894e-2f) * x +
+                 1.6666665459e-1f) * x + 5.0000001201e-1f;
+  const ivec e = (__builtin_convertvector(n, ivec) + 127) << 23;
+  return (p * x * x + x + 1.0f) * (vec)e;
+}
+
+inline ivec load_i(const int* p) { return *reinterpret_cast<const ivec*>(p); }
+
+}  // namespace
+
+void masked_softmax(float* row, const int* dist, int n, int dmin, int dmax, float scale) {
+  const int nv = n - n % DT_VEC;
+  const ivec lo = ivec{} + dmin, hi = ivec{} + dmax;
+  vec mx = splat(-INFINITY);
+  for (int j = 0; j < nv; j += DT_VEC) {
+    const ivec d = load_i(dist + j);
+    mx = (d >= lo) & (d <= hi) & (load(row + j) * scale > mx) ? load(row + j) * scale : mx;
+  }
+  float m = -INFINITY;
+  for (int l = 0; l < DT_VEC; ++l) m = std::max(m, mx[l]);
+  for (int j = nv; j < n; ++j)
+    if (dist[j] >= dmin && dist[j] <= dmax) m = std::max(m, row[j] * scale);
+  vec acc{};
+  for (int j = 0; j < nv; j += DT_VEC) {
+    const ivec d = load_i(dist + j);
+    const vec e = (d >= lo) & (d <= hi) ? vexp(load(row + j) * scale - m) : vec{};
+    *reinterpret_cast<vec*>(row + j) = e;
+    acc += e;
+  }
+  float sum = hsum(acc);
+  for (int j = nv; j < n; ++j) {
+    row[j] = dist[j] >= dmin && dist[j] <= dmax ? std::exp(row[j] * scale - m) : 0.0f;
+    sum += row[j];
+  }
+  const float inv = 1.0f / sum;
+  for (int j = 0; j < nv; j += DT_VEC) *reinterpret_cast<vec*>(row + j) = load(row + j) * inv;
+  for (int j = nv; j < n; ++j) row[j] *= inv;
 }
 
 }  // namespace DT_KERNEL_NS
