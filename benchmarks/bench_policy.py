@@ -17,7 +17,9 @@ All in one process, one torch thread: for Hopper (11/3) and HalfCheetah (17/6) s
   of 256 MB). The bytes term is DRAM bandwidth; the model's 2.4 MB of weights mostly stay in cache, so the
   engine can beat that term (a cache-bandwidth bound would be tighter, and is not measured here).
 FLOPs count 2 per multiply-add of every matmul and attention product the mode must do (exact: the pruned window
-recompute; rolling: the 3 new tokens); bytes count the weights the step reads plus the KV cache it reads.
+recompute; rolling: the 3 new tokens); bytes count the weights the step reads plus the KV cache it reads. The
+engine does fewer FLOPs than that plan at the last layer (W_k and W_v absorbed into s_t's query, engine.h): the
+throughput table also prints the FLOPs it does per second and their share of the matmul rate.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ K = 20
 SCALE = 1000.0
 
 
-def step_cost(cfg: DecisionTransformerConfig, mode: str, t: int) -> tuple[float, float]:
-    """(FLOPs, bytes) one step at episode step t must do in `mode`: the engine's plan (csrc/engine/engine.h)."""
+def step_cost(cfg: DecisionTransformerConfig, mode: str, t: int, absorbed: bool = False) -> tuple[float, float]:
+    """(FLOPs, bytes) one step at episode step t must do in `mode`: the pruned plan of the inference issue, or with
+    `absorbed` the engine's, whose last layer never forms keys and values (csrc/engine/engine.h, "Last layer")."""
     C, I, L, S, A = cfg.hidden_size, cfg.inner_dim, cfg.n_layer, cfg.state_dim, cfg.act_dim
     end, new_lo = 3 * t + 1, max(0, 3 * t - 1)
     recompute = mode == "exact" and t >= K
@@ -59,8 +62,11 @@ def step_cost(cfg: DecisionTransformerConfig, mode: str, t: int) -> tuple[float,
         last = l == L - 1
         n_kv = n_new if l == 0 else n_h
         queries = [end] if last else list(range(lo, end + 1))
-        macs += n_kv * (2 if last and l > 0 else 3) * C * C + (C * C if last and l > 0 else 0)  # c_attn
-        macs += sum(2 * span(p) * C for p in queries)  # q.k and attention-weighted v
+        if last and l > 0 and absorbed:  # q, W_k q and W_v of s_t; scores and weighted sum over C per head
+            macs += 3 * C * C + sum(2 * span(p) * C * cfg.n_head for p in queries)
+        else:
+            macs += n_kv * (2 if last and l > 0 else 3) * C * C + (C * C if last and l > 0 else 0)  # c_attn
+            macs += sum(2 * span(p) * C for p in queries)  # q.k and attention-weighted v
         macs += len(queries) * (C * C + 2 * C * I)  # c_proj and the MLP
         weights += 4 * C * C + 2 * C * I
     macs += C * A  # action head
@@ -184,20 +190,22 @@ def main() -> None:
                       f"{blog / p50:>9.2f}{flops / 1e6:>8.1f}{nbytes / 1024:>7.0f}{bound * 1e6:>10.0f}"
                       f"{p50 / bound:>10.2f}")
     print(f"\n{'throughput (Hopper, window sliding)':<40}{'B':>5}{'threads':>8}{'actions/s':>11}{'bound a/s':>11}"
-          f"{'of bound':>9}")
+          f"{'of bound':>9}{'GFLOP/s':>9}{'of rate':>8}")
     S, A = ENVS["Hopper"]
     ours = DecisionTransformer(DecisionTransformerConfig(state_dim=S, act_dim=A, hidden_size=128, n_layer=3, n_head=1,
                                                          max_ep_len=1000)).eval()
     common = dict(target_return=3600.0, state_mean=np.zeros(S), state_std=np.ones(S), scale=SCALE, context_len=K)
     for mode in ("exact", "rolling"):
         flops, _ = step_cost(ours.config, mode, K + 30)
+        done, _ = step_cost(ours.config, mode, K + 30, absorbed=True)
         for B in (64, 256):
             for threads in sorted(rates):
                 policy = Policy(ours, mode=mode, backend="cpp", num_envs=B, n_threads=threads, **common)
                 steps = (4 if mode == "exact" else 40) * (256 // B)
                 aps = throughput(policy, steps, rng)
                 bound = rates[threads] / flops
-                print(f"{'cpp ' + mode:<40}{B:>5}{threads:>8}{aps:>11.0f}{bound:>11.0f}{aps / bound:>9.2f}")
+                print(f"{'cpp ' + mode:<40}{B:>5}{threads:>8}{aps:>11.0f}{bound:>11.0f}{aps / bound:>9.2f}"
+                      f"{aps * done / 1e9:>9.1f}{aps * done / rates[threads]:>8.2f}")
 
 
 if __name__ == "__main__":

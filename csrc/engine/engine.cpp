@@ -77,8 +77,10 @@ Engine::Engine(Model model, int batch, int context_len, Mode mode, int n_threads
   const Config& c = model_.config;
   const size_t C = c.hidden_size, B = batch, R = R_, L = c.n_layer;
   const size_t per_row = mode == Mode::Exact ? 3 * K_ : 3;  // most token rows one batch row computes in a step
-  const size_t per_thread = (B + n_threads - 1) / n_threads;  // rows, so that every thread gets a chunk
-  chunk_ = static_cast<int>(std::max<size_t>(1, std::min(kChunkTokens / per_row, per_thread)));
+  // Rows per chunk: at most kChunkTokens token rows, and every thread the same number of equal chunks.
+  const size_t per_thread = (B + n_threads - 1) / n_threads, max_rows = std::max<size_t>(1, kChunkTokens / per_row);
+  const size_t chunks_per_thread = (per_thread + max_rows - 1) / max_rows;
+  chunk_ = static_cast<int>((per_thread + chunks_per_thread - 1) / chunks_per_thread);
   const int n_chunks = (batch + chunk_ - 1) / chunk_;
   pool_ = std::make_unique<ThreadPool>(n_chunks == 1 ? 1 : std::min(n_threads, n_chunks));
   team_ = std::make_unique<SpinTeam>(n_chunks == 1 ? n_threads : 1);

@@ -29,9 +29,9 @@
 //
 // Weights: the engine packs every layer matrix into panels (kernels.h, pack_panels) so each matmul streams its
 // weights in contiguous runs.
-// Threads: the batch is cut into chunks of rows (about kChunkTokens token rows each, so a chunk's scratch stays in
-// L2, and at most B / threads rows, so every thread gets one); each thread runs whole chunks with its own
-// RunState. When the batch is one chunk (batch 1, or one thread), the threads (if several) split the columns of
+// Threads: the batch is cut into chunks of rows (at most kChunkTokens token rows each, so a chunk's scratch stays
+// in L2; every thread gets the same number of chunks, of equal size as far as B allows); each thread runs whole
+// chunks with its own RunState. When the batch is one chunk (batch 1, or one thread), the threads (if several) split the columns of
 // every layer matmul instead (a SpinTeam): each keeps its share
 // of the weights in its own L2 (2.4 MB for the blog's model, more than one core's L2), which is what batch-1
 // latency is bound by. Outputs are the same bits with any number of threads.
