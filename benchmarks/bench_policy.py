@@ -18,8 +18,10 @@ All in one process, one torch thread: for Hopper (11/3) and HalfCheetah (17/6) s
   engine can beat that term (a cache-bandwidth bound would be tighter, and is not measured here).
 FLOPs count 2 per multiply-add of every matmul and attention product the mode must do (exact: the pruned window
 recompute; rolling: the 3 new tokens); bytes count the weights the step reads plus the KV cache it reads. The
-engine does fewer FLOPs than that plan at the last layer (W_k and W_v absorbed into s_t's query, engine.h): the
-throughput table also prints the FLOPs it does per second and their share of the matmul rate.
+engine does fewer FLOPs than that plan: where it caches ln_1 outputs instead of keys and values (every layer in
+rolling mode, the last layer in exact mode; csrc/engine/engine.h, "Cached inputs") a query costs two C x C
+products instead of four. The throughput table also prints the FLOPs the engine does per second and their share
+of the matmul rate, the honest measure of how well it uses the hardware.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ SCALE = 1000.0
 
 def step_cost(cfg: DecisionTransformerConfig, mode: str, t: int, absorbed: bool = False) -> tuple[float, float]:
     """(FLOPs, bytes) one step at episode step t must do in `mode`: the pruned plan of the inference issue, or with
-    `absorbed` the engine's, whose last layer never forms keys and values (csrc/engine/engine.h, "Last layer")."""
+    `absorbed` the engine's, whose layers that cache ln_1 outputs never form keys and values and fold W_q W_k^T and
+    W_v W_o into one product each (every layer in rolling mode, the last in exact; csrc/engine/engine.h)."""
     C, I, L, S, A = cfg.hidden_size, cfg.inner_dim, cfg.n_layer, cfg.state_dim, cfg.act_dim
     end, new_lo = 3 * t + 1, max(0, 3 * t - 1)
     recompute = mode == "exact" and t >= K
@@ -62,12 +65,14 @@ def step_cost(cfg: DecisionTransformerConfig, mode: str, t: int, absorbed: bool 
         last = l == L - 1
         n_kv = n_new if l == 0 else n_h
         queries = [end] if last else list(range(lo, end + 1))
-        if last and l > 0 and absorbed:  # q, W_k q and W_v of s_t; scores and weighted sum over C per head
-            macs += 3 * C * C + sum(2 * span(p) * C * cfg.n_head for p in queries)
+        if absorbed and (mode == "rolling" or (last and l > 0)):  # W_qk, scores and sums over C, W_vo; per head
+            H = cfg.n_head
+            macs += len(queries) * 2 * H * C * C + sum(2 * span(p) * C * H for p in queries)
         else:
             macs += n_kv * (2 if last and l > 0 else 3) * C * C + (C * C if last and l > 0 else 0)  # c_attn
             macs += sum(2 * span(p) * C for p in queries)  # q.k and attention-weighted v
-        macs += len(queries) * (C * C + 2 * C * I)  # c_proj and the MLP
+            macs += len(queries) * C * C  # c_proj
+        macs += len(queries) * 2 * C * I  # the MLP
         weights += 4 * C * C + 2 * C * I
     macs += C * A  # action head
     weights += C * A

@@ -85,10 +85,12 @@ Engine::Engine(Model model, int batch, int context_len, Mode mode, int n_threads
   pool_ = std::make_unique<ThreadPool>(n_chunks == 1 ? 1 : std::min(n_threads, n_chunks));
   team_ = std::make_unique<SpinTeam>(n_chunks == 1 ? n_threads : 1);
   pack_weights();
-  cache_.kt.assign(B * L * C * Rp_, 0.0f);
+  if (mode == Mode::Exact) {  // rolling caches ln_1 outputs only, in cache_.v
+    cache_.kt.assign(B * L * C * Rp_, 0.0f);
+    cache_.q0.assign(B * R * C, 0.0f);
+  }
   cache_.v.assign(B * L * R * C, 0.0f);
   cache_.x0.assign(B * R * C, 0.0f);
-  cache_.q0.assign(B * R * C, 0.0f);
   const size_t G = static_cast<size_t>(std::min(chunk_, batch)), rows = G * per_row;
   states_.resize(static_cast<size_t>(pool_->size()));
   for (RunState& st : states_) {
@@ -97,9 +99,8 @@ Engine::Engine(Model model, int batch, int context_len, Mode mode, int n_threads
     st.xb.assign(rows * C, 0.0f);
     st.qkv.assign(rows * 3 * C, 0.0f);
     st.xq.assign(G * C, 0.0f);
-    st.q_last.assign(G * C, 0.0f);
-    st.q_abs.assign(G * c.n_head * C, 0.0f);
-    st.x_mix.assign(G * c.n_head * C, 0.0f);
+    st.q_abs.assign(rows * c.n_head * C, 0.0f);
+    st.x_mix.assign(rows * c.n_head * C, 0.0f);
     st.att.assign(rows * C, 0.0f);
     st.ff.assign(rows * c.n_inner, 0.0f);
     st.scores.assign(R * Rp_, 0.0f);
@@ -116,7 +117,7 @@ Engine::Engine(Model model, int batch, int context_len, Mode mode, int n_threads
 
 void Engine::pack_weights() {
   const Config& c = model_.config;
-  const int C = c.hidden_size, I = c.n_inner, L = c.n_layer;
+  const int C = c.hidden_size, I = c.n_inner, L = c.n_layer, H = c.n_head, hs = c.head_dim();
   struct Source {
     PackedMatrix* dst;
     const float* w;
@@ -124,15 +125,38 @@ void Engine::pack_weights() {
   };
   std::vector<Source> sources;
   packed_layers_.assign(static_cast<size_t>(L), PackedLayer{});
+  std::vector<float> folded(static_cast<size_t>(L) * 2 * H * C * C);  // W_qk and W_vo of each layer
   for (int l = 0; l < L; ++l) {
     const LayerWeights& w = model_.weights.layers[l];
     PackedLayer& p = packed_layers_[l];
-    if (l == L - 1 && l > 0) {
-      sources.push_back({&p.q, w.attn_w, 3 * C, C, C});
-      wk_t_.assign(static_cast<size_t>(C) * C, 0.0f);
-      for (int i = 0; i < C; ++i)
-        for (int o = 0; o < C; ++o)
-          wk_t_[static_cast<size_t>(o) * C + i] = w.attn_w[static_cast<size_t>(i) * 3 * C + C + o];
+    if (caches_inputs(l)) {  // engine.h, "Cached inputs": W_qk (C, H * C), W_vo (H * C, C) and their biases
+      float* qk = folded.data() + static_cast<size_t>(l) * 2 * H * C * C;
+      float* vo = qk + static_cast<size_t>(H) * C * C;
+      const float* a = w.attn_w;  // (C, 3C): column o of q at o, of k at C + o, of v at 2C + o
+      p.qk_bias.assign(static_cast<size_t>(H) * C, 0.0f);
+      p.vo_bias.assign(static_cast<size_t>(C), 0.0f);
+      for (int hd = 0; hd < H; ++hd)
+        for (int i = 0; i < C; ++i) {
+          double bias = 0.0;
+          for (int o = hd * hs; o < (hd + 1) * hs; ++o) bias += double(w.attn_b[o]) * a[i * 3 * C + C + o];
+          p.qk_bias[hd * C + i] = static_cast<float>(bias);
+          for (int r = 0; r < C; ++r) {
+            double qk_ri = 0.0, vo_ir = 0.0;
+            for (int o = hd * hs; o < (hd + 1) * hs; ++o) {
+              qk_ri += double(a[r * 3 * C + o]) * a[i * 3 * C + C + o];
+              vo_ir += double(a[i * 3 * C + 2 * C + o]) * w.proj_w[o * C + r];
+            }
+            qk[static_cast<size_t>(r) * H * C + hd * C + i] = static_cast<float>(qk_ri);
+            vo[(static_cast<size_t>(hd) * C + i) * C + r] = static_cast<float>(vo_ir);
+          }
+        }
+      for (int r = 0; r < C; ++r) {
+        double bias = w.proj_b[r];
+        for (int o = 0; o < C; ++o) bias += double(w.attn_b[2 * C + o]) * w.proj_w[o * C + r];
+        p.vo_bias[r] = static_cast<float>(bias);
+      }
+      sources.push_back({&p.qk, qk, H * C, C, H * C});
+      sources.push_back({&p.vo, vo, C, H * C, C});
     } else {
       sources.push_back({&p.qkv, w.attn_w, 3 * C, C, 3 * C});
     }
@@ -199,9 +223,10 @@ void Engine::attend(RunState& st, int l, int64_t b, int64_t bl, const float* kt,
   const RowPlan& p = st.plan[bl];
   float scale = c.scale_attn_weights ? 1.0f / std::sqrt(static_cast<float>(hs)) : 1.0f;
   if (c.scale_attn_by_inverse_layer_idx) scale /= static_cast<float>(l + 1);
-  const bool absorbed = l == L - 1 && l > 0;  // the cache holds ln_1 outputs, queries are W_k q (engine.h)
+  const bool inputs = caches_inputs(l);
   const int64_t q_lo = l == L - 1 ? p.end : p.lo;
   const int nq = static_cast<int>(p.end - q_lo + 1);
+  const int64_t q_row = l == L - 1 ? bl : p.h_off + q_lo - p.lo;  // first query's row in the chunk's buffers
   auto floor_of = [&](int64_t pos) {  // the oldest key a query at `pos` attends to
     return p.floor >= 0 ? p.floor : std::max<int64_t>(0, 3 * (pos / 3 - K_ + 1));
   };
@@ -210,40 +235,42 @@ void Engine::attend(RunState& st, int l, int64_t b, int64_t bl, const float* kt,
   int s0 = static_cast<int>(floor_of(q_lo) % R), s1 = static_cast<int>(p.end % R);
   if (s0 > s1) s0 = 0, s1 = R - 1;
   s0 -= s0 % 16;
-  const int n = std::min((s1 - s0 + 16) / 16 * 16, Rp - s0), nv = std::min(n, R - s0);  // nv: slots with values
-  // Queries (nq, C): layer 0 reads the cached q0 rows (ring slots, copied out in order), the other layers the
-  // c_attn output rows (positions p.lo..), the last layer W_k q of s_t, C values per head.
+  const int n = std::min((s1 - s0 + 16) / 16 * 16, Rp - s0), nv = std::min(n, R - s0);  // nv: slots in the ring
+  // Queries (nq rows): layer 0 of exact reads the cached q0 rows (ring slots, copied out in order); a layer that
+  // caches inputs W_k q (C values per head); the others their c_attn output rows.
   const float* q;
   int ldq;
-  if (l == 0) {
+  if (inputs) {
+    q = st.q_abs.data() + q_row * H * C, ldq = H * C;
+  } else if (l == 0) {
     for (int i = 0; i < nq; ++i)
       std::copy_n(cache_.q0.data() + (b * R + (q_lo + i) % R) * C, C, st.att_q.data() + i * C);
     q = st.att_q.data(), ldq = C;
-  } else if (absorbed) {
-    q = st.q_abs.data() + bl * H * C, ldq = C;
   } else {
-    q = st.qkv.data() + (p.h_off + q_lo - p.lo) * 3 * C, ldq = 3 * C;
+    q = st.qkv.data() + q_row * 3 * C, ldq = 3 * C;
   }
-  // (nq, C) attention outputs; at the last layer sum_j a_j x_j, C values per head.
-  float* out = absorbed     ? st.x_mix.data() + bl * H * C
-               : l == L - 1 ? st.att.data() + bl * C
-                            : st.att.data() + (p.h_off + q_lo - p.lo) * C;
+  // Outputs (nq rows): attention outputs, or with cached inputs sum_j a_j x_j (C values per head).
+  float* out = inputs ? st.x_mix.data() + q_row * H * C : st.att.data() + q_row * C;
+  const int ldo = inputs ? H * C : C;
   float* sc = st.scores.data();  // (nq, Rp) scores of one head, then attention weights
   // dist[j]: how many positions before s_t the key in slot s0 + j is (slots past the ring: never valid).
   int* dist = st.dist.data();
   const int end_slot = static_cast<int>(p.end % R);
   for (int j = 0; j < n; ++j)
     dist[j] = s0 + j < R ? (end_slot - s0 - j + R) % R : std::numeric_limits<int>::max();
-  const int dk = absorbed ? C : hs;  // width of a head's queries, keys and values
+  const int dk = inputs ? C : hs;  // width of a head's queries, keys and values
   for (int hd = 0; hd < H; ++hd) {
-    const int col = absorbed ? 0 : hd * hs, q_col = hd * dk;
-    kernels_.matmul(sc, Rp, q + q_col, ldq, kt + static_cast<int64_t>(col) * Rp + s0, Rp, nullptr, nq, dk, n);
+    const int col = inputs ? 0 : hd * hs, q_col = hd * dk;
+    if (inputs)  // keys are the cached rows x_j (slots past the ring: scores stay as they were, and are masked)
+      kernels_.matmul_nt(sc, Rp, q + q_col, ldq, vc + static_cast<int64_t>(s0) * C, C, nq, nv, C);
+    else
+      kernels_.matmul(sc, Rp, q + q_col, ldq, kt + static_cast<int64_t>(col) * Rp + s0, Rp, nullptr, nq, hs, n);
     for (int i = 0; i < nq; ++i) {  // query at position q_lo + i sees keys [floor_of(q_lo + i), q_lo + i]
       const int64_t pos = q_lo + i;
       kernels_.masked_softmax(sc + i * Rp, dist, n, static_cast<int>(p.end - pos),
                               static_cast<int>(p.end - floor_of(pos)), scale);
     }
-    kernels_.matmul(out + q_col, C, sc, Rp, vc + static_cast<int64_t>(s0) * C + col, C, nullptr, nq, nv, dk);
+    kernels_.matmul(out + q_col, ldo, sc, Rp, vc + static_cast<int64_t>(s0) * C + col, C, nullptr, nq, nv, dk);
   }
 }
 
@@ -251,8 +278,8 @@ void Engine::layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in)
   const Config& c = model_.config;
   const LayerWeights& w = model_.weights.layers[l];
   const PackedLayer& pw = packed_layers_[l];
-  const int C = c.hidden_size, I = c.n_inner, L = c.n_layer, H = c.n_head, hs = c.head_dim();
-  const bool last = l == L - 1, absorbed = last && l > 0;  // absorbed: see engine.h, "Last layer"
+  const int C = c.hidden_size, I = c.n_inner, L = c.n_layer, H = c.n_head;
+  const bool last = l == L - 1, inputs = caches_inputs(l);
   // ln_1 of the tokens whose keys/values this layer computes: the new tokens at layer 0, all rows after it.
   const RowPlan& back = st.plan[nb - 1];
   const int64_t rows_kv = l == 0 ? back.new_off + (back.end - back.new_lo + 1) : rows_in;
@@ -262,13 +289,12 @@ void Engine::layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in)
     for (int64_t pos = lo; pos <= p.end; ++pos)
       kernels_.layer_norm(st.xb.data() + (off + pos - lo) * C, st.h.data() + (p.h_off + pos - p.lo) * C, w.ln_1_w,
                           w.ln_1_b, C, c.ln_eps);
-    if (absorbed) std::copy_n(st.xb.data() + (off + p.end - lo) * C, C, st.xq.data() + bl * C);
+    if (inputs && last) std::copy_n(st.xb.data() + (off + p.end - lo) * C, C, st.xq.data() + bl * C);
   }
-  if (absorbed) {  // the query of s_t, then W_k q per head
-    mm(st.q_last.data(), C, st.xq.data(), C, pw.q, w.attn_b, nb);
-    for (int hd = 0; hd < H; ++hd)
-      kernels_.matmul(st.q_abs.data() + hd * C, H * C, st.q_last.data() + hd * hs, C, wk_t_.data() + hd * hs * C, C,
-                      nullptr, static_cast<int>(nb), hs, C);
+  // Queries of this layer: every row of the residual stream, or s_t alone at the last layer.
+  const int64_t rows_q = last ? nb : rows_in;
+  if (inputs) {  // W_k q of every head, from ln_1 in one product
+    mm(st.q_abs.data(), H * C, last ? st.xq.data() : st.xb.data(), C, pw.qk, pw.qk_bias.data(), rows_q);
   } else {
     mm(st.qkv.data(), 3 * C, st.xb.data(), C, pw.qkv, w.attn_b, rows_kv);
   }
@@ -277,45 +303,49 @@ void Engine::layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in)
     const RowPlan& p = st.plan[bl];
     const int64_t lo = l == 0 ? p.new_lo : p.lo, off = l == 0 ? p.new_off : p.h_off;
     const bool scratch = l > 0 && p.recompute;  // keys/values used by this step only
-    float* kt = scratch ? st.kt_scratch.data() : cache_.kt.data() + (b * L + l) * static_cast<int64_t>(C) * Rp_;
+    float* kt = inputs    ? nullptr
+                : scratch ? st.kt_scratch.data()
+                          : cache_.kt.data() + (b * L + l) * static_cast<int64_t>(C) * Rp_;
     float* v = scratch ? st.v_scratch.data() : cache_.v.data() + (b * L + l) * static_cast<int64_t>(R_) * C;
-    // The next row's cached keys and values (when it reads them at this layer), fetched while this row computes:
-    // rows are far apart in the cache, and the hardware prefetcher alone leaves attention waiting on memory.
+    // The next row's cache at this layer (when it reads it), fetched while this row computes: rows are far apart
+    // in the cache, and the hardware prefetcher alone leaves attention waiting on memory.
     if (bl + 1 < nb && !(l > 0 && st.plan[bl + 1].recompute)) {
-      const char* nk = reinterpret_cast<const char*>(cache_.kt.data() + ((b + 1) * L + l) * C * Rp_);
       const char* nv = reinterpret_cast<const char*>(cache_.v.data() + ((b + 1) * L + l) * R_ * C);
-      for (int64_t i = 0; i < static_cast<int64_t>(C) * Rp_ * 4; i += 64) __builtin_prefetch(nk + i, 1, 3);
       for (int64_t i = 0; i < static_cast<int64_t>(R_) * C * 4; i += 64) __builtin_prefetch(nv + i, 1, 3);
-    }
-    // What the cache keeps for positions lo..: rows of c_attn outputs (3C each: keys at C, values at 2C), or at
-    // the last layer the ln_1 outputs (C each) as both.
-    const float* rows = absorbed ? st.xb.data() + off * C : st.qkv.data() + off * 3 * C;
-    const int ld = absorbed ? C : 3 * C, key_col = absorbed ? 0 : C, value_col = absorbed ? 0 : 2 * C;
-    auto put_keys = [&](int64_t slot0, int64_t k0, int64_t count) {  // tokens k0.. into slots slot0..
-      for (int i = 0; i < C; ++i) {  // one pass over the key cache's C lines for every token
-        float* dst = kt + i * Rp_ + slot0;
-        const float* src = rows + k0 * ld + key_col + i;
-        for (int64_t k = 0; k < count; ++k) dst[k] = src[k * ld];
+      if (!inputs) {
+        const char* nk = reinterpret_cast<const char*>(cache_.kt.data() + ((b + 1) * L + l) * C * Rp_);
+        for (int64_t i = 0; i < static_cast<int64_t>(C) * Rp_ * 4; i += 64) __builtin_prefetch(nk + i, 1, 3);
       }
-    };
-    const int64_t n_tok = p.end - lo + 1, first = lo % R_, n1 = std::min(n_tok, R_ - first);  // ring wraps once
-    put_keys(first, 0, n1);
-    if (n_tok > n1) put_keys(0, n1, n_tok - n1);
-    for (int64_t pos = lo; pos <= p.end; ++pos) {
-      const int64_t slot = pos % R_;
-      std::copy_n(rows + (pos - lo) * ld + value_col, C, v + slot * C);
-      if (l == 0) std::copy_n(rows + (pos - lo) * 3 * C, C, cache_.q0.data() + (b * R_ + slot) * C);
+    }
+    const int64_t n_tok = p.end - lo + 1, first = lo % R_;
+    if (inputs) {  // the ln_1 outputs of positions lo.., one row each
+      for (int64_t pos = lo; pos <= p.end; ++pos)
+        std::copy_n(st.xb.data() + (off + pos - lo) * C, C, v + (pos % R_) * C);
+    } else {  // c_attn output rows of positions lo.. (3C each: query, key, value): keys transposed, values, q0
+      const float* rows = st.qkv.data() + off * 3 * C;
+      auto put_keys = [&](int64_t slot0, int64_t k0, int64_t count) {  // tokens k0.. into slots slot0..
+        for (int i = 0; i < C; ++i) {  // one pass over the key cache's C lines for every token
+          float* dst = kt + i * Rp_ + slot0;
+          const float* src = rows + k0 * 3 * C + C + i;
+          for (int64_t k = 0; k < count; ++k) dst[k] = src[k * 3 * C];
+        }
+      };
+      const int64_t n1 = std::min(n_tok, R_ - first);  // the ring wraps at most once
+      put_keys(first, 0, n1);
+      if (n_tok > n1) put_keys(0, n1, n_tok - n1);
+      for (int64_t pos = lo; pos <= p.end; ++pos) {
+        const int64_t slot = pos % R_;
+        std::copy_n(rows + (pos - lo) * 3 * C + 2 * C, C, v + slot * C);
+        if (l == 0) std::copy_n(rows + (pos - lo) * 3 * C, C, cache_.q0.data() + (b * R_ + slot) * C);
+      }
     }
     attend(st, l, b, bl, kt, v);
   }
-  if (absorbed)  // (sum_j a_j x_j) W_v + b_v per head
-    for (int hd = 0; hd < H; ++hd)
-      kernels_.matmul(st.att.data() + hd * hs, C, st.x_mix.data() + hd * C, H * C, w.attn_w + 2 * C + hd * hs, 3 * C,
-                      w.attn_b + 2 * C + hd * hs, static_cast<int>(nb), C, hs);
-  // Queries of this layer: every row of the residual stream, or s_t alone at the last layer.
-  const int64_t rows_q = last ? nb : rows_in;
   const bool relu = c.activation == Activation::Relu;  // fused into the fc matmul
-  mm(st.xb.data(), C, st.att.data(), C, pw.proj, w.proj_b, rows_q);
+  if (inputs)  // c_proj of (sum_j a_j x_j) W_v + b_v, every head in one product
+    mm(st.xb.data(), C, st.x_mix.data(), H * C, pw.vo, pw.vo_bias.data(), rows_q);
+  else
+    mm(st.xb.data(), C, st.att.data(), C, pw.proj, w.proj_b, rows_q);
   for (int64_t bl = 0; bl < nb; ++bl) {
     const RowPlan& p = st.plan[bl];
     const int64_t q_lo = last ? p.end : p.lo, off = last ? bl : p.h_off;

@@ -12,17 +12,21 @@
 //             While t < K the window starts at token 0 and the KV cache is exact. Once it slides, the window's
 //             layers >= 1 change and are recomputed over the 3K - 1 window tokens; layer 0 is not: a token's
 //             layer-0 input, query, key and value depend only on its own embedding and are cached for good.
-//             The last layer computes query, attention, MLP and head only for s_t (and see "Last layer").
-//
-// Last layer (L > 1): only s_t's query attends there, so keys and values are never formed. With x_j the ln_1
-// output of token j, q.k_j = x_j.(W_k q) + q.b_k, and the constant q.b_k cancels in the softmax; the weighted
-// sum of values is (sum_j a_j x_j) W_v + b_v because the weights sum to 1. The cache keeps x_j at that layer
-// (in both the key and the value layout), and a step does two C x C products per row (W_k q, then W_v)
-// instead of 2 C x C per window token. Per head h the same holds with W_k and W_v restricted to h's columns.
+//             The last layer computes query, attention, MLP and head only for s_t.
 //   Rolling - APPROXIMATE after K steps, O(1) work per step: each token attends to the cached keys/values of the
 //             tokens of its own step and the K - 1 steps before it (a sliding window per layer, the same span the
 //             blog's window gives s_t), and nothing is recomputed. Equal to Exact while t < K; a different
 //             function afterwards, because deeper-layer keys of old tokens were computed from longer histories.
+//
+// Cached inputs instead of keys and values (every layer in rolling mode, the last layer when L > 1 in exact
+// mode): with x_j the ln_1 output of token j and q = x W_q + b_q the query, q.k_j = x_j.(W_k q) + q.b_k, and the
+// constant q.b_k cancels in the softmax; the weighted sum of values is (sum_j a_j x_j) W_v + b_v, because the
+// weights sum to 1. So such a layer caches x_j (C floats per token, half of a key and a value), maps a query's
+// ln_1 output x straight to W_k q = x W_qk + b_qk with W_qk = W_q W_k^T, b_qk = b_q W_k^T, and maps
+// sum_j a_j x_j straight to the c_proj output with W_vo = W_v W_o, b_vo = b_v W_o + b_o (products computed
+// once, in double). Per head h the same holds with W_q, W_k, W_v restricted to h's columns and W_o to h's rows.
+// With one head that is 2 C x C per query instead of 4 C x C per token (c_attn and c_proj), and half the cache
+// to read; with H heads the two products are H times larger.
 //
 // The ring holds R = 3K + 3 slots per row and layer (token p in slot p % R): the last K + 1 steps, enough for the
 // oldest key a_{t-1} still needs while R_t and s_t are written in the same step.
@@ -31,10 +35,10 @@
 // weights in contiguous runs.
 // Threads: the batch is cut into chunks of rows (at most kChunkTokens token rows each, so a chunk's scratch stays
 // in L2; every thread gets the same number of chunks, of equal size as far as B allows); each thread runs whole
-// chunks with its own RunState. When the batch is one chunk (batch 1, or one thread), the threads (if several) split the columns of
-// every layer matmul instead (a SpinTeam): each keeps its share
-// of the weights in its own L2 (2.4 MB for the blog's model, more than one core's L2), which is what batch-1
-// latency is bound by. Outputs are the same bits with any number of threads.
+// chunks with its own RunState. When the batch is one chunk (batch 1, or one thread), the threads (if several)
+// split the columns of every layer matmul instead (a SpinTeam): each keeps its share of the weights in its own L2
+// (2.4 MB for the blog's model, more than one core's L2), which is what batch-1 latency is bound by. Outputs are
+// the same bits with any number of threads.
 // All buffers are allocated at construction; step() allocates nothing.
 //
 // Errors throw std::invalid_argument (common/check.h); nothing calls exit().
@@ -67,10 +71,10 @@ struct Model {
 Model load_checkpoint(const std::string& dir);
 
 struct KVCache {
-  std::vector<float> kt;  // (B, L, C, Rp): keys transposed, the row's token p at layer l in column p % R
-  std::vector<float> v;   // (B, L, R, C): value, same layout
+  std::vector<float> kt;  // (B, L, C, Rp): keys transposed, the row's token p at layer l in column p % R (exact)
+  std::vector<float> v;   // (B, L, R, C): values, or ln_1 outputs at a layer that caches inputs; row p % R
   std::vector<float> x0;  // (B, R, C): layer-0 input of each token (embed_ln output + wpe[0])
-  std::vector<float> q0;  // (B, R, C): layer-0 query of each token
+  std::vector<float> q0;  // (B, R, C): layer-0 query of each token (exact)
 };
 
 // A layer matrix (K, N) in panel layout (kernels.h, pack_panels).
@@ -79,10 +83,11 @@ struct PackedMatrix {
   int K = 0, N = 0;
 };
 
-// The packed matrices of one layer: qkv for a layer that computes every query; q (the first C columns of c_attn)
-// for the last layer, which computes the query of s_t only.
+// The packed matrices of one layer: qkv and proj for a layer that caches keys and values; qk and vo (with their
+// biases, see "Cached inputs") for a layer that caches inputs; fc and fc_proj for both.
 struct PackedLayer {
-  PackedMatrix qkv, q, proj, fc, fc_proj;
+  PackedMatrix qkv, proj, qk, vo, fc, fc_proj;
+  std::vector<float> qk_bias, vo_bias;  // (H * C), (C)
 };
 
 // Token ranges of one row in the current step (absolute token positions, inclusive).
@@ -101,11 +106,11 @@ struct RunState {
   std::vector<float> h;       // (rows, C) residual stream entering a layer, batch rows packed one after another
   std::vector<float> h2;      // (rows, C) residual stream leaving it
   std::vector<float> xb;      // (rows, C) LayerNorm and projection outputs
-  std::vector<float> qkv;     // (rows, 3C) c_attn outputs of the tokens computed at a layer
+  std::vector<float> qkv;     // (rows, 3C) c_attn outputs of the tokens computed at a layer; (rows, C) queries
+                              // alone at a layer that caches inputs
   std::vector<float> xq;      // (G, C) ln_1 of s_t at the last layer
-  std::vector<float> q_last;  // (G, C) query of s_t at the last layer
-  std::vector<float> q_abs;   // (G, H, C) W_k q of every head of s_t at the last layer
-  std::vector<float> x_mix;   // (G, H, C) sum_j a_j x_j of every head of s_t at the last layer
+  std::vector<float> q_abs;   // (rows, H, C) W_k q of every head of each query, at a layer that caches inputs
+  std::vector<float> x_mix;   // (rows, H, C) sum_j a_j x_j of every head of each query, same layers
   std::vector<float> att;     // (rows, C) attention outputs, packed by query
   std::vector<float> ff;      // (rows, I) MLP hidden layer
   std::vector<float> att_q;   // (R, C) layer-0 queries of the window, copied out of the ring in order
@@ -150,7 +155,10 @@ class Engine {
   void run_chunk(RunState& st, int64_t b0, int64_t nb, const float* states, const float* returns_to_go,
                  const int64_t* timesteps, float* actions);
   void layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in);
-  // Attention of row `b` (local `bl`) at layer l over keys kt (C, Rp) and values v (R, C), by ring slot.
+  // Whether layer l caches ln_1 outputs rather than keys and values (see the top of this file).
+  bool caches_inputs(int l) const { return mode_ == Mode::Rolling || (l == model_.config.n_layer - 1 && l > 0); }
+  // Attention of row `b` (local `bl`) at layer l over keys kt (C, Rp) and values v (R, C) by ring slot, or over
+  // cached inputs v (R, C) with kt unused.
   void attend(RunState& st, int l, int64_t b, int64_t bl, const float* kt, const float* v);
 
   Model model_;
@@ -161,7 +169,6 @@ class Engine {
   std::unique_ptr<SpinTeam> team_;    // threads over matmul columns (size 1 unless the batch is one chunk)
   std::vector<float> packed_;         // every PackedMatrix's storage
   std::vector<PackedLayer> packed_layers_;  // (L)
-  std::vector<float> wk_t_;                 // (C, C) the last layer's W_k transposed: row o is key column o
   KVCache cache_;
   int chunk_;                     // batch rows per chunk (a unit of work for one thread)
   std::vector<RunState> states_;  // (threads) scratch of the chunk each thread runs

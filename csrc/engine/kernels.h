@@ -21,6 +21,11 @@ using MatmulPackedFn = void (*)(float* out, int ldo, const float* in, int ldi, c
 // out = (x - mean(x)) / sqrt(var(x) + eps) * w + b over n values (biased variance, as torch); out may be x.
 using LayerNormFn = void (*)(float* out, const float* x, const float* w, const float* b, int n, float eps);
 
+// out[m * ldo + n] = sum_k a[m * lda + k] * b[n * ldb + k]: every row of a against every row of b (attention
+// scores against keys stored one per row).
+using MatmulNtFn = void (*)(float* out, int ldo, const float* a, int lda, const float* b, int ldb, int M, int N,
+                            int K);
+
 // Attention weights of one query in place: row[j] = softmax over the keys j with dmin <= dist[j] <= dmax of
 // scale * row[j], and 0 for every other j (n values; at least one key must pass). exp is a polynomial within
 // 2 ulp of expf.
@@ -29,6 +34,7 @@ using MaskedSoftmaxFn = void (*)(float* row, const int* dist, int n, int dmin, i
 struct Kernels {
   MatmulFn matmul;
   MatmulPackedFn matmul_packed;
+  MatmulNtFn matmul_nt;
   int panel;  // columns per panel of matmul_packed's weight layout
   LayerNormFn layer_norm;
   MaskedSoftmaxFn masked_softmax;
@@ -42,6 +48,7 @@ struct Kernels {
   extern const int panel_width;                                                                 \
   void layer_norm(float*, const float*, const float*, const float*, int, float);                \
   void masked_softmax(float*, const int*, int, int, int, float);                                \
+  void matmul_nt(float*, int, const float*, int, const float*, int, int, int, int);             \
   }
 DT_DECLARE_KERNELS(avx512)
 DT_DECLARE_KERNELS(avx2)

@@ -201,5 +201,47 @@ void masked_softmax(float* row, const int* dist, int n, int dmin, int dmax, floa
   for (int j = nv; j < n; ++j) row[j] *= inv;
 }
 
+namespace {
+
+// Rows m0..m0+MB of out against keys n0..n0+NB: MB x NB dot products over K, vectorised along K.
+template <int MB, int NB>
+inline void dots(float* out, int ldo, const float* a, int lda, const float* b, int ldb, int K) {
+  const int kv = K - K % DT_VEC;
+  vec acc[MB][NB] = {};
+  for (int k = 0; k < kv; k += DT_VEC) {
+    vec bv[NB];
+    for (int j = 0; j < NB; ++j) bv[j] = load(b + static_cast<long>(j) * ldb + k);
+    for (int i = 0; i < MB; ++i) {
+      const vec av = load(a + static_cast<long>(i) * lda + k);
+      for (int j = 0; j < NB; ++j) acc[i][j] += av * bv[j];
+    }
+  }
+  for (int i = 0; i < MB; ++i)
+    for (int j = 0; j < NB; ++j) {
+      float sum = hsum(acc[i][j]);
+      for (int k = kv; k < K; ++k) sum += a[static_cast<long>(i) * lda + k] * b[static_cast<long>(j) * ldb + k];
+      out[static_cast<long>(i) * ldo + j] = sum;
+    }
+}
+
+// All keys for MB rows: blocks of 4 keys (12 independent accumulators at MB = 3), then one key at a time.
+template <int MB>
+void dots_rows(float* out, int ldo, const float* a, int lda, const float* b, int ldb, int N, int K) {
+  int n = 0;
+  for (; n + 4 <= N; n += 4) dots<MB, 4>(out + n, ldo, a, lda, b + static_cast<long>(n) * ldb, ldb, K);
+  for (; n < N; ++n) dots<MB, 1>(out + n, ldo, a, lda, b + static_cast<long>(n) * ldb, ldb, K);
+}
+
+}  // namespace
+
+void matmul_nt(float* out, int ldo, const float* a, int lda, const float* b, int ldb, int M, int N, int K) {
+  int m = 0;
+  for (; m + 3 <= M; m += 3)
+    dots_rows<3>(out + static_cast<long>(m) * ldo, ldo, a + static_cast<long>(m) * lda, lda, b, ldb, N, K);
+  float* o = out + static_cast<long>(m) * ldo;
+  if (M - m == 2) dots_rows<2>(o, ldo, a + static_cast<long>(m) * lda, lda, b, ldb, N, K);
+  if (M - m == 1) dots_rows<1>(o, ldo, a + static_cast<long>(m) * lda, lda, b, ldb, N, K);
+}
+
 }  // namespace DT_KERNEL_NS
 }  // namespace dt
