@@ -115,13 +115,31 @@ void matmul_packed(float* out, int ldo, const float* in, int ldi, const float* w
 
 namespace {
 
-// Sum of the lanes, pairwise (the compiler turns the halving into extracts and vector adds).
+// Sum of the lanes, pairwise: the upper half added to the lower half until one lane is left, in registers.
+typedef float f8 __attribute__((vector_size(8 * sizeof(float))));
+typedef float f4 __attribute__((vector_size(4 * sizeof(float))));
+typedef float f2 __attribute__((vector_size(2 * sizeof(float))));
+
+inline float hsum4(f4 v) {
+  const f2 h = __builtin_shufflevector(v, v, 0, 1) + __builtin_shufflevector(v, v, 2, 3);
+  return h[0] + h[1];
+}
+
+inline float hsum8(f8 v) {
+  return hsum4(__builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7));
+}
+
 inline float hsum(vec v) {
-  float lane[DT_VEC];
-  __builtin_memcpy(lane, &v, sizeof(v));
-  for (int half = DT_VEC / 2; half >= 1; half /= 2)
-    for (int l = 0; l < half; ++l) lane[l] += lane[l + half];
-  return lane[0];
+#if DT_VEC == 16
+  return hsum8(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+               __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15));
+#elif DT_VEC == 8
+  return hsum4(__builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7));
+#elif DT_VEC == 4
+  return hsum4(__builtin_shufflevector(v, v, 0, 1, 2, 3));
+#else
+#error "DT_VEC must be 4, 8 or 16"
+#endif
 }
 
 inline vec load(const float* p) { return *reinterpret_cast<const vec*>(p); }
@@ -207,7 +225,9 @@ namespace {
 template <int MB, int NB>
 inline void dots(float* out, int ldo, const float* a, int lda, const float* b, int ldb, int K) {
   const int kv = K - K % DT_VEC;
-  vec acc[MB][NB] = {};
+  vec acc[MB][NB];
+  for (int i = 0; i < MB; ++i)
+    for (int j = 0; j < NB; ++j) acc[i][j] = vec{};
   for (int k = 0; k < kv; k += DT_VEC) {
     vec bv[NB];
     for (int j = 0; j < NB; ++j) bv[j] = load(b + static_cast<long>(j) * ldb + k);
