@@ -256,8 +256,10 @@ void Engine::attend(RunState& st, int l, int64_t b, int64_t bl, const float* kt,
   // dist[j]: how many positions before s_t the key in slot s0 + j is (slots past the ring: never valid).
   int* dist = st.dist.data();
   const int end_slot = static_cast<int>(p.end % R);
-  for (int j = 0; j < n; ++j)
-    dist[j] = s0 + j < R ? (end_slot - s0 - j + R) % R : std::numeric_limits<int>::max();
+  for (int j = 0; j < n; ++j) {
+    const int d = end_slot - s0 - j;
+    dist[j] = s0 + j >= R ? std::numeric_limits<int>::max() : d >= 0 ? d : d + R;
+  }
   const int dk = inputs ? C : hs;  // width of a head's queries, keys and values
   for (int hd = 0; hd < H; ++hd) {
     const int col = inputs ? 0 : hd * hs, q_col = hd * dk;
@@ -305,18 +307,8 @@ void Engine::layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in)
     const bool scratch = l > 0 && p.recompute;  // keys/values used by this step only
     float* kt = inputs    ? nullptr
                 : scratch ? st.kt_scratch.data()
-                          : cache_.kt.data() + (b * L + l) * static_cast<int64_t>(C) * Rp_;
-    float* v = scratch ? st.v_scratch.data() : cache_.v.data() + (b * L + l) * static_cast<int64_t>(R_) * C;
-    // The next row's cache at this layer (when it reads it), fetched while this row computes: rows are far apart
-    // in the cache, and the hardware prefetcher alone leaves attention waiting on memory.
-    if (bl + 1 < nb && !(l > 0 && st.plan[bl + 1].recompute)) {
-      const char* nv = reinterpret_cast<const char*>(cache_.v.data() + ((b + 1) * L + l) * R_ * C);
-      for (int64_t i = 0; i < static_cast<int64_t>(R_) * C * 4; i += 64) __builtin_prefetch(nv + i, 1, 3);
-      if (!inputs) {
-        const char* nk = reinterpret_cast<const char*>(cache_.kt.data() + ((b + 1) * L + l) * C * Rp_);
-        for (int64_t i = 0; i < static_cast<int64_t>(C) * Rp_ * 4; i += 64) __builtin_prefetch(nk + i, 1, 3);
-      }
-    }
+                          : cache_.kt.data() + (l * B_ + b) * static_cast<int64_t>(C) * Rp_;
+    float* v = scratch ? st.v_scratch.data() : cache_.v.data() + (l * B_ + b) * static_cast<int64_t>(R_) * C;
     const int64_t n_tok = p.end - lo + 1, first = lo % R_;
     if (inputs) {  // the ln_1 outputs of positions lo.., one row each
       for (int64_t pos = lo; pos <= p.end; ++pos)

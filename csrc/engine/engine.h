@@ -71,8 +71,9 @@ struct Model {
 Model load_checkpoint(const std::string& dir);
 
 struct KVCache {
-  std::vector<float> kt;  // (B, L, C, Rp): keys transposed, the row's token p at layer l in column p % R (exact)
-  std::vector<float> v;   // (B, L, R, C): values, or ln_1 outputs at a layer that caches inputs; row p % R
+  // Layer-major, so that attention over a chunk's rows at one layer reads one run of memory.
+  std::vector<float> kt;  // (L, B, C, Rp): keys transposed, the row's token p at layer l in column p % R (exact)
+  std::vector<float> v;   // (L, B, R, C): values, or ln_1 outputs at a layer that caches inputs; row p % R
   std::vector<float> x0;  // (B, R, C): layer-0 input of each token (embed_ln output + wpe[0])
   std::vector<float> q0;  // (B, R, C): layer-0 query of each token (exact)
 };
