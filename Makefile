@@ -38,8 +38,8 @@ demo: install
 bench: install
 	$(PY) -m benchmarks.suite
 
-# The sampler tests against a copy of dt_fast._C built with AddressSanitizer + UBSan in build/sanitize (the
-# in-place module stays untouched): a shadow package links every dt_fast file but _C. Python itself is not
+# The sampler and engine tests against a copy of dt_fast._C built with AddressSanitizer + UBSan in build/sanitize
+# (the in-place module stays untouched): a shadow package links every dt_fast file but _C. Python itself is not
 # instrumented, so libasan is preloaded; leak checking is off (the interpreter never frees everything).
 # Then the engine: csrc/examples/control_loop (engine + Controller, two threads at batch 1) on a random
 # checkpoint, built with ASan + UBSan and again with ThreadSanitizer (build/tsan), in both modes.
@@ -56,7 +56,8 @@ sanitize: $(DEPS)
 	for f in dt_fast/*; do case $$f in *.so) ;; *) ln -s $(CURDIR)/$$f $(SAN_DIR)/pkg/dt_fast/ ;; esac; done
 	cp $(SAN_DIR)/_C*.so $(SAN_DIR)/pkg/dt_fast/
 	$(SAN_ENV) $(PY) -c "import sys; sys.path.insert(0, '$(SAN_DIR)/pkg'); import dt_fast._C as c; print(c.__file__)"
-	$(SAN_ENV) $(PY) -m pytest -q -p no:cacheprovider -o pythonpath="$(SAN_DIR)/pkg ." tests/test_sampler*.py
+	$(SAN_ENV) $(PY) -m pytest -q -p no:cacheprovider -o pythonpath="$(SAN_DIR)/pkg ." tests/test_sampler*.py \
+		tests/test_engine.py
 	$(PY) -c "import dt_fast as d; d.DecisionTransformer(d.DecisionTransformerConfig(state_dim=11, act_dim=3, \
 		max_ep_len=1000)).save_pretrained('$(SAN_DIR)/checkpoint')"
 	cmake --build $(SAN_DIR) --target control_loop -j 2
