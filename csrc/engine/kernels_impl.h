@@ -129,6 +129,33 @@ inline float hsum8(f8 v) {
   return hsum4(__builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7));
 }
 
+// The lane sums of four vectors at once, as one vector of four: halves of pairs added, then quarters, and so on.
+inline f4 hsum_x4(vec a, vec b, vec c, vec d) {
+#if DT_VEC == 16
+  const vec ab = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+                 __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  const vec cd = __builtin_shufflevector(c, d, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+                 __builtin_shufflevector(c, d, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  const vec q = __builtin_shufflevector(ab, cd, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
+                __builtin_shufflevector(ab, cd, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+  const f8 e = __builtin_shufflevector(q, q, 0, 1, 4, 5, 8, 9, 12, 13) +
+               __builtin_shufflevector(q, q, 2, 3, 6, 7, 10, 11, 14, 15);
+  return __builtin_shufflevector(e, e, 0, 2, 4, 6) + __builtin_shufflevector(e, e, 1, 3, 5, 7);
+#elif DT_VEC == 8
+  const vec ab = __builtin_shufflevector(a, b, 0, 1, 2, 3, 8, 9, 10, 11) +
+                 __builtin_shufflevector(a, b, 4, 5, 6, 7, 12, 13, 14, 15);
+  const vec cd = __builtin_shufflevector(c, d, 0, 1, 2, 3, 8, 9, 10, 11) +
+                 __builtin_shufflevector(c, d, 4, 5, 6, 7, 12, 13, 14, 15);
+  const vec e = __builtin_shufflevector(ab, cd, 0, 1, 4, 5, 8, 9, 12, 13) +
+                __builtin_shufflevector(ab, cd, 2, 3, 6, 7, 10, 11, 14, 15);
+  return __builtin_shufflevector(e, e, 0, 2, 4, 6) + __builtin_shufflevector(e, e, 1, 3, 5, 7);
+#else
+  const vec ab = __builtin_shufflevector(a, b, 0, 1, 4, 5) + __builtin_shufflevector(a, b, 2, 3, 6, 7);
+  const vec cd = __builtin_shufflevector(c, d, 0, 1, 4, 5) + __builtin_shufflevector(c, d, 2, 3, 6, 7);
+  return __builtin_shufflevector(ab, cd, 0, 2, 4, 6) + __builtin_shufflevector(ab, cd, 1, 3, 5, 7);
+#endif
+}
+
 inline float hsum(vec v) {
 #if DT_VEC == 16
   return hsum8(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
@@ -236,12 +263,19 @@ inline void dots(float* out, int ldo, const float* a, int lda, const float* b, i
       for (int j = 0; j < NB; ++j) acc[i][j] += av * bv[j];
     }
   }
-  for (int i = 0; i < MB; ++i)
-    for (int j = 0; j < NB; ++j) {
-      float sum = hsum(acc[i][j]);
-      for (int k = kv; k < K; ++k) sum += a[static_cast<long>(i) * lda + k] * b[static_cast<long>(j) * ldb + k];
-      out[static_cast<long>(i) * ldo + j] = sum;
+  for (int i = 0; i < MB; ++i) {
+    float sum[NB];
+    if constexpr (NB == 4) {
+      const f4 s4 = hsum_x4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
+      for (int j = 0; j < 4; ++j) sum[j] = s4[j];
+    } else {
+      for (int j = 0; j < NB; ++j) sum[j] = hsum(acc[i][j]);
     }
+    for (int j = 0; j < NB; ++j) {
+      for (int k = kv; k < K; ++k) sum[j] += a[static_cast<long>(i) * lda + k] * b[static_cast<long>(j) * ldb + k];
+      out[static_cast<long>(i) * ldo + j] = sum[j];
+    }
+  }
 }
 
 // All keys for MB rows: blocks of 4 keys (12 independent accumulators at MB = 3), then one key at a time.
