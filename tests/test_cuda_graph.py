@@ -30,6 +30,9 @@ def random_model(seed: int) -> DecisionTransformer:
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.3 if p.dim() > 1 else 0.1)
+        for m in model.modules():  # LayerNorm gains near 1: near 0 they would flatten every attention score
+            if isinstance(m, torch.nn.LayerNorm):
+                m.weight.normal_(1.0, 0.2)
     return model.eval()
 
 

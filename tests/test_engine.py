@@ -26,12 +26,16 @@ pytestmark = [pytest.mark.skipif(not dt_fast.HAS_C_EXT, reason="dt_fast._C is no
 
 
 def random_model(seed: int, **kwargs) -> DecisionTransformer:
-    """A DecisionTransformer with large random weights, so that actions depend on every input."""
+    """A DecisionTransformer with large random weights, so that actions depend on every input: LayerNorm gains
+    near 1 (near 0 they would flatten every attention score and hide errors in attention)."""
     torch.manual_seed(seed)
     model = DecisionTransformer(DecisionTransformerConfig(max_ep_len=200, **kwargs)).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.3 if p.dim() > 1 else 0.1)
+        for m in model.modules():
+            if isinstance(m, torch.nn.LayerNorm):
+                m.weight.normal_(1.0, 0.2)
     return model
 
 
@@ -79,6 +83,7 @@ SHAPES = [  # (state_dim, act_dim, hidden_size, n_layer, n_head, K, extra config
     (17, 6, 32, 1, 2, 1, {"activation_function": "gelu_new"}),
     (5, 2, 48, 2, 4, 6, {"scale_attn_by_inverse_layer_idx": True, "n_inner": 72, "activation_function": "silu"}),
     (3, 1, 16, 4, 2, 3, {"action_tanh": False, "scale_attn_weights": False, "activation_function": "gelu"}),
+    (4, 2, 36, 2, 3, 5, {}),  # C and head size not multiples of any vector width: every kernel's tail
 ]
 
 
@@ -126,12 +131,15 @@ def test_rolling_equals_exact_while_window_fills(decoder: str) -> None:
         s, r = rng.normal(size=(B, 11)).astype(np.float32), rng.normal(size=B).astype(np.float32)
         ts = np.full(B, t, dtype=np.int64)
         diffs.append(np.abs(run(exact, s, r, ts) - run(rolling, s, r, ts)).max())
-    assert max(diffs[:K]) < 1e-6, diffs[:K]
+    # The same function, not the same arithmetic: the engine's rolling layers cache ln_1 outputs and fold W_q W_k^T
+    # and W_v W_o, its exact layers cache keys and values (engine.h), so they agree to float rounding, not to the bit.
+    assert max(diffs[:K]) < 2e-5, diffs[:K]
     assert min(diffs[K:]) > 1e-4, "rolling should differ from exact once the window slides"
 
 
-def test_rolling_engine_equals_torch_decoder() -> None:
-    model = random_model(2, state_dim=7, act_dim=2, hidden_size=32, n_layer=2, n_head=2)
+@pytest.mark.parametrize("C, H", [(32, 2), (36, 3)])
+def test_rolling_engine_equals_torch_decoder(C: int, H: int) -> None:
+    model = random_model(2, state_dim=7, act_dim=2, hidden_size=C, n_layer=2, n_head=H)
     K, B = 3, 2
     eng, dec = make_engine(model, B, K, "rolling"), KVCacheDecoder(model, B, K, "rolling")
     rng = np.random.default_rng(0)
@@ -145,20 +153,23 @@ def test_rolling_engine_equals_torch_decoder() -> None:
         np.testing.assert_allclose(a, b, atol=2e-5, rtol=0, err_msg=f"step {t}")
 
 
+@pytest.mark.parametrize("mode", ["exact", "rolling"])
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "generic"])
-def test_every_kernel_build_gives_the_same_actions(isa: str) -> None:
-    model = random_model(3, state_dim=11, act_dim=3, hidden_size=96, n_layer=2, n_head=2)
+def test_every_kernel_build_equals_the_torch_decoder(isa: str, mode: str) -> None:
+    """Each ISA build, on a shape whose widths (36, heads of 12) leave a tail in every vector loop."""
+    model = random_model(3, state_dim=11, act_dim=3, hidden_size=36, n_layer=2, n_head=3)
     try:
-        eng = make_engine(model, 2, 4, "exact", isa=isa)
+        eng = make_engine(model, 2, 4, mode, isa=isa)
     except ValueError as err:
         pytest.skip(str(err))
     assert eng.isa == isa
-    ref = make_engine(model, 2, 4, "exact", isa="generic")
+    dec = KVCacheDecoder(model, 2, 4, mode)
     rng = np.random.default_rng(0)
     for t in range(12):
         s, r = rng.normal(size=(2, 11)).astype(np.float32), rng.normal(size=2).astype(np.float32)
         ts = np.full(2, t, dtype=np.int64)
-        np.testing.assert_allclose(eng.step(s, r, ts), ref.step(s, r, ts), atol=1e-5, rtol=0)
+        want = dec.step(torch.tensor(s), torch.tensor(r), torch.tensor(ts)).numpy()
+        np.testing.assert_allclose(eng.step(s, r, ts), want, atol=2e-5, rtol=0, err_msg=f"step {t}")
 
 
 @pytest.mark.parametrize("mode, B, K", [("exact", 9, 20), ("rolling", 170, 4)])

@@ -21,7 +21,7 @@ from dt_fast.decode import KVCacheDecoder  # noqa: E402
 from dt_fast.kernels.decoder import TritonKVCacheDecoder  # noqa: E402
 from dt_fast.policy import Policy  # noqa: E402
 
-ATOL = 1e-5
+ATOL = 2e-5  # float32 rounding over 200 steps with sharp attention (LayerNorm gains near 1); the engine's too
 
 
 def random_model(seed: int, n_head: int) -> DecisionTransformer:
@@ -32,6 +32,9 @@ def random_model(seed: int, n_head: int) -> DecisionTransformer:
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.3 if p.dim() > 1 else 0.1)
+        for m in model.modules():  # LayerNorm gains near 1: near 0 they would flatten every attention score
+            if isinstance(m, torch.nn.LayerNorm):
+                m.weight.normal_(1.0, 0.2)
     return model.eval()
 
 
