@@ -1,8 +1,9 @@
 // Engine: see engine.h. A step splits the batch into chunks of rows (one thread runs a chunk with its own
 // RunState, so the working set stays in L2). Per chunk: plan each row's token ranges, embed the new tokens into
 // the layer-0 cache, run the layers over the packed token rows of the chunk (one matmul per weight for all of
-// them; attention per row and head as two small matmuls over the ring, scores over the transposed keys then
-// weights times values), then ln_f and the action head on the s_t rows. Nothing is allocated after construction.
+// them; attention per row and head over the ring: scores against the transposed keys, or against the cached ln_1
+// outputs row by row, then weights times values or cached outputs), then ln_f and the action head on the s_t
+// rows. Nothing is allocated after construction.
 #include "engine/engine.h"
 
 #include <algorithm>
@@ -159,8 +160,8 @@ void Engine::pack_weights() {
       sources.push_back({&p.vo, vo, C, H * C, C});
     } else {
       sources.push_back({&p.qkv, w.attn_w, 3 * C, C, 3 * C});
+      sources.push_back({&p.proj, w.proj_w, C, C, C});
     }
-    sources.push_back({&p.proj, w.proj_w, C, C, C});
     sources.push_back({&p.fc, w.fc_w, I, C, I});
     sources.push_back({&p.fc_proj, w.fc_proj_w, C, I, C});
   }
@@ -282,7 +283,7 @@ void Engine::layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in)
   const PackedLayer& pw = packed_layers_[l];
   const int C = c.hidden_size, I = c.n_inner, L = c.n_layer, H = c.n_head;
   const bool last = l == L - 1, inputs = caches_inputs(l);
-  // ln_1 of the tokens whose keys/values this layer computes: the new tokens at layer 0, all rows after it.
+  // ln_1 of the tokens whose cache entries this layer computes: the new tokens at layer 0, all rows after it.
   const RowPlan& back = st.plan[nb - 1];
   const int64_t rows_kv = l == 0 ? back.new_off + (back.end - back.new_lo + 1) : rows_in;
   for (int64_t bl = 0; bl < nb; ++bl) {

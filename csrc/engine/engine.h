@@ -107,8 +107,7 @@ struct RunState {
   std::vector<float> h;       // (rows, C) residual stream entering a layer, batch rows packed one after another
   std::vector<float> h2;      // (rows, C) residual stream leaving it
   std::vector<float> xb;      // (rows, C) LayerNorm and projection outputs
-  std::vector<float> qkv;     // (rows, 3C) c_attn outputs of the tokens computed at a layer; (rows, C) queries
-                              // alone at a layer that caches inputs
+  std::vector<float> qkv;     // (rows, 3C) c_attn outputs of the tokens computed at a layer that caches keys
   std::vector<float> xq;      // (G, C) ln_1 of s_t at the last layer
   std::vector<float> q_abs;   // (rows, H, C) W_k q of every head of each query, at a layer that caches inputs
   std::vector<float> x_mix;   // (rows, H, C) sum_j a_j x_j of every head of each query, same layers
