@@ -5,6 +5,8 @@
 // in L1 while all row tiles stream past it; the rows left over (< DT_MR) take one more pass, not one each.
 // Columns left over (< DT_VEC) are done by a scalar loop. matmul_packed reads w packed in panels (kernels.h),
 // so that each panel streams from memory in one contiguous run.
+// matmul_nt takes dot products of rows against rows (attention scores against cached rows), four keys at a time
+// with one shuffle tree for their lane sums. masked_softmax is a softmax over a masked row with a polynomial exp.
 // layer_norm is torch's (biased variance, two passes).
 #include <algorithm>
 #include <cmath>
@@ -115,10 +117,11 @@ void matmul_packed(float* out, int ldo, const float* in, int ldi, const float* w
 
 namespace {
 
-// Sum of the lanes, pairwise: the upper half added to the lower half until one lane is left, in registers.
 typedef float f8 __attribute__((vector_size(8 * sizeof(float))));
 typedef float f4 __attribute__((vector_size(4 * sizeof(float))));
 typedef float f2 __attribute__((vector_size(2 * sizeof(float))));
+
+// Sums of lanes, pairwise: the upper half added to the lower half until one lane is left, in registers.
 
 inline float hsum4(f4 v) {
   const f2 h = __builtin_shufflevector(v, v, 0, 1) + __builtin_shufflevector(v, v, 2, 3);
