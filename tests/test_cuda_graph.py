@@ -17,23 +17,16 @@ import torch
 from dt_fast import DecisionTransformer, DecisionTransformerConfig, Policy
 from dt_fast.cuda_graph import GraphedStep, static_decoder
 from dt_fast.decode import KVCacheDecoder
+from tests import models
 
 B, K, ATOL = 3, 3, 1e-5
 RESETS = {5: [1], 9: [2, 0]}  # step -> rows that start a new episode there
 
 
 def random_model(seed: int) -> DecisionTransformer:
-    """A small DecisionTransformer (2 layers, 2 heads) with weights large enough that actions vary."""
-    torch.manual_seed(seed)
-    model = DecisionTransformer(DecisionTransformerConfig(state_dim=5, act_dim=2, hidden_size=32, n_head=2,
-                                                          n_layer=2, max_ep_len=100))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.3 if p.dim() > 1 else 0.1)
-        for m in model.modules():  # LayerNorm gains near 1: near 0 they would flatten every attention score
-            if isinstance(m, torch.nn.LayerNorm):
-                m.weight.normal_(1.0, 0.2)
-    return model.eval()
+    """A small random DecisionTransformer (2 layers, 2 heads; tests.models.random_model)."""
+    return models.random_model(seed, DecisionTransformerConfig(state_dim=5, act_dim=2, hidden_size=32, n_head=2,
+                                                               n_layer=2, max_ep_len=100))
 
 
 def run(decoder, steps: int, device: str = "cpu") -> list[torch.Tensor]:

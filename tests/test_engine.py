@@ -18,6 +18,7 @@ import torch
 import dt_fast
 from dt_fast import DecisionTransformer, DecisionTransformerConfig
 from dt_fast.decode import KVCacheDecoder
+from tests import models
 
 pytestmark = [pytest.mark.skipif(not dt_fast.HAS_C_EXT, reason="dt_fast._C is not built"),
               pytest.mark.usefixtures("one_torch_thread")]
@@ -26,17 +27,8 @@ pytestmark = [pytest.mark.skipif(not dt_fast.HAS_C_EXT, reason="dt_fast._C is no
 
 
 def random_model(seed: int, **kwargs) -> DecisionTransformer:
-    """A DecisionTransformer with large random weights, so that actions depend on every input: LayerNorm gains
-    near 1 (near 0 they would flatten every attention score and hide errors in attention)."""
-    torch.manual_seed(seed)
-    model = DecisionTransformer(DecisionTransformerConfig(max_ep_len=200, **kwargs)).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.3 if p.dim() > 1 else 0.1)
-        for m in model.modules():
-            if isinstance(m, torch.nn.LayerNorm):
-                m.weight.normal_(1.0, 0.2)
-    return model
+    """tests.models.random_model with max_ep_len 200 and the given config fields."""
+    return models.random_model(seed, DecisionTransformerConfig(max_ep_len=200, **kwargs))
 
 
 def tensors_of(model: DecisionTransformer) -> dict[str, np.ndarray]:

@@ -20,22 +20,15 @@ from dt_fast import DecisionTransformer, DecisionTransformerConfig  # noqa: E402
 from dt_fast.decode import KVCacheDecoder  # noqa: E402
 from dt_fast.kernels.decoder import TritonKVCacheDecoder  # noqa: E402
 from dt_fast.policy import Policy  # noqa: E402
+from tests import models  # noqa: E402
 
 ATOL = 2e-5  # float32 rounding over 200 steps with sharp attention (LayerNorm gains near 1); the engine's too
 
 
 def random_model(seed: int, n_head: int) -> DecisionTransformer:
-    """A small DecisionTransformer (2 layers) with weights large enough that actions vary."""
-    torch.manual_seed(seed)
-    model = DecisionTransformer(DecisionTransformerConfig(state_dim=11, act_dim=3, hidden_size=32, n_head=n_head,
-                                                          n_layer=2, max_ep_len=1000))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.3 if p.dim() > 1 else 0.1)
-        for m in model.modules():  # LayerNorm gains near 1: near 0 they would flatten every attention score
-            if isinstance(m, torch.nn.LayerNorm):
-                m.weight.normal_(1.0, 0.2)
-    return model.eval()
+    """A small random DecisionTransformer (2 layers; tests.models.random_model)."""
+    return models.random_model(seed, DecisionTransformerConfig(state_dim=11, act_dim=3, hidden_size=32,
+                                                               n_head=n_head, n_layer=2, max_ep_len=1000))
 
 
 @pytest.mark.parametrize("mode,steps", [("exact", 200), ("rolling", 30)])
