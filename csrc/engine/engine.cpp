@@ -93,22 +93,28 @@ Engine::Engine(Model model, int batch, int context_len, Mode mode, int n_threads
   cache_.v.assign(B * L * R * C, 0.0f);
   cache_.x0.assign(B * R * C, 0.0f);
   const size_t G = static_cast<size_t>(std::min(chunk_, batch)), rows = G * per_row;
+  // Layers that cache keys and values exist in exact mode only; layers that cache inputs take every row as a
+  // query in rolling mode, s_t alone (the last layer) in exact mode.
+  const bool exact = mode == Mode::Exact;
+  const size_t kv_rows = exact ? rows : 0, query_rows = exact ? G : rows;
   states_.resize(static_cast<size_t>(pool_->size()));
   for (RunState& st : states_) {
     st.h.assign(rows * C, 0.0f);
     st.h2.assign(rows * C, 0.0f);
     st.xb.assign(rows * C, 0.0f);
-    st.qkv.assign(rows * 3 * C, 0.0f);
+    st.qkv.assign(kv_rows * 3 * C, 0.0f);
     st.xq.assign(G * C, 0.0f);
-    st.q_abs.assign(rows * c.n_head * C, 0.0f);
-    st.x_mix.assign(rows * c.n_head * C, 0.0f);
-    st.att.assign(rows * C, 0.0f);
+    st.q_abs.assign(query_rows * c.n_head * C, 0.0f);
+    st.x_mix.assign(query_rows * c.n_head * C, 0.0f);
+    st.att.assign(kv_rows * C, 0.0f);
     st.ff.assign(rows * c.n_inner, 0.0f);
     st.scores.assign(R * Rp_, 0.0f);
     st.dist.assign(Rp_, 0);
-    st.att_q.assign(R * C, 0.0f);
-    st.kt_scratch.assign(C * Rp_, 0.0f);
-    st.v_scratch.assign(R * C, 0.0f);
+    if (exact) {
+      st.att_q.assign(R * C, 0.0f);
+      st.kt_scratch.assign(C * Rp_, 0.0f);
+      st.v_scratch.assign(R * C, 0.0f);
+    }
     st.plan.assign(G, RowPlan{});
   }
   n_steps_.assign(B, 0);

@@ -109,16 +109,18 @@ struct RunState {
   std::vector<float> xb;      // (rows, C) LayerNorm and projection outputs
   std::vector<float> qkv;     // (rows, 3C) c_attn outputs of the tokens computed at a layer that caches keys
   std::vector<float> xq;      // (G, C) ln_1 of s_t at the last layer
-  std::vector<float> q_abs;   // (rows, H, C) W_k q of every head of each query, at a layer that caches inputs
-  std::vector<float> x_mix;   // (rows, H, C) sum_j a_j x_j of every head of each query, same layers
-  std::vector<float> att;     // (rows, C) attention outputs, packed by query
+  // At a layer that caches inputs, for each query (rows in rolling mode, the G s_t rows in exact mode):
+  std::vector<float> q_abs;   // (queries, H, C) W_k q of every head
+  std::vector<float> x_mix;   // (queries, H, C) sum_j a_j x_j of every head
+  std::vector<float> att;     // (rows, C) attention outputs, packed by query (layers that cache keys and values)
   std::vector<float> ff;      // (rows, I) MLP hidden layer
-  std::vector<float> att_q;   // (R, C) layer-0 queries of the window, copied out of the ring in order
-  std::vector<float> kt_scratch;  // (C, Rp) keys of a recomputed window at a layer >= 1, laid out as the cache
-  std::vector<float> v_scratch;   // (R, C) its values (never read again: the next step recomputes them)
   std::vector<float> scores;  // (R, Rp) scores of every query and key slot of one head, then attention weights
   std::vector<int> dist;      // (Rp) positions between s_t and the key in each slot attention reads
   std::vector<RowPlan> plan;  // (G)
+  // Exact mode only:
+  std::vector<float> att_q;   // (R, C) layer-0 queries of the window, copied out of the ring in order
+  std::vector<float> kt_scratch;  // (C, Rp) keys of a recomputed window at a layer >= 1, laid out as the cache
+  std::vector<float> v_scratch;   // (R, C) its values or, at the last layer, its ln_1 outputs (this step only)
 };
 
 class Engine {
