@@ -77,7 +77,8 @@ Engine::Engine(Model model, int batch, int context_len, Mode mode, int n_threads
   if (n_threads == 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const Config& c = model_.config;
   const size_t C = c.hidden_size, B = batch, R = R_, L = c.n_layer;
-  const size_t per_row = mode == Mode::Exact ? 3 * K_ : 3;  // most token rows one batch row computes in a step
+  const bool exact = mode == Mode::Exact;
+  const size_t per_row = exact ? 3 * K_ : 3;  // most token rows one batch row computes in a step
   // Rows per chunk: at most kChunkTokens token rows, and every thread the same number of equal chunks.
   const size_t per_thread = (B + n_threads - 1) / n_threads, max_rows = std::max<size_t>(1, kChunkTokens / per_row);
   const size_t chunks_per_thread = (per_thread + max_rows - 1) / max_rows;
@@ -86,7 +87,7 @@ Engine::Engine(Model model, int batch, int context_len, Mode mode, int n_threads
   pool_ = std::make_unique<ThreadPool>(n_chunks == 1 ? 1 : std::min(n_threads, n_chunks));
   team_ = std::make_unique<SpinTeam>(n_chunks == 1 ? n_threads : 1);
   pack_weights();
-  if (mode == Mode::Exact) {  // rolling caches ln_1 outputs only, in cache_.v
+  if (exact) {  // rolling caches ln_1 outputs only, in cache_.v
     cache_.kt.assign(B * L * C * Rp_, 0.0f);
     cache_.q0.assign(B * R * C, 0.0f);
   }
@@ -95,7 +96,6 @@ Engine::Engine(Model model, int batch, int context_len, Mode mode, int n_threads
   const size_t G = static_cast<size_t>(std::min(chunk_, batch)), rows = G * per_row;
   // Layers that cache keys and values exist in exact mode only; layers that cache inputs take every row as a
   // query in rolling mode, s_t alone (the last layer) in exact mode.
-  const bool exact = mode == Mode::Exact;
   const size_t kv_rows = exact ? rows : 0, query_rows = exact ? G : rows;
   states_.resize(static_cast<size_t>(pool_->size()));
   for (RunState& st : states_) {

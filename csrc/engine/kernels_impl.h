@@ -122,7 +122,6 @@ typedef float f4 __attribute__((vector_size(4 * sizeof(float))));
 typedef float f2 __attribute__((vector_size(2 * sizeof(float))));
 
 // Sums of lanes, pairwise: the upper half added to the lower half until one lane is left, in registers.
-
 inline float hsum4(f4 v) {
   const f2 h = __builtin_shufflevector(v, v, 0, 1) + __builtin_shufflevector(v, v, 2, 3);
   return h[0] + h[1];
