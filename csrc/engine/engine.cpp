@@ -80,7 +80,9 @@ Engine::Engine(Model model, int batch, int context_len, Mode mode, int n_threads
   const bool exact = mode == Mode::Exact;
   const size_t per_row = exact ? 3 * K_ : 3;  // most token rows one batch row computes in a step
   // Rows per chunk: at most kChunkTokens token rows, and every thread the same number of equal chunks.
-  const size_t per_thread = (B + n_threads - 1) / n_threads, max_rows = std::max<size_t>(1, kChunkTokens / per_row);
+  const size_t per_thread = (B + n_threads - 1) / n_threads;
+  size_t max_rows = std::max<size_t>(1, kChunkTokens / per_row);
+  if (!exact) max_rows = std::min(max_rows, std::max<size_t>(1, kChunkCacheBytes / (R * C * sizeof(float))));
   const size_t chunks_per_thread = (per_thread + max_rows - 1) / max_rows;
   chunk_ = static_cast<int>((per_thread + chunks_per_thread - 1) / chunks_per_thread);
   const int n_chunks = (batch + chunk_ - 1) / chunk_;
@@ -183,14 +185,22 @@ void Engine::pack_weights() {
 }
 
 void Engine::mm(float* out, int ldo, const float* in, int ldi, const PackedMatrix& w, const float* bias,
-                int64_t M, bool relu) {
+                int64_t M, bool relu, Prefetch* pf) {
   const int T = team_->size(), P = kernels_.panel, panels = (w.N + P - 1) / P;
+  if (T > 1) pf = nullptr;  // any member may run any part
   auto part = [&](int i) {  // a contiguous run of panels per part (a thread keeps its parts' weights in L2)
     const int n0 = std::min(w.N, i * panels / T * P);
     const int n1 = i == T - 1 ? w.N : std::min(w.N, (i + 1) * panels / T * P);
-    if (n0 < n1) kernels_.matmul_packed(out, ldo, in, ldi, w.w, bias, static_cast<int>(M), w.K, w.N, n0, n1, relu);
+    if (n0 < n1)
+      kernels_.matmul_packed(out, ldo, in, ldi, w.w, bias, static_cast<int>(M), w.K, w.N, n0, n1, relu, pf);
   };
   team_->run(part);
+}
+
+Prefetch Engine::cache_lines(int l, int64_t first, int64_t count) const {
+  const int64_t row = static_cast<int64_t>(R_) * model_.config.hidden_size;
+  const float* p = cache_.v.data() + (l * B_ + first) * row;
+  return {reinterpret_cast<const char*>(p), reinterpret_cast<const char*>(p + count * row)};
 }
 
 void Engine::reset(int64_t row) {
@@ -303,7 +313,8 @@ void Engine::layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in)
   // Queries of this layer: every row of the residual stream, or s_t alone at the last layer.
   const int64_t rows_q = last ? nb : rows_in;
   if (inputs) {  // W_k q of every head, from ln_1 in one product
-    mm(st.q_abs.data(), H * C, last ? st.xq.data() : st.xb.data(), C, pw.qk, pw.qk_bias.data(), rows_q);
+    mm(st.q_abs.data(), H * C, last ? st.xq.data() : st.xb.data(), C, pw.qk, pw.qk_bias.data(), rows_q, false,
+       &st.pf);
   } else {
     mm(st.qkv.data(), 3 * C, st.xb.data(), C, pw.qkv, w.attn_b, rows_kv);
   }
@@ -340,9 +351,11 @@ void Engine::layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in)
     }
     attend(st, l, b, bl, kt, v);
   }
+  // Rolling: the next attention of this thread reads this chunk at layer l + 1, or the next chunk at layer 0.
+  if (mode_ == Mode::Rolling) st.pf = last ? cache_lines(0, b0 + nb, st.next_rows) : cache_lines(l + 1, b0, nb);
   const bool relu = c.activation == Activation::Relu;  // fused into the fc matmul
   if (inputs)  // c_proj of (sum_j a_j x_j) W_v + b_v, every head in one product
-    mm(st.xb.data(), C, st.x_mix.data(), H * C, pw.vo, pw.vo_bias.data(), rows_q);
+    mm(st.xb.data(), C, st.x_mix.data(), H * C, pw.vo, pw.vo_bias.data(), rows_q, false, &st.pf);
   else
     mm(st.xb.data(), C, st.att.data(), C, pw.proj, w.proj_b, rows_q);
   for (int64_t bl = 0; bl < nb; ++bl) {
@@ -357,9 +370,9 @@ void Engine::layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in)
       kernels_.layer_norm(st.xb.data() + r * C, hout, w.ln_2_w, w.ln_2_b, C, c.ln_eps);
     }
   }
-  mm(st.ff.data(), I, st.xb.data(), C, pw.fc, w.fc_b, rows_q, relu);
+  mm(st.ff.data(), I, st.xb.data(), C, pw.fc, w.fc_b, rows_q, relu, &st.pf);
   if (!relu) activate(st.ff.data(), rows_q * I, c.activation);
-  mm(st.xb.data(), C, st.ff.data(), I, pw.fc_proj, w.fc_proj_b, rows_q);
+  mm(st.xb.data(), C, st.ff.data(), I, pw.fc_proj, w.fc_proj_b, rows_q, false, &st.pf);
   for (int64_t i = 0; i < rows_q * C; ++i) st.h2[i] += st.xb[i];
   std::swap(st.h, st.h2);
 }
@@ -410,7 +423,10 @@ void Engine::step(const float* states, const float* returns_to_go, const int64_t
   auto body = [&](int64_t begin, int64_t end, int tid) {
     for (int64_t k = begin; k < end; ++k) {
       const int64_t b0 = k * chunk_, nb = std::min<int64_t>(chunk_, B_ - b0);
-      run_chunk(states_[tid], b0, nb, states, returns_to_go, timesteps, actions);
+      RunState& st = states_[tid];
+      st.next_rows = k + 1 < end ? std::min<int64_t>(chunk_, B_ - b0 - nb) : 0;
+      if (mode_ == Mode::Rolling && k == begin) st.pf = cache_lines(0, b0, nb);
+      run_chunk(st, b0, nb, states, returns_to_go, timesteps, actions);
     }
   };
   pool_->parallel_for(n_chunks, 1, body);

@@ -117,6 +117,9 @@ struct RunState {
   std::vector<float> scores;  // (R, Rp) scores of every query and key slot of one head, then attention weights
   std::vector<int> dist;      // (Rp) positions between s_t and the key in each slot attention reads
   std::vector<RowPlan> plan;  // (G)
+  // Rolling mode: the cache rows the next attention reads, fetched under the matmuls before it (kernels.h).
+  Prefetch pf;
+  int64_t next_rows = 0;  // rows in the chunk this thread runs after the current one (0: none)
   // Exact mode only:
   std::vector<float> att_q;   // (R, C) layer-0 queries of the window, copied out of the ring in order
   std::vector<float> kt_scratch;  // (C, Rp) keys of a recomputed window at a layer >= 1, laid out as the cache
@@ -147,12 +150,15 @@ class Engine {
  private:
   // Token rows one chunk of batch rows computes at most: chunks keep a step's working set in L2.
   static constexpr size_t kChunkTokens = 240;
+  // Rolling mode: bytes of one layer's cache a chunk's rows hold at most, so that the rows prefetched for the next
+  // attention stay in L2 while the matmuls before it run.
+  static constexpr size_t kChunkCacheBytes = 768 << 10;
 
   void pack_weights();
   // out (M, w.N) = in (M, w.K) @ w + bias, the columns split across the team.
-  // relu: the bias is followed by max(0, x).
+  // relu: the bias is followed by max(0, x). pf: lines to prefetch meanwhile (used when the team is one thread).
   void mm(float* out, int ldo, const float* in, int ldi, const PackedMatrix& w, const float* bias, int64_t M,
-          bool relu = false);
+          bool relu = false, Prefetch* pf = nullptr);
   void embed(int64_t b, const float* state, float rtg, int64_t timestep);
   void run_chunk(RunState& st, int64_t b0, int64_t nb, const float* states, const float* returns_to_go,
                  const int64_t* timesteps, float* actions);
@@ -162,6 +168,8 @@ class Engine {
   // Attention of row `b` (local `bl`) at layer l over keys kt (C, Rp) and values v (R, C) by ring slot, or over
   // cached inputs v (R, C) with kt unused.
   void attend(RunState& st, int l, int64_t b, int64_t bl, const float* kt, const float* v);
+  // Rolling mode: the cache rows [first, first + count) of layer l, as lines to prefetch.
+  Prefetch cache_lines(int l, int64_t first, int64_t count) const;
 
   Model model_;
   int B_, K_, R_, Rp_;  // Rp: R rounded up to 16, the key cache's row length

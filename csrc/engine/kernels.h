@@ -12,11 +12,20 @@ namespace dt {
 using MatmulFn = void (*)(float* out, int ldo, const float* in, int ldi, const float* w, int ldw, const float* bias,
                           int M, int K, int N);
 
+// Memory to bring into cache while a matmul computes: the lines [next, end), one per k step of the matmul's
+// register tiles, `next` advanced as they are issued. The engine fetches the cache rows of its next attention
+// this way, under the matmuls that come before it, instead of waiting for them when attention reads them.
+struct Prefetch {
+  const char* next = nullptr;
+  const char* end = nullptr;
+};
+
 // The same product with w packed by pack_panels(w, K, N, panel): columns [n0, n1) only, n0 a multiple of the
 // panel width (a split point between threads) and n1 one too, or N.
-// relu: out = max(out, 0) after the bias (the MLP's activation fused into the store).
+// relu: out = max(out, 0) after the bias (the MLP's activation fused into the store). pf: lines to prefetch, or
+// null.
 using MatmulPackedFn = void (*)(float* out, int ldo, const float* in, int ldi, const float* wp, const float* bias,
-                                int M, int K, int N, int n0, int n1, bool relu);
+                                int M, int K, int N, int n0, int n1, bool relu, Prefetch* pf);
 
 // out = (x - mean(x)) / sqrt(var(x) + eps) * w + b over n values (biased variance, as torch); out may be x.
 using LayerNormFn = void (*)(float* out, const float* x, const float* w, const float* b, int n, float eps);
@@ -44,7 +53,8 @@ struct Kernels {
 #define DT_DECLARE_KERNELS(ns)                                                                    \
   namespace ns {                                                                                  \
   void matmul(float*, int, const float*, int, const float*, int, const float*, int, int, int);    \
-  void matmul_packed(float*, int, const float*, int, const float*, const float*, int, int, int, int, int, bool); \
+  void matmul_packed(float*, int, const float*, int, const float*, const float*, int, int, int, int, int, bool, \
+                     Prefetch*);                                                                 \
   extern const int panel_width;                                                                 \
   void layer_norm(float*, const float*, const float*, const float*, int, float);                \
   void masked_softmax(float*, const int*, int, int, int, float);                                \

@@ -20,15 +20,28 @@ namespace {
 
 typedef float vec __attribute__((vector_size(DT_VEC * sizeof(float)), aligned(sizeof(float))));
 
+// A cache line of prefetch work per k step (Prefetch, kernels.h), if any is left.
+struct Lines {
+  const char* next;
+  const char* end;
+  inline void issue() {
+    if (next < end) {
+      __builtin_prefetch(next, 0, 2);
+      next += 64;
+    }
+  }
+};
+
 template <int MR, int NV>
 inline void tile(float* out, int ldo, const float* in, int ldi, const float* w, int ldw, const float* bias, int K,
-                 bool relu) {
+                 bool relu, Lines& pf) {
   vec acc[MR][NV];
   for (int v = 0; v < NV; ++v) {
     vec b = bias ? *reinterpret_cast<const vec*>(bias + v * DT_VEC) : vec{};
     for (int r = 0; r < MR; ++r) acc[r][v] = b;
   }
   for (int k = 0; k < K; ++k) {
+    pf.issue();
     vec wv[NV];
     for (int v = 0; v < NV; ++v) wv[v] = *reinterpret_cast<const vec*>(w + k * ldw + v * DT_VEC);
     for (int r = 0; r < MR; ++r) {
@@ -46,20 +59,21 @@ inline void tile(float* out, int ldo, const float* in, int ldi, const float* w, 
 // The last `rows` (< DT_MR) rows in one pass over w: tile<rows, NV>, the row count chosen at run time.
 template <int R, int NV>
 inline void tail(int rows, float* out, int ldo, const float* in, int ldi, const float* w, int ldw, const float* bias,
-                 int K, bool relu) {
+                 int K, bool relu, Lines& pf) {
   if constexpr (R > 0) {
-    if (rows == R) tile<R, NV>(out, ldo, in, ldi, w, ldw, bias, K, relu);
-    else tail<R - 1, NV>(rows, out, ldo, in, ldi, w, ldw, bias, K, relu);
+    if (rows == R) tile<R, NV>(out, ldo, in, ldi, w, ldw, bias, K, relu, pf);
+    else tail<R - 1, NV>(rows, out, ldo, in, ldi, w, ldw, bias, K, relu, pf);
   }
 }
 
 // All rows of one column block of NV vectors.
 template <int NV>
 void column_block(float* out, int ldo, const float* in, int ldi, const float* w, int ldw, const float* bias, int M,
-                  int K, bool relu = false) {
+                  int K, bool relu, Lines& pf) {
   int m = 0;
-  for (; m + DT_MR <= M; m += DT_MR) tile<DT_MR, NV>(out + m * ldo, ldo, in + m * ldi, ldi, w, ldw, bias, K, relu);
-  if (m < M) tail<DT_MR - 1, NV>(M - m, out + m * ldo, ldo, in + m * ldi, ldi, w, ldw, bias, K, relu);
+  for (; m + DT_MR <= M; m += DT_MR)
+    tile<DT_MR, NV>(out + m * ldo, ldo, in + m * ldi, ldi, w, ldw, bias, K, relu, pf);
+  if (m < M) tail<DT_MR - 1, NV>(M - m, out + m * ldo, ldo, in + m * ldi, ldi, w, ldw, bias, K, relu, pf);
 }
 
 }  // namespace
@@ -68,15 +82,16 @@ void matmul(float* out, int ldo, const float* in, int ldi, const float* w, int l
             int N) {
   // Blocks of MC rows, so that a block of `in` stays in L2 while every column panel of w passes over it.
   constexpr int MC = 20 * DT_MR;
+  Lines none{nullptr, nullptr};
   for (int m0 = 0; m0 < M; m0 += MC) {
     const int mb = M - m0 < MC ? M - m0 : MC;
     float* o = out + static_cast<long>(m0) * ldo;
     const float* a = in + static_cast<long>(m0) * ldi;
     int n = 0;
     for (; n + DT_NV * DT_VEC <= N; n += DT_NV * DT_VEC)
-      column_block<DT_NV>(o + n, ldo, a, ldi, w + n, ldw, bias ? bias + n : nullptr, mb, K);
+      column_block<DT_NV>(o + n, ldo, a, ldi, w + n, ldw, bias ? bias + n : nullptr, mb, K, false, none);
     for (; n + DT_VEC <= N; n += DT_VEC)
-      column_block<1>(o + n, ldo, a, ldi, w + n, ldw, bias ? bias + n : nullptr, mb, K);
+      column_block<1>(o + n, ldo, a, ldi, w + n, ldw, bias ? bias + n : nullptr, mb, K, false, none);
     for (; n < N; ++n) {
       for (int m = 0; m < mb; ++m) {
         float acc = bias ? bias[n] : 0.0f;
@@ -90,9 +105,10 @@ void matmul(float* out, int ldo, const float* in, int ldi, const float* w, int l
 extern const int panel_width = DT_NV * DT_VEC;
 
 void matmul_packed(float* out, int ldo, const float* in, int ldi, const float* wp, const float* bias, int M, int K,
-                   int N, int n0, int n1, bool relu) {
+                   int N, int n0, int n1, bool relu, Prefetch* prefetch) {
   constexpr int P = DT_NV * DT_VEC, MC = 20 * DT_MR;
   const int nf = N - N % P, rem = N - nf;
+  Lines pf = prefetch ? Lines{prefetch->next, prefetch->end} : Lines{nullptr, nullptr};
   const float* wr = wp + static_cast<long>(nf) * K;  // the last, narrower panel: (K, rem) row-major
   for (int m0 = 0; m0 < M; m0 += MC) {
     const int mb = M - m0 < MC ? M - m0 : MC;
@@ -100,11 +116,11 @@ void matmul_packed(float* out, int ldo, const float* in, int ldi, const float* w
     const float* a = in + static_cast<long>(m0) * ldi;
     for (int n = n0; n < n1 && n < nf; n += P)
       column_block<DT_NV>(o + n, ldo, a, ldi, wp + static_cast<long>(n) * K, P, bias ? bias + n : nullptr, mb, K,
-                          relu);
+                          relu, pf);
     if (n1 <= nf) continue;
     int j = 0;
     for (; j + DT_VEC <= rem; j += DT_VEC)
-      column_block<1>(o + nf + j, ldo, a, ldi, wr + j, rem, bias ? bias + nf + j : nullptr, mb, K, relu);
+      column_block<1>(o + nf + j, ldo, a, ldi, wr + j, rem, bias ? bias + nf + j : nullptr, mb, K, relu, pf);
     for (; j < rem; ++j) {
       for (int m = 0; m < mb; ++m) {
         float acc = bias ? bias[nf + j] : 0.0f;
@@ -113,6 +129,7 @@ void matmul_packed(float* out, int ldo, const float* in, int ldi, const float* w
       }
     }
   }
+  if (prefetch) prefetch->next = pf.next;
 }
 
 namespace {
