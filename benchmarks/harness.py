@@ -66,18 +66,30 @@ def latencies(fn: Callable[[], object], n: int, warmup: int = 50) -> np.ndarray:
     return out
 
 
-def matmul_flops_per_s(n: int = 2048, threads: int | None = None, min_time: float = 1.0) -> float:
-    """FLOP/s of an n x n x n float32 torch matmul, with `threads` torch threads (None = current setting)."""
+def matmul_rates(n: int = 2048, threads: int | None = None, min_time: float = 1.0) -> dict[str, float]:
+    """FLOP/s of an n x n x n float32 matmul on `threads` threads (None = torch's setting), by torch and by the
+    engine's own kernel (dt_fast._C.PackedMatmul, weights packed once). Either can be the faster: torch's MKL takes a
+    slower path on some CPUs (AMD), so the machine's rate is the larger of the two."""
+    from dt_fast import _C
+
+    threads = threads or torch.get_num_threads()
     previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     try:
         a, b = torch.randn(n, n), torch.randn(n, n)
         out = torch.empty(n, n)
-        calls = rate(lambda: torch.matmul(a, b, out=out), min_time=min_time)
+        torch_calls = rate(lambda: torch.matmul(a, b, out=out), min_time=min_time)
     finally:
         torch.set_num_threads(previous)
-    return 2.0 * n**3 * calls
+    packed, a_np = _C.PackedMatmul(b.numpy()), a.numpy()
+    engine_calls = rate(lambda: packed(a_np, threads), min_time=min_time)
+    return {"torch": 2.0 * n**3 * torch_calls, "engine": 2.0 * n**3 * engine_calls}
+
+
+def matmul_flops_per_s(n: int = 2048, threads: int | None = None, min_time: float = 1.0) -> float:
+    """This machine's float32 matmul rate on `threads` threads: the faster of torch and the engine's kernel on an
+    n x n x n product (matmul_rates)."""
+    return max(matmul_rates(n, threads, min_time).values())
 
 
 def memcpy_bytes_per_s(nbytes: int = 256 << 20, min_time: float = 1.0) -> float:

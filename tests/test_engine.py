@@ -311,3 +311,31 @@ def test_bad_engine_arguments_raise(small_checkpoint) -> None:
     assert eng.steps_taken(0) == 0  # the failed step changed nothing
     with pytest.raises(ValueError, match=r"row 2 out of range \[0, 2\)"):
         eng.reset(2)
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "generic"])
+def test_packed_matmul_equals_numpy(isa: str) -> None:
+    """The engine's matmul kernel (which benchmarks also time for this machine's matmul rate) on shapes with a
+    tail of rows, of vector lanes and of panel columns, its columns split over 1 to 3 threads."""
+    rng = np.random.default_rng(0)
+    for M, K, N in [(1, 1, 1), (7, 13, 70), (1, 128, 512), (130, 36, 100), (13, 129, 131)]:
+        a, w = rng.normal(size=(M, K)).astype(np.float32), rng.normal(size=(K, N)).astype(np.float32)
+        try:
+            matmul = dt_fast._C.PackedMatmul(w, isa)
+        except ValueError as err:
+            pytest.skip(str(err))
+        assert matmul.isa == isa
+        want = a.astype(np.float64) @ w.astype(np.float64)
+        for threads in (1, 2, 3):
+            np.testing.assert_allclose(matmul(a, threads), want, atol=1e-4 * np.sqrt(K), rtol=1e-5,
+                                       err_msg=f"M, K, N = {M, K, N}, {threads} threads")
+
+
+def test_packed_matmul_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match=r"w must be a non-empty 2-D float array, got shape \(3,\)"):
+        dt_fast._C.PackedMatmul(np.zeros(3, np.float32))
+    matmul = dt_fast._C.PackedMatmul(np.zeros((4, 5), np.float32))
+    with pytest.raises(ValueError, match=r"a must have shape \(M, 4\), got \(2, 3\)"):
+        matmul(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
+        matmul(np.zeros((2, 4), np.float32), 0)

@@ -1,12 +1,16 @@
 // Python face of the inference engine: dt_fast._C.Engine (normalised inputs) and dt_fast._C.Controller (the
 // engine with the control loop's bookkeeping, raw observations and rewards). Thin: checks every array at the
 // boundary, releases the GIL around the step. dt_fast/policy.py wraps the Controller with the step API.
+#include <algorithm>
 #include <map>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "bindings/bindings.h"
 #include "engine/controller.h"
 #include "engine/engine.h"
+#include "engine/kernels.h"
 
 namespace dt_py {
 
@@ -95,9 +99,61 @@ py::array_t<float> controller_act(dt::Controller& c, const py::array& obs_in, co
   return actions;
 }
 
+// A weight matrix (K, N) packed once for the engine's matmul kernel: out = a @ w with the columns split over
+// threads as Engine does. It measures this machine's matmul rate with the engine's own kernel (benchmarks/harness.py)
+// and lets tests check the kernel against numpy.
+class PackedMatmul {
+ public:
+  PackedMatmul(const py::array& w_in, const std::string& isa) : kernels_(dt::kernels_select(isa)) {
+    auto w = CArray<float>::ensure(w_in);
+    if (!w || w.ndim() != 2 || w.shape(0) < 1 || w.shape(1) < 1)
+      throw py::value_error("w must be a non-empty 2-D float array, got shape " + shape_of(w_in));
+    K_ = static_cast<int>(w.shape(0)), N_ = static_cast<int>(w.shape(1));
+    packed_.resize(static_cast<size_t>(K_) * N_);
+    dt::pack_panels(packed_.data(), w.data(), N_, K_, N_, kernels_.panel);
+  }
+
+  py::array_t<float> operator()(const py::array& a_in, int threads) const {
+    auto a = CArray<float>::ensure(a_in);
+    if (!a || a.ndim() != 2 || a.shape(1) != K_)
+      throw py::value_error("a must have shape (M, " + std::to_string(K_) + "), got " + shape_of(a_in));
+    if (threads < 1) throw py::value_error("threads must be >= 1, got " + std::to_string(threads));
+    const int M = static_cast<int>(a.shape(0)), P = kernels_.panel, panels = (N_ + P - 1) / P;
+    py::array_t<float> out({M, N_});
+    float* o = out.mutable_data();
+    const float* in = a.data();
+    {
+      py::gil_scoped_release release;
+      auto part = [&](int i) {  // a contiguous run of panels, as Engine::mm splits them
+        const int n0 = std::min(N_, i * panels / threads * P);
+        const int n1 = i == threads - 1 ? N_ : std::min(N_, (i + 1) * panels / threads * P);
+        if (n0 < n1) kernels_.matmul_packed(o, N_, in, K_, packed_.data(), nullptr, M, K_, N_, n0, n1, false, nullptr);
+      };
+      std::vector<std::thread> team;
+      for (int i = 1; i < threads; ++i) team.emplace_back(part, i);
+      part(0);
+      for (std::thread& t : team) t.join();
+    }
+    return out;
+  }
+
+  const char* isa() const { return kernels_.name; }
+
+ private:
+  dt::Kernels kernels_;
+  int K_ = 0, N_ = 0;
+  std::vector<float> packed_;
+};
+
 }  // namespace
 
 void bind_engine(py::module_& m) {
+  py::class_<PackedMatmul>(m, "PackedMatmul", "w (K, N) packed for the engine's matmul kernel: call(a) = a @ w.")
+      .def(py::init<const py::array&, const std::string&>(), py::arg("w"), py::arg("isa") = "auto")
+      .def("__call__", &PackedMatmul::operator(), py::arg("a"), py::arg("threads") = 1,
+           "a (M, K) float32 -> a @ w (M, N), the columns split over `threads` threads.")
+      .def_property_readonly("isa", &PackedMatmul::isa);
+
   py::class_<dt::Engine>(m, "Engine", "Decision Transformer CPU inference engine (see csrc/engine/engine.h).")
       .def(py::init(&engine_from_tensors), py::arg("config_json"), py::arg("tensors"), py::arg("batch"),
            py::arg("context_len"), py::arg("mode"), py::arg("n_threads") = 0, py::arg("isa") = "auto",
