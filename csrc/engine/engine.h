@@ -39,6 +39,11 @@
 // split the columns of every layer matmul instead (a SpinTeam): each keeps its share of the weights in its own L2
 // (2.4 MB for the blog's model, more than one core's L2), which is what batch-1 latency is bound by. Outputs are
 // the same bits with any number of threads.
+// Memory: at large B the cache outgrows every cache level (rolling, blog's model: 32 KB per row and layer, 25 MB
+// at B = 256), and attention would wait on DRAM for it. So in rolling mode a thread prefetches the rows its next
+// attention reads (this chunk at the next layer, or its next chunk at layer 0) while the matmuls before that
+// attention run, one cache line per k step of their register tiles (kernels.h, Prefetch), and a chunk holds at
+// most kChunkCacheBytes of one layer's cache so that those rows are still in L2 when attention reads them.
 // All buffers are allocated at construction; step() allocates nothing.
 //
 // Errors throw std::invalid_argument (common/check.h); nothing calls exit().

@@ -10,6 +10,7 @@
 // layer_norm is torch's (biased variance, two passes).
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "engine/kernels.h"
 
@@ -20,13 +21,19 @@ namespace {
 
 typedef float vec __attribute__((vector_size(DT_VEC * sizeof(float)), aligned(sizeof(float))));
 
+// Prefetch a cache line at address `at` (a hint: it never faults, so the address may lie past an array's end;
+// integer arithmetic, so computing it is defined behaviour).
+template <int Locality>
+inline void prefetch_line(uintptr_t at) {
+  __builtin_prefetch(reinterpret_cast<const void*>(at), 0, Locality);
+}
+
 // A cache line of prefetch work per k step (Prefetch, kernels.h), if any is left.
 struct Lines {
-  const char* next;
-  const char* end;
+  uintptr_t next, end;
   inline void issue() {
     if (next < end) {
-      __builtin_prefetch(next, 0, 2);
+      prefetch_line<2>(next);
       next += 64;
     }
   }
@@ -82,7 +89,7 @@ void matmul(float* out, int ldo, const float* in, int ldi, const float* w, int l
             int N) {
   // Blocks of MC rows, so that a block of `in` stays in L2 while every column panel of w passes over it.
   constexpr int MC = 20 * DT_MR;
-  Lines none{nullptr, nullptr};
+  Lines none{0, 0};
   for (int m0 = 0; m0 < M; m0 += MC) {
     const int mb = M - m0 < MC ? M - m0 : MC;
     float* o = out + static_cast<long>(m0) * ldo;
@@ -108,7 +115,8 @@ void matmul_packed(float* out, int ldo, const float* in, int ldi, const float* w
                    int N, int n0, int n1, bool relu, Prefetch* prefetch) {
   constexpr int P = DT_NV * DT_VEC, MC = 20 * DT_MR;
   const int nf = N - N % P, rem = N - nf;
-  Lines pf = prefetch ? Lines{prefetch->next, prefetch->end} : Lines{nullptr, nullptr};
+  Lines pf{0, 0};
+  if (prefetch) pf = {reinterpret_cast<uintptr_t>(prefetch->next), reinterpret_cast<uintptr_t>(prefetch->end)};
   const float* wr = wp + static_cast<long>(nf) * K;  // the last, narrower panel: (K, rem) row-major
   for (int m0 = 0; m0 < M; m0 += MC) {
     const int mb = M - m0 < MC ? M - m0 : MC;
@@ -129,7 +137,7 @@ void matmul_packed(float* out, int ldo, const float* in, int ldi, const float* w
       }
     }
   }
-  if (prefetch) prefetch->next = pf.next;
+  if (prefetch) prefetch->next = pf.next < pf.end ? reinterpret_cast<const char*>(pf.next) : prefetch->end;
 }
 
 namespace {
@@ -270,12 +278,15 @@ namespace {
 // Rows m0..m0+MB of out against keys n0..n0+NB: MB x NB dot products over K, vectorised along K.
 template <int MB, int NB>
 inline void dots(float* out, int ldo, const float* a, int lda, const float* b, int ldb, int K) {
+  constexpr int kAhead = 2 * NB;  // the keys two blocks ahead are prefetched into L1
   const int kv = K - K % DT_VEC;
   vec acc[MB][NB];
   for (int i = 0; i < MB; ++i)
     for (int j = 0; j < NB; ++j) acc[i][j] = vec{};
   for (int k = 0; k < kv; k += DT_VEC) {
     vec bv[NB];
+    for (int j = 0; j < NB; ++j)
+      prefetch_line<3>(reinterpret_cast<uintptr_t>(b + k) + sizeof(float) * (j + kAhead) * static_cast<uintptr_t>(ldb));
     for (int j = 0; j < NB; ++j) bv[j] = load(b + static_cast<long>(j) * ldb + k);
     for (int i = 0; i < MB; ++i) {
       const vec av = load(a + static_cast<long>(i) * lda + k);
