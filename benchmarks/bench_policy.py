@@ -11,11 +11,11 @@ All in one process, one torch thread: for Hopper (11/3) and HalfCheetah (17/6) s
   the blog's per-step `get_action` (benchmarks/reference.py) on transformers'
   DecisionTransformerModel (timed around the get_action call only, without the loop's torch.cat bookkeeping,
   which favours the blog); at least 1,000 timed steps each after warm-up;
-- actions per second at batch 64 and 256 (window sliding) for the engine, one thread and all threads (best of
-  three runs);
+- actions per second at batch 64 and 256 (window sliding) for the engine, one thread and all threads (the fastest
+  of repeated runs over 1.5 s);
 - the bound of each case: max(FLOPs of the step / matmul rate on the case's threads, bytes read per step /
-  memory bandwidth), both rates measured in the same run (the faster of torch and the engine's own kernel on a
-  2048^3 GEMM, on 1 and on all threads; numpy copy of 256 MB). The bytes term is DRAM bandwidth; the model's
+  memory bandwidth), both rates measured in the same run (the fastest 2048^3 GEMM by torch or by the engine's own
+  kernel, on 1 and on all threads; numpy copy of 256 MB). The bytes term is DRAM bandwidth; the model's
   2.4 MB of weights mostly stay in cache, so the engine can beat that term (a cache-bandwidth bound would be
   tighter, and is not measured here).
 FLOPs count 2 per multiply-add of every matmul and attention product the mode must do (exact: the pruned window
@@ -37,7 +37,7 @@ import torch
 from transformers import DecisionTransformerConfig as HFConfig
 from transformers import DecisionTransformerModel
 
-from benchmarks.harness import matmul_rates, memcpy_bytes_per_s
+from benchmarks.harness import fastest_rate, matmul_rates, memcpy_bytes_per_s
 from benchmarks.reference import get_action
 from dt_fast import DecisionTransformer, DecisionTransformerConfig
 from dt_fast.policy import Policy
@@ -135,9 +135,10 @@ def policy_latencies(policy: Policy, n: int, phase: str, rng: np.random.Generato
     return np.array(out[:n])
 
 
-def throughput(policy: Policy, steps: int, rng: np.random.Generator) -> float:
-    """Actions per second of Policy.act over num_envs rows, window sliding (after K + 5 warm-up steps): the best of
-    three runs of `steps` steps (the machine is shared; the best run is the one least disturbed)."""
+def throughput(policy: Policy, steps: int, rng: np.random.Generator, min_time: float = 1.5) -> float:
+    """Actions per second of Policy.act over num_envs rows, window sliding (after K + 5 warm-up steps): the fastest
+    run of `steps` steps over at least `min_time` seconds and three runs (the machine is shared; the fastest run is
+    the least disturbed, as the matmul rate it is compared with is the fastest product)."""
     B, S = policy.num_envs, policy.state_dim
     obs = rng.normal(size=(B, S))
     reward = np.ones(B)
@@ -145,13 +146,12 @@ def throughput(policy: Policy, steps: int, rng: np.random.Generator) -> float:
     policy.act(obs)
     for _ in range(K + 5):
         policy.act(obs, reward)
-    best = 0.0
-    for _ in range(3):
-        start = time.perf_counter()
+
+    def run() -> None:
         for _ in range(steps):
             policy.act(obs, reward)
-        best = max(best, B * steps / (time.perf_counter() - start))
-    return best
+
+    return B * steps * fastest_rate(run, min_time=min_time, warmup=0)
 
 
 def paired_models(S: int, A: int) -> tuple[DecisionTransformerModel, DecisionTransformer]:

@@ -145,7 +145,7 @@ def policy_rows(hw: dict) -> list[dict]:
                 steps = (4 if mode == "exact" else 40) * (256 // batch)
                 rate = hw["matmul_flops_per_s_1_thread" if threads == 1 else "matmul_flops_per_s_all_threads"]
                 rows.append(row(f"actions/s, batch {batch}, {mode}, {threads} thread{'s' if threads > 1 else ''}",
-                                bench_policy.throughput(policy, steps, rng), 1.0 / blog_p50, rate / flops,
+                                bench_policy.throughput(policy, steps, rng, SECONDS), 1.0 / blog_p50, rate / flops,
                                 "blog get_action loop, 1 env", f"{flops / 1e6:.1f} MFLOP/action at {threads}-thread "
                                 "matmul"))
     return rows
