@@ -100,8 +100,8 @@ py::array_t<float> controller_act(dt::Controller& c, const py::array& obs_in, co
 }
 
 // A weight matrix (K, N) packed once for the engine's matmul kernel: out = a @ w with the columns split over
-// threads as Engine does. It measures this machine's matmul rate with the engine's own kernel (benchmarks/harness.py)
-// and lets tests check the kernel against numpy.
+// threads as Engine does. Benchmarks time it for this machine's matmul rate (benchmarks/harness.py); tests check
+// the kernel against numpy with it.
 class PackedMatmul {
  public:
   PackedMatmul(const py::array& w_in, const std::string& isa) : kernels_(dt::kernels_select(isa)) {
@@ -127,7 +127,8 @@ class PackedMatmul {
       auto part = [&](int i) {  // a contiguous run of panels, as Engine::mm splits them
         const int n0 = std::min(N_, i * panels / threads * P);
         const int n1 = i == threads - 1 ? N_ : std::min(N_, (i + 1) * panels / threads * P);
-        if (n0 < n1) kernels_.matmul_packed(o, N_, in, K_, packed_.data(), nullptr, M, K_, N_, n0, n1, false, nullptr);
+        if (n0 < n1)
+          kernels_.matmul_packed(o, N_, in, K_, packed_.data(), nullptr, M, K_, N_, n0, n1, false, nullptr);
       };
       std::vector<std::thread> team;
       for (int i = 1; i < threads; ++i) team.emplace_back(part, i);

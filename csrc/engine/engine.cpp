@@ -188,7 +188,7 @@ void Engine::mm(float* out, int ldo, const float* in, int ldi, const PackedMatri
                 int64_t M, bool relu, Prefetch* pf) {
   const int T = team_->size(), P = kernels_.panel, panels = (w.N + P - 1) / P;
   if (T > 1) pf = nullptr;  // any member may run any part
-  auto part = [&](int i) {  // a contiguous run of panels per part (a thread keeps its parts' weights in L2)
+  auto part = [&](int i) {  // a contiguous run of panels per part (a thread streams the same weights every step)
     const int n0 = std::min(w.N, i * panels / T * P);
     const int n1 = i == T - 1 ? w.N : std::min(w.N, (i + 1) * panels / T * P);
     if (n0 < n1)
