@@ -7,6 +7,7 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <fstream>
 #include <limits>
@@ -79,7 +80,7 @@ Engine::Engine(Model model, int batch, int context_len, Mode mode, int n_threads
   const size_t C = c.hidden_size, B = batch, R = R_, L = c.n_layer;
   const bool exact = mode == Mode::Exact;
   const size_t per_row = exact ? 3 * K_ : 3;  // most token rows one batch row computes in a step
-  // Rows per chunk: at most kChunkTokens token rows, and every thread the same number of equal chunks.
+  // Rows per chunk: at most kChunkTokens token rows, and as many equal chunks as give every thread the same number.
   const size_t per_thread = (B + n_threads - 1) / n_threads;
   size_t max_rows = std::max<size_t>(1, kChunkTokens / per_row);
   if (!exact) max_rows = std::min(max_rows, std::max<size_t>(1, kChunkCacheBytes / (R * C * sizeof(float))));
@@ -198,6 +199,7 @@ void Engine::mm(float* out, int ldo, const float* in, int ldi, const PackedMatri
 }
 
 Prefetch Engine::cache_lines(int l, int64_t first, int64_t count) const {
+  if (count == 0) return {};
   const int64_t row = static_cast<int64_t>(R_) * model_.config.hidden_size;
   const float* p = cache_.v.data() + (l * B_ + first) * row;
   return {reinterpret_cast<const char*>(p), reinterpret_cast<const char*>(p + count * row)};
@@ -352,7 +354,7 @@ void Engine::layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in)
     attend(st, l, b, bl, kt, v);
   }
   // Rolling: the next attention of this thread reads this chunk at layer l + 1, or the next chunk at layer 0.
-  if (mode_ == Mode::Rolling) st.pf = last ? cache_lines(0, b0 + nb, st.next_rows) : cache_lines(l + 1, b0, nb);
+  if (mode_ == Mode::Rolling) st.pf = last ? cache_lines(0, st.next_b0, st.next_rows) : cache_lines(l + 1, b0, nb);
   const bool relu = c.activation == Activation::Relu;  // fused into the fc matmul
   if (inputs)  // c_proj of (sum_j a_j x_j) W_v + b_v, every head in one product
     mm(st.xb.data(), C, st.x_mix.data(), H * C, pw.vo, pw.vo_bias.data(), rows_q, false, &st.pf);
@@ -420,16 +422,23 @@ void Engine::step(const float* states, const float* returns_to_go, const int64_t
     DT_CHECK(timesteps[b] >= 0 && timesteps[b] < c.max_ep_len, "timesteps[", b, "] = ", timesteps[b],
              " is outside [0, max_ep_len=", c.max_ep_len, ")");
   const int64_t n_chunks = (B_ + chunk_ - 1) / chunk_;
-  auto body = [&](int64_t begin, int64_t end, int tid) {
-    for (int64_t k = begin; k < end; ++k) {
-      const int64_t b0 = k * chunk_, nb = std::min<int64_t>(chunk_, B_ - b0);
-      RunState& st = states_[tid];
-      st.next_rows = k + 1 < end ? std::min<int64_t>(chunk_, B_ - b0 - nb) : 0;
-      if (mode_ == Mode::Rolling && k == begin) st.pf = cache_lines(0, b0, nb);
-      run_chunk(st, b0, nb, states, returns_to_go, timesteps, actions);
+  auto rows = [&](int64_t k) { return k < n_chunks ? std::min<int64_t>(chunk_, B_ - k * chunk_) : 0; };
+  // Chunks go to whichever thread is free: a thread slowed by another process runs fewer of them. Each thread
+  // claims its next chunk before it runs the current one, so the current one's last layer can prefetch it.
+  std::atomic<int64_t> claimed{0};
+  auto body = [&](int tid) {
+    RunState& st = states_[tid];
+    int64_t k = claimed.fetch_add(1);
+    if (mode_ == Mode::Rolling) st.pf = cache_lines(0, k * chunk_, rows(k));
+    while (k < n_chunks) {
+      const int64_t next = claimed.fetch_add(1);
+      st.next_b0 = next * chunk_;
+      st.next_rows = rows(next);
+      run_chunk(st, k * chunk_, rows(k), states, returns_to_go, timesteps, actions);
+      k = next;
     }
   };
-  pool_->parallel_for(n_chunks, 1, body);
+  pool_->run(body);
   for (int64_t b = 0; b < B_; ++b) {
     std::copy_n(actions + b * A, A, prev_action_.data() + b * A);
     prev_timestep_[b] = timesteps[b];

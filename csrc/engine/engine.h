@@ -34,8 +34,9 @@
 // Weights: the engine packs every layer matrix into panels (kernels.h, pack_panels) so each matmul streams its
 // weights in contiguous runs.
 // Threads: the batch is cut into chunks of rows (at most kChunkTokens token rows each, so a chunk's scratch stays
-// in L2; every thread gets the same number of chunks, of equal size as far as B allows); each thread runs whole
-// chunks with its own RunState. When the batch is one chunk (batch 1, or one thread), the threads (if several)
+// in L2; as many chunks as would give every thread the same number, of equal size as far as B allows); threads
+// claim whole chunks as they become free (a thread slowed by another process runs fewer) and run each with their
+// own RunState. When the batch is one chunk (batch 1, or one thread), the threads (if several)
 // split the columns of every layer matmul instead (a SpinTeam): each streams only its share of the weights (2.4 MB
 // for the blog's model, more than one core's L2), which is what batch-1 latency is bound by. Outputs are the same
 // bits with any number of threads.
@@ -124,7 +125,7 @@ struct RunState {
   std::vector<RowPlan> plan;  // (G)
   // Rolling mode: the cache rows the next attention reads, fetched under the matmuls before it (kernels.h).
   Prefetch pf;
-  int64_t next_rows = 0;  // rows in the chunk this thread runs after the current one (0: none)
+  int64_t next_b0 = 0, next_rows = 0;  // the chunk this thread runs after the current one (next_rows 0: none)
   // Exact mode only:
   std::vector<float> att_q;   // (R, C) layer-0 queries of the window, copied out of the ring in order
   std::vector<float> kt_scratch;  // (C, Rp) keys of a recomputed window at a layer >= 1, laid out as the cache

@@ -1,8 +1,9 @@
-// ThreadPool: persistent workers for fork-join loops over contiguous chunks; the calling thread is worker 0.
-// parallel_for allocates nothing (the job is passed as a function pointer + context, not a std::function).
+// ThreadPool: persistent workers for fork-join jobs; the calling thread is worker 0. run() calls a function once
+// on every worker and returns when all are done; the function shares out the work itself (Engine::step claims
+// chunks of rows from an atomic counter, so a thread slowed by another process takes fewer of them).
+// run allocates nothing (the job is passed as a function pointer + context, not a std::function).
 #pragma once
 
-#include <algorithm>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -20,17 +21,15 @@ class ThreadPool {
 
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
-  // Call fn(begin, end, thread) on `size()` contiguous chunks of [0, n), chunk starts rounded to `align`;
-  // returns when every chunk is done.
+  // Call fn(thread) on every worker, thread in [0, size()); returns when every call has returned.
   template <typename F>
-  void parallel_for(int64_t n, int64_t align, F& fn) {
-    run(n, align, [](void* ctx, int64_t b, int64_t e, int tid) { (*static_cast<F*>(ctx))(b, e, tid); }, &fn);
+  void run(F& fn) {
+    dispatch([](void* ctx, int tid) { (*static_cast<F*>(ctx))(tid); }, &fn);
   }
 
  private:
-  using Job = void (*)(void*, int64_t, int64_t, int);
-  void run(int64_t n, int64_t align, Job job, void* ctx);
-  void chunk(int tid, int64_t& begin, int64_t& end) const;
+  using Job = void (*)(void*, int);
+  void dispatch(Job job, void* ctx);
   void worker(int tid);
 
   std::vector<std::thread> workers_;
@@ -38,7 +37,6 @@ class ThreadPool {
   std::condition_variable start_cv_, done_cv_;
   Job job_ = nullptr;
   void* ctx_ = nullptr;
-  int64_t n_ = 0, align_ = 1;
   uint64_t generation_ = 0;
   int pending_ = 0;
   bool stop_ = false;
