@@ -1,7 +1,6 @@
 // Python face of the inference engine: dt_fast._C.Engine (normalised inputs) and dt_fast._C.Controller (the
 // engine with the control loop's bookkeeping, raw observations and rewards). Thin: checks every array at the
 // boundary, releases the GIL around the step. dt_fast/policy.py wraps the Controller with the step API.
-#include <algorithm>
 #include <map>
 #include <string>
 #include <thread>
@@ -118,15 +117,14 @@ class PackedMatmul {
     if (!a || a.ndim() != 2 || a.shape(1) != K_)
       throw py::value_error("a must have shape (M, " + std::to_string(K_) + "), got " + shape_of(a_in));
     if (threads < 1) throw py::value_error("threads must be >= 1, got " + std::to_string(threads));
-    const int M = static_cast<int>(a.shape(0)), P = kernels_.panel, panels = (N_ + P - 1) / P;
+    const int M = static_cast<int>(a.shape(0));
     py::array_t<float> out({M, N_});
     float* o = out.mutable_data();
     const float* in = a.data();
     {
       py::gil_scoped_release release;
-      auto part = [&](int i) {  // a contiguous run of panels, as Engine::mm splits them
-        const int n0 = std::min(N_, i * panels / threads * P);
-        const int n1 = i == threads - 1 ? N_ : std::min(N_, (i + 1) * panels / threads * P);
+      auto part = [&](int i) {  // split as Engine::mm splits its columns
+        const auto [n0, n1] = dt::panel_part(i, threads, N_, kernels_.panel);
         if (n0 < n1)
           kernels_.matmul_packed(o, N_, in, K_, packed_.data(), nullptr, M, K_, N_, n0, n1, false, nullptr);
       };

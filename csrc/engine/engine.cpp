@@ -187,11 +187,10 @@ void Engine::pack_weights() {
 
 void Engine::mm(float* out, int ldo, const float* in, int ldi, const PackedMatrix& w, const float* bias,
                 int64_t M, bool relu, Prefetch* pf) {
-  const int T = team_->size(), P = kernels_.panel, panels = (w.N + P - 1) / P;
+  const int T = team_->size();
   if (T > 1) pf = nullptr;  // any member may run any part
-  auto part = [&](int i) {  // a contiguous run of panels per part (a thread streams the same weights every step)
-    const int n0 = std::min(w.N, i * panels / T * P);
-    const int n1 = i == T - 1 ? w.N : std::min(w.N, (i + 1) * panels / T * P);
+  auto part = [&](int i) {  // a thread streams the same weights every step
+    const auto [n0, n1] = panel_part(i, T, w.N, kernels_.panel);
     if (n0 < n1)
       kernels_.matmul_packed(out, ldo, in, ldi, w.w, bias, static_cast<int>(M), w.K, w.N, n0, n1, relu, pf);
   };
@@ -202,7 +201,7 @@ Prefetch Engine::cache_lines(int l, int64_t first, int64_t count) const {
   if (count == 0) return {};
   const int64_t row = static_cast<int64_t>(R_) * model_.config.hidden_size;
   const float* p = cache_.v.data() + (l * B_ + first) * row;
-  return {reinterpret_cast<const char*>(p), reinterpret_cast<const char*>(p + count * row)};
+  return {reinterpret_cast<uintptr_t>(p), reinterpret_cast<uintptr_t>(p + count * row)};
 }
 
 void Engine::reset(int64_t row) {

@@ -36,10 +36,10 @@
 // Threads: the batch is cut into chunks of rows (at most kChunkTokens token rows each, so a chunk's scratch stays
 // in L2; as many chunks as would give every thread the same number, of equal size as far as B allows); threads
 // claim whole chunks as they become free (a thread slowed by another process runs fewer) and run each with their
-// own RunState. When the batch is one chunk (batch 1, or one thread), the threads (if several)
-// split the columns of every layer matmul instead (a SpinTeam): each streams only its share of the weights (2.4 MB
-// for the blog's model, more than one core's L2), which is what batch-1 latency is bound by. Outputs are the same
-// bits with any number of threads.
+// own RunState. When the batch is one chunk (batch 1, or one thread), the threads (if several) split the columns
+// of every layer matmul instead (a SpinTeam): each streams only its share of the weights (2.4 MB for the blog's
+// model, more than one core's L2), which is what batch-1 latency is bound by. Outputs are the same bits with any
+// number of threads.
 // Memory: at large B the cache outgrows every cache level (rolling, blog's model: 32 KB per row and layer, 25 MB
 // at B = 256), and attention would wait on DRAM for it. So in rolling mode a thread prefetches the rows its next
 // attention reads (this chunk at the next layer, or its next chunk at layer 0) while the matmuls before that

@@ -4,7 +4,10 @@
 // time with __builtin_cpu_supports, so one binary runs on any x86-64.
 #pragma once
 
+#include <algorithm>
+#include <cstdint>
 #include <string>
+#include <utility>
 
 namespace dt {
 
@@ -15,9 +18,10 @@ using MatmulFn = void (*)(float* out, int ldo, const float* in, int ldi, const f
 // Memory to bring into cache while a matmul computes: the lines [next, end), one per k step of the matmul's
 // register tiles, `next` advanced as they are issued. The engine fetches the cache rows of its next attention
 // this way, under the matmuls that come before it, instead of waiting for them when attention reads them.
+// Addresses are integers: the last line issued may end past `end` (a hint never faults).
 struct Prefetch {
-  const char* next = nullptr;
-  const char* end = nullptr;
+  uintptr_t next = 0;
+  uintptr_t end = 0;
 };
 
 // The same product with w packed by pack_panels(w, K, N, panel): columns [n0, n1) only, n0 a multiple of the
@@ -69,6 +73,14 @@ DT_DECLARE_KERNELS(generic)
 // panel j is w[:, j * panel : (j + 1) * panel], K rows of `panel` floats one after another; the columns left over
 // (N % panel) form a last panel (K, N % panel), also row-major.
 void pack_panels(float* dst, const float* w, int ldw, int K, int N, int panel);
+
+// Part i of T of the columns of a (K, N) matrix packed in panels, as [n0, n1): a contiguous run of whole panels
+// (the last part ends at N), the split matmul_packed accepts.
+inline std::pair<int, int> panel_part(int i, int T, int N, int panel) {
+  const int panels = (N + panel - 1) / panel;
+  const int n0 = std::min(N, i * panels / T * panel);
+  return {n0, i == T - 1 ? N : std::min(N, (i + 1) * panels / T * panel)};
+}
 
 // "auto" picks the widest the CPU supports; "avx512", "avx2", "generic" force one (throws if unsupported).
 Kernels kernels_select(const std::string& isa);

@@ -115,8 +115,7 @@ void matmul_packed(float* out, int ldo, const float* in, int ldi, const float* w
                    int N, int n0, int n1, bool relu, Prefetch* prefetch) {
   constexpr int P = DT_NV * DT_VEC, MC = 20 * DT_MR;
   const int nf = N - N % P, rem = N - nf;
-  Lines pf{0, 0};
-  if (prefetch) pf = {reinterpret_cast<uintptr_t>(prefetch->next), reinterpret_cast<uintptr_t>(prefetch->end)};
+  Lines pf = prefetch ? Lines{prefetch->next, prefetch->end} : Lines{0, 0};
   const float* wr = wp + static_cast<long>(nf) * K;  // the last, narrower panel: (K, rem) row-major
   for (int m0 = 0; m0 < M; m0 += MC) {
     const int mb = M - m0 < MC ? M - m0 : MC;
@@ -137,7 +136,7 @@ void matmul_packed(float* out, int ldo, const float* in, int ldi, const float* w
       }
     }
   }
-  if (prefetch) prefetch->next = pf.next < pf.end ? reinterpret_cast<const char*>(pf.next) : prefetch->end;
+  if (prefetch) prefetch->next = pf.next;
 }
 
 namespace {
