@@ -28,27 +28,24 @@ inline void prefetch_line(uintptr_t at) {
   __builtin_prefetch(reinterpret_cast<const void*>(at), 0, Locality);
 }
 
-// A cache line of prefetch work per k step (Prefetch, kernels.h), if any is left.
-struct Lines {
-  uintptr_t next, end;
-  inline void issue() {
-    if (next < end) {
-      prefetch_line<2>(next);
-      next += 64;
-    }
+// One cache line of the prefetch work (kernels.h), if any is left: called once per k step of a register tile.
+inline void issue_line(Prefetch& pf) {
+  if (pf.next < pf.end) {
+    prefetch_line<2>(pf.next);
+    pf.next += 64;
   }
-};
+}
 
 template <int MR, int NV>
 inline void tile(float* out, int ldo, const float* in, int ldi, const float* w, int ldw, const float* bias, int K,
-                 bool relu, Lines& pf) {
+                 bool relu, Prefetch& pf) {
   vec acc[MR][NV];
   for (int v = 0; v < NV; ++v) {
     vec b = bias ? *reinterpret_cast<const vec*>(bias + v * DT_VEC) : vec{};
     for (int r = 0; r < MR; ++r) acc[r][v] = b;
   }
   for (int k = 0; k < K; ++k) {
-    pf.issue();
+    issue_line(pf);
     vec wv[NV];
     for (int v = 0; v < NV; ++v) wv[v] = *reinterpret_cast<const vec*>(w + k * ldw + v * DT_VEC);
     for (int r = 0; r < MR; ++r) {
@@ -66,7 +63,7 @@ inline void tile(float* out, int ldo, const float* in, int ldi, const float* w, 
 // The last `rows` (< DT_MR) rows in one pass over w: tile<rows, NV>, the row count chosen at run time.
 template <int R, int NV>
 inline void tail(int rows, float* out, int ldo, const float* in, int ldi, const float* w, int ldw, const float* bias,
-                 int K, bool relu, Lines& pf) {
+                 int K, bool relu, Prefetch& pf) {
   if constexpr (R > 0) {
     if (rows == R) tile<R, NV>(out, ldo, in, ldi, w, ldw, bias, K, relu, pf);
     else tail<R - 1, NV>(rows, out, ldo, in, ldi, w, ldw, bias, K, relu, pf);
@@ -76,7 +73,7 @@ inline void tail(int rows, float* out, int ldo, const float* in, int ldi, const 
 // All rows of one column block of NV vectors.
 template <int NV>
 void column_block(float* out, int ldo, const float* in, int ldi, const float* w, int ldw, const float* bias, int M,
-                  int K, bool relu, Lines& pf) {
+                  int K, bool relu, Prefetch& pf) {
   int m = 0;
   for (; m + DT_MR <= M; m += DT_MR)
     tile<DT_MR, NV>(out + m * ldo, ldo, in + m * ldi, ldi, w, ldw, bias, K, relu, pf);
@@ -89,7 +86,7 @@ void matmul(float* out, int ldo, const float* in, int ldi, const float* w, int l
             int N) {
   // Blocks of MC rows, so that a block of `in` stays in L2 while every column panel of w passes over it.
   constexpr int MC = 20 * DT_MR;
-  Lines none{0, 0};
+  Prefetch none;
   for (int m0 = 0; m0 < M; m0 += MC) {
     const int mb = M - m0 < MC ? M - m0 : MC;
     float* o = out + static_cast<long>(m0) * ldo;
@@ -115,7 +112,7 @@ void matmul_packed(float* out, int ldo, const float* in, int ldi, const float* w
                    int N, int n0, int n1, bool relu, Prefetch* prefetch) {
   constexpr int P = DT_NV * DT_VEC, MC = 20 * DT_MR;
   const int nf = N - N % P, rem = N - nf;
-  Lines pf = prefetch ? Lines{prefetch->next, prefetch->end} : Lines{0, 0};
+  Prefetch pf = prefetch ? *prefetch : Prefetch{};
   const float* wr = wp + static_cast<long>(nf) * K;  // the last, narrower panel: (K, rem) row-major
   for (int m0 = 0; m0 < M; m0 += MC) {
     const int mb = M - m0 < MC ? M - m0 : MC;
@@ -136,7 +133,7 @@ void matmul_packed(float* out, int ldo, const float* in, int ldi, const float* w
       }
     }
   }
-  if (prefetch) prefetch->next = pf.next;
+  if (prefetch) *prefetch = pf;
 }
 
 namespace {
@@ -285,7 +282,7 @@ inline void dots(float* out, int ldo, const float* a, int lda, const float* b, i
   for (int k = 0; k < kv; k += DT_VEC) {
     vec bv[NB];
     for (int j = 0; j < NB; ++j)
-      prefetch_line<3>(reinterpret_cast<uintptr_t>(b + k) + sizeof(float) * (j + kAhead) * static_cast<uintptr_t>(ldb));
+      prefetch_line<3>(reinterpret_cast<uintptr_t>(b + k) + sizeof(float) * (j + kAhead) * uintptr_t(ldb));
     for (int j = 0; j < NB; ++j) bv[j] = load(b + static_cast<long>(j) * ldb + k);
     for (int i = 0; i < MB; ++i) {
       const vec av = load(a + static_cast<long>(i) * lda + k);
