@@ -31,7 +31,7 @@ ENV_ID, TARGET, SCALE, CONTEXT = "Hopper-v4", 3600.0, 1000.0, 20
 
 def make_checkpoint(path: Path, seed: int = 0) -> None:
     """A random Hopper-sized checkpoint with dt_fast.json (random state statistics, target TARGET) in `path`."""
-    from dt_fast.checkpoint import write_metadata
+    from dt_fast.checkpoint import Metadata, write_metadata
     from dt_fast.config import DecisionTransformerConfig
     from dt_fast.model import DecisionTransformer
 
@@ -42,8 +42,8 @@ def make_checkpoint(path: Path, seed: int = 0) -> None:
         model.predict_action[0].bias.zero_()
     model.save_pretrained(path)
     rng = np.random.default_rng(seed)
-    write_metadata(path, state_mean=rng.normal(0.0, 0.1, 11), state_std=rng.uniform(0.5, 1.5, 11), scale=SCALE,
-                   env_id=ENV_ID, context_len=CONTEXT, target_return=TARGET)
+    write_metadata(path, Metadata(state_mean=rng.normal(0.0, 0.1, 11), state_std=rng.uniform(0.5, 1.5, 11), scale=SCALE,
+                   env_id=ENV_ID, context_len=CONTEXT, target_return=TARGET))
 
 
 def envpool_random(num_envs: int, steps: int, seed: int) -> float:
@@ -65,7 +65,7 @@ def envpool_random(num_envs: int, steps: int, seed: int) -> float:
 
 def evaluator(ckpt: Path, mode: str, num_envs: int, episodes: int, seed: int) -> dict:
     """Env-steps/s and episode lengths of dt_fast.evaluate in `mode`, after a warm-up run."""
-    from dt_fast.evaluate import evaluate
+    from dt_fast.evaluation import evaluate
     from dt_fast.policy import Policy
 
     policy = Policy.from_pretrained(ckpt, mode=mode, backend="auto", num_envs=num_envs)
@@ -111,8 +111,8 @@ def blog_loop(ckpt: Path, max_steps: int, seed: int) -> dict:
     start = time.perf_counter()
     while sum(lengths) < max_steps:
         obs, _ = env.reset(seed=seed + episode)
-        taken, _ = rollout(model, env_step, obs, np.array(meta["state_mean"]), np.array(meta["state_std"]),
-                           meta["target_return"], meta["scale"], max_ep_len=1000, max_length=meta["context_len"])
+        taken, _ = rollout(model, env_step, obs, np.array(meta.state_mean), np.array(meta.state_std),
+                           meta.target_return, meta.scale, max_ep_len=1000, max_length=meta.context_len)
         lengths.append(len(taken))
         episode += 1
     return dict(rate=sum(lengths) / (time.perf_counter() - start), lengths=np.array(lengths))

@@ -40,6 +40,7 @@ from transformers import DecisionTransformerModel
 from benchmarks.harness import fastest_rate, matmul_rates, memcpy_bytes_per_s
 from benchmarks.reference import get_action
 from dt_fast import DecisionTransformer, DecisionTransformerConfig
+from dt_fast.checkpoint import load_hf_state_dict
 from dt_fast.policy import Policy
 
 ENVS = {"Hopper": (11, 3), "HalfCheetah": (17, 6)}
@@ -160,7 +161,7 @@ def paired_models(S: int, A: int) -> tuple[DecisionTransformerModel, DecisionTra
     hf = DecisionTransformerModel(HFConfig(state_dim=S, act_dim=A, hidden_size=128, n_layer=3, n_head=1,
                                            max_ep_len=1000)).eval()
     ours = DecisionTransformer(DecisionTransformerConfig.from_dict(hf.config.to_dict()))
-    ours.load_hf_state_dict(hf.state_dict())
+    load_hf_state_dict(ours, hf.state_dict())
     return hf, ours.eval()
 
 

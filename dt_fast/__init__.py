@@ -3,7 +3,7 @@
 from dt_fast.behaviour import LinearPolicy, train_ars
 from dt_fast.config import DecisionTransformerConfig
 from dt_fast.data import Trajectories, TrajectorySampler, load_dataset
-from dt_fast.evaluate import EvalResult, evaluate
+from dt_fast.evaluation import EvalResult, evaluate
 from dt_fast.model import DecisionTransformer
 from dt_fast.policy import Policy
 from dt_fast.train import TrainConfig, Trainer

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dt_fast.checkpoint import atomic_write
 from dt_fast.rollout import make_env, run_episodes
 
 
@@ -37,8 +38,9 @@ class LinearPolicy:
         return np.clip((obs - self.obs_mean) / self.obs_std @ self.weights.T, -1.0, 1.0)
 
     def save(self, path: str | Path) -> None:
-        """Write the policy to an .npz file."""
-        np.savez(path, weights=self.weights, obs_mean=self.obs_mean, obs_std=self.obs_std, env_id=self.env_id)
+        """Write the policy to an .npz file, atomically."""
+        with atomic_write(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, weights=self.weights, obs_mean=self.obs_mean, obs_std=self.obs_std, env_id=self.env_id)
 
     @classmethod
     def load(cls, path: str | Path) -> LinearPolicy:

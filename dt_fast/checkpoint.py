@@ -1,14 +1,19 @@
-"""dt_fast.json: the evaluation metadata stored next to config.json and model.safetensors in a checkpoint directory.
+"""Every file dt_fast writes or reads in a checkpoint or run directory, and the one way it writes files.
 
-Fields (DESIGN.md "Checkpoint directory"):
-    format_version  int, 1
-    state_mean      list of state_dim floats: mean of the dataset's observations
-    state_std       list of state_dim floats (> 0): their standard deviation (the blog adds 1e-6)
-    scale           float > 0: returns-to-go are divided by it (1000 for MuJoCo)
-    env_id          str or null: environment the data came from
-    context_len     int >= 1: K, steps in the model's window
-    target_return   float: default return to condition on, environment units
-    dataset         object or null: a summary of the training data (path, sizes, returns)
+A checkpoint directory (DESIGN.md "Checkpoint directory"):
+    config.json        transformers' DecisionTransformerConfig (dt_fast.config)
+    model.safetensors  the weights in transformers' layout (GPT-2 projections stored as Conv1D, in x out);
+                       pytorch_model.bin is read too, without executing pickles
+    dt_fast.json       `Metadata`: what evaluation needs (state statistics, reward scale, env id, context length,
+                       default target return, a summary of the training data)
+A run directory (dt_fast.train) adds:
+    train_state.pt     the resume state (model, optimiser, scheduler, sampler, RNG, step), tensors only
+    train_config.json  the resolved TrainConfig of the run
+
+Owners: this module owns the formats and `atomic_write`, the helper every file of dt_fast goes through (a
+temporary file in the same directory, fsync, rename: a reader sees the old file or the new one, never half of
+one; on failure the temporary file is removed and the error says what was kept). dt_fast.model owns the Module,
+dt_fast.train what goes into the train state.
 """
 
 from __future__ import annotations
@@ -16,84 +21,281 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from dt_fast.config import DecisionTransformerConfig
+
+CONFIG_NAME = "config.json"
+SAFE_WEIGHTS_NAME = "model.safetensors"
+TORCH_WEIGHTS_NAME = "pytorch_model.bin"
 METADATA_NAME = "dt_fast.json"
-FORMAT_VERSION = 1
+TRAIN_STATE_NAME = "train_state.pt"
+TRAIN_CONFIG_NAME = "train_config.json"
+METADATA_VERSION = 1
+
+# GPT-2 keeps these as Conv1D (weight shape in x out); dt_fast's model uses nn.Linear (out x in).
+CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+# Causal-mask buffers of older GPT-2 checkpoints: not weights.
+IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
+# transformers names GPT-2's embedding tables `<name>.weight`; dt_fast's model holds them as a parameter and a buffer.
+TABLE_KEYS = {"encoder.wpe": "encoder.wpe.weight", "encoder.wte": "encoder.wte.weight"}
 
 
-def write_metadata(path: str | os.PathLike, *, state_mean: Any, state_std: Any, scale: float, context_len: int,
-                   target_return: float, env_id: str | None = None, dataset: dict[str, Any] | None = None) -> Path:
-    """Validate and write `path`/dt_fast.json atomically (temporary file, fsync, rename); returns the file."""
-    meta = {"format_version": FORMAT_VERSION, "state_mean": np.asarray(state_mean, dtype=np.float64).tolist(),
-            "state_std": np.asarray(state_std, dtype=np.float64).tolist(), "scale": float(scale),
-            "env_id": env_id, "context_len": context_len, "target_return": float(target_return),
-            "dataset": _jsonable(dataset)}
-    out = Path(path) / METADATA_NAME
-    check_metadata(meta, source=str(out))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(meta, indent=2) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out)
+@contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write; on success it replaces `path` (fsync, rename).
+
+    On an OSError or RuntimeError (a full disk: torch.save raises the latter) the temporary file is removed and
+    an OSError names `path` and says whether an older version of it was kept; any other error (KeyboardInterrupt
+    included) removes the temporary file and propagates unchanged.
+    """
+    path = Path(path)
+    # The temporary name keeps the suffix: writers such as ffmpeg choose the format from it.
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        tmp.unlink(missing_ok=True)
+        kept = f"the previous {path.name} is unchanged" if path.exists() else "nothing was written"
+        raise OSError(f"{path}: could not write the file ({err}); {kept}") from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` atomically."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
+
+
+def read_config(path: str | os.PathLike) -> DecisionTransformerConfig:
+    """The config.json of checkpoint directory `path` (written by dt_fast or by transformers)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: not a checkpoint directory")
+    return DecisionTransformerConfig.from_json_file(path / CONFIG_NAME)
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The weights of checkpoint directory `path` in transformers' layout: model.safetensors, else
+    pytorch_model.bin loaded without executing pickles."""
+    path = Path(path)
+    safe, pt = path / SAFE_WEIGHTS_NAME, path / TORCH_WEIGHTS_NAME
+    if safe.is_file():
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(safe))
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"{safe}: unreadable safetensors file ({err})") from None
+    if pt.is_file():
+        try:
+            return torch.load(pt, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises several types for corrupt or unsafe pickles
+            raise ValueError(f"{pt}: unreadable weights file ({err})") from None
+    raise FileNotFoundError(f"{path}: no weights: expected {SAFE_WEIGHTS_NAME} or {TORCH_WEIGHTS_NAME}")
+
+
+def write_model(path: str | os.PathLike, config: DecisionTransformerConfig,
+                tensors: Mapping[str, torch.Tensor]) -> None:
+    """Write config.json and model.safetensors (transformers' layout, as `hf_state_dict` gives) into `path`."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    with atomic_write(path / SAFE_WEIGHTS_NAME) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    write_text(path / CONFIG_NAME, config.to_json_string())
+
+
+def hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict of a dt_fast DecisionTransformer in transformers' layout (GPT-2 projections as Conv1D)."""
+    out = {}
+    for key, value in model.state_dict().items():
+        key = TABLE_KEYS.get(key, key)
+        out[key] = value.t() if key.endswith(CONV1D_SUFFIXES) else value
     return out
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and validate `path`/dt_fast.json (or the file itself); raise naming the file and the bad key."""
+def load_hf_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
+    """Load weights in transformers' layout into `model`; raise naming missing, unexpected or mis-shaped keys."""
+    state = {k: v for k, v in state.items() if not k.endswith(IGNORED_SUFFIXES)}
+    expected = hf_state_dict(model)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{source}: weights do not match the config: missing keys {missing[:5]}"
+                         f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
+                         f"{'...' if len(unexpected) > 5 else ''}")
+    own_keys = {hf: own for own, hf in TABLE_KEYS.items()}
+    own = {}
+    for key, ref in expected.items():
+        value = state[key]
+        if tuple(value.shape) != tuple(ref.shape):
+            raise ValueError(f"{source}: weight {key!r} has shape {tuple(value.shape)}, the config implies "
+                             f"{tuple(ref.shape)}")
+        own[own_keys.get(key, key)] = value.t() if key.endswith(CONV1D_SUFFIXES) else value
+    model.load_state_dict(own)
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """dt_fast.json: what evaluating a checkpoint needs beyond its weights; validated on construction."""
+
+    state_mean: tuple[float, ...]
+    """Mean of the dataset's observations, state_dim finite floats."""
+    state_std: tuple[float, ...]
+    """Their standard deviation (the blog adds 1e-6), state_dim positive floats."""
+    scale: float
+    """Returns-to-go are divided by it (1000 for MuJoCo)."""
+    context_len: int
+    """K: steps in the model's window."""
+    target_return: float
+    """Default return to condition on, environment units."""
+    env_id: str | None = None
+    """Environment the data came from."""
+    dataset: dict[str, Any] | None = None
+    """A summary of the training data (path, sizes, best and mean return), JSON types only."""
+
+    def __post_init__(self) -> None:
+        for name in ("state_mean", "state_std"):
+            value = getattr(self, name)
+            try:
+                arr = np.asarray(value, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} must be a list of numbers, got {_short(value)}") from None
+            if arr.ndim != 1 or arr.size == 0 or not np.isfinite(arr).all():
+                raise ValueError(f"{name} must be a non-empty list of finite numbers, got {_short(value)}")
+            object.__setattr__(self, name, tuple(float(x) for x in arr))
+        if len(self.state_mean) != len(self.state_std):
+            raise ValueError(f"state_mean has {len(self.state_mean)} values but state_std has {len(self.state_std)}")
+        bad = [i for i, x in enumerate(self.state_std) if x <= 0]
+        if bad:
+            raise ValueError(f"state_std must be positive, state_std[{bad[0]}] = {self.state_std[bad[0]]}")
+        if not _is_number(self.scale) or not math.isfinite(self.scale) or self.scale <= 0:
+            raise ValueError(f"scale must be a positive number, got {self.scale!r}")
+        if not isinstance(self.context_len, (int, np.integer)) or isinstance(self.context_len, bool) \
+                or self.context_len < 1:
+            raise ValueError(f"context_len must be a positive int, got {self.context_len!r}")
+        if not _is_number(self.target_return) or not math.isfinite(self.target_return):
+            raise ValueError(f"target_return must be a finite number, got {self.target_return!r}")
+        if self.env_id is not None and not isinstance(self.env_id, str):
+            raise ValueError(f"env_id must be a string or null, got {self.env_id!r}")
+        if self.dataset is not None and not isinstance(self.dataset, Mapping):
+            raise ValueError(f"dataset must be an object or null, got {type(self.dataset).__name__}")
+        object.__setattr__(self, "scale", float(self.scale))
+        object.__setattr__(self, "context_len", int(self.context_len))
+        object.__setattr__(self, "target_return", float(self.target_return))
+        object.__setattr__(self, "dataset", None if self.dataset is None else _jsonable(dict(self.dataset)))
+
+    @property
+    def best_return(self) -> float | None:
+        """The best episode return of the training data, if the summary records it."""
+        best = (self.dataset or {}).get("best_return")
+        return None if best is None else float(best)
+
+
+def write_metadata(path: str | os.PathLike, metadata: Metadata) -> Path:
+    """Write `path`/dt_fast.json atomically; returns the file."""
+    out = Path(path) / METADATA_NAME
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(out, json.dumps({"format_version": METADATA_VERSION, **asdict(metadata)}, indent=2) + "\n")
+    return out
+
+
+def read_metadata(path: str | os.PathLike) -> Metadata | None:
+    """`path`/dt_fast.json (or the file itself), None if a checkpoint directory has none (a plain transformers
+    checkpoint); ValueError naming the file and the bad field if it is malformed."""
     path = Path(path)
     file = path / METADATA_NAME if path.is_dir() else path
+    if path.is_dir() and not file.exists():
+        return None
     try:
-        meta = json.loads(file.read_text())
+        data = json.loads(file.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{file}: no such file (the checkpoint has no dt_fast metadata)") from None
-    except json.JSONDecodeError as err:
+        raise FileNotFoundError(f"{file}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{file}: not valid JSON ({err})") from None
-    check_metadata(meta, source=str(file))
-    return meta
+    if not isinstance(data, dict):
+        raise ValueError(f"{file}: expected a JSON object, got {type(data).__name__}")
+    if data.get("format_version") != METADATA_VERSION:
+        raise ValueError(f"{file}: format_version must be {METADATA_VERSION}, got {data.get('format_version')!r}")
+    fields = set(Metadata.__dataclass_fields__)
+    unknown = sorted(set(data) - fields - {"format_version"})
+    missing = sorted(name for name in ("state_mean", "state_std", "scale", "context_len", "target_return")
+                     if name not in data)
+    if unknown or missing:
+        raise ValueError(f"{file}: {'unknown keys ' + str(unknown) if unknown else ''}"
+                         f"{'; ' if unknown and missing else ''}{'missing keys ' + str(missing) if missing else ''}")
+    try:
+        return Metadata(**{k: v for k, v in data.items() if k in fields})
+    except ValueError as err:
+        raise ValueError(f"{file}: {err}") from None
 
 
-def check_metadata(meta: Any, source: str) -> None:
-    """Raise ValueError naming `source` and the first missing or malformed field of a dt_fast.json dict."""
-    if not isinstance(meta, dict):
-        raise ValueError(f"{source}: expected a JSON object, got {type(meta).__name__}")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{source}: format_version must be {FORMAT_VERSION}, got {meta.get('format_version')!r}")
-    for key in ("state_mean", "state_std"):
-        value = meta.get(key)
-        if (not isinstance(value, list) or not value
-                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-                           for x in value)):
-            raise ValueError(f"{source}: {key} must be a non-empty list of finite numbers, got {_short(value)}")
-    if len(meta["state_mean"]) != len(meta["state_std"]):
-        raise ValueError(f"{source}: state_mean has {len(meta['state_mean'])} values but state_std has "
-                         f"{len(meta['state_std'])}")
-    bad = [i for i, x in enumerate(meta["state_std"]) if x <= 0]
-    if bad:
-        raise ValueError(f"{source}: state_std must be positive, state_std[{bad[0]}] = {meta['state_std'][bad[0]]}")
-    scale = meta.get("scale")
-    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"{source}: scale must be a positive number, got {scale!r}")
-    k = meta.get("context_len")
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"{source}: context_len must be a positive int, got {k!r}")
-    target = meta.get("target_return")
-    if not isinstance(target, (int, float)) or isinstance(target, bool) or not math.isfinite(target):
-        raise ValueError(f"{source}: target_return must be a finite number, got {target!r}")
-    if meta.get("env_id") is not None and not isinstance(meta["env_id"], str):
-        raise ValueError(f"{source}: env_id must be a string or null, got {meta['env_id']!r}")
-    if meta.get("dataset") is not None and not isinstance(meta["dataset"], dict):
-        raise ValueError(f"{source}: dataset must be an object or null, got {type(meta['dataset']).__name__}")
+def write_train_state(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
+    """Write the resume state (tensors, numbers, strings, dicts and lists of them) to `path` atomically."""
+    with atomic_write(path) as tmp:
+        torch.save(dict(state), tmp)
+
+
+def read_train_state(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The resume state written by `write_train_state`, loaded without executing pickles."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except Exception as err:  # torch raises several types for corrupt files
+        raise ValueError(f"{path}: unreadable ({err})") from None
+
+
+def write_train_config(run_dir: str | os.PathLike, config: Mapping[str, Any]) -> None:
+    """Write `run_dir`/train_config.json atomically."""
+    write_text(Path(run_dir) / TRAIN_CONFIG_NAME, json.dumps(dict(config), indent=2) + "\n")
+
+
+def read_train_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The resolved config of an earlier run, or ValueError if `run_dir` is not a dt_fast run directory."""
+    run_dir = Path(run_dir)
+    if not (run_dir / TRAIN_STATE_NAME).is_file() or not (run_dir / TRAIN_CONFIG_NAME).is_file():
+        raise ValueError(f"{run_dir}: not a dt_fast run directory (expected {TRAIN_STATE_NAME} and "
+                         f"{TRAIN_CONFIG_NAME})")
+    try:
+        data = json.loads((run_dir / TRAIN_CONFIG_NAME).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{run_dir / TRAIN_CONFIG_NAME}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{run_dir / TRAIN_CONFIG_NAME}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _is_number(x: Any) -> bool:
+    """A real number that is not a bool."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
 
 
 def _jsonable(value: Any) -> Any:
     """`value` with numpy scalars and arrays turned into plain JSON types (recursively)."""
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]

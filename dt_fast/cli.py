@@ -6,23 +6,21 @@ Each stage module exposes `add_arguments(parser)` and `run(args)`; this file onl
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
+
+from dt_fast import bench, collect, demo, evaluation, train
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `dt-fast` with every subcommand."""
     parser = argparse.ArgumentParser(prog="dt-fast", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    # `dt_fast.evaluate` is the evaluator function at package level: import the stage modules by name.
-    bench, collect, demo, evaluate, train = (importlib.import_module(f"dt_fast.{m}")
-                                             for m in ("bench", "collect", "demo", "evaluate", "train"))
     stages = {
         "collect": (collect, "roll a behaviour policy out in envpool and write a D4RL HDF5 dataset"),
         "demo": (demo, "train on the embedded dataset, then evaluate (what `make demo` runs)"),
         "train": (train, "train a Decision Transformer on a dataset file into a checkpoint directory"),
-        "eval": (evaluate, "evaluate a checkpoint over batched envs: returns, scores, plot, video"),
+        "eval": (evaluation, "evaluate a checkpoint over batched envs: returns, scores, plot, video"),
         "bench": (bench, "run the benchmark suite of a source checkout: one table against the blog and the hardware"),
     }
     for name, (module, help_text) in stages.items():

@@ -13,7 +13,6 @@ dt_fast/behaviour.py, then collect with it), or the path of a linear policy save
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dt_fast.behaviour import LinearPolicy, train_ars
+from dt_fast.checkpoint import atomic_write
 from dt_fast.rollout import Episodes, make_env, run_episodes
 
 MAX_ENVS = 16  # envs stepped in parallel; fixed so that a seed always gives the same file
@@ -62,34 +62,23 @@ def check_counts(episodes: int, noise: Sequence[float]) -> None:
 
 
 def write_d4rl(path: str | Path, data: Episodes, env_id: str, **attrs: object) -> None:
-    """Write `data` to `path` in the D4RL layout, atomically (temporary file in the same directory, rename)."""
+    """Write `data` to `path` in the D4RL layout, atomically (checkpoint.atomic_write)."""
     import h5py
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["env_id"] = env_id
-            for key, value in attrs.items():
-                f.attrs[key] = value
-            arrays = {
-                "observations": data.observations.astype(np.float32),
-                "actions": data.actions.astype(np.float32),
-                "rewards": data.rewards.astype(np.float32),
-                "terminals": data.terminals.astype(bool),
-                "timeouts": data.timeouts.astype(bool),
-                "next_observations": data.next_observations.astype(np.float32),
-            }
-            for key, value in arrays.items():
-                f.create_dataset(key, data=value, compression="gzip", shuffle=True)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    arrays = {
+        "observations": data.observations.astype(np.float32),
+        "actions": data.actions.astype(np.float32),
+        "rewards": data.rewards.astype(np.float32),
+        "terminals": data.terminals.astype(bool),
+        "timeouts": data.timeouts.astype(bool),
+        "next_observations": data.next_observations.astype(np.float32),
+    }
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["env_id"] = env_id
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        for key, value in arrays.items():
+            f.create_dataset(key, data=value, compression="gzip", shuffle=True)
 
 
 def check_output(path: str | Path) -> Path:

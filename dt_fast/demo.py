@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from dt_fast.data import load_dataset
+from dt_fast.data import DEFAULT_DATASET, load_dataset
 from dt_fast.envs import normalized_score, reference_scores
-from dt_fast.train import TrainConfig, Trainer, default_dataset
+from dt_fast.train import TrainConfig, Trainer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,9 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train a few minutes on the embedded dataset, evaluate the checkpoint, print the scores."""
-    from dt_fast.evaluate import evaluate
+    from dt_fast.evaluation import evaluate
 
-    data = load_dataset(default_dataset())
+    data = load_dataset(DEFAULT_DATASET)
     print(f"dataset: {data}")
     # A short run needs a shorter warm-up and a larger step than the paper's 100k-step schedule.
     cfg = TrainConfig(out=args.out, steps=args.steps, lr=3e-4, warmup_steps=max(args.steps // 8, 1),

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from dt_fast import checkpoint
 from dt_fast.config import DecisionTransformerConfig
 from dt_fast.kernels.dispatch import embedding_weights, resolve_backend
 from dt_fast.train_ops import (
@@ -30,16 +30,6 @@ from dt_fast.train_ops import (
     linear_relu,
     softmax_dropout,
 )
-
-CONFIG_NAME = "config.json"
-SAFE_WEIGHTS_NAME = "model.safetensors"
-TORCH_WEIGHTS_NAME = "pytorch_model.bin"
-
-# GPT-2 keeps these as Conv1D (weight shape in x out); this model uses nn.Linear (out x in).
-_CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-# Causal-mask buffers of older GPT-2 checkpoints: not weights.
-_IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
-
 
 def activation(name: str, x: torch.Tensor) -> torch.Tensor:
     """Apply the transformers activation called `name` (see config.ACTIVATIONS)."""
@@ -300,81 +290,13 @@ class DecisionTransformer(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> DecisionTransformer:
         """Load a directory written by `save_pretrained` here or by transformers' DecisionTransformerModel."""
-        path = Path(path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"{path}: not a checkpoint directory")
-        config = DecisionTransformerConfig.from_json_file(path / CONFIG_NAME)
-        model = cls(config)
-        model.load_hf_state_dict(load_weights(path), source=str(path))
+        model = cls(checkpoint.read_config(path))
+        checkpoint.load_hf_state_dict(model, checkpoint.read_weights(path), source=str(path))
         return model.eval()
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write config.json and model.safetensors as transformers' save_pretrained does, each atomically."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.hf_state_dict().items()}
-        tmp = path / (SAFE_WEIGHTS_NAME + ".tmp")
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
-        _replace(tmp, path / SAFE_WEIGHTS_NAME)
-        tmp = path / (CONFIG_NAME + ".tmp")
-        tmp.write_text(self.config.to_json_string())
-        _replace(tmp, path / CONFIG_NAME)
-
-    def hf_state_dict(self) -> dict[str, torch.Tensor]:
-        """State dict in transformers' layout: GPT-2 projections transposed to Conv1D (in x out)."""
-        out = {}
-        for key, value in self.state_dict().items():
-            key = "encoder.wpe.weight" if key == "encoder.wpe" else "encoder.wte.weight" if key == "encoder.wte" else key
-            out[key] = value.t() if key.endswith(_CONV1D_SUFFIXES) else value
-        return out
-
-    def load_hf_state_dict(self, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
-        """Load weights in transformers' layout; raise naming missing, unexpected or mis-shaped keys."""
-        state = {k: v for k, v in state.items() if not k.endswith(_IGNORED_SUFFIXES)}
-        expected = self.hf_state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        if missing or unexpected:
-            raise ValueError(f"{source}: weights do not match the config: missing keys {missing[:5]}"
-                             f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
-                             f"{'...' if len(unexpected) > 5 else ''}")
-        own = {}
-        for key, ref in expected.items():
-            value = state[key]
-            if tuple(value.shape) != tuple(ref.shape):
-                raise ValueError(f"{source}: weight {key!r} has shape {tuple(value.shape)}, the config implies "
-                                 f"{tuple(ref.shape)}")
-            value = value.t() if key.endswith(_CONV1D_SUFFIXES) else value
-            own[key.removesuffix(".weight") if key in ("encoder.wpe.weight", "encoder.wte.weight") else key] = value
-        self.load_state_dict(own)
-
-
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Read model.safetensors, or pytorch_model.bin without executing pickles, from a checkpoint directory."""
-    safe, pt = path / SAFE_WEIGHTS_NAME, path / TORCH_WEIGHTS_NAME
-    if safe.is_file():
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(safe))
-        except (SafetensorError, OSError) as err:
-            raise ValueError(f"{safe}: unreadable safetensors file ({err})") from None
-    if pt.is_file():
-        try:
-            return torch.load(pt, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several types for corrupt or unsafe pickles
-            raise ValueError(f"{pt}: unreadable weights file ({err})") from None
-    raise FileNotFoundError(f"{path}: no weights: expected {SAFE_WEIGHTS_NAME} or {TORCH_WEIGHTS_NAME}")
-
-
-def _replace(tmp: Path, dst: Path) -> None:
-    """fsync `tmp` and rename it over `dst`, so that a reader sees the old file or the new one, never half."""
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, dst)
+        checkpoint.write_model(path, self.config, checkpoint.hf_state_dict(self))
 
 
 def _describe(x: object) -> str:

@@ -23,10 +23,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from dt_fast.checkpoint import METADATA_NAME, read_metadata
+from dt_fast.checkpoint import METADATA_NAME, SAFE_WEIGHTS_NAME, hf_state_dict, read_metadata
 from dt_fast.config import DecisionTransformerConfig
 from dt_fast.decode import MODES, KVCacheDecoder
-from dt_fast.model import SAFE_WEIGHTS_NAME, DecisionTransformer
+from dt_fast.model import DecisionTransformer
+
+try:
+    from dt_fast import _C
+except ImportError:  # the package works without its C++ extension, on the torch backend
+    _C = None
 
 BACKENDS = ("auto", "cpp", "torch", "triton")
 
@@ -85,29 +90,23 @@ class Policy:
         self._target = _targets(target_return, self.num_envs)  # (B,) env units, used from each row's next reset
         device = next(model.parameters()).device
         if backend == "auto":
-            from dt_fast import HAS_C_EXT
-
             if device.type == "cpu":
-                backend = "cpp" if HAS_C_EXT else "torch"
+                backend = "cpp" if _C is not None else "torch"
             else:
                 from dt_fast.kernels.dispatch import resolve_backend
 
                 backend = resolve_backend(device, "auto")
         self.backend = backend
         if backend == "cpp":
-            from dt_fast import HAS_C_EXT
-
-            if not HAS_C_EXT:
+            if _C is None:
                 raise RuntimeError("backend='cpp' needs the compiled extension dt_fast._C, which did not import; "
                                    "build it (make build) or use backend='torch'")
-            from dt_fast import _C
-
             stats = (self.state_mean, self.state_std, self.scale)
             if _checkpoint is not None and (_checkpoint / SAFE_WEIGHTS_NAME).is_file():
                 self._ctl = _C.Controller.from_checkpoint(str(_checkpoint), self.num_envs, self.context_len, mode,
                                                           n_threads, *stats)
             else:
-                tensors = {k: v.detach().cpu().float().contiguous().numpy() for k, v in model.hf_state_dict().items()}
+                tensors = {k: v.detach().cpu().float().contiguous().numpy() for k, v in hf_state_dict(model).items()}
                 self._ctl = _C.Controller(cfg.to_json_string(), tensors, self.num_envs, self.context_len, mode,
                                           n_threads, *stats)
             self._engine = self._ctl.engine
@@ -140,13 +139,14 @@ class Policy:
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: not a checkpoint directory")
-        meta = read_metadata(path) if (path / METADATA_NAME).is_file() else {}
-        target_return = meta.get("target_return") if target_return is None else target_return
-        state_mean = meta.get("state_mean") if state_mean is None else state_mean
-        state_std = meta.get("state_std") if state_std is None else state_std
-        scale = meta.get("scale") if scale is None else scale
-        context_len = meta.get("context_len") if context_len is None else context_len
-        source = str(path) if meta else f"{path} (no {METADATA_NAME})"
+        meta = read_metadata(path)
+        if meta is not None:
+            target_return = meta.target_return if target_return is None else target_return
+            state_mean = meta.state_mean if state_mean is None else state_mean
+            state_std = meta.state_std if state_std is None else state_std
+            scale = meta.scale if scale is None else scale
+            context_len = meta.context_len if context_len is None else context_len
+        source = str(path) if meta is not None else f"{path} (no {METADATA_NAME})"
         model = DecisionTransformer.from_pretrained(path)
         return cls(model, target_return=target_return, mode=mode, backend=backend, num_envs=num_envs,
                    state_mean=state_mean, state_std=state_std, scale=scale, context_len=context_len,

@@ -27,11 +27,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from dt_fast import checkpoint
 from dt_fast.config import DecisionTransformerConfig
-from dt_fast.model import DecisionTransformer, _replace
+from dt_fast.data import DEFAULT_DATASET
+from dt_fast.model import DecisionTransformer
 
-TRAIN_STATE_NAME = "train_state.pt"
-TRAIN_CONFIG_NAME = "train_config.json"
 LOG_NAME = "log.csv"
 
 
@@ -39,8 +39,8 @@ LOG_NAME = "log.csv"
 class TrainConfig:
     """Everything a training run needs; defaults are the paper's (Chen et al. 2021, gym experiments)."""
 
-    dataset: str = ""
-    """Dataset file or directory (any format of dt_fast.load_dataset); empty = the embedded Hopper dataset."""
+    dataset: str = DEFAULT_DATASET
+    """Dataset file or directory (any format of dt_fast.load_dataset), or the name of a bundled dataset."""
     env: str = ""
     """Environment id the policy is for; empty = the one recorded in the dataset."""
     out: str = "runs/dt"
@@ -163,7 +163,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """Defaults, then the resumed run's config, then --config, then flags."""
     values: dict[str, Any] = {}
     if args.resume:
-        values.update(read_run_config(Path(args.resume)))
+        values.update(checkpoint.read_train_config(args.resume))
     if args.config:
         values.update(TrainConfig.from_file(args.config))
     for f in dataclasses.fields(TrainConfig):
@@ -172,14 +172,6 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     if args.resume and args.out is None:
         values["out"] = args.resume
     return TrainConfig(**values)
-
-
-def read_run_config(run_dir: Path) -> dict[str, Any]:
-    """The resolved config of an earlier run, or a clear error if `run_dir` is not a dt_fast run."""
-    if not (run_dir / TRAIN_STATE_NAME).is_file() or not (run_dir / TRAIN_CONFIG_NAME).is_file():
-        raise ValueError(f"{run_dir}: not a dt_fast run directory (expected {TRAIN_STATE_NAME} and "
-                         f"{TRAIN_CONFIG_NAME})")
-    return json.loads((run_dir / TRAIN_CONFIG_NAME).read_text())
 
 
 def action_loss(action_preds: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -203,7 +195,7 @@ class Trainer:
             raise ValueError(f"device {cfg.device!r} asked for, but torch sees no CUDA device")
         self.out = Path(cfg.out)
         _check_writable(self.out)
-        self.dataset_path = cfg.dataset or str(default_dataset())
+        self.dataset_path = cfg.dataset
         self.data = load_dataset(self.dataset_path)
         self.env_id = cfg.env or self.data.env_id or ""
         if not self.env_id:
@@ -262,7 +254,7 @@ class Trainer:
         cfg, main = self.config, self.rank == 0
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / TRAIN_CONFIG_NAME).write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+            checkpoint.write_train_config(self.out, dataclasses.asdict(cfg))
             print_config(cfg, self.world)
         log = RunLog(self.out, enabled=main)
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not main, unit="step", dynamic_ncols=True)
@@ -315,7 +307,7 @@ class Trainer:
 
     def evaluate(self, episodes: int) -> dict[str, float]:
         """Return statistics of the current checkpoint over `episodes` episodes (rank 0 only)."""
-        from dt_fast.evaluate import evaluate
+        from dt_fast.evaluation import evaluate
 
         result = evaluate(str(self.out), env=self.env_id, episodes=episodes, seed=self.config.seed)
         return {"eval_return_mean": result.mean, "eval_return_std": result.std,
@@ -325,29 +317,23 @@ class Trainer:
         """Write the checkpoint directory and then train_state.pt (rank 0; every file atomically)."""
         if self.rank != 0:
             return
-        from dt_fast.checkpoint import write_metadata
-
         self.model.save_pretrained(self.out)
-        write_metadata(self.out, state_mean=self.sampler.state_mean, state_std=self.sampler.state_std,
-                       scale=self.config.scale, env_id=self.env_id, context_len=self.config.context_len,
-                       target_return=self.config.target_return or float(self.data.episode_returns.max()),
-                       dataset={"path": self.dataset_path, "summary": repr(self.data),
-                                "best_return": float(self.data.episode_returns.max()),
-                                "mean_return": float(self.data.episode_returns.mean())})
-        state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "sampler": self.sampler.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "config": dataclasses.asdict(self.config)}
-        tmp = self.out / (TRAIN_STATE_NAME + ".tmp")
-        torch.save(state, tmp)
-        _replace(tmp, self.out / TRAIN_STATE_NAME)
+        returns = self.data.episode_returns
+        checkpoint.write_metadata(self.out, checkpoint.Metadata(
+            state_mean=tuple(self.sampler.state_mean), state_std=tuple(self.sampler.state_std),
+            scale=self.config.scale, context_len=self.config.context_len,
+            target_return=self.config.target_return or float(returns.max()), env_id=self.env_id,
+            dataset={"path": self.dataset_path, "summary": repr(self.data), "best_return": float(returns.max()),
+                     "mean_return": float(returns.mean())}))
+        checkpoint.write_train_state(self.out / checkpoint.TRAIN_STATE_NAME, {
+            "step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "sampler": self.sampler.state_dict(),
+            "torch_rng": torch.get_rng_state(), "config": dataclasses.asdict(self.config)})
 
     def load_state(self, run_dir: Path) -> None:
         """Continue from run_dir/train_state.pt: model, optimizer, scheduler, sampler, RNG and step."""
-        read_run_config(run_dir)
-        try:
-            state = torch.load(run_dir / TRAIN_STATE_NAME, map_location=self.device, weights_only=True)
-        except Exception as err:  # torch raises several types for corrupt files
-            raise ValueError(f"{run_dir / TRAIN_STATE_NAME}: unreadable ({err})") from None
+        checkpoint.read_train_config(run_dir)
+        state = checkpoint.read_train_state(run_dir / checkpoint.TRAIN_STATE_NAME, self.device)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -392,11 +378,6 @@ class RunLog:
             self.tb.close()
 
 
-def default_dataset() -> Path:
-    """The Hopper dataset shipped inside the package (see dt_fast/datasets/README.md)."""
-    return Path(__file__).parent / "datasets" / "hopper_medium_v4.hdf5"
-
-
 def print_config(cfg: TrainConfig, world: int) -> None:
     """The resolved config as a two-column table."""
     rows = dataclasses.asdict(cfg) | {"world_size": world}
@@ -439,7 +420,7 @@ def run(args: argparse.Namespace) -> int:
     _check_writable(Path(cfg.out))
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     launch = Path(cfg.out) / "launch_config.json"
-    launch.write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    checkpoint.write_text(launch, json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
            "-m", "dt_fast.train", "--config", str(launch), *(["--resume", args.resume] if args.resume else [])]
     return subprocess.run(cmd, check=False).returncode

@@ -17,6 +17,7 @@ import torch
 
 import dt_fast
 from dt_fast import DecisionTransformer, DecisionTransformerConfig
+from dt_fast.checkpoint import hf_state_dict
 from dt_fast.decode import KVCacheDecoder
 from tests import models
 
@@ -33,7 +34,7 @@ def random_model(seed: int, **kwargs) -> DecisionTransformer:
 
 def tensors_of(model: DecisionTransformer) -> dict[str, np.ndarray]:
     """The model's weights in transformers' layout, as numpy arrays."""
-    return {k: v.detach().numpy() for k, v in model.hf_state_dict().items()}
+    return {k: v.detach().numpy() for k, v in hf_state_dict(model).items()}
 
 
 def make_engine(model: DecisionTransformer, batch: int, K: int, mode: str, **kwargs) -> "dt_fast._C.Engine":

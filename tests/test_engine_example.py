@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dt_fast import DecisionTransformer, DecisionTransformerConfig
-from dt_fast.checkpoint import write_metadata
+from dt_fast.checkpoint import Metadata, write_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,8 +29,8 @@ def test_control_loop_builds_and_runs(tmp_path) -> None:
                                                           n_head=2, max_ep_len=50))
     ckpt = tmp_path / "ckpt"
     model.save_pretrained(ckpt)
-    write_metadata(ckpt, state_mean=np.zeros(11), state_std=np.ones(11), scale=1000.0, context_len=5,
-                   target_return=3600.0)
+    write_metadata(ckpt, Metadata(state_mean=np.zeros(11), state_std=np.ones(11), scale=1000.0, context_len=5,
+                                        target_return=3600.0))
     for mode in ("exact", "rolling"):
         out = subprocess.run([str(build / "control_loop"), str(ckpt), "120", mode], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr

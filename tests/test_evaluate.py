@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from dt_fast.evaluate import (EvalResult, assign_slots, check_reference, evaluate, format_table, plot_returns,
+from dt_fast.evaluation import (EvalResult, assign_slots, check_reference, evaluate, format_table, plot_returns,
                               record_video)
 from dt_fast.envs import D4RL_REFERENCE
 
@@ -175,7 +175,7 @@ def no_env(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("an env was started before the bad input was reported")
 
-    monkeypatch.setattr(sys.modules["dt_fast.evaluate"], "make_vector_env", boom)
+    monkeypatch.setattr(sys.modules["dt_fast.evaluation"], "make_vector_env", boom)
 
 
 @pytest.mark.parametrize("kwargs,message", [

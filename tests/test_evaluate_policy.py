@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from dt_fast.evaluate import assign_slots, evaluate
-from dt_fast.checkpoint import write_metadata
+from dt_fast.evaluation import assign_slots, evaluate
+from dt_fast.checkpoint import Metadata, write_metadata
 from dt_fast.config import DecisionTransformerConfig
 from dt_fast.envs import check_env_matches
 from dt_fast.model import DecisionTransformer
@@ -37,9 +37,9 @@ def hopper_checkpoint(tmp_path_factory):
         model.predict_action[0].weight.mul_(0.05)
     model.save_pretrained(path)
     rng = np.random.default_rng(0)
-    write_metadata(path, state_mean=rng.normal(0.0, 0.1, 11), state_std=rng.uniform(0.5, 1.5, 11), scale=SCALE,
+    write_metadata(path, Metadata(state_mean=rng.normal(0.0, 0.1, 11), state_std=rng.uniform(0.5, 1.5, 11), scale=SCALE,
                    env_id=ENV_ID, context_len=20, target_return=3600.0,
-                   dataset={"path": "synthetic", "best_return": 3100.0})
+                   dataset={"path": "synthetic", "best_return": 3100.0}))
     return path
 
 
@@ -94,7 +94,7 @@ def test_gymnasium_fallback_equals_sequential_gymnasium(hopper_checkpoint, monke
     def gymnasium_spec(*args, **kwargs):
         return dataclasses.replace(check_env_matches(*args, **kwargs), backend="gymnasium")
 
-    monkeypatch.setattr(sys.modules["dt_fast.evaluate"], "check_env_matches", gymnasium_spec)
+    monkeypatch.setattr(sys.modules["dt_fast.evaluation"], "check_env_matches", gymnasium_spec)
     result = evaluate(str(hopper_checkpoint), env=ENV_ID, episodes=4, num_envs=3, seed=2, progress=False)
     slot_target, queues = assign_slots(3, 4, 1)
     for i, queue in enumerate(queues):

@@ -19,7 +19,7 @@ from transformers import DecisionTransformerModel
 
 import dt_fast
 from benchmarks.reference import rollout
-from dt_fast.checkpoint import write_metadata
+from dt_fast.checkpoint import Metadata, load_hf_state_dict, write_metadata
 from dt_fast.policy import Policy
 
 BACKENDS = ["torch"] + (["cpp"] if dt_fast.HAS_C_EXT else [])
@@ -84,8 +84,8 @@ def test_exact_matches_blog_loop_1000_steps(hopper_1000, backend: str, tmp_path)
     model, (first_obs, ref, observations, rewards, (mean, std)) = hopper_1000
     assert len(ref) == 1000 and np.abs(np.diff(ref, axis=0)).max() > 1e-2  # the actions really vary
     model.save_pretrained(tmp_path)
-    write_metadata(tmp_path, state_mean=mean, state_std=std, scale=1000.0, context_len=20, target_return=3600.0,
-                   env_id="Hopper-v4")
+    write_metadata(tmp_path, Metadata(state_mean=mean, state_std=std, scale=1000.0, context_len=20, target_return=3600.0,
+                   env_id="Hopper-v4"))
     policy = Policy.from_pretrained(tmp_path, mode="exact", backend=backend)
     assert policy.backend == backend
     got = replay(policy, first_obs, observations, rewards, 1000)
@@ -116,7 +116,7 @@ def test_exact_matches_blog_loop_grid(hidden: int, layers: int, heads: int, K: i
 def hf_to_dt_fast(model: DecisionTransformerModel) -> dt_fast.DecisionTransformer:
     """The same weights in dt_fast's module (through its transformers-layout loader)."""
     ours = dt_fast.DecisionTransformer(dt_fast.DecisionTransformerConfig.from_dict(model.config.to_dict()))
-    ours.load_hf_state_dict(model.state_dict())
+    load_hf_state_dict(ours, model.state_dict())
     return ours.eval()
 
 

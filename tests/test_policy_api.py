@@ -10,7 +10,7 @@ import torch
 
 import dt_fast
 from dt_fast import DecisionTransformer, DecisionTransformerConfig
-from dt_fast.checkpoint import METADATA_NAME, read_metadata, write_metadata
+from dt_fast.checkpoint import METADATA_NAME, Metadata, read_metadata, write_metadata
 from dt_fast.policy import Policy
 
 BACKENDS = ["torch"] + (["cpp"] if dt_fast.HAS_C_EXT else [])
@@ -34,8 +34,8 @@ def model() -> DecisionTransformer:
 @pytest.fixture
 def checkpoint(model, tmp_path):
     model.save_pretrained(tmp_path)
-    write_metadata(tmp_path, state_mean=np.full(S, 0.5), state_std=np.full(S, 2.0), scale=100.0, context_len=4,
-                   target_return=50.0, env_id="Hopper-v4", dataset={"episodes": np.int64(3), "best_return": 60.0})
+    write_metadata(tmp_path, Metadata(state_mean=np.full(S, 0.5), state_std=np.full(S, 2.0), scale=100.0, context_len=4,
+                   target_return=50.0, env_id="Hopper-v4", dataset={"episodes": np.int64(3), "best_return": 60.0}))
     return tmp_path
 
 
@@ -88,8 +88,8 @@ def test_from_pretrained_reads_dt_fast_json(checkpoint) -> None:
     override = Policy.from_pretrained(checkpoint, target_return=7.0, context_len=2, scale=10.0)
     assert override.context_len == 2 and override.scale == 10.0 and override.target_return[0] == 7.0
     meta = read_metadata(checkpoint)
-    assert meta["env_id"] == "Hopper-v4" and meta["dataset"] == {"episodes": 3, "best_return": 60.0}
-    assert not list(checkpoint.glob("*.tmp"))
+    assert meta.env_id == "Hopper-v4" and meta.dataset == {"episodes": 3, "best_return": 60.0}
+    assert not list(checkpoint.glob("*.tmp*"))
 
 
 def test_plain_transformers_checkpoint_names_missing_values(model, tmp_path) -> None:
@@ -115,7 +115,7 @@ def test_bad_metadata_is_named(checkpoint) -> None:
     with pytest.raises(ValueError, match="dt_fast.json: not valid JSON"):
         Policy.from_pretrained(checkpoint)
     with pytest.raises(ValueError, match="context_len must be a positive int"):
-        write_metadata(checkpoint, state_mean=[0.0], state_std=[1.0], scale=1.0, context_len=0, target_return=1.0)
+        Metadata(state_mean=[0.0], state_std=[1.0], scale=1.0, context_len=0, target_return=1.0)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

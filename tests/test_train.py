@@ -77,8 +77,8 @@ def test_training_reduces_loss_and_writes_a_checkpoint_both_libraries_load(hoppe
     with torch.no_grad():
         torch.testing.assert_close(ours(**batch)[1], hf(**batch, return_dict=False)[1], atol=1e-5, rtol=0)
     meta = read_metadata(tmp_path / "run")
-    assert meta["env_id"] == "Hopper-v4" and meta["context_len"] == 10 and meta["scale"] == 1000.0
-    np.testing.assert_allclose(meta["state_mean"], trainer.data.state_mean)
+    assert meta.env_id == "Hopper-v4" and meta.context_len == 10 and meta.scale == 1000.0
+    np.testing.assert_allclose(meta.state_mean, trainer.data.state_mean)
     saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
     assert saved["steps"] == 60 and saved["lr"] == 1e-3
 

@@ -1,6 +1,7 @@
 """Dataset formats: D4RL HDF5, .npz, Hugging Face parquet / save_to_disk, Minari; each loader returns Trajectories.
 
 Every loader validates through `Trajectories`, so errors name the file, the file's key and the first bad index.
+Datasets shipped inside the package (dt_fast/datasets/) are loaded by name: `load_dataset("hopper-medium-v4")`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,23 @@ from dt_fast.data.trajectories import Trajectories
 D4RL_REQUIRED = ("observations", "actions", "rewards", "terminals")  # `timeouts` is optional (D4RL v0 lacks it)
 HF_KEYS = ("observations", "actions", "rewards", "dones")
 HDF5_MAGIC, ZIP_MAGIC, PARQUET_MAGIC = b"\x89HDF\r\n\x1a\n", b"PK\x03\x04", b"PAR1"
+BUNDLED = {"hopper-medium-v4": "hopper_medium_v4.hdf5"}
+"""Datasets shipped in dt_fast/datasets/, by name (see its README.md for how each was made)."""
+DEFAULT_DATASET = "hopper-medium-v4"
+
+
+def load_dataset(source: str | os.PathLike, *, drop_nonfinite: bool = False) -> Trajectories:
+    """Load a bundled dataset by name (`BUNDLED`), a D4RL HDF5 file, an .npz, HF parquet / `save_to_disk` data or a
+    Minari dataset (format from the path)."""
+    path = bundled_path(str(source)) if str(source) in BUNDLED and not Path(source).exists() else source
+    return LOADERS[detect_format(path)](path, drop_nonfinite=drop_nonfinite)
+
+
+def bundled_path(name: str) -> Path:
+    """The file of the dataset shipped with dt_fast under `name`; ValueError listing the names otherwise."""
+    if name not in BUNDLED:
+        raise ValueError(f"no bundled dataset named {name!r}; bundled: {', '.join(sorted(BUNDLED))}")
+    return Path(__file__).resolve().parents[1] / "datasets" / BUNDLED[name]
 
 
 def detect_format(source: str | os.PathLike) -> str:

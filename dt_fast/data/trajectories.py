@@ -9,6 +9,8 @@ from functools import cached_property
 
 import numpy as np
 
+from dt_fast.checkpoint import atomic_write
+
 CANONICAL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 
 
@@ -121,13 +123,14 @@ class Trajectories:
                 f"return=[{returns.min():.4g}, {returns.max():.4g}]{env})")
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the D4RL HDF5 layout; every episode end gets a terminal or timeout so episodes round-trip."""
+        """Write the D4RL HDF5 layout atomically; every episode end gets a terminal or timeout so episodes
+        round-trip."""
         import h5py
 
         timeouts = self.timeouts.copy()
         ends = self.offsets[1:] - 1
         timeouts[ends] |= ~self.terminals[ends]
-        with h5py.File(path, "w") as f:
+        with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
             f.create_dataset("observations", data=self.observations)
             f.create_dataset("actions", data=self.actions)
             f.create_dataset("rewards", data=self.rewards)
@@ -136,13 +139,6 @@ class Trajectories:
             f.attrs.update(self.metadata)
             if self.env_id:
                 f.attrs["env_id"] = self.env_id
-
-
-def load_dataset(source: str | os.PathLike, *, drop_nonfinite: bool = False) -> Trajectories:
-    """Load a D4RL HDF5 file, an .npz, HF parquet / `save_to_disk` data or a Minari dataset (format from the path)."""
-    from dt_fast.data.formats import LOADERS, detect_format
-
-    return LOADERS[detect_format(source)](source, drop_nonfinite=drop_nonfinite)
 
 
 def split_episodes(terminals: np.ndarray, timeouts: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from dt_fast.checkpoint import atomic_write
 from dt_fast.envs import EnvSpec, check_env_matches, normalized_score, reference_scores
 
 DEFAULT_NUM_ENVS = 64  # slots when num_envs is not given (fewer if fewer episodes are asked for)
@@ -279,7 +280,8 @@ def plot_returns(results: Sequence[EvalResult], path: str | os.PathLike, best_re
     ax.set_title(results[0].env_id)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
 
 
 def record_video(policy: Any, env_id: str, path: str | os.PathLike, seed: int = 0) -> tuple[float, int, int]:
@@ -293,24 +295,27 @@ def record_video(policy: Any, env_id: str, path: str | os.PathLike, seed: int = 
     import imageio_ffmpeg
 
     env = gym.make(env_id, render_mode="rgb_array")
-    obs, _ = env.reset(seed=seed)
-    simplify_mujoco_rendering(env)
-    frame = env.render()  # [H, W, 3] uint8
-    writer = imageio_ffmpeg.write_frames(str(path), (frame.shape[1], frame.shape[0]),
-                                         fps=env.metadata.get("render_fps", 30), macro_block_size=1)
-    writer.send(None)
     try:
-        writer.send(np.ascontiguousarray(frame))
-        policy.reset()
-        rows, reward, total, length, done = policy.num_envs, None, 0.0, 0, False
-        while not done:
-            rewards = None if reward is None else np.full(rows, reward)  # [rows]
-            action = policy.act(np.repeat(obs[None], rows, axis=0), rewards)[0]  # [act_dim]
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total, length, done = total + float(reward), length + 1, terminated or truncated
-            writer.send(np.ascontiguousarray(env.render()))
+        obs, _ = env.reset(seed=seed)
+        simplify_mujoco_rendering(env)
+        frame = env.render()  # [H, W, 3] uint8
+        with atomic_write(path) as tmp:
+            writer = imageio_ffmpeg.write_frames(str(tmp), (frame.shape[1], frame.shape[0]),
+                                                 fps=env.metadata.get("render_fps", 30), macro_block_size=1)
+            writer.send(None)
+            try:
+                writer.send(np.ascontiguousarray(frame))
+                policy.reset()
+                rows, reward, total, length, done = policy.num_envs, None, 0.0, 0, False
+                while not done:
+                    rewards = None if reward is None else np.full(rows, reward)  # [rows]
+                    action = policy.act(np.repeat(obs[None], rows, axis=0), rewards)[0]  # [act_dim]
+                    obs, reward, terminated, truncated, _ = env.step(action)
+                    total, length, done = total + float(reward), length + 1, terminated or truncated
+                    writer.send(np.ascontiguousarray(env.render()))
+            finally:
+                writer.close()
     finally:
-        writer.close()
         env.close()
     return total, length, length + 1
 
@@ -351,8 +356,8 @@ def run(args: argparse.Namespace) -> int:
     from dt_fast.checkpoint import METADATA_NAME, read_metadata
 
     path = Path(args.checkpoint)
-    meta = read_metadata(path) if (path / METADATA_NAME).is_file() else {}
-    env_id = args.env or meta.get("env_id")
+    meta = read_metadata(path) if path.is_dir() else None
+    env_id = args.env or (meta.env_id if meta is not None else None)
     if env_id is None:
         raise ValueError(f"--env is required: {path} has no env id in {METADATA_NAME}")
     for name, suffix in (("--video", ".mp4"), ("--plot", ".png")):
@@ -365,7 +370,7 @@ def run(args: argparse.Namespace) -> int:
     results = results if isinstance(results, list) else [results]
     print(format_table(results))
     if args.plot:
-        plot_returns(results, args.plot, best_return=dataset_best_return(meta))
+        plot_returns(results, args.plot, best_return=None if meta is None else meta.best_return)
         print(f"plot: {args.plot}")
     if args.video:
         from dt_fast.policy import Policy
@@ -376,13 +381,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"video: {args.video} ({frames} frames, one episode of return {ret:.1f} over {length} steps, "
               f"target {results[0].target_return:g}, gymnasium seed {args.seed})")
     return 0
-
-
-def dataset_best_return(meta: dict[str, Any]) -> float | None:
-    """The best episode return of the training dataset if dt_fast.json records it."""
-    dataset = meta.get("dataset") or {}
-    best = dataset.get("best_return") if isinstance(dataset, dict) else None
-    return None if best is None else float(best)
 
 
 def format_table(results: Sequence[EvalResult]) -> str:
