@@ -12,8 +12,9 @@ A run directory (dt_fast.train) adds:
 
 Owners: this module owns the formats and `atomic_write`, the helper every file of dt_fast goes through (a
 temporary file in the same directory, fsync, rename: a reader sees the old file or the new one, never half of
-one; on failure the temporary file is removed and the error says what was kept). dt_fast.model owns the Module,
-dt_fast.train what goes into the train state.
+one; on failure the temporary file is removed and the error says what was kept), and `check_output`, the one
+rule for outputs checked before any work (nothing existing is replaced unless asked, no directory is created).
+dt_fast.model owns the Module, dt_fast.train what goes into the train state.
 """
 
 from __future__ import annotations
@@ -83,6 +84,35 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` to `path` atomically."""
     with atomic_write(path) as tmp:
         tmp.write_text(text)
+
+
+def check_output(path: str | os.PathLike, overwrite: bool, kind: str, directory: bool = False) -> Path:
+    """Refuse, before any work, an output `path` that cannot be written or that would replace one unasked.
+
+    The one rule for what dt_fast writes: an existing `path` (a file, or a directory for outputs that are
+    directories, such as a run) is an error unless `overwrite`; its parent directory must exist (it is not
+    created) and be writable. `kind` names the output in the messages, e.g. "--out".
+    Raises FileExistsError, FileNotFoundError (no parent directory), PermissionError (cannot write there) or
+    ValueError (a directory where a file is expected, or the reverse).
+    """
+    path = Path(path)
+    expected = "directory" if directory else "file"
+    if path.exists():
+        if path.is_dir() != directory:
+            raise ValueError(f"{kind} {path} is a {'directory' if path.is_dir() else 'file'}, expected a {expected}")
+        if not overwrite:
+            raise FileExistsError(f"{kind} {path} already exists; pass --overwrite to replace it")
+    parent = path.parent
+    if not parent.exists():
+        raise FileNotFoundError(f"{kind} {path}: the directory {parent} does not exist (it is not created)")
+    if not parent.is_dir():
+        raise PermissionError(f"{kind} {path}: cannot write there ({parent} is not a directory)")
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as err:
+        raise PermissionError(f"{kind} {path}: cannot write there ({err.strerror or err})") from None
+    return path
 
 
 def read_config(path: str | os.PathLike) -> DecisionTransformerConfig:

@@ -61,3 +61,39 @@ def test_bundled_dataset_loads_by_name() -> None:
     assert bundled_path("hopper-medium-v4").is_file() and set(BUNDLED) == {"hopper-medium-v4"}
     with pytest.raises(ValueError, match="no bundled dataset named 'hopper-expert'; bundled: hopper-medium-v4"):
         bundled_path("hopper-expert")
+
+
+def test_check_output_refuses_what_it_would_replace_or_cannot_write(tmp_path) -> None:
+    """The one rule for outputs: nothing existing is replaced unasked, no directory is created, checked up front."""
+    from dt_fast.checkpoint import check_output
+
+    new = tmp_path / "new.hdf5"
+    assert check_output(new, overwrite=False, kind="--out") == new and not new.exists()
+    old = tmp_path / "old.hdf5"
+    old.write_text("kept")
+    with pytest.raises(FileExistsError, match=f"--out {old} already exists; pass --overwrite to replace it"):
+        check_output(old, overwrite=False, kind="--out")
+    assert check_output(old, overwrite=True, kind="--out") == old and old.read_text() == "kept"
+    with pytest.raises(FileNotFoundError, match=f"--video {tmp_path}/missing/v.mp4: the directory {tmp_path}/missing "
+                                                "does not exist"):
+        check_output(tmp_path / "missing" / "v.mp4", overwrite=True, kind="--video")
+    assert not (tmp_path / "missing").exists()
+    with pytest.raises(PermissionError, match="--plot .*old.hdf5/p.png: cannot write there .*old.hdf5 is not a dir"):
+        check_output(old / "p.png", overwrite=False, kind="--plot")
+    with pytest.raises(ValueError, match=f"--out {tmp_path} is a directory, expected a file"):
+        check_output(tmp_path, overwrite=True, kind="--out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.hdf5"]  # the checks wrote nothing
+
+
+def test_check_output_for_a_directory_output(tmp_path) -> None:
+    """Outputs that are directories (a run) follow the same rule."""
+    from dt_fast.checkpoint import check_output
+
+    assert check_output(tmp_path / "run", overwrite=False, kind="--out", directory=True) == tmp_path / "run"
+    (tmp_path / "run").mkdir()
+    with pytest.raises(FileExistsError, match="--out .*run already exists; pass --overwrite"):
+        check_output(tmp_path / "run", overwrite=False, kind="--out", directory=True)
+    check_output(tmp_path / "run", overwrite=True, kind="--out", directory=True)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="--out .*file is a file, expected a directory"):
+        check_output(tmp_path / "file", overwrite=True, kind="--out", directory=True)
