@@ -48,10 +48,9 @@ def make_checkpoint(path: Path, seed: int = 0) -> None:
 
 def envpool_random(num_envs: int, steps: int, seed: int) -> float:
     """Env-steps/s of envpool's Hopper-v4 over `num_envs` envs with uniform random actions."""
-    from dt_fast.rollout import make_env
+    from dt_fast.envs import env_spec, make_vector_env
 
-    env = make_env(ENV_ID, num_envs=num_envs, seed=seed)
-    env.reset()
+    env, _ = make_vector_env(env_spec(ENV_ID), num_envs=num_envs, seed=seed)
     rng = np.random.default_rng(seed)
     actions = rng.uniform(-1.0, 1.0, (steps, num_envs, 3)).astype(np.float32)  # [S, B, act_dim]
     env.step(actions[0])

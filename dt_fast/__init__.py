@@ -1,6 +1,5 @@
 """dt_fast: a fast Decision Transformer library (C++ sampler and engine, Triton kernels, batched evaluation)."""
 
-from dt_fast.behaviour import LinearPolicy, train_ars
 from dt_fast.config import DecisionTransformerConfig
 from dt_fast.data import Trajectories, TrajectorySampler, load_dataset
 from dt_fast.evaluation import EvalResult, evaluate
@@ -16,5 +15,5 @@ except ImportError:
     HAS_C_EXT = False
 
 __version__ = "0.1.0"
-__all__ = ["DecisionTransformer", "DecisionTransformerConfig", "EvalResult", "HAS_C_EXT", "LinearPolicy", "Policy",
-           "TrainConfig", "Trainer", "Trajectories", "TrajectorySampler", "evaluate", "load_dataset", "train_ars"]
+__all__ = ["DecisionTransformer", "DecisionTransformerConfig", "EvalResult", "HAS_C_EXT", "Policy", "TrainConfig",
+           "Trainer", "Trajectories", "TrajectorySampler", "evaluate", "load_dataset"]

@@ -9,7 +9,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from dt_fast import bench, collect, demo, evaluation, train
+from dt_fast import bench, demo, evaluation, train
+from dt_fast.collect import collector
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dt-fast", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     stages = {
-        "collect": (collect, "roll a behaviour policy out in envpool and write a D4RL HDF5 dataset"),
+        "collect": (collector, "roll a behaviour policy out in envpool and write a D4RL HDF5 dataset"),
         "demo": (demo, "train on the embedded dataset, then evaluate (what `make demo` runs)"),
         "train": (train, "train a Decision Transformer on a dataset file into a checkpoint directory"),
         "eval": (evaluation, "evaluate a checkpoint over batched envs: returns, scores, plot, video"),

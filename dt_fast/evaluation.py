@@ -11,7 +11,8 @@ episodes continue that env's random stream, so results depend on (seed, num_envs
 different start states for the same seed, but from the same start state their MuJoCo dynamics agree
 (tests/test_evaluate_policy.py compares the two on Hopper-v4).
 
-Several target returns run in one batch: slot i is conditioned on target i % T.
+Several target returns run in one batch: slot i is conditioned on target i % T. The env (envpool or gymnasium),
+its checks and the continuous-batching loop are dt_fast.envs's, shared with data collection (dt_fast.collect).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from dt_fast.checkpoint import atomic_write
-from dt_fast.envs import EnvSpec, check_env_matches, normalized_score, reference_scores
+from dt_fast.envs import check_env_matches, make_vector_env, normalized_score, reference_scores, run_episodes
 
 DEFAULT_NUM_ENVS = 64  # slots when num_envs is not given (fewer if fewer episodes are asked for)
 
@@ -99,20 +100,9 @@ def assign_slots(num_envs: int, episodes: int, num_targets: int) -> tuple[np.nda
     return slot_target, queues
 
 
-def make_vector_env(spec: EnvSpec, num_envs: int, seed: int) -> tuple[Any, np.ndarray]:
-    """A synchronous vector env of `num_envs` copies with NEXT_STEP auto-reset, and its first observations."""
-    if spec.backend == "envpool":
-        from dt_fast.rollout import make_env
-
-        env = make_env(spec.env_id, num_envs=num_envs, seed=seed)
-        obs, _ = env.reset()  # [B, state_dim]
-        return env, obs
-    import gymnasium as gym
-
-    env = gym.make_vec(spec.env_id, num_envs=num_envs, vectorization_mode="sync",
-                       vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP})
-    obs, _ = env.reset(seed=seed)  # [B, state_dim], env i seeded seed + i
-    return env, obs
+def default_num_envs(episodes: int, num_targets: int) -> int:
+    """Env slots when num_envs is not given: min(64, total episodes), at least one per target."""
+    return max(num_targets, min(DEFAULT_NUM_ENVS, episodes * num_targets))
 
 
 def run_batched(env: Any, obs: np.ndarray, policy: Any, slot_target: np.ndarray, queues: list[list[int]],
@@ -120,43 +110,31 @@ def run_batched(env: Any, obs: np.ndarray, policy: Any, slot_target: np.ndarray,
     """Run every scheduled episode to its end; returns and lengths, each [T, N] indexed (target, episode).
 
     Args:
-        env: vector env with NEXT_STEP auto-reset, already reset; `obs` [B, state_dim] its first observations.
+        env: vector env from `dt_fast.envs.make_vector_env`, just reset; `obs` [B, state_dim] its first observations.
         policy: `reset(env_ids)` / `act(obs [B, state_dim], reward [B] | None) -> [B, act_dim]`, B rows.
-        slot_target, queues: from `assign_slots`.
+        slot_target, queues: from `assign_slots`; episode k of target j has id j * episodes + k in the loop.
     """
     from tqdm import tqdm
 
-    num_envs, num_targets = len(queues), int(slot_target.max()) + 1
-    returns = np.zeros((num_targets, episodes))  # [T, N]
-    lengths = np.zeros((num_targets, episodes), dtype=np.int64)  # [T, N]
-    nxt = np.ones(num_envs, dtype=np.int64)  # position in its queue of each slot's next episode
-    current = np.array([q[0] if q else -1 for q in queues])  # [B] episode each slot runs, -1 idle
-    ret = np.zeros(num_envs)  # [B] return so far of the running episode
-    steps = np.zeros(num_envs, dtype=np.int64)  # [B] steps so far of the running episode
-    resetting = np.zeros(num_envs, dtype=bool)  # [B] this step is the env's auto-reset step
-    policy.reset()
-    reward = None
-    remaining = num_targets * episodes
-    with tqdm(total=remaining, desc="eval", unit="ep", disable=not progress) as bar:
-        while remaining:
-            action = policy.act(obs, reward)  # [B, act_dim]
-            obs, reward, terminated, truncated, _ = env.step(action)
-            running = (current >= 0) & ~resetting
-            ret[running] += reward[running]
-            steps[running] += 1
-            started = resetting & (current >= 0)  # the slot's next episode got its first observation
-            if started.any():
-                policy.reset(np.flatnonzero(started))
-            ended = np.flatnonzero(running & (terminated | truncated))
-            for i in ended:
-                returns[slot_target[i], current[i]], lengths[slot_target[i], current[i]] = ret[i], steps[i]
-                ret[i], steps[i] = 0.0, 0
-                current[i] = queues[i][nxt[i]] if nxt[i] < len(queues[i]) else -1
-                nxt[i] += 1
-            remaining -= len(ended)
-            bar.update(len(ended))
-            resetting = terminated | truncated
-    return returns, lengths
+    num_targets = int(slot_target.max()) + 1
+    taken = [0] * len(queues)  # episodes each slot has started
+
+    def next_episode(i: int) -> int:
+        if taken[i] == len(queues[i]):
+            return -1
+        taken[i] += 1
+        return int(slot_target[i]) * episodes + queues[i][taken[i] - 1]
+
+    def act(obs: np.ndarray, reward: np.ndarray | None, _episode: np.ndarray, fresh: np.ndarray) -> np.ndarray:
+        if reward is None:  # the first step: every row starts
+            policy.reset()
+        elif fresh.any():
+            policy.reset(np.flatnonzero(fresh))
+        return policy.act(obs, reward)  # [B, act_dim]
+
+    with tqdm(total=num_targets * episodes, desc="eval", unit="ep", disable=not progress) as bar:
+        returns, lengths = run_episodes(env, obs, num_targets * episodes, next_episode, act, progress=bar.update)
+    return returns.reshape(num_targets, episodes), lengths.reshape(num_targets, episodes)  # [T, N]
 
 
 def evaluate(policy_or_checkpoint: Any, env: str = "Hopper-v4", episodes: int = 100, num_envs: int | None = None,
@@ -189,7 +167,7 @@ def evaluate(policy_or_checkpoint: Any, env: str = "Hopper-v4", episodes: int = 
         path = Path(policy_or_checkpoint)
         state_dim, act_dim = checkpoint_sizes(path)
         spec = check_env_matches(env, state_dim, act_dim, source=f"checkpoint {path}")
-        num_envs = num_envs or max(len(targets), min(DEFAULT_NUM_ENVS, episodes * len(targets)))
+        num_envs = num_envs or default_num_envs(episodes, len(targets))
         slot_target, queues = assign_slots(num_envs, episodes, len(targets))
         policy = load_policy(path, num_envs, mode, backend)
     else:

@@ -14,9 +14,9 @@ pytest.importorskip("envpool")
 h5py = pytest.importorskip("h5py")
 
 from dt_fast import cli  # noqa: E402
-from dt_fast.behaviour import LinearPolicy, RunningStat, train_ars  # noqa: E402
-from dt_fast.collect import collect, write_d4rl  # noqa: E402
-from dt_fast.rollout import make_env, run_episodes  # noqa: E402
+from dt_fast.collect import LinearPolicy, collect, record_episodes, train_ars, write_d4rl  # noqa: E402
+from dt_fast.collect.behaviour import RunningStat  # noqa: E402
+from dt_fast.envs import env_spec, make_vector_env  # noqa: E402
 
 ENV = "Hopper-v4"
 EMBEDDED = Path(__file__).resolve().parents[1] / "dt_fast" / "datasets" / "hopper_medium_v4.hdf5"
@@ -98,9 +98,9 @@ def test_policy_save_load(tmp_path: Path, ars_policy: LinearPolicy) -> None:
 def test_episodes_split_on_terminals_and_timeouts(tmp_path: Path) -> None:
     """Terminated episodes end with terminals=1, time-limited ones with timeouts=1 and terminals=0."""
     max_steps, episodes = 40, 30
-    env = make_env(ENV, num_envs=8, seed=0, max_episode_steps=max_steps)
+    env, obs = make_vector_env(env_spec(ENV), num_envs=8, seed=0, max_episode_steps=max_steps)
     rng = np.random.default_rng(0)
-    eps = run_episodes(env, episodes, lambda obs, _: rng.uniform(-1, 1, (len(obs), 3)))
+    eps = record_episodes(env, obs, episodes, lambda obs, _: rng.uniform(-1, 1, (len(obs), 3)))
     write_d4rl(tmp_path / "d.hdf5", eps, ENV)
     data = read_d4rl(tmp_path / "d.hdf5")
     assert data["attrs"]["env_id"] == ENV
@@ -129,6 +129,7 @@ def test_cli_collect_smoke(tmp_path: Path, ars_policy: LinearPolicy) -> None:
     """`dt-fast collect` runs as a subprocess with a saved policy and with ARS, writing valid files."""
     ars_policy.save(tmp_path / "p.npz")
     out = tmp_path / "sub" / "d.hdf5"
+    out.parent.mkdir()
     cmd = [sys.executable, "-m", "dt_fast.cli", "collect", "--env", ENV, "--policy", str(tmp_path / "p.npz"),
            "--episodes", "5", "--out", str(out), "--noise", "0.1", "--seed", "2"]
     subprocess.run(cmd, check=True, capture_output=True)
@@ -152,6 +153,10 @@ def test_cli_collect_smoke(tmp_path: Path, ars_policy: LinearPolicy) -> None:
         (["--noise", "-0.1"], "--noise levels must be >= 0"),
         (["--out", "{file}/d.hdf5"], "--out .*cannot write there"),
         (["--out", "{dir}"], "--out .* is a directory"),
+        (["--out", "{dir}/missing/d.hdf5"], "--out .*: the directory .*missing does not exist"),
+        (["--env", "CartPole-v1"], r"CartPole-v1 has observation space .* and action space Discrete\(2\); dt_fast "
+                                   "supports Box observations of rank 1 and Box actions of rank 1"),
+        (["--env", "Parking-v0"], "Parking-v0 has observation space Dict"),
         (["--policy", "nope.npz"], "--policy 'nope.npz': expected 'ars', 'random' or an existing .npz"),
         (["--save-policy", "{dir}/p.npz"], "--save-policy applies only to --policy ars"),
         (["--policy", "{file}"], "file: cannot read as an .npz linear policy"),
@@ -169,6 +174,33 @@ def test_cli_collect_bad_input(tmp_path: Path, capsys, args: list[str], message:
     assert cli.main(argv) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "d.hdf5").exists()
+
+
+def test_cli_collect_keeps_an_existing_out_unless_overwrite(tmp_path: Path, capsys) -> None:
+    """An existing --out (or --save-policy) is refused, untouched, before any rollout; --overwrite replaces it."""
+    out, saved = tmp_path / "d.hdf5", tmp_path / "p.npz"
+    out.write_text("an earlier dataset")
+    argv = ["collect", "--env", ENV, "--policy", "random", "--episodes", "2", "--out", str(out)]
+    assert cli.main(argv) == 2
+    assert f"--out {out} already exists; pass --overwrite to replace it" in capsys.readouterr().err
+    assert out.read_text() == "an earlier dataset"
+    saved.write_text("an earlier policy")
+    ars = ["collect", "--env", ENV, "--policy", "ars", "--episodes", "2", "--out", str(tmp_path / "new.hdf5"),
+           "--save-policy", str(saved)]
+    assert cli.main(ars) == 2
+    assert f"--save-policy {saved} already exists" in capsys.readouterr().err
+    assert saved.read_text() == "an earlier policy" and not (tmp_path / "new.hdf5").exists()
+    assert cli.main(argv + ["--overwrite"]) == 0
+    check_d4rl(read_d4rl(out), 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.hdf5", "p.npz"]  # no temporary file left
+
+
+def test_ars_and_collect_refuse_unsupported_envs() -> None:
+    """Discrete actions or non-vector observations: one ValueError naming the env before any env is stepped."""
+    with pytest.raises(ValueError, match="CartPole-v1 has .* action space Discrete.*dt_fast supports Box"):
+        train_ars("CartPole-v1", target_return=100.0, max_iterations=1)
+    with pytest.raises(ValueError, match=r"CarRacing-v3 has observation space Box\(0, 255, \(96, 96, 3\)"):
+        collect("CarRacing-v3", None, episodes=1, progress=False)
 
 
 @pytest.mark.skipif(not EMBEDDED.exists(), reason="embedded dataset not generated")

@@ -188,6 +188,8 @@ def no_env(monkeypatch):
     (dict(target_return=[]), "target_return is an empty list"),
     (dict(reference=(1.0, 1.0)), "two different finite returns"),
     (dict(env="Hopper-v4"), "policy has state_dim=3, act_dim=2 but Hopper-v4 has state_dim=11, act_dim=3"),
+    (dict(env="CartPole-v1"), r"CartPole-v1 has .* action space Discrete\(2\); dt_fast supports Box observations "
+                              "of rank 1 and Box actions of rank 1"),
 ])
 def test_bad_input_is_reported_before_any_env(no_env, kwargs, message):
     kwargs = {"env": ENV_ID, **kwargs}

@@ -45,10 +45,10 @@ def hopper_checkpoint(tmp_path_factory):
 
 def envpool_start_states(seed: int, count: int) -> list[np.ndarray]:
     """The first observations of the first `count` episodes of one envpool Hopper-v4 env seeded `seed`."""
-    from dt_fast.rollout import make_env
+    from dt_fast.envs import env_spec, make_vector_env
 
-    env = make_env(ENV_ID, num_envs=1, seed=seed)
-    starts = [env.reset()[0][0] for _ in range(count)]
+    env, obs = make_vector_env(env_spec(ENV_ID), num_envs=1, seed=seed)
+    starts = [obs[0]] + [env.reset()[0][0] for _ in range(count - 1)]
     env.close()
     return starts
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from dt_fast.checkpoint import atomic_write
-from dt_fast.rollout import make_env, run_episodes
+from dt_fast.collect.rollout import record_episodes
+from dt_fast.envs import env_spec, make_vector_env
 
 
 @dataclass
@@ -126,8 +127,9 @@ def train_ars(
     if max_iterations < 1 or eval_every < 1 or eval_episodes < 1:
         raise ValueError("max_iterations, eval_every and eval_episodes must be >= 1")
     start = time.perf_counter()
-    env = make_env(env_id, num_envs=2 * num_directions, seed=seed)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    spec = env_spec(env_id)
+    env, obs = make_vector_env(spec, num_envs=2 * num_directions, seed=seed)
+    obs_dim, act_dim = spec.state_dim, spec.act_dim
     rng = np.random.default_rng(seed)
     weights = np.zeros((act_dim, obs_dim))  # [act_dim, obs_dim]
     stat = RunningStat()
@@ -143,7 +145,8 @@ def train_ars(
             z = (obs - mean) / std  # [B, obs_dim]
             return np.clip(np.einsum("bij,bj->bi", params[episode], z), -1.0, 1.0)  # [B, act_dim]
 
-        eps = run_episodes(env, 2 * num_directions, act)
+        eps = record_episodes(env, obs, 2 * num_directions, act)
+        obs, _ = env.reset()  # every batch of episodes starts from fresh resets
         env_steps += int(eps.lengths.sum())
         shaped = eps.returns - shift * eps.lengths  # [2N]
         r_pos, r_neg = shaped[:num_directions], shaped[num_directions:]
@@ -156,7 +159,8 @@ def train_ars(
         mean, std = stat.mean.copy(), stat.std
         if it % eval_every == 0 or it == max_iterations:
             policy = LinearPolicy(weights.copy(), mean.copy(), std.copy(), env_id)
-            ev = run_episodes(env, eval_episodes, lambda obs, _: policy(obs))
+            ev = record_episodes(env, obs, eval_episodes, lambda obs, _: policy(obs))
+            obs, _ = env.reset()
             env_steps += int(ev.lengths.sum())
             score = float(ev.returns.mean())
             history.append((it, env_steps, score))

@@ -7,14 +7,14 @@ transitions ordered by episode then time, every episode complete. Root attribute
 data was made (`policy`, `noise`, `seed`, `episodes`).
 
 Policies: `random` (uniform in the action box), `ars` (train a linear policy with ARS, see
-dt_fast/behaviour.py, then collect with it), or the path of a linear policy saved as .npz.
+dt_fast/collect/behaviour.py, then collect with it), or the path of a linear policy saved as .npz.
+An existing --out is replaced only with --overwrite, and its directory must exist (dt_fast.checkpoint.check_output).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from dt_fast.behaviour import LinearPolicy, train_ars
-from dt_fast.checkpoint import atomic_write
-from dt_fast.rollout import Episodes, make_env, run_episodes
+from dt_fast.checkpoint import atomic_write, check_output
+from dt_fast.collect.behaviour import LinearPolicy, train_ars
+from dt_fast.collect.rollout import Episodes, record_episodes
+from dt_fast.envs import env_spec, make_vector_env
 
 MAX_ENVS = 16  # envs stepped in parallel; fixed so that a seed always gives the same file
 
@@ -39,8 +40,12 @@ def collect(env_id: str, policy: Policy | None, episodes: int, noise: Sequence[f
     clipped to the action box after the noise is added.
     """
     check_counts(episodes, noise)
-    env = make_env(env_id, num_envs=min(MAX_ENVS, episodes), seed=seed)
-    low, high = env.action_space.low, env.action_space.high  # [act_dim]
+    spec = env_spec(env_id)
+    low, high = np.array(spec.action_low), np.array(spec.action_high)  # [act_dim]
+    if policy is None and not (np.isfinite(low).all() and np.isfinite(high).all()):
+        raise ValueError(f"random actions are drawn uniformly in the action box, but {env_id}'s is unbounded "
+                         f"(low {low.tolist()}, high {high.tolist()})")
+    env, obs = make_vector_env(spec, num_envs=min(MAX_ENVS, episodes), seed=seed)
     rng = np.random.default_rng([seed, 1])
     levels = np.asarray(noise, dtype=np.float64)  # [L]
 
@@ -49,8 +54,11 @@ def collect(env_id: str, policy: Policy | None, episodes: int, noise: Sequence[f
         sigma = levels[episode % len(levels)][:, None]  # [B, 1]
         return np.clip(base + sigma * rng.standard_normal((len(obs), len(low))), low, high)  # [B, act_dim]
 
-    with tqdm(total=episodes, desc=f"collect {env_id}", unit="ep", disable=not progress) as bar:
-        return run_episodes(env, episodes, act, progress=bar.update)
+    try:
+        with tqdm(total=episodes, desc=f"collect {env_id}", unit="ep", disable=not progress) as bar:
+            return record_episodes(env, obs, episodes, act, progress=bar.update)
+    finally:
+        env.close()
 
 
 def check_counts(episodes: int, noise: Sequence[float]) -> None:
@@ -81,20 +89,6 @@ def write_d4rl(path: str | Path, data: Episodes, env_id: str, **attrs: object) -
             f.create_dataset(key, data=value, compression="gzip", shuffle=True)
 
 
-def check_output(path: str | Path) -> Path:
-    """Make sure `path` can be written (creating its directory) before any work; ValueError naming it if not."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"--out {path} is a directory, expected a file name such as data.hdf5")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path.parent):
-            pass
-    except OSError as err:
-        raise ValueError(f"--out {path}: cannot write there ({err.strerror or err})") from err
-    return path
-
-
 def load_policy(spec: str, env_id: str) -> LinearPolicy | None:
     """The policy named by `--policy` that needs no training: None for `random`, or a saved .npz policy."""
     if spec == "random":
@@ -103,8 +97,8 @@ def load_policy(spec: str, env_id: str) -> LinearPolicy | None:
     if not path.is_file():
         raise ValueError(f"--policy {spec!r}: expected 'ars', 'random' or an existing .npz linear policy file")
     policy = LinearPolicy.load(path)
-    env = make_env(env_id, num_envs=1, seed=0)
-    shape = (env.action_space.shape[0], env.observation_space.shape[0])
+    env = env_spec(env_id)
+    shape = (env.act_dim, env.state_dim)
     if policy.weights.shape != shape:
         raise ValueError(f"--policy {spec}: weights {policy.weights.shape} do not fit {env_id} "
                          f"(act_dim, obs_dim) = {shape}" + (f"; it was trained on {policy.env_id}"
@@ -114,11 +108,13 @@ def load_policy(spec: str, env_id: str) -> LinearPolicy | None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `dt-fast collect`."""
-    parser.add_argument("--env", required=True, help="envpool env id, e.g. Hopper-v4")
+    parser.add_argument("--env", required=True, help="env id, e.g. Hopper-v4 (envpool, else gymnasium)")
     parser.add_argument("--policy", required=True,
                         help="'ars' (train a linear policy with ARS first), 'random', or a saved policy .npz")
     parser.add_argument("--episodes", type=int, required=True, help="episodes to collect, all complete")
-    parser.add_argument("--out", required=True, help="output HDF5 file (D4RL layout)")
+    parser.add_argument("--out", required=True, help="output HDF5 file (D4RL layout); its directory must exist")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out (and --save-policy) file instead of refusing")
     parser.add_argument("--noise", type=float, nargs="+", default=[0.0], metavar="S",
                         help="std of Gaussian action noise; several values are used in turn, one per episode")
     parser.add_argument("--seed", type=int, default=0, help="seed of ARS, the envs and the noise")
@@ -134,12 +130,12 @@ def run(args: argparse.Namespace) -> int:
     check_counts(args.episodes, args.noise)
     if args.save_policy is not None and args.policy != "ars":
         raise ValueError("--save-policy applies only to --policy ars (the other policies are not trained)")
-    make_env(args.env, num_envs=1, seed=0)
-    out = check_output(args.out)
+    env_spec(args.env)
+    out = check_output(args.out, args.overwrite, "--out")
+    if args.save_policy is not None:
+        check_output(args.save_policy, args.overwrite, "--save-policy")
     start = time.perf_counter()
     if args.policy == "ars":
-        if args.save_policy is not None:
-            check_output(args.save_policy)
         result = train_ars(args.env, target_return=args.target_return, max_iterations=args.max_iterations,
                            seed=args.seed, log=lambda line: print(line, file=sys.stderr))
         policy: LinearPolicy | None = result.policy
