@@ -237,27 +237,42 @@ def checkpoint_sizes(path: Path) -> tuple[int, int]:
     return config.state_dim, config.act_dim
 
 
-def plot_returns(results: Sequence[EvalResult], path: str | os.PathLike, best_return: float | None = None) -> None:
-    """PNG of achieved against target return (mean and 95% interval), the dataset's best return marked if known."""
+def returns_figure(results: Sequence[EvalResult], best_return: float | None = None) -> Any:
+    """Figure of achieved against target return (mean and 95% interval), the dataset's best return marked if known.
+
+    The legend sits below the axes and the y range has headroom, so no line hides under the legend or the frame.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5.5, 4.5))
+    fig = Figure(figsize=(5.5, 5.0))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     targets = np.array([r.target_return for r in results], dtype=np.float64)  # [T]
     means = np.array([r.mean for r in results])  # [T]
-    ax.errorbar(targets, means, yerr=[r.ci95 for r in results], fmt="o-", capsize=3,
+    ci = np.array([r.ci95 for r in results])  # [T]
+    ax.errorbar(targets, means, yerr=ci, fmt="o-", capsize=3,
                 label=f"achieved ({results[0].mode}, {len(results[0].returns)} episodes, 95% CI)")
     lims = [min(targets.min(), means.min(), 0.0), max(targets.max(), means.max())]
     ax.plot(lims, lims, "k--", lw=1, label="achieved = target")
+    shown = [*lims, (means - ci).min(), (means + ci).max()]
     if best_return is not None:
         ax.axhline(best_return, color="tab:red", ls=":", label=f"best return in dataset ({best_return:.0f})")
+        shown.append(best_return)
+    low, high = min(shown), max(shown)
+    pad = 0.08 * (high - low) if high > low else 1.0
+    ax.set_ylim(low - pad, high + pad)
     ax.set_xlabel("target return")
     ax.set_ylabel("achieved return")
     ax.set_title(results[0].env_id)
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, frameon=False)
     fig.tight_layout()
+    return fig
+
+
+def plot_returns(results: Sequence[EvalResult], path: str | os.PathLike, best_return: float | None = None) -> None:
+    """Write `returns_figure` to a PNG, atomically."""
+    fig = returns_figure(results, best_return)
     with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from dt_fast.evaluation import (EvalResult, assign_slots, check_reference, evaluate, format_table, plot_returns,
-                              record_video)
+                                record_video, returns_figure)
 from dt_fast.envs import D4RL_REFERENCE
 
 ENV_ID = "DtFastRandomLength-v0"
@@ -218,6 +218,21 @@ def test_plot_is_a_png(tmp_path):
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0
     table = format_table(results)
     assert "20.0" in table and "env-steps/s" in table
+
+
+def test_plot_keeps_the_best_return_line_clear_of_the_legend_and_the_frame():
+    """The legend sits below the axes (it covers no line) and the y range leaves room above the best return."""
+    results = evaluate(DoublePolicy(4), env=ENV_ID, episodes=4, target_return=[0.0, 20.0], progress=False)
+    best = max(r.mean for r in results) + 30.0  # above every point: where the old plot drew it on the top border
+    fig = returns_figure(results, best_return=best)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend, frame = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.y1 <= ax.xaxis.label.get_window_extent().y0 and legend.y1 < frame.y0
+    assert legend.y0 >= 0 and legend.x0 >= 0 and legend.x1 <= fig.bbox.width  # inside the image
+    bottom, top = ax.get_ylim()
+    assert top - best >= 0.05 * (top - bottom)
+    assert [t.get_text() for t in ax.get_legend().get_texts()][1] == f"best return in dataset ({best:.0f})"
 
 
 def test_video_is_a_readable_mp4_with_one_frame_per_observation(tmp_path):
