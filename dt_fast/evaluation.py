@@ -13,11 +13,17 @@ different start states for the same seed, but from the same start state their Mu
 
 Several target returns run in one batch: slot i is conditioned on target i % T. The env (envpool or gymnasium),
 its checks and the continuous-batching loop are dt_fast.envs's, shared with data collection (dt_fast.collect).
+
+`dt-fast eval` checks every input and every output path (--results, --plot, --video: suffix, directory, no
+existing file unless --overwrite) before it starts an env, and writes each output atomically.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import json
 import math
 import numbers
 import os
@@ -29,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from dt_fast.checkpoint import atomic_write
+from dt_fast.checkpoint import (CONFIG_NAME, METADATA_NAME, SAFE_WEIGHTS_NAME, atomic_write, check_output,
+                                read_metadata, write_text)
 from dt_fast.envs import check_env_matches, make_vector_env, normalized_score, reference_scores, run_episodes
 
 DEFAULT_NUM_ENVS = 64  # slots when num_envs is not given (fewer if fewer episodes are asked for)
@@ -231,9 +238,10 @@ def checkpoint_sizes(path: Path) -> tuple[int, int]:
     """(state_dim, act_dim) from a checkpoint directory's config.json, without loading the weights."""
     from dt_fast.config import DecisionTransformerConfig
 
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: not a checkpoint directory")
-    config = DecisionTransformerConfig.from_json_file(path / "config.json")
+    if not (path / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"{path}: not a checkpoint directory (expected {CONFIG_NAME} and {SAFE_WEIGHTS_NAME}, "
+                                f"plus {METADATA_NAME} from dt_fast)")
+    config = DecisionTransformerConfig.from_json_file(path / CONFIG_NAME)
     return config.state_dim, config.act_dim
 
 
@@ -275,6 +283,30 @@ def plot_returns(results: Sequence[EvalResult], path: str | os.PathLike, best_re
     fig = returns_figure(results, best_return)
     with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
+
+
+def write_results(path: str | os.PathLike, results: Sequence[EvalResult], seed: int, num_envs: int) -> None:
+    """Per-episode results (target, episode index, return, length) and the summary of each target, atomically;
+    JSON for a .json path (a "summary" and an "episodes" list), else CSV (one row per episode, the summary of its
+    target repeated on each row)."""
+    run = {"env_id": results[0].env_id, "mode": results[0].mode, "seed": seed, "num_envs": num_envs}
+    summary = [{"target_return": r.target_return, "episodes": len(r.returns), "mean": r.mean, "std": r.std,
+                "ci95": r.ci95, "normalized_score": r.normalized_score, "mean_length": float(r.lengths.mean()),
+                "env_steps_per_s": r.env_steps_per_s, "wall_s": r.wall_s} for r in results]
+    episodes = [[{"target_return": r.target_return, "episode": k, "return": float(ret), "length": int(length)}
+                 for k, (ret, length) in enumerate(zip(r.returns, r.lengths))] for r in results]  # [T][N]
+    if Path(path).suffix.lower() == ".json":
+        flat = [row for rows in episodes for row in rows]
+        write_text(path, json.dumps({**run, "summary": summary, "episodes": flat}, indent=2) + "\n")
+        return
+    columns = ["target_return", "episode", "return", "length", "mean", "std", "ci95", "normalized_score",
+               "env_id", "mode", "seed", "num_envs"]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for target, rows in zip(summary, episodes):
+        writer.writerows({**target, **run, **row} for row in rows)
+    write_text(path, text.getvalue())
 
 
 def record_video(policy: Any, env_id: str, path: str | os.PathLike, seed: int = 0) -> tuple[float, int, int]:
@@ -326,6 +358,10 @@ def simplify_mujoco_rendering(env: Any) -> None:
     scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
 
 
+OUTPUTS = (("--results", (".json", ".csv")), ("--plot", (".png",)), ("--video", (".mp4",)))
+"""Output flags of `dt-fast eval` and the suffixes each accepts."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `dt-fast eval`."""
     parser.add_argument("checkpoint", help="checkpoint directory (config.json, model.safetensors, dt_fast.json)")
@@ -333,43 +369,104 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes", type=int, default=100, help="episodes per target return")
     parser.add_argument("--target-return", type=float, nargs="+", default=None, metavar="R",
                         help="one or more returns to condition on, env units (default: the checkpoint's)")
+    parser.add_argument("--context-len", type=int, default=None, metavar="K",
+                        help="steps in the model's window (default: the checkpoint's dt_fast.json)")
+    parser.add_argument("--scale", type=float, default=None,
+                        help="returns-to-go are divided by it, 1000 for MuJoCo (default: the checkpoint's)")
+    parser.add_argument("--dataset", default=None, metavar="FILE_OR_NAME",
+                        help="training data (a dataset file or a bundled name such as hopper-medium-v4) to take the "
+                             "state mean and std from (default: the checkpoint's dt_fast.json)")
     parser.add_argument("--num-envs", type=int, default=None,
                         help="envs stepped at once (default min(64, episodes x targets))")
     parser.add_argument("--mode", choices=["exact", "rolling"], default="exact",
                         help="inference mode; rolling is O(1) per step but approximate once the window slides")
     parser.add_argument("--backend", default="auto", help="policy backend: auto (fastest available), cpp or torch")
     parser.add_argument("--seed", type=int, default=0, help="env i is seeded seed + i")
-    parser.add_argument("--video", default=None, metavar="FILE.mp4", help="render one episode to this mp4")
+    parser.add_argument("--results", default=None, metavar="FILE.json|FILE.csv",
+                        help="write every episode's target, index, return and length, and the summary")
     parser.add_argument("--plot", default=None, metavar="FILE.png", help="plot achieved against target return")
+    parser.add_argument("--video", default=None, metavar="FILE.mp4", help="render one episode to this mp4")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing --results, --plot, --video files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every output path of `dt-fast eval`, before any work: its suffix, its directory, no file replaced unasked."""
+    for flag, suffixes in OUTPUTS:
+        value = getattr(args, flag[2:])
+        if value is None:
+            continue
+        if Path(value).suffix.lower() not in suffixes:
+            raise ValueError(f"{flag} must name a {' or '.join(suffixes)} file, got {value!r}")
+        check_output(value, args.overwrite, flag)
+
+
+def check_policy_inputs(path: Path, meta: Any, env_id: str | None, args: argparse.Namespace) -> None:
+    """ValueError naming every flag the checkpoint needs (it has no dt_fast.json, or no env id in it), or a bad
+    --context-len or --scale."""
+    missing = [] if env_id is not None else ["--env"]
+    if meta is None:
+        given = (("--target-return", args.target_return), ("--context-len", args.context_len),
+                 ("--scale", args.scale), ("--dataset", args.dataset))
+        missing += [flag for flag, value in given if value is None]
+    if missing:
+        where = (f"{path} has no {METADATA_NAME} (a plain transformers checkpoint)" if meta is None
+                 else f"{path / METADATA_NAME} has no env id")
+        rest = missing[1:]
+        also = f", as {'is' if len(rest) == 1 else 'are'} {', '.join(rest)}" if rest else ""
+        raise ValueError(f"{missing[0]} is required{also}: {where} to take {'them' if also else 'it'} from")
+    if args.context_len is not None and args.context_len < 1:
+        raise ValueError(f"--context-len must be >= 1, got {args.context_len}")
+    if args.scale is not None and not (math.isfinite(args.scale) and args.scale > 0):
+        raise ValueError(f"--scale must be a positive number, got {args.scale}")
+
+
+def dataset_statistics(name: str, state_dim: int, path: Path) -> tuple[np.ndarray, np.ndarray, float]:
+    """State mean, std (as training computes them) and best episode return of dataset `name` (a file or bundled
+    name); ValueError if its observations do not fit the checkpoint."""
+    from dt_fast.data import load_dataset
+
+    data = load_dataset(name)
+    if data.observations.shape[1] != state_dim:
+        raise ValueError(f"--dataset {name}: observations of size {data.observations.shape[1]}, but checkpoint "
+                         f"{path} has state_dim={state_dim}")
+    return data.state_mean, data.state_std, float(data.episode_returns.max())
+
+
 def run(args: argparse.Namespace) -> int:
-    """Evaluate the checkpoint, print a table, and write the plot and video if asked."""
-    from dt_fast.checkpoint import METADATA_NAME, read_metadata
+    """Check every input and output, evaluate, print a table, and write the results, plot and video if asked."""
+    from dt_fast.policy import Policy
 
     path = Path(args.checkpoint)
-    meta = read_metadata(path) if path.is_dir() else None
+    state_dim, act_dim = checkpoint_sizes(path)
+    targets = args.target_return or [None]
+    check_arguments(args.episodes, args.num_envs, targets)
+    check_outputs(args)
+    meta = read_metadata(path)
     env_id = args.env or (meta.env_id if meta is not None else None)
-    if env_id is None:
-        raise ValueError(f"--env is required: {path} has no env id in {METADATA_NAME}")
-    for name, suffix in (("--video", ".mp4"), ("--plot", ".png")):
-        value = getattr(args, name[2:])
-        if value is not None and Path(value).suffix.lower() != suffix:
-            raise ValueError(f"{name} must name a {suffix} file, got {value!r}")
-    results = evaluate(path, env=env_id, episodes=args.episodes, num_envs=args.num_envs,
-                       target_return=args.target_return, seed=args.seed, mode=args.mode, backend=args.backend,
+    if env_id is not None:
+        check_env_matches(env_id, state_dim, act_dim, source=f"checkpoint {path}")
+    check_policy_inputs(path, meta, env_id, args)
+    best_return = None if meta is None else meta.best_return
+    stats = {"scale": args.scale, "context_len": args.context_len}
+    if args.dataset is not None:
+        stats["state_mean"], stats["state_std"], best_return = dataset_statistics(args.dataset, state_dim, path)
+    num_envs = args.num_envs or default_num_envs(args.episodes, len(targets))
+    policy = Policy.from_pretrained(path, target_return=targets[0], mode=args.mode, backend=args.backend,
+                                    num_envs=num_envs, **stats)
+    results = evaluate(policy, env=env_id, episodes=args.episodes, target_return=args.target_return, seed=args.seed,
                        progress=not args.no_progress)
     results = results if isinstance(results, list) else [results]
     print(format_table(results))
+    if args.results:
+        write_results(args.results, results, args.seed, num_envs)
+        print(f"results: {args.results}")
     if args.plot:
-        plot_returns(results, args.plot, best_return=None if meta is None else meta.best_return)
+        plot_returns(results, args.plot, best_return=best_return)
         print(f"plot: {args.plot}")
     if args.video:
-        from dt_fast.policy import Policy
-
         policy = Policy.from_pretrained(path, target_return=results[0].target_return, mode=args.mode,
-                                        backend=args.backend, num_envs=1)
+                                        backend=args.backend, num_envs=1, **stats)
         ret, length, frames = record_video(policy, env_id, args.video, seed=args.seed)
         print(f"video: {args.video} ({frames} frames, one episode of return {ret:.1f} over {length} steps, "
               f"target {results[0].target_return:g}, gymnasium seed {args.seed})")

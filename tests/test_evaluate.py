@@ -288,3 +288,50 @@ def test_cli_reports_bad_input_before_any_env(no_env, cheetah_checkpoint, capsys
     assert "argument --target-return: invalid float value: 'high'" in capsys.readouterr().err
     assert main(["eval", str(cheetah_checkpoint)]) == 2
     assert "--env is required" in capsys.readouterr().err
+
+
+def test_cli_names_a_path_that_is_not_a_checkpoint(no_env, tmp_path, capsys):
+    """A missing path, an empty directory or a file is reported as not a checkpoint, before anything else."""
+    from dt_fast.cli import main
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("")
+    for path in (tmp_path / "no_such_dir", tmp_path / "empty", tmp_path / "file"):
+        for extra in ([], ["--env", "Hopper-v4"]):
+            assert main(["eval", str(path), *extra]) == 2
+            assert f"dt-fast eval: error: {path}: not a checkpoint directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, name", [("--results", "r.json"), ("--results", "r.csv"), ("--plot", "p.png"),
+                                        ("--video", "v.mp4")])
+def test_cli_checks_every_output_before_any_env(no_env, cheetah_checkpoint, tmp_path, capsys, flag, name):
+    """A missing directory, an existing file (without --overwrite) or a wrong suffix fails first, writing nothing."""
+    from dt_fast.cli import main
+
+    argv = ["eval", str(cheetah_checkpoint), "--env", "HalfCheetah-v4", "--episodes", "1", "--no-progress"]
+    missing = tmp_path / "missing" / name
+    assert main(argv + [flag, str(missing)]) == 2
+    assert f"{flag} {missing}: the directory {missing.parent} does not exist" in capsys.readouterr().err
+    (tmp_path / name).write_text("an earlier output")
+    assert main(argv + [flag, str(tmp_path / name)]) == 2
+    assert f"{flag} {tmp_path / name} already exists; pass --overwrite to replace it" in capsys.readouterr().err
+    assert (tmp_path / name).read_text() == "an earlier output"
+    assert main(argv + [flag, str(tmp_path / "out.txt")]) == 2
+    kinds = {"--results": ".json or .csv", "--plot": ".png", "--video": ".mp4"}
+    assert f"{flag} must name a {kinds[flag]} file, got '{tmp_path / 'out.txt'}'" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_cli_checks_the_flags_that_replace_dt_fast_json(no_env, cheetah_checkpoint, capsys):
+    """--dataset must fit the checkpoint; --scale and --context-len must be positive; all before any env."""
+    from dt_fast.cli import main
+
+    flags = {"--env": "HalfCheetah-v4", "--target-return": "100", "--context-len": "5", "--scale": "1000",
+             "--dataset": "hopper-medium-v4"}
+    for changed, message in [({}, f"--dataset hopper-medium-v4: observations of size 11, but checkpoint "
+                                  f"{cheetah_checkpoint} has state_dim=17"),
+                             ({"--scale": "0"}, "--scale must be a positive number, got 0.0"),
+                             ({"--context-len": "0"}, "--context-len must be >= 1, got 0")]:
+        argv = [x for kv in {**flags, **changed}.items() for x in kv]
+        assert main(["eval", str(cheetah_checkpoint), *argv]) == 2
+        assert message in capsys.readouterr().err

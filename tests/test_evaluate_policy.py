@@ -131,3 +131,93 @@ def test_cli_table_plot_and_video(hopper_checkpoint, tmp_path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     frames = int(out.stdout.split("video: ")[1].split("(")[1].split(" frames")[0])
     assert imageio_ffmpeg.count_frames_and_secs(str(video))[0] == frames > 1
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    """`dt-fast eval` in this process: (exit status, stderr)."""
+    from dt_fast.cli import main
+
+    status = main(["eval", *argv, "--no-progress"])
+    return status, capsys.readouterr().err
+
+
+def test_cli_results_file_json_and_csv(hopper_checkpoint, tmp_path, capsys):
+    """--results has every episode (target, index, return, length) and the summary, equal to dt_fast.evaluate."""
+    import csv
+    import json
+
+    argv = [str(hopper_checkpoint), "--episodes", "3", "--num-envs", "2", "--target-return", "500", "3600",
+            "--seed", "4", "--mode", "rolling"]
+    assert run_cli(argv + ["--results", str(tmp_path / "r.json")], capsys)[0] == 0
+    assert run_cli(argv + ["--results", str(tmp_path / "r.csv")], capsys)[0] == 0
+    want = evaluate(str(hopper_checkpoint), env=ENV_ID, episodes=3, num_envs=2, target_return=[500.0, 3600.0],
+                    seed=4, mode="rolling", progress=False)
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert (data["env_id"], data["mode"], data["seed"], data["num_envs"]) == (ENV_ID, "rolling", 4, 2)
+    assert [s["target_return"] for s in data["summary"]] == [500.0, 3600.0]
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert len(data["episodes"]) == len(rows) == 6
+    for j, result in enumerate(want):
+        episodes = [e for e in data["episodes"] if e["target_return"] == result.target_return]
+        assert [e["episode"] for e in episodes] == [0, 1, 2]
+        assert [e["length"] for e in episodes] == result.lengths.tolist()
+        np.testing.assert_allclose([e["return"] for e in episodes], result.returns, rtol=1e-5)
+        summary = data["summary"][j]
+        assert summary["episodes"] == 3 and summary["normalized_score"] == pytest.approx(result.normalized_score,
+                                                                                         rel=1e-4)
+        assert summary["mean"] == pytest.approx(np.mean([e["return"] for e in episodes]), rel=1e-12)
+        assert summary["ci95"] == pytest.approx(result.ci95, rel=1e-4)
+        for row, e in zip([r for r in rows if float(r["target_return"]) == result.target_return], episodes):
+            assert (int(row["episode"]), int(row["length"]), row["env_id"]) == (e["episode"], e["length"], ENV_ID)
+            assert float(row["return"]) == e["return"] and float(row["mean"]) == summary["mean"]
+
+
+def test_cli_replaces_an_output_only_with_overwrite(hopper_checkpoint, tmp_path, capsys):
+    plot, results = tmp_path / "returns.png", tmp_path / "r.json"
+    plot.write_text("an earlier plot")
+    results.write_text("earlier results")
+    argv = [str(hopper_checkpoint), "--episodes", "1", "--num-envs", "1", "--plot", str(plot), "--results",
+            str(results)]
+    status, err = run_cli(argv, capsys)
+    assert status == 2 and f"--results {results} already exists; pass --overwrite" in err
+    assert plot.read_text() == "an earlier plot" and results.read_text() == "earlier results"
+    assert run_cli(argv + ["--overwrite"], capsys)[0] == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and results.read_text().startswith("{")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "returns.png"]
+
+
+def test_cli_evaluates_a_plain_transformers_checkpoint(tmp_path, capsys):
+    """config.json + model.safetensors from transformers' save_pretrained, the rest given as flags; the error
+    without them names every missing flag."""
+    import json
+
+    from dt_fast.data import load_dataset
+
+    path = tmp_path / "hf"
+    # In a subprocess: transformers imports Triton, whose LLVM crashes a process that has rendered with Mesa's EGL
+    # (the video tests) before.
+    subprocess.run([sys.executable, "-c", f"""
+import torch
+from transformers import DecisionTransformerConfig, DecisionTransformerModel
+torch.manual_seed(0)
+hf = DecisionTransformerModel(DecisionTransformerConfig(state_dim=11, act_dim=3, max_ep_len=1000))
+with torch.no_grad():
+    hf.predict_action[0].weight.mul_(0.05)
+hf.save_pretrained({str(path)!r})
+"""], check=True, capture_output=True)
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
+    status, err = run_cli([str(path)], capsys)
+    assert status == 2 and (f"--env is required, as are --target-return, --context-len, --scale, --dataset: {path} "
+                            "has no dt_fast.json (a plain transformers checkpoint) to take them from") in err
+    status, err = run_cli([str(path), "--env", ENV_ID, "--target-return", "3600", "--scale", "1000"], capsys)
+    assert status == 2 and "--context-len is required, as is --dataset: " in err
+    flags = ["--env", ENV_ID, "--target-return", "3600", "--context-len", "20", "--scale", "1000", "--dataset",
+             "hopper-medium-v4", "--episodes", "2", "--num-envs", "2", "--seed", "3"]
+    assert run_cli([str(path), *flags, "--results", str(tmp_path / "r.json")], capsys)[0] == 0
+    data = load_dataset("hopper-medium-v4")
+    policy = Policy.from_pretrained(path, target_return=3600.0, state_mean=data.state_mean, state_std=data.state_std,
+                                    scale=1000.0, context_len=20, num_envs=2)
+    want = evaluate(policy, env=ENV_ID, episodes=2, seed=3, progress=False)
+    got = json.loads((tmp_path / "r.json").read_text())["episodes"]
+    assert [e["length"] for e in got] == want.lengths.tolist()
+    np.testing.assert_allclose([e["return"] for e in got], want.returns, rtol=1e-5)
