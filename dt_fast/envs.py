@@ -75,10 +75,21 @@ def spec_from_spaces(env_id: str, observation_space: Any, action_space: Any, max
 
     if not (isinstance(observation_space, Box) and len(observation_space.shape) == 1
             and isinstance(action_space, Box) and len(action_space.shape) == 1):
-        raise ValueError(f"{env_id} has observation space {observation_space} and action space {action_space}; "
-                         f"dt_fast supports {SUPPORTED}")
+        raise ValueError(f"{env_id} has observation space {space_text(observation_space)} and action space "
+                         f"{space_text(action_space)}; dt_fast supports {SUPPORTED}")
     return EnvSpec(env_id, int(observation_space.shape[0]), int(action_space.shape[0]), max_episode_steps, backend,
                    tuple(float(x) for x in action_space.low), tuple(float(x) for x in action_space.high))
+
+
+def space_text(space: Any) -> str:
+    """A short description of a gymnasium space for error messages: a Box's shape and dtype, a Dict's keys."""
+    from gymnasium.spaces import Box, Dict
+
+    if isinstance(space, Box):
+        return f"Box of shape {space.shape}, {space.dtype}"
+    if isinstance(space, Dict):
+        return f"Dict with keys {list(space.keys())}"
+    return str(space)
 
 
 def close_env_ids(env_id: str, n: int = 5) -> list[str]:

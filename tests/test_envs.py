@@ -39,14 +39,14 @@ for _id, (_obs, _act) in TEST_ENVS.items():
 
 
 @pytest.mark.parametrize("env_id, spaces", [
-    ("CartPole-v1", r"observation space Box\(.*\(4,\), float32\) and action space Discrete\(2\)"),  # envpool
-    ("Parking-v0", "observation space Dict"),  # envpool, goal-conditioned
-    ("CarRacing-v3", r"observation space Box\(0, 255, \(96, 96, 3\), uint8\)"),  # envpool, pixels
-    ("Highway-v0", r"\(5, 5\), float32\) and action space Discrete\(5\)"),  # envpool, a matrix of vehicles
+    ("CartPole-v1", r"observation space Box of shape \(4,\), float32 and action space Discrete\(2\)"),  # envpool
+    ("Parking-v0", r"observation space Dict with keys \['observation', 'achieved_goal', 'desired_goal'\]"),
+    ("CarRacing-v3", r"observation space Box of shape \(96, 96, 3\), uint8"),  # envpool, pixels
+    ("Highway-v0", r"Box of shape \(5, 5\), float32 and action space Discrete\(5\)"),  # envpool, vehicles
     ("FrozenLake-v1", r"observation space Discrete\(16\) and action space Discrete\(4\)"),  # gymnasium only
-    ("DtFastDictObs-v0", "observation space Dict"),
-    ("DtFastImageObs-v0", r"\(8, 8, 3\), uint8\)"),
-    ("DtFastMatrixAction-v0", r"action space Box\(-1.0, 1.0, \(2, 2\), float32\)"),
+    ("DtFastDictObs-v0", r"observation space Dict with keys \['goal', 'position'\]"),
+    ("DtFastImageObs-v0", r"Box of shape \(8, 8, 3\), uint8"),
+    ("DtFastMatrixAction-v0", r"action space Box of shape \(2, 2\), float32"),
     ("DtFastMultiDiscrete-v0", r"action space MultiDiscrete\(\[3 3\]\)"),
 ])
 def test_unsupported_spaces_are_named(env_id, spaces):
