@@ -2,9 +2,9 @@
 
   embed fwd / fwd+bwd   dt_fast.kernels.embed.fused_embed vs reference.embed_ref (the model's torch embedding),
                         B x K=20 steps, HalfCheetah sizes, hidden 128; GB/s = bytes of inputs + output / time
-  attn decode           attention_with_kvcache, 3 new tokens per row over a cache of 3K=60 slots (append and
-                        ring) vs reference.attention_kvcache_ref
-  attn prefill          the same with an empty cache and a left-padded window of 60 tokens
+  attn new tokens       attention_masked as the decoder runs it: 3 queries per row over a KV ring of 3K + 4 = 64
+                        slots (rolling mode, exact while the window fills) vs reference.attention_masked_ref
+  attn exact window     the same with the 3K - 1 = 59 queries of an exact window recompute
   policy step           Policy.act (Hopper-sized random checkpoint, hidden 128, 3 layers, K=20, exact and
                         rolling) with backend "triton" vs "torch", each as the CUDA graph Policy captures
                         ("+graph", dt_fast/cuda_graph.py), that static step run eagerly (" static"), and the
@@ -64,20 +64,18 @@ def bench_embed(batch: int, device: torch.device) -> list[dict]:
 
 
 def bench_attention(batch: int, device: torch.device) -> list[dict]:
-    """KV-cache attention vs reference: decode of 3 tokens (append, ring) and a 60-token prefill, fp32."""
-    from dt_fast.kernels.attention import attention_with_kvcache
-    from dt_fast.kernels.reference import attention_kvcache_ref
+    """Masked attention over a KV ring vs reference, on the decoder's shapes (K = 20, one head of 128), fp32."""
+    from dt_fast.kernels.attention import attention_masked
+    from dt_fast.kernels.reference import attention_masked_ref
 
-    nh, hs, L = 1, 128, 60
-    k_cache, v_cache = torch.randn(batch, nh, L, hs, device=device), torch.randn(batch, nh, L, hs, device=device)
+    nh, hs, L = 1, 128, 64
+    k, v = torch.randn(batch, nh, L, hs, device=device), torch.randn(batch, nh, L, hs, device=device)
     rows = []
-    for bench, Tn, ring, seqlen in (("attn decode append", 3, False, 40), ("attn decode ring", 3, True, 100),
-                                    ("attn prefill", L, False, 0)):
-        q, k, v = (torch.randn(batch, nh, Tn, hs, device=device) for _ in range(3))
-        seqlens = torch.full((batch,), seqlen, dtype=torch.int32, device=device)
-        starts = torch.randint(0, L // 2, (batch,), device=device) if seqlen == 0 else None
-        for name, fn in (("triton", attention_with_kvcache), ("torch", attention_kvcache_ref)):
-            t = timed(lambda: fn(q, k_cache, v_cache, k, v, seqlens, starts, ring))
+    for bench, n in (("attn new tokens", 3), ("attn exact window", 59)):
+        q = torch.randn(batch, nh, n, hs, device=device)  # (B, nh, n, hs)
+        mask = torch.rand(batch, n, L, device=device) < 0.9  # (B, n, L)
+        for name, fn in (("triton", attention_masked), ("torch", attention_masked_ref)):
+            t = timed(lambda: fn(q, k, v, mask, hs**-0.5))
             rows.append(row(bench, name, batch, t))
     return rows
 
