@@ -25,6 +25,7 @@ import torch
 
 from dt_fast.checkpoint import METADATA_NAME, SAFE_WEIGHTS_NAME, hf_state_dict, read_metadata
 from dt_fast.config import DecisionTransformerConfig
+from dt_fast.cuda_graph import GraphedStep
 from dt_fast.decode import MODES, KVCacheDecoder
 from dt_fast.model import DecisionTransformer
 
@@ -45,7 +46,7 @@ class Policy:
         mode: "exact" (the blog's window recompute, to float tolerance) or "rolling" (O(1) per step,
             approximate after context_len steps).
         backend: "cpp" (the C++ engine, CPU), "torch" (the reference decoder, the model's device), "triton"
-            (the torch decoder with the Triton embedding and attention kernels, dt_fast/kernels/decoder.py; on a
+            (the same decoder, dt_fast/decode.py, with the Triton embedding and attention kernels; on a
             CUDA device both decoders run as one captured CUDA graph per step, dt_fast/cuda_graph.py), or
             "auto" (on the CPU: cpp when dt_fast._C is built, else torch; on a GPU: triton when installed).
         num_envs: rows, each its own episode.
@@ -112,17 +113,9 @@ class Policy:
             self._engine = self._ctl.engine
             self._ctl.set_target_returns(self._target)
         else:
-            base = KVCacheDecoder
-            if backend == "triton":
-                from dt_fast.kernels.decoder import TritonKVCacheDecoder
-
-                base = TritonKVCacheDecoder
-            if device.type == "cuda":  # the step captured in a CUDA graph (one per Policy: one batch size)
-                from dt_fast.cuda_graph import GraphedStep, static_decoder
-
-                self._decoder = GraphedStep(static_decoder(base, model, self.num_envs, self.context_len, mode))
-            else:
-                self._decoder = base(model, self.num_envs, self.context_len, mode)
+            static = device.type == "cuda"  # the step captured in a CUDA graph (one per Policy: one batch size)
+            decoder = KVCacheDecoder(model, self.num_envs, self.context_len, mode, static=static, backend=backend)
+            self._decoder = GraphedStep(decoder) if static else decoder
         if backend == "cpp":  # obs shapes act hands to the Controller unchecked (it checks values)
             self._obs_shapes = [(self.num_envs, self.state_dim)] + [(self.state_dim,)] * (self.num_envs == 1)
         else:  # the bookkeeping the C++ Controller keeps for the cpp backend

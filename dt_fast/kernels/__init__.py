@@ -1,6 +1,7 @@
 """Triton kernels of dt_fast (fused embedding, masked attention over a KV ring) and their pure-torch references.
 
-Importing this package never imports Triton: `dispatch` loads a kernel module only when it runs a kernel.
+Importing this package never imports Triton: `dispatch` loads a kernel module only when it runs a kernel. Nothing
+here imports from above dt_fast.kernels (tests/test_structure.py checks it).
 """
 
 from dt_fast.kernels.dispatch import attention_masked, embed_tokens, embedding_weights, resolve_backend

@@ -128,7 +128,7 @@ def attention_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
                      scale: float) -> torch.Tensor:
     """Attention of queries over given keys/values (e.g. a whole KV ring) under an explicit boolean mask.
 
-    This is the `attend` step of dt_fast.decode.KVCacheDecoder, whose mask encodes each query's window.
+    The attention of dt_fast.decode.KVCacheDecoder, whose mask encodes each query's window.
     Args:
         q: (B, nh, n, hs). k, v: (B, nh, L, hs), any strides with stride 1 in hs (views into a cache are fine).
         mask: (B, n, L) bool, True where query i may attend to key j. scale: multiplies q.k.

@@ -1,5 +1,8 @@
 """Choose the Triton kernels or their pure-torch references, and call either through one interface.
 
+The one switch of the package: DecisionTransformer.embed (the model's forward) and the incremental decoder
+(dt_fast.decode) call `embed_tokens` and `attention_masked` here, never a kernel or a reference directly.
+
 backend "auto" (default): Triton when the tensors are on a CUDA device and Triton imports, the reference
 otherwise (a CUDA run without Triton warns once). backend "triton" (or DT_FAST_BACKEND=triton) forces the
 kernels: on CPU tensors that needs TRITON_INTERPRET=1 set before Triton is first imported (the interpreter,

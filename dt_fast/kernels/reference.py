@@ -18,8 +18,8 @@ def embed_ref(states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.
               ln_bias: torch.Tensor, wpe0: torch.Tensor | None = None, eps: float = EMBED_LN_EPS) -> torch.Tensor:
     """Interleaved token embeddings (B, 3T, C): LayerNorm(R_t | s_t | a_t embedding + E[t]) (+ wpe0).
 
-    The one torch statement of the Decision Transformer's embedding: DecisionTransformer.embed runs it, or the
-    fused kernel (kernels/embed.py), through kernels.dispatch.embed_tokens.
+    The one torch statement of the Decision Transformer's embedding: DecisionTransformer.embed and the incremental
+    decoder (dt_fast.decode) run it, or the fused kernel (kernels/embed.py), through kernels.dispatch.embed_tokens.
 
     Args:
         states: (B, T, S). actions: (B, T, A). returns_to_go: (B, T, 1). timesteps: (B, T) integer.
