@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from benchmarks.reference import DecisionTransformerGymDataCollator, ListDataset, get_action
-from dt_fast import DecisionTransformer, DecisionTransformerConfig, Policy, Trajectories, TrajectorySampler
+from dt_fast import DecisionTransformer, DecisionTransformerConfig, Trajectories, TrajectorySampler
+from dt_fast.checkpoint import hf_state_dict
 from dt_fast.kernels.reference import attention_masked_ref, embed_ref
 
 B, K, S, A, C, MAX_EP_LEN = 64, 20, 17, 6, 128, 1000
@@ -98,14 +99,16 @@ def model() -> DecisionTransformer:
 @pytest.mark.benchmark(group="engine step: batch 1, window sliding")
 @pytest.mark.parametrize("mode", ["exact", "rolling"])
 def test_engine_step(benchmark, model: DecisionTransformer, mode: str) -> None:
-    """The C++ engine's step alone (Policy._engine.step), after the window has filled."""
-    policy = Policy(model, target_return=3600.0, mode=mode, backend="cpp", state_mean=np.zeros(S),
-                    state_std=np.ones(S), scale=1000.0, context_len=K)
+    """The C++ engine's step alone (dt_fast._C.Engine.step, every hardware thread), after the window has filled."""
+    from dt_fast import _C
+
+    tensors = {k: v.detach().numpy() for k, v in hf_state_dict(model).items()}
+    engine = _C.Engine(model.config.to_json_string(), tensors, 1, K, mode)
     states = np.random.default_rng(0).normal(size=(1, S)).astype(np.float32)  # (1, S)
     rtg, timesteps = np.full(1, 3.6, np.float32), np.full(1, 50, np.int64)
     for _ in range(K + 5):
-        policy._engine.step(states, rtg, timesteps)
-    actions = benchmark(policy._engine.step, states, rtg, timesteps)
+        engine.step(states, rtg, timesteps)
+    actions = benchmark(engine.step, states, rtg, timesteps)
     assert actions.shape == (1, A)
 
 
