@@ -2,14 +2,15 @@
 
   embed fwd / fwd+bwd   dt_fast.kernels.embed.fused_embed vs reference.embed_ref (the model's torch embedding),
                         B x K=20 steps, HalfCheetah sizes, hidden 128; GB/s = bytes of inputs + output / time
-  attn decode           attention_with_kvcache, 3 new tokens per row over a cache of 3K=60 slots (append and
-                        ring) vs reference.attention_kvcache_ref
-  attn prefill          the same with an empty cache and a left-padded window of 60 tokens
+  attn new tokens       attention_masked as the decoder runs it: 3 queries per row over a KV ring of 3K + 4 = 64
+                        slots (rolling mode, exact while the window fills) vs reference.attention_masked_ref
+  attn exact window     the same with the 3K - 1 = 59 queries of an exact window recompute
   policy step           Policy.act (Hopper-sized random checkpoint, hidden 128, 3 layers, K=20, exact and
                         rolling) with backend "triton" vs "torch", each as the CUDA graph Policy captures
                         ("+graph", dt_fast/cuda_graph.py), that static step run eagerly (" static"), and the
-                        eager incremental decoder (dt_fast/decode.py, no suffix): p50/p99 over --policy-steps
-                        steps, wall clock including the host round trip (act takes and returns numpy arrays)
+                        eager incremental decoder on the same kernels (dt_fast/decode.py, no suffix), each timed
+                        alone (inputs on the GPU, actions copied back to the host); and Policy.act (" Policy.act":
+                        the graph plus the host round trip, numpy in and out): p50/p99 over --policy-steps steps
 Times are triton.testing.do_bench medians (p20/p80 beside) in milliseconds; "speedup" = reference / kernel.
 Without a CUDA device (as on the machines dt_fast is built on) it prints that no GPU was found and exits 0:
 GPU speed is unmeasured until this has been run on one.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import torch
 
 from benchmarks.harness import print_table, save_results
@@ -64,56 +66,65 @@ def bench_embed(batch: int, device: torch.device) -> list[dict]:
 
 
 def bench_attention(batch: int, device: torch.device) -> list[dict]:
-    """KV-cache attention vs reference: decode of 3 tokens (append, ring) and a 60-token prefill, fp32."""
-    from dt_fast.kernels.attention import attention_with_kvcache
-    from dt_fast.kernels.reference import attention_kvcache_ref
+    """Masked attention over a KV ring vs reference, on the decoder's shapes (K = 20, one head of 128), fp32."""
+    from dt_fast.kernels.attention import attention_masked
+    from dt_fast.kernels.reference import attention_masked_ref
 
-    nh, hs, L = 1, 128, 60
-    k_cache, v_cache = torch.randn(batch, nh, L, hs, device=device), torch.randn(batch, nh, L, hs, device=device)
+    nh, hs, L = 1, 128, 64
+    k, v = torch.randn(batch, nh, L, hs, device=device), torch.randn(batch, nh, L, hs, device=device)
     rows = []
-    for bench, Tn, ring, seqlen in (("attn decode append", 3, False, 40), ("attn decode ring", 3, True, 100),
-                                    ("attn prefill", L, False, 0)):
-        q, k, v = (torch.randn(batch, nh, Tn, hs, device=device) for _ in range(3))
-        seqlens = torch.full((batch,), seqlen, dtype=torch.int32, device=device)
-        starts = torch.randint(0, L // 2, (batch,), device=device) if seqlen == 0 else None
-        for name, fn in (("triton", attention_with_kvcache), ("torch", attention_kvcache_ref)):
-            t = timed(lambda: fn(q, k_cache, v_cache, k, v, seqlens, starts, ring))
+    for bench, n in (("attn new tokens", 3), ("attn exact window", 59)):
+        q = torch.randn(batch, nh, n, hs, device=device)  # (B, nh, n, hs)
+        mask = torch.rand(batch, n, L, device=device) < 0.9  # (B, n, L)
+        for name, fn in (("triton", attention_masked), ("torch", attention_masked_ref)):
+            t = timed(lambda: fn(q, k, v, mask, hs**-0.5))
             rows.append(row(bench, name, batch, t))
     return rows
 
 
 def bench_policy(batch: int, device: torch.device, steps: int) -> list[dict]:
-    """Policy.act latency (p50/p99 ms over `steps` steps after warm-up), backend torch vs triton, both modes."""
-    import numpy as np
-
+    """Decoder step latency (p50/p99 ms over `steps` steps after warm-up), kernels torch vs triton, both modes:
+    the CUDA graph of the static step Policy captures, that static step eagerly, the incremental decoder, and
+    Policy.act."""
     from benchmarks.harness import latencies
-    from dt_fast import DecisionTransformer, DecisionTransformerConfig
-    from dt_fast.policy import Policy
+    from dt_fast import DecisionTransformer, DecisionTransformerConfig, Policy
+    from dt_fast.cuda_graph import GraphedStep
+    from dt_fast.decode import KVCacheDecoder
 
     torch.manual_seed(0)
     model = DecisionTransformer(DecisionTransformerConfig(state_dim=11, act_dim=3, max_ep_len=1000)).to(device)
-    rng = np.random.default_rng(0)
-    obs = rng.normal(size=(steps + 100, batch, 11)).astype(np.float32)  # (steps + warm-up, B, S)
+    states = torch.randn(steps + 100, batch, 11, device=device)  # (steps + warm-up, B, S)
+    rtg = torch.full((batch,), 3.6, device=device)  # (B,)
+    obs = states.cpu().numpy()  # (steps + warm-up, B, S)
     rows = []
-    from dt_fast.decode import KVCacheDecoder
-    from dt_fast.kernels.decoder import TritonKVCacheDecoder
-
     for mode in ("exact", "rolling"):
-        for name, base in (("triton", TritonKVCacheDecoder), ("torch", KVCacheDecoder)):
+        for name in ("triton", "torch"):
+            static = KVCacheDecoder(model, batch, 20, mode, static=True, backend=name)
             policy = Policy(model, target_return=3600.0, mode=mode, backend=name, num_envs=batch,
                             state_mean=np.zeros(11), state_std=np.ones(11), scale=1000.0, context_len=20)
-            graphed = policy._decoder  # GraphedStep: one CUDA graph replay per step
-            for provider, decoder in ((f"{name}+graph", graphed), (f"{name} static", graphed.decoder),
-                                      (name, base(model, batch, 20, mode))):
-                policy._decoder = decoder  # the graph replay, the same step eagerly, the reference decoder
-                policy.reset()
-                it = iter(obs)
-                policy.act(next(it))
-                times = latencies(lambda: policy.act(next(it), np.ones(batch)), n=steps, warmup=50) * 1e3  # ms
-                rows.append(row(f"policy step {mode}", provider, batch,
-                                (float(np.median(times)), float(np.percentile(times, 20)),
-                                 float(np.percentile(times, 80))), p99_ms=float(np.percentile(times, 99))))
+            for provider, decoder in ((f"{name}+graph", GraphedStep(static)), (f"{name} static", static),
+                                      (name, KVCacheDecoder(model, batch, 20, mode, backend=name))):
+                decoder.reset()
+                it = iter(states)
+                t = torch.zeros(batch, dtype=torch.long, device=device)  # (B,) steps since reset
+
+                def step() -> None:
+                    decoder.step(next(it), rtg, t.clamp(max=999)).cpu()
+                    t.add_(1)
+
+                rows.append(latency_row(f"policy step {mode}", provider, batch, latencies(step, n=steps, warmup=50)))
+            it = iter(obs)
+            policy.act(next(it))
+            times = latencies(lambda: policy.act(next(it), np.ones(batch)), n=steps, warmup=50)
+            rows.append(latency_row(f"policy step {mode}", f"{name} Policy.act", batch, times))
     return rows
+
+
+def latency_row(bench: str, provider: str, batch: int, seconds: np.ndarray) -> dict:
+    """One result row of per-call wall times: p50, p20, p80 and p99 in milliseconds."""
+    ms = seconds * 1e3
+    return row(bench, provider, batch, tuple(float(np.percentile(ms, p)) for p in (50, 20, 80)),
+               p99_ms=float(np.percentile(ms, 99)))
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ from transformers import DecisionTransformerModel
 from benchmarks.harness import fastest_rate, matmul_rates, memcpy_bytes_per_s
 from benchmarks.reference import get_action
 from dt_fast import DecisionTransformer, DecisionTransformerConfig
-from dt_fast.checkpoint import load_hf_state_dict
+from dt_fast.checkpoint import hf_state_dict, load_hf_state_dict
 from dt_fast.policy import Policy
 
 ENVS = {"Hopper": (11, 3), "HalfCheetah": (17, 6)}
@@ -108,23 +108,32 @@ def blog_latencies(model: DecisionTransformerModel, n: int, phase: str, rng: np.
     return np.array(out)
 
 
-def policy_latencies(policy: Policy, n: int, phase: str, rng: np.random.Generator,
-                     engine_only: bool = False) -> np.ndarray:
-    """Seconds per Policy.act (or Engine.step alone) at batch 1, window filling (t < K) or sliding (t >= K)."""
+def batch1_engine(model: DecisionTransformer, mode: str, threads: int):
+    """A batch-1 dt_fast._C.Engine (the cpp backend's engine, without the Controller) over `model`'s weights."""
+    from dt_fast import _C
+
+    tensors = {k: v.detach().numpy() for k, v in hf_state_dict(model).items()}
+    return _C.Engine(model.config.to_json_string(), tensors, 1, K, mode, threads)
+
+
+def policy_latencies(policy: Policy, n: int, phase: str, rng: np.random.Generator, engine=None) -> np.ndarray:
+    """Seconds per Policy.act (or per step of `engine`, a batch-1 dt_fast._C.Engine, alone) at batch 1, window
+    filling (t < K) or sliding (t >= K)."""
     S = policy.state_dim
     obs = rng.normal(size=(n + K + 30, S))
     out = []
-    policy.reset()
+    reset = policy.reset if engine is None else lambda: engine.reset(0)
+    reset()
     reward = None
     for i in range(len(obs)):
         if phase == "t<K" and i % K == 0:
-            policy.reset()
+            reset()
             reward = None
-        if engine_only:
+        if engine is not None:
             states = obs[i:i + 1].astype(np.float32)
             rtg, ts = np.full(1, 3.6, np.float32), np.array([min(i, 999)], np.int64)
             start = time.perf_counter()
-            policy._engine.step(states, rtg, ts)
+            engine.step(states, rtg, ts)
             elapsed = time.perf_counter() - start
         else:
             start = time.perf_counter()
@@ -197,7 +206,8 @@ def main() -> None:
                   f"{np.percentile(blog_lat, 99) * 1e6:>10.0f}{1.0:>9.2f}")
             for name, backend, mode, threads, engine_only in cases:
                 policy = Policy(ours, mode=mode, backend=backend, n_threads=threads, **common)
-                lat = policy_latencies(policy, n, phase, rng, engine_only)
+                engine = batch1_engine(ours, mode, threads) if engine_only else None
+                lat = policy_latencies(policy, n, phase, rng, engine)
                 flops, nbytes = step_cost(ours.config, mode, t_cost)
                 bound = max(flops / rates[threads], nbytes / bw)
                 p50 = np.median(lat)

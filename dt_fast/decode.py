@@ -1,9 +1,17 @@
-"""Incremental decoding of a DecisionTransformer with a KV cache in torch: the reference path of `Policy`.
+"""Incremental decoding of a DecisionTransformer with a KV cache in torch: the decoder of Policy's torch and triton
+backends.
 
-It mirrors the C++ engine (csrc/engine/engine.h) step for step, on any torch device. Tokens of a row are
-numbered from its reset: step j has R_j at 3j, s_j at 3j + 1, a_j at 3j + 2. Each step embeds the tokens that
-became known (a_{t-1}: the action returned at the previous step, R_t, s_t) and returns the action read from s_t;
-the blog's zero a_t placeholder comes after s_t and, by causality, never changes the action, so it is skipped.
+Owners: this module owns the one incremental decoder, `KVCacheDecoder`, for every torch device and both kernel
+backends, with a static-shape option for CUDA graphs. It mirrors the C++ engine (csrc/engine/engine.h, Policy's cpp
+backend) step for step. It does not own the model's weights and full forward (dt_fast.model), the embedding and
+attention arithmetic (dt_fast.kernels: the torch reference and the Triton kernels, chosen by kernels.dispatch, the
+switch the model's forward goes through too), the capture of a step in a CUDA graph (dt_fast.cuda_graph), nor the
+control loop around a step: input checks, normalisation, returns-to-go, timesteps (dt_fast.policy).
+
+Tokens of a row are numbered from its reset: step j has R_j at 3j, s_j at 3j + 1, a_j at 3j + 2. Each step embeds
+the tokens that became known (a_{t-1}: the action returned at the previous step, R_t, s_t) and returns the action
+read from s_t; the blog's zero a_t placeholder comes after s_t and, by causality, never changes the action, so it
+is skipped.
 
 Modes:
 - "exact": the action of the blog's `get_action` window recompute (benchmarks/reference.py), to float tolerance.
@@ -13,14 +21,18 @@ Modes:
 - "rolling": APPROXIMATE after K steps, O(1) work per step: every token attends to the cached keys and values of
   the tokens of its own step and the K - 1 steps before it; nothing is recomputed. Equal to "exact" while t < K.
 
-Two steps are separate methods so that a subclass (the Triton backend) can replace them: `embed` (the step's new
-tokens) and `attend` (attention of the new queries over the cache).
+Static shapes (`static=True`): every row runs one path, exact mode the 3K - 1 token window (positions before token
+0 are padding, so while t < K it gives the incremental result), rolling mode the step's 3 new tokens; no
+data-dependent Python branch, no host synchronisation, every state tensor updated in place. Same actions to float
+tolerance; torch.compile(fullgraph=True) traces such a step and dt_fast.cuda_graph captures it.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
+from dt_fast.kernels.dispatch import attention_masked, embed_tokens, embedding_weights, resolve_backend
 from dt_fast.model import DecisionTransformer, activation
 
 MODES = ("exact", "rolling")
@@ -32,10 +44,19 @@ class KVCacheDecoder:
     The ring has R = 3K + 3 slots per row and layer; token p lives in slot p % R. `slot_pos` (B, R + 1) records
     the position held by each slot (-1 when empty); an attention mask built from it selects the keys in range.
     Slot R is a spare that is never valid: writes of tokens that do not exist go there, so every cache write has
-    a static shape (no boolean indexing), which dt_fast/cuda_graph.py needs to capture a step.
+    a static shape (no boolean indexing).
+
+    Args:
+        model: the DecisionTransformer (eval mode is set; its weights are read, not copied).
+        num_envs: rows B. context_len: K, steps in the window. mode: "exact" or "rolling" (see the module).
+        static: every row on one path with static shapes and no host synchronisation (see the module); otherwise
+            rows whose window slides and rows whose window fills each take their cheapest path.
+        backend: kernels for the embedding and the attention, "torch", "triton" or None (DT_FAST_BACKEND, else
+            auto), resolved here by kernels.dispatch.resolve_backend, which raises if Triton cannot run.
     """
 
-    def __init__(self, model: DecisionTransformer, num_envs: int, context_len: int, mode: str = "exact") -> None:
+    def __init__(self, model: DecisionTransformer, num_envs: int, context_len: int, mode: str = "exact",
+                 static: bool = False, backend: str | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if not isinstance(num_envs, int) or num_envs < 1:
@@ -44,18 +65,24 @@ class KVCacheDecoder:
             raise ValueError(f"context_len must be a positive int, got {context_len!r}")
         cfg = model.config
         self.model, self.mode, self.B, self.K, self.R = model.eval(), mode, num_envs, context_len, 3 * context_len + 3
-        self.L, self.C, self.H = cfg.n_layer, cfg.hidden_size, cfg.n_head
-        device = next(model.parameters()).device
-        self.device = device
+        self.L, self.C, self.H, self.static = cfg.n_layer, cfg.hidden_size, cfg.n_head, static
+        self.device = next(model.parameters()).device
+        self.backend = resolve_backend(self.device, backend)  # "torch" or "triton"
+        self.embedding = embedding_weights(model, with_wpe=True)  # keyword arguments of embed_tokens
         S = self.R + 1  # ring slots and the spare
-        self.k_cache = torch.zeros(self.L, self.B, S, self.C, device=device)  # (L, B, R + 1, C)
-        self.v_cache = torch.zeros(self.L, self.B, S, self.C, device=device)  # (L, B, R + 1, C)
-        self.x0_cache = torch.zeros(self.B, S, self.C, device=device)  # (B, R + 1, C) layer-0 inputs
-        self.q0_cache = torch.zeros(self.B, S, self.C, device=device)  # (B, R + 1, C) layer-0 queries
-        self.slot_pos = torch.full((self.B, S), -1, dtype=torch.long, device=device)  # (B, R + 1)
-        self.n_steps = torch.zeros(self.B, dtype=torch.long, device=device)  # (B,) steps since reset
-        self.prev_action = torch.zeros(self.B, cfg.act_dim, device=device)  # (B, A)
-        self.prev_timestep = torch.zeros(self.B, dtype=torch.long, device=device)  # (B,)
+        self.k_cache = torch.zeros(self.L, self.B, S, self.C, device=self.device)  # (L, B, R + 1, C)
+        self.v_cache = torch.zeros(self.L, self.B, S, self.C, device=self.device)  # (L, B, R + 1, C)
+        self.x0_cache = torch.zeros(self.B, S, self.C, device=self.device)  # (B, R + 1, C) layer-0 inputs
+        self.q0_cache = torch.zeros(self.B, S, self.C, device=self.device)  # (B, R + 1, C) layer-0 queries
+        self.slot_pos = torch.full((self.B, S), -1, dtype=torch.long, device=self.device)  # (B, R + 1)
+        self.n_steps = torch.zeros(self.B, dtype=torch.long, device=self.device)  # (B,) steps since reset
+        self.prev_action = torch.zeros(self.B, cfg.act_dim, device=self.device)  # (B, A)
+        self.prev_timestep = torch.zeros(self.B, dtype=torch.long, device=self.device)  # (B,)
+
+    def state(self) -> list[torch.Tensor]:
+        """Every tensor a step or a reset updates (in place)."""
+        return [self.k_cache, self.v_cache, self.x0_cache, self.q0_cache, self.slot_pos, self.n_steps,
+                self.prev_action, self.prev_timestep]
 
     def reset(self, rows: torch.Tensor | None = None) -> None:
         """Start new episodes in `rows` (long indices), or in every row."""
@@ -65,32 +92,21 @@ class KVCacheDecoder:
 
     def embed(self, prev_actions: torch.Tensor, returns_to_go: torch.Tensor, states: torch.Tensor,
               prev_timesteps: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """Layer-0 inputs of the step's new tokens (a_{t-1}, R_t, s_t): (b, 3, C).
+        """Layer-0 inputs of the step's new tokens (a_{t-1}, R_t, s_t): (b, 3, C), by kernels.dispatch.embed_tokens.
 
-        Each token is its Linear embedding plus the timestep embedding, then embed_ln, plus GPT-2's wpe[0].
+        Each token is its Linear embedding plus the timestep embedding, then embed_ln, plus GPT-2's wpe[0]. The
+        embedding takes whole steps (R, s, a at one timestep) and a_{t-1} belongs to the previous step, so each row
+        is embedded as two steps, (0, 0, a_{t-1}) at t-1 and (R_t, s_t, 0) at t, and the three wanted tokens are
+        sliced out (the other three are per-token work thrown away).
         Args: prev_actions (b, A), returns_to_go (b, 1), states (b, S) float; prev_timesteps (b,) and
         timesteps (b,) long (a_{t-1} uses the previous step's timestep).
         """
-        m = self.model
-        a = m.embed_action(prev_actions) + m.embed_timestep(prev_timesteps)  # (b, C)
-        time = m.embed_timestep(timesteps)  # (b, C)
-        r = m.embed_return(returns_to_go) + time  # (b, C)
-        s = m.embed_state(states) + time  # (b, C)
-        x = m.embed_ln(torch.stack((a, r, s), dim=1))  # (b, 3, C)
-        return x + m.encoder.wpe[0]  # (b, 3, C)
-
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
-               scale: float) -> torch.Tensor:
-        """Attention of new queries over cached keys/values: (b, H, n, hs).
-
-        Args: q (b, H, n, hs); k, v (b, H, R, hs) the whole ring; mask (b, n, R) bool, True where the query may
-        attend (every valid query has at least its own key); scale multiplies q.k. A query whose mask row is
-        empty (a padding query) gets a zero output, as transformers gives padded positions.
-        """
-        att = (q @ k.transpose(-2, -1)) * scale  # (b, H, n, R)
-        att = att.masked_fill(~mask[:, None], float("-inf"))  # (b, H, n, R)
-        att = torch.softmax(att, dim=-1).nan_to_num(0.0)  # (b, H, n, R); empty rows give 0
-        return att @ v  # (b, H, n, hs)
+        x = embed_tokens(F.pad(states[:, None], (0, 0, 1, 0)),  # (b, 2, S): 0, s_t
+                         F.pad(prev_actions[:, None], (0, 0, 0, 1)),  # (b, 2, A): a_{t-1}, 0
+                         F.pad(returns_to_go[:, None], (0, 0, 1, 0)),  # (b, 2, 1): 0, R_t
+                         torch.stack((prev_timesteps, timesteps), dim=1),  # (b, 2)
+                         **self.embedding, backend=self.backend)  # (b, 6, C): R, s, a at t-1, then at t
+        return x[:, 2:5]  # (b, 3, C): a_{t-1}, R_t, s_t
 
     @torch.no_grad()
     def step(self, states: torch.Tensor, returns_to_go: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
@@ -99,31 +115,53 @@ class KVCacheDecoder:
         Args: states (B, S) normalised float; returns_to_go (B,) float, already divided by scale; timesteps (B,)
         long in [0, max_ep_len).
         """
-        B, K = self.B, self.K
+        B = self.B
         states = states.to(self.device, torch.float32)  # (B, S)
         returns_to_go = returns_to_go.to(self.device, torch.float32).reshape(B, 1)  # (B, 1)
         timesteps = timesteps.to(self.device, torch.long)  # (B,)
         t = self.n_steps  # (B,)
-        rows = torch.arange(B, device=self.device)  # (B,)
         new_pos = 3 * t[:, None] + torch.arange(-1, 2, device=self.device)  # (B, 3): a_{t-1}, R_t, s_t
         new_pos = torch.where(new_pos >= 0, new_pos, -1)  # a_{-1} does not exist
         self._embed_new(new_pos, states, returns_to_go, timesteps)
+        actions = self._static_actions(t, new_pos) if self.static else self._actions(t, new_pos)  # (B, A)
+        self.prev_action.copy_(actions)
+        self.prev_timestep.copy_(timesteps)
+        self.n_steps += 1
+        return actions
 
+    def _actions(self, t: torch.Tensor, new_pos: torch.Tensor) -> torch.Tensor:
+        """Actions (B, A), each row on its cheapest path: the new tokens only (exact while t < K, and rolling), or
+        the window's 3K - 1 tokens (exact once the window slides)."""
+        B, K = self.B, self.K
+        rows = torch.arange(B, device=self.device)  # (B,)
         actions = torch.empty(B, self.model.config.act_dim, device=self.device)  # (B, A)
         recompute = (t >= K) if self.mode == "exact" else torch.zeros_like(t, dtype=torch.bool)  # (B,)
-        if bool((~recompute).any()):  # new tokens only: exact while t < K, and rolling
+        if bool((~recompute).any()):
             inc = rows[~recompute]  # (b,)
-            floor = torch.clamp(3 * (torch.div(new_pos[inc], 3, rounding_mode="floor") - K + 1), min=0)  # (b, 3)
-            actions[inc] = self._forward(inc, new_pos[inc], floor)
-        if bool(recompute.any()):  # exact once the window slides: the 3K - 1 window tokens
+            actions[inc] = self._forward(inc, new_pos[inc], self._rolling_floor(new_pos[inc]))
+        if bool(recompute.any()):
             rec = rows[recompute]  # (b,)
             w0 = 3 * (t[rec] - K + 1)  # (b,) first token of the window
             pos = w0[:, None] + torch.arange(3 * K - 1, device=self.device)  # (b, 3K - 1)
             actions[rec] = self._forward(rec, pos, w0[:, None].expand_as(pos))
-        self.prev_action = actions.clone()
-        self.prev_timestep = timesteps.clone()
-        self.n_steps += 1
         return actions
+
+    def _static_actions(self, t: torch.Tensor, new_pos: torch.Tensor) -> torch.Tensor:
+        """Actions (B, A), every row on one path of static shape: exact the window of the last K steps (padded with
+        -1 before token 0), rolling the new tokens."""
+        K = self.K
+        if self.mode == "exact":
+            w0 = 3 * (t - K + 1)  # (B,) first token of the window
+            pos = w0[:, None] + torch.arange(3 * K - 1, device=self.device)  # (B, 3K - 1)
+            pos = torch.where(pos >= 0, pos, -1)  # (B, 3K - 1)
+            floor = w0.clamp(min=0)[:, None].expand_as(pos)  # (B, 3K - 1)
+        else:
+            pos, floor = new_pos, self._rolling_floor(new_pos)  # (B, 3), (B, 3)
+        return self._forward(torch.arange(self.B, device=self.device), pos, floor)
+
+    def _rolling_floor(self, pos: torch.Tensor) -> torch.Tensor:
+        """First position each token at `pos` attends to: the R token of K - 1 steps before its own (or 0)."""
+        return torch.clamp(3 * (torch.div(pos, 3, rounding_mode="floor") - self.K + 1), min=0)
 
     def _slots(self, pos: torch.Tensor) -> torch.Tensor:
         """Cache slot of each position (any shape): p % R, or the spare slot R for -1 (no token)."""
@@ -170,10 +208,9 @@ class KVCacheDecoder:
             kh = self.k_cache[l, rows].view(b, S, H, hs).transpose(1, 2)  # (b, H, R + 1, hs)
             vh = self.v_cache[l, rows].view(b, S, H, hs).transpose(1, 2)  # (b, H, R + 1, hs)
             qh = q.view(b, nq, H, hs).transpose(1, 2)  # (b, H, nq, hs)
-            y = self.attend(qh, kh, vh, mask, block.attn.scale)  # (b, H, nq, hs)
+            y = attention_masked(qh, kh, vh, mask, block.attn.scale, backend=self.backend)  # (b, H, nq, hs)
             y = y.transpose(1, 2).reshape(b, nq, C)  # (b, nq, C)
             h = h + block.attn.c_proj(y)  # (b, nq, C)
             mlp = block.mlp
             h = h + mlp.c_proj(activation(mlp.act, mlp.c_fc(block.ln_2(h))))  # (b, nq, C)
         return m.predict_action(m.encoder.ln_f(h[:, -1]))  # (b, A)
-

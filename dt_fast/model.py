@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from dt_fast import checkpoint
 from dt_fast.config import DecisionTransformerConfig
-from dt_fast.kernels.dispatch import embedding_weights, resolve_backend
+from dt_fast.kernels.dispatch import embed_tokens, embedding_weights
 from dt_fast.train_ops import (
     draw_seed,
     dropout_add,
@@ -223,20 +223,10 @@ class DecisionTransformer(nn.Module):
               timesteps: torch.Tensor) -> torch.Tensor:
         """Interleaved, normalised token embeddings (B, 3T, C): R_1, s_1, a_1, R_2, ...
 
-        On CUDA with Triton (or DT_FAST_BACKEND=triton) one fused kernel computes it, forward and backward
-        (dt_fast/kernels/embed.py); the torch code below is its reference and the CPU path.
+        Through kernels.dispatch: on CUDA with Triton (or DT_FAST_BACKEND=triton) one fused kernel, forward and
+        backward (dt_fast/kernels/embed.py); otherwise its torch reference, kernels.reference.embed_ref.
         """
-        if resolve_backend(timesteps.device) == "triton":
-            from dt_fast.kernels.embed import fused_embed
-
-            return fused_embed(states, actions, returns_to_go, timesteps, **embedding_weights(self))
-        B, T = timesteps.shape
-        time = self.embed_timestep(timesteps)  # (B, T, C)
-        r = self.embed_return(returns_to_go) + time  # (B, T, C)
-        s = self.embed_state(states) + time  # (B, T, C)
-        a = self.embed_action(actions) + time  # (B, T, C)
-        x = torch.stack((r, s, a), dim=2).reshape(B, 3 * T, -1)  # (B, 3T, C)
-        return self.embed_ln(x)  # (B, 3T, C)
+        return embed_tokens(states, actions, returns_to_go, timesteps, **embedding_weights(self))  # (B, 3T, C)
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
                 timesteps: torch.Tensor, attention_mask: torch.Tensor | None = None,

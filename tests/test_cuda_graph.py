@@ -1,9 +1,10 @@
-"""dt_fast/cuda_graph.py: the capturable Policy step, against the reference decoder.
+"""dt_fast/cuda_graph.py and the static-shape decoder it captures, against the reference decoder.
 
-On the CPU: StaticStep's step equals KVCacheDecoder's (and the Triton decoder's under TRITON_INTERPRET=1) at every
-step of a stream where rows reset at different steps, so rows before and after the window slides share a step;
-and torch.compile(fullgraph=True) traces it without a graph break, the proxy here for "no host synchronisation,
-no data-dependent shapes", which a CUDA graph needs. The capture and replay themselves need a GPU.
+On the CPU: the static decoder's step (KVCacheDecoder(static=True), on the torch kernels and on the Triton ones
+under TRITON_INTERPRET=1) equals the incremental decoder's at every step of a stream where rows reset at different
+steps, so rows before and after the window slides share a step; and torch.compile(fullgraph=True) traces it
+without a graph break, the proxy here for "no host synchronisation, no data-dependent shapes", which a CUDA graph
+needs. The capture and replay themselves need a GPU.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from dt_fast import DecisionTransformer, DecisionTransformerConfig, Policy
-from dt_fast.cuda_graph import GraphedStep, static_decoder
+from dt_fast.cuda_graph import GraphedStep
 from dt_fast.decode import KVCacheDecoder
 from tests import models
 
@@ -57,18 +58,16 @@ def assert_same_actions(got: list[torch.Tensor], want: list[torch.Tensor]) -> No
 def test_static_step_equals_the_reference_decoder(mode: str, context_len: int) -> None:
     model = random_model(0)
     want = run(KVCacheDecoder(model, B, context_len, mode), 16)
-    got = run(static_decoder(KVCacheDecoder, model, B, context_len, mode), 16)
+    got = run(KVCacheDecoder(model, B, context_len, mode, static=True), 16)
     assert_same_actions(got, want)
 
 
 @pytest.mark.parametrize("mode", ["exact", "rolling"])
 def test_static_step_on_the_triton_decoder_equals_the_reference(mode: str) -> None:
     pytest.importorskip("triton", reason="triton is not installed")
-    from dt_fast.kernels.decoder import TritonKVCacheDecoder
-
     model = random_model(1)
-    want = run(KVCacheDecoder(model, B, K, mode), 12)
-    got = run(static_decoder(TritonKVCacheDecoder, model, B, K, mode), 12)
+    want = run(KVCacheDecoder(model, B, K, mode, backend="torch"), 12)
+    got = run(KVCacheDecoder(model, B, K, mode, static=True, backend="triton"), 12)
     assert_same_actions(got, want)
 
 
@@ -76,13 +75,13 @@ def test_static_step_on_the_triton_decoder_equals_the_reference(mode: str) -> No
 def test_static_step_traces_as_one_graph(mode: str) -> None:
     """fullgraph=True raises on any graph break (a .item(), a branch on a tensor, boolean-mask indexing)."""
     model = random_model(2)
-    eager, traced = (static_decoder(KVCacheDecoder, model, B, K, mode) for _ in range(2))
+    eager, traced = (KVCacheDecoder(model, B, K, mode, static=True) for _ in range(2))
     traced.step = torch.compile(traced.step, backend="eager", fullgraph=True)
     assert_same_actions(run(traced, 8), run(eager, 8))
 
 
 def test_graphed_step_needs_a_static_decoder_on_cuda() -> None:
-    with pytest.raises(ValueError, match="GraphedStep needs a StaticStep decoder on a CUDA device"):
+    with pytest.raises(ValueError, match="GraphedStep needs a KVCacheDecoder with static=True on a CUDA device"):
         GraphedStep(KVCacheDecoder(random_model(3), B, K, "exact"))
 
 
@@ -91,7 +90,7 @@ def test_graphed_step_needs_a_static_decoder_on_cuda() -> None:
 def test_graph_replay_equals_the_decoder_on_gpu(mode: str) -> None:
     model = random_model(4).cuda()
     want = run(KVCacheDecoder(model, B, K, mode), 16, "cuda")
-    got = run(GraphedStep(static_decoder(KVCacheDecoder, model, B, K, mode)), 16, "cuda")
+    got = run(GraphedStep(KVCacheDecoder(model, B, K, mode, static=True)), 16, "cuda")
     assert_same_actions(got, want)
 
 

@@ -1,5 +1,5 @@
-"""The Triton kernels compile for a real CUDA target (sm_80; with DT_FAST_FULL_GRID=1 also sm_75, sm_90 and
-bf16) without a GPU.
+"""The Triton kernels the product runs (the fused embedding, forward and backward; the decoder's masked attention)
+compile for a real CUDA target (sm_80; with DT_FAST_FULL_GRID=1 also sm_75, sm_90 and bf16) without a GPU.
 
 The interpreter tests check the arithmetic; this checks what the interpreter cannot: that each kernel variant
 lowers through Triton's GPU compiler and the ptxas bundled with Triton, with tile shapes legal for tl.dot, and
@@ -31,11 +31,13 @@ def compile_all() -> list[str]:
     import dt_fast.kernels.embed as embed
 
     def arg_type(name: str, dtype: str) -> str:
-        if name in ("TIMESTEPS", "SEQLENS", "STARTS"):
+        if name == "TIMESTEPS":
             return "*i64"
+        if name == "MASK":
+            return "*u8"  # attention_masked_fwd passes the bool mask as uint8
         if name in ("eps", "scale"):
             return "fp32"
-        if name.isupper() and name not in ("N", "S", "A", "C", "T_NEW", "L", "HS"):
+        if name.isupper() and name not in ("N", "S", "A", "C", "NQ", "NK", "HS"):
             return f"*{dtype}"
         return "i32"  # sizes and strides
 
@@ -45,11 +47,12 @@ def compile_all() -> list[str]:
         tiles = dict(BLOCK_T=embed.BLOCK_T, BLOCK_S=embed._block(17), BLOCK_A=embed._block(6), BLOCK_C=block_c)
         variants.append((embed._embed_fwd_kernel, dtype, dict(HAS_WPE=True, **tiles), 3))
         variants.append((embed._embed_bwd_kernel, dtype, tiles, 3))
-        for ring, (n_new, head_dim) in ((True, (3, 128)), (False, (180, 128)), (False, (180, 64))):
-            block_q, block_d = attention.launch_blocks(n_new, head_dim)
-            variants.append((attention._attn_kvcache_fwd_kernel, dtype,
-                             dict(RING=ring, HAS_STARTS=not ring, BLOCK_Q=block_q, BLOCK_N=attention.BLOCK_N,
-                                  BLOCK_D=block_d), attention.NUM_STAGES))
+        # The decoder's attention: 3 new tokens (rolling, exact while the window fills) or the 3K - 1 = 59 tokens
+        # of an exact recompute (K = 20), head_dim 128 (1 head of the blog's model) and 64 (2 heads).
+        for n_queries, head_dim in ((3, 128), (59, 128), (3, 64), (59, 64)):
+            block_q, block_d = attention.launch_blocks(n_queries, head_dim)
+            variants.append((attention._attn_masked_fwd_kernel, dtype,
+                             dict(BLOCK_Q=block_q, BLOCK_N=attention.BLOCK_N, BLOCK_D=block_d), attention.NUM_STAGES))
     report = []
     for cap in TARGETS:
         for kernel, dtype, constexprs, stages in variants:

@@ -67,9 +67,8 @@ def test_dispatch_backends_agree() -> None:
                                                        (C,)]]
     assert_close_verbose("embed", dispatch.embed_tokens(*args, *weights, backend="triton"),
                          dispatch.embed_tokens(*args, *weights, backend="torch"), atol=1e-5)
-    q, k, v = (torch.randn(B, 2, 3, 16, generator=g) for _ in range(3))
-    caches = [torch.randn(B, 2, 9, 16, generator=g) for _ in range(2)]
-    seqlens = torch.tensor([4, 11])
-    outs = [dispatch.attention_with_kvcache(q, *[c.clone() for c in caches], k, v, seqlens, ring=True, backend=b)
-            for b in ("triton", "torch")]
+    q = torch.randn(B, 2, 3, 16, generator=g)
+    k, v = (torch.randn(B, 2, 9, 16, generator=g) for _ in range(2))
+    mask = torch.rand(B, 3, 9, generator=g) < 0.6  # (B, n, L)
+    outs = [dispatch.attention_masked(q, k, v, mask, 0.25, backend=b) for b in ("triton", "torch")]
     assert_close_verbose("attention", outs[0], outs[1], atol=1e-5)

@@ -1,4 +1,4 @@
-"""The package's static import graph has no cycles."""
+"""The package's static import graph has no cycles, and dt_fast.kernels imports nothing above it."""
 
 from __future__ import annotations
 
@@ -62,3 +62,10 @@ def test_no_import_cycles() -> None:
 
 def test_the_checks_find_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+def test_kernels_import_nothing_above_them() -> None:
+    graph = import_graph()
+    up = {m: sorted(t for t in ts if not t.startswith("dt_fast.kernels"))
+          for m, ts in graph.items() if m.startswith("dt_fast.kernels")}
+    assert {m: ts for m, ts in up.items() if ts} == {}

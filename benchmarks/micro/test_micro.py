@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from benchmarks.reference import DecisionTransformerGymDataCollator, ListDataset, get_action
-from dt_fast import DecisionTransformer, DecisionTransformerConfig, Policy, Trajectories, TrajectorySampler
-from dt_fast.kernels.reference import attention_kvcache_ref, embed_ref
+from dt_fast import DecisionTransformer, DecisionTransformerConfig, Trajectories, TrajectorySampler
+from dt_fast.checkpoint import hf_state_dict
+from dt_fast.kernels.reference import attention_masked_ref, embed_ref
 
 B, K, S, A, C, MAX_EP_LEN = 64, 20, 17, 6, 128, 1000
 P_DROP = 0.1
@@ -74,17 +75,18 @@ def test_embed_ref(benchmark) -> None:
     assert out.shape == (B, 3 * K, C)
 
 
-@pytest.mark.benchmark(group="kernels reference path: KV-cache attention, batch 64")
-@pytest.mark.parametrize("ring", [False, True], ids=["append", "ring"])
-def test_attention_kvcache_ref(benchmark, ring: bool) -> None:
-    """attention_kvcache_ref: 3 new tokens per row over a cache of 3K = 60 slots."""
+@pytest.mark.benchmark(group="kernels reference path: masked attention over a KV ring, batch 64")
+@pytest.mark.parametrize("queries", [3, 3 * K - 1], ids=["new tokens", "exact window"])
+def test_attention_masked_ref(benchmark, queries: int) -> None:
+    """attention_masked_ref as the decoder runs it: 3 new tokens or the 3K - 1 window over a ring of 3K + 4 slots."""
     g = torch.Generator().manual_seed(0)
-    k_cache, v_cache = torch.randn(B, 1, 3 * K, C, generator=g), torch.randn(B, 1, 3 * K, C, generator=g)
-    q, k, v = (torch.randn(B, 1, 3, C, generator=g) for _ in range(3))  # (B, nh, Tn, hs)
-    seqlens = torch.full((B,), 100 if ring else 40, dtype=torch.int32)
+    L = 3 * K + 4
+    q = torch.randn(B, 1, queries, C, generator=g)  # (B, nh, n, hs)
+    k, v = torch.randn(B, 1, L, C, generator=g), torch.randn(B, 1, L, C, generator=g)  # (B, nh, L, hs)
+    mask = torch.rand(B, queries, L, generator=g) < 0.5  # (B, n, L)
     with torch.no_grad():
-        out = benchmark(attention_kvcache_ref, q, k_cache, v_cache, k, v, seqlens, None, ring)
-    assert out.shape == (B, 1, 3, C)
+        out = benchmark(attention_masked_ref, q, k, v, mask, C**-0.5)
+    assert out.shape == (B, 1, queries, C)
 
 
 @pytest.fixture(scope="module")
@@ -97,14 +99,16 @@ def model() -> DecisionTransformer:
 @pytest.mark.benchmark(group="engine step: batch 1, window sliding")
 @pytest.mark.parametrize("mode", ["exact", "rolling"])
 def test_engine_step(benchmark, model: DecisionTransformer, mode: str) -> None:
-    """The C++ engine's step alone (Policy._engine.step), after the window has filled."""
-    policy = Policy(model, target_return=3600.0, mode=mode, backend="cpp", state_mean=np.zeros(S),
-                    state_std=np.ones(S), scale=1000.0, context_len=K)
+    """The C++ engine's step alone (dt_fast._C.Engine.step, every hardware thread), after the window has filled."""
+    from dt_fast import _C
+
+    tensors = {k: v.detach().numpy() for k, v in hf_state_dict(model).items()}
+    engine = _C.Engine(model.config.to_json_string(), tensors, 1, K, mode)
     states = np.random.default_rng(0).normal(size=(1, S)).astype(np.float32)  # (1, S)
     rtg, timesteps = np.full(1, 3.6, np.float32), np.full(1, 50, np.int64)
     for _ in range(K + 5):
-        policy._engine.step(states, rtg, timesteps)
-    actions = benchmark(policy._engine.step, states, rtg, timesteps)
+        engine.step(states, rtg, timesteps)
+    actions = benchmark(engine.step, states, rtg, timesteps)
     assert actions.shape == (1, A)
 
 

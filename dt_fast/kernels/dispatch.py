@@ -1,5 +1,8 @@
 """Choose the Triton kernels or their pure-torch references, and call either through one interface.
 
+The one switch of the package: DecisionTransformer.embed (the model's forward) and the incremental decoder
+(dt_fast.decode) call `embed_tokens` and `attention_masked` here, never a kernel or a reference directly.
+
 backend "auto" (default): Triton when the tensors are on a CUDA device and Triton imports, the reference
 otherwise (a CUDA run without Triton warns once). backend "triton" (or DT_FAST_BACKEND=triton) forces the
 kernels: on CPU tensors that needs TRITON_INTERPRET=1 set before Triton is first imported (the interpreter,
@@ -15,7 +18,7 @@ import warnings
 
 import torch
 
-from dt_fast.kernels.reference import EMBED_LN_EPS, attention_kvcache_ref, attention_masked_ref, embed_ref
+from dt_fast.kernels.reference import EMBED_LN_EPS, attention_masked_ref, embed_ref
 
 BACKENDS = ("auto", "torch", "triton")
 _warned = False
@@ -54,11 +57,12 @@ def resolve_backend(device: torch.device, backend: str | None = None) -> str:
 
 
 def embed_tokens(states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor, timesteps: torch.Tensor,
-          w_return: torch.Tensor, b_return: torch.Tensor, w_state: torch.Tensor, b_state: torch.Tensor,
-          w_action: torch.Tensor, b_action: torch.Tensor, time_table: torch.Tensor, ln_weight: torch.Tensor,
-          ln_bias: torch.Tensor, wpe0: torch.Tensor | None = None, eps: float = EMBED_LN_EPS,
-          backend: str | None = None) -> torch.Tensor:
-    """Interleaved token embeddings (B, 3T, C) by the chosen backend; arguments as reference.embed_ref."""
+                 w_return: torch.Tensor, b_return: torch.Tensor, w_state: torch.Tensor, b_state: torch.Tensor,
+                 w_action: torch.Tensor, b_action: torch.Tensor, time_table: torch.Tensor, ln_weight: torch.Tensor,
+                 ln_bias: torch.Tensor, wpe0: torch.Tensor | None = None, eps: float = EMBED_LN_EPS,
+                 backend: str | None = None) -> torch.Tensor:
+    """Interleaved token embeddings (B, 3T, C) by the chosen backend (differentiable on both); arguments as
+    reference.embed_ref."""
     args = (states, actions, returns_to_go, timesteps, w_return, b_return, w_state, b_state, w_action, b_action,
             time_table, ln_weight, ln_bias, wpe0, eps)
     if resolve_backend(timesteps.device, backend) == "torch":
@@ -66,19 +70,6 @@ def embed_tokens(states: torch.Tensor, actions: torch.Tensor, returns_to_go: tor
     from dt_fast.kernels.embed import fused_embed
 
     return fused_embed(*args)
-
-
-def attention_with_kvcache(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor,
-                           v: torch.Tensor, cache_seqlens: torch.Tensor, cache_starts: torch.Tensor | None = None,
-                           ring: bool = False, scale: float | None = None,
-                           backend: str | None = None) -> torch.Tensor:
-    """KV-cache attention (B, nh, Tn, hs) by the chosen backend, cache updated in place; see kernels.attention."""
-    args = (q, k_cache, v_cache, k, v, cache_seqlens, cache_starts, ring, scale)
-    if resolve_backend(q.device, backend) == "torch":
-        return attention_kvcache_ref(*args)
-    from dt_fast.kernels.attention import attention_with_kvcache as triton_attention
-
-    return triton_attention(*args)
 
 
 def attention_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float,
