@@ -41,6 +41,7 @@ METADATA_NAME = "dt_fast.json"
 TRAIN_STATE_NAME = "train_state.pt"
 TRAIN_CONFIG_NAME = "train_config.json"
 METADATA_VERSION = 1
+ACTION_HEADS = ("deterministic", "stochastic")
 
 # GPT-2 keeps these as Conv1D (weight shape in x out); dt_fast's model uses nn.Linear (out x in).
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -205,6 +206,8 @@ class Metadata:
     """Environment the data came from."""
     dataset: dict[str, Any] | None = None
     """A summary of the training data (path, sizes, best and mean return), JSON types only."""
+    action_head: str = "deterministic"
+    """"deterministic", or "stochastic": the model has ODT's log-std head (dt_fast/distributions.py)."""
 
     def __post_init__(self) -> None:
         for name in ("state_mean", "state_std"):
@@ -230,6 +233,8 @@ class Metadata:
             raise ValueError(f"target_return must be a finite number, got {self.target_return!r}")
         if self.env_id is not None and not isinstance(self.env_id, str):
             raise ValueError(f"env_id must be a string or null, got {self.env_id!r}")
+        if self.action_head not in ACTION_HEADS:
+            raise ValueError(f"action_head must be one of {ACTION_HEADS}, got {self.action_head!r}")
         if self.dataset is not None and not isinstance(self.dataset, Mapping):
             raise ValueError(f"dataset must be an object or null, got {type(self.dataset).__name__}")
         object.__setattr__(self, "scale", float(self.scale))

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from dt_fast import checkpoint
 from dt_fast.config import DecisionTransformerConfig
+from dt_fast.distributions import TanhNormal, bounded_log_std
 from dt_fast.kernels.dispatch import embed_tokens, embedding_weights
 from dt_fast.train_ops import (
     draw_seed,
@@ -189,11 +190,18 @@ def attention_mask_3t(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 class DecisionTransformer(nn.Module):
-    """Decision Transformer; state_dict keys equal transformers.DecisionTransformerModel's (Linear layout)."""
+    """Decision Transformer; state_dict keys equal transformers.DecisionTransformerModel's (Linear layout).
 
-    def __init__(self, config: DecisionTransformerConfig) -> None:
+    stochastic=True adds ODT's log-std head (`predict_action_log_std`, see dt_fast/distributions.py): the action
+    head then gives the mean of a tanh-Gaussian policy. Every other weight, and the mean action, stay as in
+    transformers' model.
+    """
+
+    def __init__(self, config: DecisionTransformerConfig, stochastic: bool = False) -> None:
         super().__init__()
-        self.config = config
+        if stochastic and not config.action_tanh:
+            raise ValueError("a stochastic action head squashes with tanh: it needs action_tanh=True")
+        self.config, self.stochastic = config, stochastic
         C = config.hidden_size
         self.embed_timestep = nn.Embedding(config.max_ep_len, C)
         self.embed_return = nn.Linear(1, C)
@@ -204,6 +212,8 @@ class DecisionTransformer(nn.Module):
         self.predict_state = nn.Linear(C, config.state_dim)
         self.predict_action = nn.Sequential(nn.Linear(C, config.act_dim), *([nn.Tanh()] if config.action_tanh else []))
         self.predict_return = nn.Linear(C, 1)
+        if stochastic:
+            self.predict_action_log_std = nn.Linear(C, config.act_dim)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2's scaled init of the residual projections
             if name.endswith("c_proj.weight"):
@@ -254,6 +264,19 @@ class DecisionTransformer(nn.Module):
         return_preds = self.predict_return(x[:, :, 2])  # (B, T, 1), from a_t
         return state_preds, action_preds, return_preds
 
+    def action_distribution(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
+                            timesteps: torch.Tensor, attention_mask: torch.Tensor | None = None) -> TanhNormal:
+        """The tanh-Gaussian policy at every step, (B, T, act_dim), of a stochastic model (arguments as forward)."""
+        if not self.stochastic:
+            raise ValueError("action_distribution needs a stochastic model (DecisionTransformer(config, "
+                             "stochastic=True)); this one has a deterministic action head")
+        self.check_inputs(states, actions, returns_to_go, timesteps, attention_mask)
+        x = self.embed(states, actions, returns_to_go, timesteps)  # (B, 3T, C)
+        mask = None if attention_mask is None else attention_mask_3t(attention_mask)  # (B, 1, 3T, 3T)
+        h = self.encoder(x, mask, rows=slice(1, None, 3))  # (B, T, C): the s_t tokens
+        loc = self.predict_action[0](h)  # (B, T, act_dim), before the tanh
+        return TanhNormal(loc, bounded_log_std(self.predict_action_log_std(h)))  # (B, T, act_dim)
+
     def check_inputs(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
                      timesteps: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
         """Raise ValueError naming the first argument whose shape, rank, dtype or range is wrong."""
@@ -279,8 +302,11 @@ class DecisionTransformer(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> DecisionTransformer:
-        """Load a directory written by `save_pretrained` here or by transformers' DecisionTransformerModel."""
-        model = cls(checkpoint.read_config(path))
+        """Load a directory written by `save_pretrained` here or by transformers' DecisionTransformerModel (its
+        dt_fast.json, when there is one, says whether the action head is stochastic)."""
+        meta = checkpoint.read_metadata(path) if os.path.isdir(path) else None
+        stochastic = meta is not None and meta.action_head == "stochastic"
+        model = cls(checkpoint.read_config(path), stochastic=stochastic)
         checkpoint.load_hf_state_dict(model, checkpoint.read_weights(path), source=str(path))
         return model.eval()
 
