@@ -1,6 +1,9 @@
 // Python face of the inference engine: dt_fast._C.Engine (normalised inputs) and dt_fast._C.Controller (the
 // engine with the control loop's bookkeeping, raw observations and rewards). Thin: checks every array at the
 // boundary, releases the GIL around the step. dt_fast/policy.py wraps the Controller with the step API.
+// Both objects serialise their own calls with a lock (engine.h, "Thread safety"); every call that may wait for
+// it releases the GIL first, so a thread waiting for an engine never holds up the other Python threads.
+#include <chrono>
 #include <map>
 #include <string>
 #include <thread>
@@ -98,6 +101,36 @@ py::array_t<float> controller_act(dt::Controller& c, const py::array& obs_in, co
   return actions;
 }
 
+// Seconds of each of n steps with the same inputs, timed in C++: with the engine's lock taken per step as step()
+// does, or held once around all of them. benchmarks/bench_policy.py compares the two to measure the lock's cost.
+py::array_t<double> engine_step_latencies(dt::Engine& e, const py::array& states_in, const py::array& rtg_in,
+                                          const py::array& timesteps_in, int n, bool lock_per_step) {
+  const int B = e.batch(), A = e.config().act_dim;
+  if (n < 1) throw py::value_error("n must be >= 1, got " + std::to_string(n));
+  engine_step(e, states_in, rtg_in, timesteps_in);  // one untimed step, which checks the arguments
+  auto states = CArray<float>::ensure(states_in);
+  auto rtg = CArray<float>::ensure(rtg_in);
+  auto timesteps = CArray<int64_t>::ensure(timesteps_in);
+  std::vector<float> actions(static_cast<size_t>(B) * A);
+  py::array_t<double> out(n);
+  double* seconds = out.mutable_data();
+  py::gil_scoped_release release;
+  auto timed = [&](auto&& step) {
+    for (int i = 0; i < n; ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      step();
+      seconds[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    }
+  };
+  if (lock_per_step) {
+    timed([&] { e.step(states.data(), rtg.data(), timesteps.data(), actions.data()); });
+  } else {
+    const auto held = e.lock();
+    timed([&] { e.step(held, states.data(), rtg.data(), timesteps.data(), actions.data()); });
+  }
+  return out;
+}
+
 // A weight matrix (K, N) packed once for the engine's matmul kernel: out = a @ w with the columns split over
 // threads as Engine does. Benchmarks time it for this machine's matmul rate (benchmarks/harness.py); tests check
 // the kernel against numpy with it.
@@ -168,9 +201,14 @@ void bind_engine(py::module_& m) {
           py::arg("isa") = "auto", "Load config.json + model.safetensors of a checkpoint directory.")
       .def("step", &engine_step, py::arg("states"), py::arg("returns_to_go"), py::arg("timesteps"),
            "One step for every row: states (B, S) float32, returns_to_go (B,), timesteps (B,) -> actions (B, A).")
+      .def("_step_latencies", &engine_step_latencies, py::arg("states"), py::arg("returns_to_go"),
+           py::arg("timesteps"), py::arg("n"), py::arg("lock_per_step"),
+           "Benchmarks only: seconds of n steps with these inputs, the lock taken per step or once (n,).")
       .def(
-          "reset", [](dt::Engine& e, int64_t row) { e.reset(row); }, py::arg("row"), "Start a new episode in `row`.")
-      .def("steps_taken", &dt::Engine::steps_taken, py::arg("row"), "Steps since the row's last reset.")
+          "reset", [](dt::Engine& e, int64_t row) { e.reset(row); }, py::arg("row"),
+          py::call_guard<py::gil_scoped_release>(), "Start a new episode in `row`.")
+      .def("steps_taken", &dt::Engine::steps_taken, py::arg("row"), py::call_guard<py::gil_scoped_release>(),
+           "Steps since the row's last reset.")
       .def_property_readonly("batch", &dt::Engine::batch)
       .def_property_readonly("context_len", &dt::Engine::context_len)
       .def_property_readonly("mode",
@@ -211,6 +249,7 @@ void bind_engine(py::module_& m) {
             auto t = CArray<double>::ensure(targets);
             if (!t || t.ndim() != 1 || t.shape(0) != c.engine().batch())
               throw py::value_error("target returns must have shape (" + std::to_string(c.engine().batch()) + ",)");
+            py::gil_scoped_release release;
             c.set_target_returns(t.data());
           },
           py::arg("targets"), "Return each row conditions on from its next reset (B,).")
@@ -219,6 +258,7 @@ void bind_engine(py::module_& m) {
           [](dt::Controller& c, const py::array& rows) {
             auto r = CArray<int64_t>::ensure(rows);
             if (!r || r.ndim() != 1) throw py::value_error("rows must be a 1-D array of ints");
+            py::gil_scoped_release release;
             for (py::ssize_t i = 0; i < r.shape(0); ++i) c.reset(r.data()[i]);
           },
           py::arg("rows"), "Start new episodes in `rows`.")

@@ -206,7 +206,14 @@ Prefetch Engine::cache_lines(int l, int64_t first, int64_t count) const {
 
 void Engine::reset(int64_t row) {
   DT_CHECK(row >= 0 && row < B_, "row ", row, " out of range [0, ", B_, ")");
+  std::lock_guard<std::mutex> lock(mu_);
   n_steps_[row] = 0;
+}
+
+int64_t Engine::steps_taken(int64_t row) const {
+  DT_CHECK(row >= 0 && row < B_, "row ", row, " out of range [0, ", B_, ")");
+  std::lock_guard<std::mutex> lock(mu_);
+  return n_steps_[row];
 }
 
 void Engine::embed(int64_t b, const float* state, float rtg, int64_t timestep) {
@@ -414,7 +421,9 @@ void Engine::run_chunk(RunState& st, int64_t b0, int64_t nb, const float* states
   if (c.action_tanh) activate(out, nb * A, Activation::Tanh);
 }
 
-void Engine::step(const float* states, const float* returns_to_go, const int64_t* timesteps, float* actions) {
+void Engine::step(const std::unique_lock<std::mutex>& held, const float* states, const float* returns_to_go,
+                  const int64_t* timesteps, float* actions) {
+  DT_CHECK(held.mutex() == &mu_ && held.owns_lock(), "Engine::step: `held` is not this engine's lock, locked");
   const Config& c = model_.config;
   const int A = c.act_dim;
   for (int64_t b = 0; b < B_; ++b)

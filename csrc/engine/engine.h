@@ -46,12 +46,20 @@
 // attention run, one cache line per k step of their register tiles (kernels.h, Prefetch), and a chunk holds at
 // most kChunkCacheBytes of one layer's cache so that those rows are still in L2 when attention reads them.
 // All buffers are allocated at construction; step() allocates nothing.
+// Thread safety: each engine has its own lock, held by every method that reads or writes its state (step, reset,
+// steps_taken), so calls from several threads on one engine run one after the other, and two engines still step
+// in parallel. The lock is here rather than in the Python binding so that every caller (dt_fast._C, which
+// releases the GIL around a step; csrc/examples/control_loop.cpp; any C++ program) gets it; uncontended, it costs
+// one atomic acquire and release per call (benchmarks/bench_policy.py measures it). Two threads stepping one
+// episode is still a usage error even though it no longer crashes: which thread's call comes first, and so which
+// observations each action answers, is up to the scheduler.
 //
 // Errors throw std::invalid_argument (common/check.h); nothing calls exit().
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -142,7 +150,15 @@ class Engine {
   // One environment step for every row.
   //   states    (B, S) normalised observations; returns_to_go (B) already divided by scale;
   //   timesteps (B) in [0, max_ep_len); actions (B, A) written. Throws (state unchanged) on a bad timestep.
-  void step(const float* states, const float* returns_to_go, const int64_t* timesteps, float* actions);
+  void step(const float* states, const float* returns_to_go, const int64_t* timesteps, float* actions) {
+    step(lock(), states, returns_to_go, timesteps, actions);
+  }
+  // The engine's lock, for a caller that makes several calls one critical section: it passes the lock to
+  // step(held, ...) (the pattern of flockfile and putc_unlocked). step(held, ...) throws unless `held` is this
+  // engine's lock, locked.
+  std::unique_lock<std::mutex> lock() const { return std::unique_lock<std::mutex>(mu_); }
+  void step(const std::unique_lock<std::mutex>& held, const float* states, const float* returns_to_go,
+            const int64_t* timesteps, float* actions);
 
   const Config& config() const { return model_.config; }
   int batch() const { return B_; }
@@ -150,7 +166,8 @@ class Engine {
   Mode mode() const { return mode_; }
   int threads() const { return std::max(pool_->size(), team_->size()); }
   const char* isa() const { return kernels_.name; }
-  int64_t steps_taken(int64_t row) const { return n_steps_[row]; }
+  // Steps since the row's last reset.
+  int64_t steps_taken(int64_t row) const;
   size_t weight_bytes() const { return model_.weights.bytes(); }
 
  private:
@@ -177,6 +194,7 @@ class Engine {
   // Rolling mode: the cache rows [first, first + count) of layer l, as lines to prefetch.
   Prefetch cache_lines(int l, int64_t first, int64_t count) const;
 
+  mutable std::mutex mu_;  // held by every call that reads or writes the state below (see "Thread safety")
   Model model_;
   int B_, K_, R_, Rp_;  // Rp: R rounded up to 16, the key cache's row length
   Mode mode_;
