@@ -311,6 +311,8 @@ def test_bad_engine_arguments_raise(small_checkpoint) -> None:
     assert eng.steps_taken(0) == 0  # the failed step changed nothing
     with pytest.raises(ValueError, match=r"row 2 out of range \[0, 2\)"):
         eng.reset(2)
+    with pytest.raises(ValueError, match=r"row -1 out of range \[0, 2\)"):
+        eng.steps_taken(-1)
 
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "generic"])
@@ -339,3 +341,29 @@ def test_packed_matmul_rejects_bad_input() -> None:
         matmul(np.zeros((2, 3), np.float32))
     with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
         matmul(np.zeros((2, 4), np.float32), 0)
+
+
+def test_engine_arguments_are_read_without_losing_values(small_checkpoint) -> None:
+    """Arguments the bindings only read are converted (dtype, layout), except where a value would lose its meaning:
+    fractional timesteps or rows, complex observations, weights that are not numbers."""
+    path, tensors = small_checkpoint
+    config = (path / "config.json").read_text()
+    eng = dt_fast._C.Engine(config, tensors, 2, 2, "exact")
+    strided = np.random.default_rng(0).normal(size=(2, 6))[:, ::2]  # float64, not contiguous
+    r, t = np.zeros(2, np.float64), np.zeros(2, np.int32)
+    copy = dt_fast._C.Engine(config, tensors, 2, 2, "exact")
+    np.testing.assert_array_equal(eng.step(strided, r, t), copy.step(np.ascontiguousarray(strided, np.float32),
+                                                                     r.astype(np.float32), t.astype(np.int64)))
+    with pytest.raises(ValueError, match="timesteps must be an integer array, got dtype float64"):
+        eng.step(strided, r, np.array([0.0, 1.5]))
+    with pytest.raises(ValueError, match="states must be a real-valued array, got dtype complex128"):
+        eng.step(strided.astype(complex), r, t)
+    with pytest.raises(ValueError, match="weight 'embed_ln.bias' must be a real-valued array, got dtype <U1"):
+        dt_fast._C.Engine(config, {**tensors, "embed_ln.bias": np.array(["a"] * 16)}, 1, 2, "exact")
+    ctl = dt_fast._C.Controller(config, tensors, 2, 2, "exact", 1, np.zeros(3), np.ones(3), 1.0)
+    with pytest.raises(ValueError, match="rows must be an integer array, got dtype float64"):
+        ctl.reset(np.array([0.5]))
+    with pytest.raises(ValueError, match="obs must be a real-valued array, got dtype complex128"):
+        ctl.act(np.zeros((2, 3), complex))
+    with pytest.raises(ValueError, match="state_mean must be a real-valued array, got dtype object"):
+        dt_fast._C.Controller(config, tensors, 2, 2, "exact", 1, np.array([None] * 3), np.ones(3), 1.0)
