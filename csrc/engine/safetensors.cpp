@@ -40,6 +40,10 @@ float bf16_to_float(uint16_t h) {
   return f;
 }
 
+// A dimension above this is no tensor of a model the engine runs (its file would exceed 16 GB); below it, a
+// dimension converts to int64 exactly.
+constexpr double kMaxDim = 4e9;
+
 // Bytes per value of a supported dtype, 0 for any other.
 int dtype_size(const std::string& dtype) {
   if (dtype == "F32") return 4;
@@ -97,10 +101,12 @@ SafetensorsFile SafetensorsFile::read(const std::string& path) {
     const Json& shape = entry.at("shape", where);
     DT_CHECK(shape.kind == Json::Kind::Array, where, ": shape must be an array");
     TensorView t;
+    double count = 1.0;  // exact until it exceeds every file size, so the size check below bounds numel()
     for (const Json& d : shape.array) {
-      DT_CHECK(d.kind == Json::Kind::Number && d.number >= 0 && d.number < 4e9 && d.number == (int64_t)d.number,
-               where, ": shape entries must be non-negative integers");
+      DT_CHECK(d.kind == Json::Kind::Number && d.number >= 0 && d.number < kMaxDim && d.number == (int64_t)d.number,
+               where, ": shape entries must be non-negative integers below ", kMaxDim);
       t.shape.push_back(static_cast<int64_t>(d.number));
+      count *= d.number;
     }
     const Json& offsets = entry.at("data_offsets", where);
     DT_CHECK(offsets.kind == Json::Kind::Array && offsets.array.size() == 2, where,
@@ -109,8 +115,7 @@ SafetensorsFile SafetensorsFile::read(const std::string& path) {
     DT_CHECK(offsets.array[0].kind == Json::Kind::Number && offsets.array[1].kind == Json::Kind::Number && b >= 0 &&
                  b <= e && e <= static_cast<double>(data_len),
              where, ": data_offsets [", b, ", ", e, "] outside the data section of ", data_len, " bytes");
-    DT_CHECK(static_cast<double>(t.numel()) * size == e - b, where, ": ", e - b, " bytes do not hold ", t.numel(),
-             " ", dtype.string, " values");
+    DT_CHECK(count * size == e - b, where, ": ", e - b, " bytes do not hold ", count, " ", dtype.string, " values");
     const char* src = f.bytes.data() + data_start + static_cast<uint64_t>(b);
     if (dtype.string == "F32") {
       t.data = reinterpret_cast<const float*>(src);

@@ -39,6 +39,9 @@ std::string first_non_finite(const TensorView& t) {
   return "";
 }
 
+// Tensors of one GPT-2 block the engine copies (LayerWeights' fields, in order).
+constexpr size_t kLayerTensors = 12;
+
 struct Loader {
   const std::map<std::string, TensorView>& tensors;
   const std::string& source;
@@ -89,7 +92,7 @@ Weights Weights::from_tensors(const Config& c, const std::map<std::string, Tenso
   size_t lnw = ld.add("embed_ln.weight", {C});
   size_t lnb = ld.add("embed_ln.bias", {C});
   size_t wpe = ld.add("encoder.wpe.weight", {c.n_positions, C}, false, 1);
-  std::vector<std::array<size_t, 12>> layer_off(static_cast<size_t>(L));
+  std::vector<std::array<size_t, kLayerTensors>> layer_off(static_cast<size_t>(L));
   for (int64_t l = 0; l < L; ++l) {
     const std::string p = "encoder.h." + std::to_string(l) + ".";
     layer_off[l] = {ld.add(p + "ln_1.weight", {C}),          ld.add(p + "ln_1.bias", {C}),
