@@ -210,8 +210,8 @@ class Engine {
   void embed(int64_t b, const float* state, float rtg, int64_t timestep);
   void run_chunk(RunState& st, int64_t b0, int64_t nb, const float* states, const float* returns_to_go,
                  const int64_t* timesteps, float* actions);
-  // Layer l over the chunk's residual stream st.h (rows_in token rows), leaving its output in st.h: the steps
-  // below, in this order, then per batch row the cache write and attention.
+  // Layer l over the chunk's residual stream st.h (rows_in token rows), leaving its output in st.h, in the steps
+  // below: ln_1, attention_inputs; per batch row row_cache, write_cache, attend; attention_output, mlp.
   void layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in);
   // ln_1 of the tokens whose cache entries the layer writes: the new tokens at layer 0 (older tokens keep their
   // layer-0 entries for good), every row of the residual stream after it (the new tokens, or the whole window when
