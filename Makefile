@@ -57,7 +57,7 @@ sanitize: $(DEPS)
 	cp $(SAN_DIR)/_C*.so $(SAN_DIR)/pkg/dt_fast/
 	$(SAN_ENV) $(PY) -c "import sys; sys.path.insert(0, '$(SAN_DIR)/pkg'); import dt_fast._C as c; print(c.__file__)"
 	$(SAN_ENV) $(PY) -m pytest -q -p no:cacheprovider -o pythonpath="$(SAN_DIR)/pkg ." tests/test_sampler*.py \
-		tests/test_engine.py
+		tests/test_engine.py tests/test_engine_threads.py
 	$(PY) -c "import dt_fast as d; d.DecisionTransformer(d.DecisionTransformerConfig(state_dim=11, act_dim=3, \
 		max_ep_len=1000)).save_pretrained('$(SAN_DIR)/checkpoint')"
 	cmake --build $(SAN_DIR) --target control_loop -j 2

@@ -11,6 +11,9 @@ All in one process, one torch thread: for Hopper (11/3) and HalfCheetah (17/6) s
   the blog's per-step `get_action` (benchmarks/reference.py) on transformers'
   DecisionTransformerModel (timed around the get_action call only, without the loop's torch.cat bookkeeping,
   which favours the blog); at least 1,000 timed steps each after warm-up;
+- the cost of the engine's lock (csrc/engine/engine.h, "Thread safety") at batch 1: p50 / p99 of Engine.step
+  timed in C++ with the lock taken per step (as every call takes it) and held once around the run (no locking
+  per step), alternated in rounds of 50 steps on one engine;
 - actions per second at batch 64 and 256 (window sliding) for the engine, one thread and all threads (the fastest
   of repeated runs over 1.5 s);
 - the bound of each case: max(FLOPs of the step / matmul rate on the case's threads, bytes read per step /
@@ -145,6 +148,20 @@ def policy_latencies(policy: Policy, n: int, phase: str, rng: np.random.Generato
     return np.array(out[:n])
 
 
+def lock_latencies(policy: Policy, n: int, rng: np.random.Generator) -> dict[bool, np.ndarray]:
+    """Seconds per engine step at batch 1, window sliding, keyed by lock_per_step: the lock taken by every step,
+    or once around a round of steps; rounds of 50 steps of each alternate on the policy's engine."""
+    engine = policy._engine
+    states, rtg = rng.normal(size=(1, policy.state_dim)).astype(np.float32), np.full(1, 3.6, np.float32)
+    ts = np.array([K + 30], np.int64)
+    engine._step_latencies(states, rtg, ts, K + 30, True)  # warm-up, past the window's filling
+    out: dict[bool, list[np.ndarray]] = {True: [], False: []}
+    for _ in range(n // 50):
+        for lock_per_step in (True, False):
+            out[lock_per_step].append(engine._step_latencies(states, rtg, ts, 50, lock_per_step))
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
 def throughput(policy: Policy, steps: int, rng: np.random.Generator, min_time: float = 1.5) -> float:
     """Actions per second of Policy.act over num_envs rows, window sliding (after K + 5 warm-up steps): the fastest
     run of `steps` steps over at least `min_time` seconds and three runs (the machine is shared; the fastest run is
@@ -214,6 +231,17 @@ def main() -> None:
                 print(f"{env + ' ' + name:<46}{phase:>6}{p50 * 1e6:>10.0f}{np.percentile(lat, 99) * 1e6:>10.0f}"
                       f"{blog / p50:>9.2f}{flops / 1e6:>8.1f}{nbytes / 1024:>7.0f}{bound * 1e6:>10.0f}"
                       f"{p50 / bound:>10.2f}")
+    print(f"\n{'lock cost (Hopper, batch 1, t>=K, Engine.step)':<48}{'p50 us':>9}{'p99 us':>9}{'p50 no lock':>12}"
+          f"{'p99 no lock':>12}{'p50 diff ns':>12}")
+    S, A = ENVS["Hopper"]
+    _, ours = paired_models(S, A)
+    common = dict(target_return=3600.0, state_mean=np.zeros(S), state_std=np.ones(S), scale=SCALE, context_len=K)
+    for mode in ("exact", "rolling"):
+        for threads in sorted({1, cores}):
+            lat = lock_latencies(Policy(ours, mode=mode, backend="cpp", n_threads=threads, **common), n, rng)
+            locked, free = (np.percentile(lat[k], [50, 99]) * 1e6 for k in (True, False))
+            print(f"{f'cpp {mode} ({threads} thr), lock per step vs none':<48}{locked[0]:>9.1f}{locked[1]:>9.1f}"
+                  f"{free[0]:>12.1f}{free[1]:>12.1f}{(locked[0] - free[0]) * 1e3:>12.0f}")
     print(f"\n{'throughput (Hopper, window sliding)':<40}{'B':>5}{'threads':>8}{'actions/s':>11}{'bound a/s':>11}"
           f"{'of bound':>9}{'GFLOP/s':>9}{'of rate':>8}")
     S, A = ENVS["Hopper"]

@@ -38,3 +38,15 @@ def test_returns_to_go_matches_numpy(gamma: float) -> None:
 def test_returns_to_go_rejects_bad_offsets(offsets: list, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         dt_fast._C.returns_to_go(np.zeros(5, np.float32), np.array(offsets, dtype=np.int64), 1.0)
+
+
+def test_returns_to_go_refuses_conversions_that_lose_values() -> None:
+    """Inputs are converted to the dtype the C++ reads (a list, int32 offsets, float64 rewards are fine), but not
+    fractional offsets or complex rewards."""
+    rewards = np.array([1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(dt_fast._C.returns_to_go(rewards, np.array([0, 3], np.int32)), [6.0, 5.0, 3.0])
+    np.testing.assert_array_equal(dt_fast._C.returns_to_go([1, 2, 3], [0, 1, 3]), [1.0, 5.0, 3.0])
+    with pytest.raises(ValueError, match="offsets must be an integer array, got dtype float64"):
+        dt_fast._C.returns_to_go(rewards, np.array([0.0, 1.5, 3.0]))
+    with pytest.raises(ValueError, match="rewards must be a real-valued array, got dtype complex128"):
+        dt_fast._C.returns_to_go(rewards + 1j, np.array([0, 3]))

@@ -8,6 +8,7 @@ different steps so that rows in different phases (window filling, window sliding
 from __future__ import annotations
 
 import json
+import re
 import struct
 import time
 
@@ -266,8 +267,11 @@ def test_bad_checkpoints_raise_naming_the_problem(small_checkpoint) -> None:
     weights.write_bytes(struct.pack("<Q", 5) + b"{oops")
     with pytest.raises(ValueError, match="invalid JSON at byte 1"):
         load()
-    write_safetensors(weights, tensors, dtype="F16")
-    with pytest.raises(ValueError, match="dtype F16 is not supported"):
+    write_safetensors(weights, tensors, dtype="I64")
+    with pytest.raises(ValueError, match=r"dtype I64 is not supported \(the engine reads F32, F16, BF16, F64\)"):
+        load()
+    write_safetensors(weights, tensors, dtype="F16")  # float32 bytes labelled F16: twice the bytes F16 needs
+    with pytest.raises(ValueError, match="tensor '.*': 64 bytes do not hold 16 F16 values"):
         load()
     write_safetensors(weights, {k: v for k, v in tensors.items() if k != "embed_ln.bias"})
     with pytest.raises(ValueError, match="missing weight 'embed_ln.bias'"):
@@ -312,6 +316,8 @@ def test_bad_engine_arguments_raise(small_checkpoint) -> None:
     assert eng.steps_taken(0) == 0  # the failed step changed nothing
     with pytest.raises(ValueError, match=r"row 2 out of range \[0, 2\)"):
         eng.reset(2)
+    with pytest.raises(ValueError, match=r"row -1 out of range \[0, 2\)"):
+        eng.steps_taken(-1)
 
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "generic"])
@@ -340,3 +346,105 @@ def test_packed_matmul_rejects_bad_input() -> None:
         matmul(np.zeros((2, 3), np.float32))
     with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
         matmul(np.zeros((2, 4), np.float32), 0)
+
+
+@pytest.mark.parametrize("mode", ["exact", "rolling"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64], ids=["bf16", "f16", "f64"])
+def test_checkpoint_in_other_float_dtypes_loads(tmp_path, dtype: torch.dtype, mode: str) -> None:
+    """A float32 checkpoint rewritten in bf16 / f16 / f64 loads in the engine (converted to float32 as torch's
+    .float() does) and gives the torch decoder's actions on the same converted weights."""
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    DecisionTransformer(DecisionTransformerConfig(state_dim=11, act_dim=3, hidden_size=64, n_layer=2, n_head=2,
+                                                  max_ep_len=100)).save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    original = load_file(str(weights))
+    converted = {k: v.to(dtype) for k, v in original.items()}
+    if dtype == torch.float64:  # values float32 cannot hold, so that the engine's rounding is tested too
+        converted = {k: v + torch.randn_like(v) * 1e-6 for k, v in converted.items()}
+    save_file(converted, str(weights), metadata={"format": "pt"})
+    reference = DecisionTransformer(DecisionTransformerConfig.from_json_file(tmp_path / "config.json")).eval()
+    reference.load_hf_state_dict({k: v.float() for k, v in converted.items()})
+    B, K = 2, 4
+    eng = dt_fast._C.Engine.from_checkpoint(str(tmp_path), B, K, mode)
+    ctl = dt_fast._C.Controller.from_checkpoint(str(tmp_path), B, K, mode, 1, np.zeros(11), np.ones(11), 1.0)
+    dec = KVCacheDecoder(reference, B, K, mode)
+    rng = np.random.default_rng(0)
+    for t in range(3 * K):
+        s, r = rng.normal(size=(B, 11)).astype(np.float32), np.zeros(B, np.float32)
+        ts = np.full(B, t, dtype=np.int64)
+        want = dec.step(torch.tensor(s), torch.tensor(r), torch.tensor(ts)).numpy()
+        np.testing.assert_allclose(eng.step(s, r, ts), want, atol=1e-5, rtol=0, err_msg=f"step {t}")
+        np.testing.assert_allclose(ctl.act(s, None if t == 0 else np.zeros(B)), want, atol=1e-5, rtol=0)
+
+
+NON_FINITE_CASES = [  # (tensor, value): a weight of every kind: embedding, layer matrix, bias, head, unused head
+    ("embed_timestep.weight", np.nan),
+    ("encoder.h.0.attn.c_attn.weight", np.nan),
+    ("encoder.h.0.mlp.c_proj.bias", np.inf),
+    ("encoder.ln_f.weight", -np.inf),
+    ("predict_action.0.weight", np.nan),
+    ("predict_state.weight", np.nan),  # not read for actions, but the checkpoint is broken all the same
+]
+
+
+@pytest.mark.parametrize("entry", ["from_checkpoint", "tensors", "controller"])
+@pytest.mark.parametrize("name, value", NON_FINITE_CASES)
+def test_non_finite_weight_is_refused_naming_it(small_checkpoint, name: str, value: float, entry: str) -> None:
+    path, tensors = small_checkpoint
+    bad = {k: v.copy() for k, v in tensors.items()}
+    index = tuple(d - 1 for d in bad[name].shape)  # the last value
+    bad[name][index] = value
+    want = rf"weight '{re.escape(name)}' is not finite \(as float32\): {value} at \[{', '.join(map(str, index))}\]"
+    with pytest.raises(ValueError, match=want):
+        if entry == "tensors":
+            dt_fast._C.Engine((path / "config.json").read_text(), bad, 1, 2, "exact")
+        else:
+            write_safetensors(path / "model.safetensors", bad)
+            if entry == "from_checkpoint":
+                dt_fast._C.Engine.from_checkpoint(str(path), 1, 2, "exact")
+            else:
+                dt_fast._C.Controller.from_checkpoint(str(path), 1, 2, "exact", 1, np.zeros(3), np.ones(3), 1.0)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # numpy's, from the tensors
+@pytest.mark.parametrize("entry", ["from_checkpoint", "tensors"])
+def test_float64_weight_beyond_float32_range_is_refused(small_checkpoint, entry: str) -> None:
+    from safetensors.numpy import save_file
+
+    path, tensors = small_checkpoint
+    bad = {k: v.astype(np.float64) for k, v in tensors.items()}
+    bad["embed_ln.bias"][2] = -1e300
+    with pytest.raises(ValueError, match=r"weight 'embed_ln.bias' is not finite \(as float32\): -inf at \[2\]"):
+        if entry == "tensors":
+            dt_fast._C.Engine((path / "config.json").read_text(), bad, 1, 2, "exact")
+        else:
+            save_file(bad, str(path / "model.safetensors"))
+            dt_fast._C.Engine.from_checkpoint(str(path), 1, 2, "exact")
+
+
+def test_engine_arguments_are_read_without_losing_values(small_checkpoint) -> None:
+    """Arguments the bindings only read are converted (dtype, layout), except where a value would lose its meaning:
+    fractional timesteps or rows, complex observations, weights that are not numbers."""
+    path, tensors = small_checkpoint
+    config = (path / "config.json").read_text()
+    eng = dt_fast._C.Engine(config, tensors, 2, 2, "exact")
+    strided = np.random.default_rng(0).normal(size=(2, 6))[:, ::2]  # float64, not contiguous
+    r, t = np.zeros(2, np.float64), np.zeros(2, np.int32)
+    copy = dt_fast._C.Engine(config, tensors, 2, 2, "exact")
+    np.testing.assert_array_equal(eng.step(strided, r, t), copy.step(np.ascontiguousarray(strided, np.float32),
+                                                                     r.astype(np.float32), t.astype(np.int64)))
+    with pytest.raises(ValueError, match="timesteps must be an integer array, got dtype float64"):
+        eng.step(strided, r, np.array([0.0, 1.5]))
+    with pytest.raises(ValueError, match="states must be a real-valued array, got dtype complex128"):
+        eng.step(strided.astype(complex), r, t)
+    with pytest.raises(ValueError, match="weight 'embed_ln.bias' must be a real-valued array, got dtype <U1"):
+        dt_fast._C.Engine(config, {**tensors, "embed_ln.bias": np.array(["a"] * 16)}, 1, 2, "exact")
+    ctl = dt_fast._C.Controller(config, tensors, 2, 2, "exact", 1, np.zeros(3), np.ones(3), 1.0)
+    with pytest.raises(ValueError, match="rows must be an integer array, got dtype float64"):
+        ctl.reset(np.array([0.5]))
+    with pytest.raises(ValueError, match="obs must be a real-valued array, got dtype complex128"):
+        ctl.act(np.zeros((2, 3), complex))
+    with pytest.raises(ValueError, match="state_mean must be a real-valued array, got dtype object"):
+        dt_fast._C.Controller(config, tensors, 2, 2, "exact", 1, np.array([None] * 3), np.ones(3), 1.0)

@@ -236,6 +236,25 @@ def test_core_rejects_inconsistent_arrays() -> None:
         _C.SamplerCore(obs, act, rew, np.array([0, 10]), mean, np.array([1.0, 0.0]), 5, 2, 1.0, 1.0, 100)
 
 
+def test_core_refuses_conversions_that_lose_values() -> None:
+    """Arrays are converted to the dtype the core reads, but not fractional indices or complex values."""
+    from dt_fast import _C
+
+    obs, act, rew = np.zeros((10, 2), np.float32), np.zeros((10, 1), np.float32), np.zeros(10, np.float32)
+    mean, std = np.zeros(2), np.ones(2)
+    with pytest.raises(ValueError, match="offsets must be an integer array, got dtype float64"):
+        _C.SamplerCore(obs, act, rew, np.array([0.0, 9.5]), mean, std, 5, 2, 1.0, 1.0, 100)
+    with pytest.raises(ValueError, match="observations must be a real-valued array, got dtype complex64"):
+        _C.SamplerCore(obs.astype(np.complex64), act, rew, np.array([0, 10]), mean, std, 5, 2, 1.0, 1.0, 100)
+    core = _C.SamplerCore(obs.astype(np.float64), act, rew, np.array([0, 4, 10], np.int32), mean, std, 5, 2, 1.0,
+                          1.0, 100)
+    with pytest.raises(ValueError, match="start must be an integer array, got dtype float64"):
+        core.windows(np.array([1]), np.array([2.7]))
+    with pytest.raises(ValueError, match="episode must be an integer array, got dtype bool"):
+        core.windows(np.array([True]), np.array([2]))
+    assert core.windows([1, 0], np.array([2, 3], np.uint8))["timesteps"].shape == (2, 5)
+
+
 def test_interpreter_exits_cleanly_with_threads_running(tmp_path: Path) -> None:
     code = ("import numpy as np, dt_fast\n"
             "t = dt_fast.Trajectories(np.ones((50, 2)), np.ones((50, 1)), np.ones(50))\n"

@@ -1,15 +1,17 @@
 // Python face of the inference engine: dt_fast._C.Engine (normalised inputs) and dt_fast._C.Controller (the
 // engine with the control loop's bookkeeping, raw observations and rewards). Thin: checks every array at the
 // boundary, releases the GIL around the step. dt_fast/policy.py wraps the Controller with the step API.
+// Both objects serialise their own calls with a lock (engine.h, "Thread safety"); every call that may wait for
+// it releases the GIL first, so a thread waiting for an engine never holds up the other Python threads.
+#include <chrono>
 #include <map>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "bindings/bindings.h"
 #include "engine/controller.h"
 #include "engine/engine.h"
-#include "engine/kernels.h"
+#include "engine/packed_matmul.h"
 
 namespace dt_py {
 
@@ -29,8 +31,7 @@ std::unique_ptr<dt::Engine> engine_from_tensors(const std::string& config_json, 
   std::vector<CArray<float>> keep;  // owns converted arrays until the weights are copied
   for (auto item : tensors) {
     std::string name = py::str(item.first);
-    keep.push_back(CArray<float>::ensure(item.second));
-    if (!keep.back()) throw py::value_error("weight '" + name + "' is not convertible to a float32 array");
+    keep.push_back(read_array<float>(item.second, "weight '" + name + "'"));
     dt::TensorView v;
     for (py::ssize_t i = 0; i < keep.back().ndim(); ++i) v.shape.push_back(keep.back().shape(i));
     v.data = keep.back().data();
@@ -41,33 +42,67 @@ std::unique_ptr<dt::Engine> engine_from_tensors(const std::string& config_json, 
                                       n_threads, isa);
 }
 
-py::array_t<float> engine_step(dt::Engine& e, const py::array& states_in, const py::array& rtg_in,
-                               const py::array& timesteps_in) {
-  const int B = e.batch(), S = e.config().state_dim, A = e.config().act_dim;
-  if (states_in.ndim() != 2 || states_in.shape(0) != B || states_in.shape(1) != S)
+// The arguments of Engine.step, shapes checked, as arrays the engine reads.
+struct StepInputs {
+  CArray<float> states, rtg;
+  CArray<int64_t> timesteps;
+};
+
+StepInputs step_inputs(const dt::Engine& e, const py::array& states, const py::array& rtg,
+                       const py::array& timesteps) {
+  const int B = e.batch(), S = e.config().state_dim;
+  if (states.ndim() != 2 || states.shape(0) != B || states.shape(1) != S)
     throw py::value_error("states must have shape (" + std::to_string(B) + ", " + std::to_string(S) + "), got " +
-                          shape_of(states_in));
-  if (rtg_in.ndim() != 1 || rtg_in.shape(0) != B)
-    throw py::value_error("returns_to_go must have shape (" + std::to_string(B) + ",), got " + shape_of(rtg_in));
-  if (timesteps_in.ndim() != 1 || timesteps_in.shape(0) != B)
-    throw py::value_error("timesteps must have shape (" + std::to_string(B) + ",), got " + shape_of(timesteps_in));
-  auto states = CArray<float>::ensure(states_in);
-  auto rtg = CArray<float>::ensure(rtg_in);
-  auto timesteps = CArray<int64_t>::ensure(timesteps_in);
-  if (!states || !rtg || !timesteps)
-    throw py::value_error("states, returns_to_go and timesteps must be numeric arrays");
-  py::array_t<float> actions({B, A});
+                          shape_of(states));
+  if (rtg.ndim() != 1 || rtg.shape(0) != B)
+    throw py::value_error("returns_to_go must have shape (" + std::to_string(B) + ",), got " + shape_of(rtg));
+  if (timesteps.ndim() != 1 || timesteps.shape(0) != B)
+    throw py::value_error("timesteps must have shape (" + std::to_string(B) + ",), got " + shape_of(timesteps));
+  return {read_array<float>(states, "states"), read_array<float>(rtg, "returns_to_go"),
+          read_array<int64_t>(timesteps, "timesteps")};
+}
+
+py::array_t<float> engine_step(dt::Engine& e, const py::array& states, const py::array& rtg,
+                               const py::array& timesteps) {
+  const StepInputs in = step_inputs(e, states, rtg, timesteps);
+  py::array_t<float> actions({e.batch(), e.config().act_dim});
   {
     py::gil_scoped_release release;
-    e.step(states.data(), rtg.data(), timesteps.data(), actions.mutable_data());
+    e.step(in.states.data(), in.rtg.data(), in.timesteps.data(), actions.mutable_data());
   }
   return actions;
 }
 
+// Seconds of each of n steps with the same inputs, timed in C++: with the engine's lock taken per step as step()
+// does, or held once around all of them. benchmarks/bench_policy.py compares the two to measure the lock's cost.
+py::array_t<double> engine_step_latencies(dt::Engine& e, const py::array& states, const py::array& rtg,
+                                          const py::array& timesteps, int n, bool lock_per_step) {
+  if (n < 1) throw py::value_error("n must be >= 1, got " + std::to_string(n));
+  const StepInputs in = step_inputs(e, states, rtg, timesteps);
+  std::vector<float> actions(static_cast<size_t>(e.batch()) * e.config().act_dim);
+  py::array_t<double> out(n);
+  double* seconds = out.mutable_data();
+  py::gil_scoped_release release;
+  auto timed = [&](auto&& step) {
+    for (int i = 0; i < n; ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      step();
+      seconds[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    }
+  };
+  if (lock_per_step) {
+    timed([&] { e.step(in.states.data(), in.rtg.data(), in.timesteps.data(), actions.data()); });
+  } else {
+    const auto held = e.lock();
+    timed([&] { e.step(held, in.states.data(), in.rtg.data(), in.timesteps.data(), actions.data()); });
+  }
+  return out;
+}
+
 std::unique_ptr<dt::Controller> controller(std::unique_ptr<dt::Engine> engine, const py::array& mean,
                                            const py::array& std, double scale) {
-  auto m = CArray<double>::ensure(mean), s = CArray<double>::ensure(std);
-  if (!m || !s || m.ndim() != 1 || s.ndim() != 1) throw py::value_error("state_mean and state_std must be 1-D arrays");
+  auto m = read_array<double>(mean, "state_mean"), s = read_array<double>(std, "state_std");
+  if (m.ndim() != 1 || s.ndim() != 1) throw py::value_error("state_mean and state_std must be 1-D arrays");
   return std::make_unique<dt::Controller>(std::move(engine), std::vector<double>(m.data(), m.data() + m.size()),
                                           std::vector<double>(s.data(), s.data() + s.size()), scale);
 }
@@ -78,13 +113,11 @@ py::array_t<float> controller_act(dt::Controller& c, const py::array& obs_in, co
   if (!row && (obs_in.ndim() != 2 || obs_in.shape(0) != B || obs_in.shape(1) != S))
     throw py::value_error("obs must have shape (" + std::to_string(B) + ", " + std::to_string(S) + "), got " +
                           shape_of(obs_in));
-  auto obs = CArray<float>::ensure(obs_in);
-  if (!obs) throw py::value_error("obs must be a real-valued array");
+  auto obs = read_array<float>(obs_in, "obs");
   CArray<double> reward;  // default-constructed: an empty array, not a null one; `rewards` says whether given
   const double* rewards = nullptr;
   if (!reward_in.is_none()) {
-    reward = CArray<double>::ensure(reward_in);
-    if (!reward) throw py::value_error("reward must be a number or an array of numbers");
+    reward = read_array<double>(reward_in, "reward");
     if (!((reward.ndim() == 1 && reward.shape(0) == B) || (reward.ndim() == 0 && B == 1)))
       throw py::value_error("reward must have shape (" + std::to_string(B) + ",) (num_envs), got shape " +
                             shape_of(reward));
@@ -98,60 +131,38 @@ py::array_t<float> controller_act(dt::Controller& c, const py::array& obs_in, co
   return actions;
 }
 
-// A weight matrix (K, N) packed once for the engine's matmul kernel: out = a @ w with the columns split over
-// threads as Engine does. Benchmarks time it for this machine's matmul rate (benchmarks/harness.py); tests check
-// the kernel against numpy with it.
-class PackedMatmul {
- public:
-  PackedMatmul(const py::array& w_in, const std::string& isa) : kernels_(dt::kernels_select(isa)) {
-    auto w = CArray<float>::ensure(w_in);
-    if (!w || w.ndim() != 2 || w.shape(0) < 1 || w.shape(1) < 1)
-      throw py::value_error("w must be a non-empty 2-D float array, got shape " + shape_of(w_in));
-    K_ = static_cast<int>(w.shape(0)), N_ = static_cast<int>(w.shape(1));
-    packed_.resize(static_cast<size_t>(K_) * N_);
-    dt::pack_panels(packed_.data(), w.data(), N_, K_, N_, kernels_.panel);
+std::unique_ptr<dt::PackedMatmul> packed_matmul(const py::object& w_in, const std::string& isa) {
+  auto w = read_array<float>(w_in, "w");
+  if (w.ndim() != 2 || w.shape(0) < 1 || w.shape(1) < 1)
+    throw py::value_error("w must be a non-empty 2-D float array, got shape " + shape_of(w));
+  return std::make_unique<dt::PackedMatmul>(w.data(), static_cast<int>(w.shape(0)), static_cast<int>(w.shape(1)),
+                                            isa);
+}
+
+py::array_t<float> packed_matmul_call(const dt::PackedMatmul& mm, const py::object& a_in, int threads) {
+  auto a = read_array<float>(a_in, "a");
+  if (a.ndim() != 2 || a.shape(1) != mm.K())
+    throw py::value_error("a must have shape (M, " + std::to_string(mm.K()) + "), got " + shape_of(a));
+  const int M = static_cast<int>(a.shape(0));
+  py::array_t<float> out({M, mm.N()});
+  float* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    mm(a.data(), M, o, threads);
   }
-
-  py::array_t<float> operator()(const py::array& a_in, int threads) const {
-    auto a = CArray<float>::ensure(a_in);
-    if (!a || a.ndim() != 2 || a.shape(1) != K_)
-      throw py::value_error("a must have shape (M, " + std::to_string(K_) + "), got " + shape_of(a_in));
-    if (threads < 1) throw py::value_error("threads must be >= 1, got " + std::to_string(threads));
-    const int M = static_cast<int>(a.shape(0));
-    py::array_t<float> out({M, N_});
-    float* o = out.mutable_data();
-    const float* in = a.data();
-    {
-      py::gil_scoped_release release;
-      auto part = [&](int i) {  // split as Engine::mm splits its columns
-        const auto [n0, n1] = dt::panel_part(i, threads, N_, kernels_.panel);
-        if (n0 < n1)
-          kernels_.matmul_packed(o, N_, in, K_, packed_.data(), nullptr, M, K_, N_, n0, n1, false, nullptr);
-      };
-      std::vector<std::thread> team;
-      for (int i = 1; i < threads; ++i) team.emplace_back(part, i);
-      part(0);
-      for (std::thread& t : team) t.join();
-    }
-    return out;
-  }
-
-  const char* isa() const { return kernels_.name; }
-
- private:
-  dt::Kernels kernels_;
-  int K_ = 0, N_ = 0;
-  std::vector<float> packed_;
-};
+  return out;
+}
 
 }  // namespace
 
 void bind_engine(py::module_& m) {
-  py::class_<PackedMatmul>(m, "PackedMatmul", "w (K, N) packed for the engine's matmul kernel: call(a) = a @ w.")
-      .def(py::init<const py::array&, const std::string&>(), py::arg("w"), py::arg("isa") = "auto")
-      .def("__call__", &PackedMatmul::operator(), py::arg("a"), py::arg("threads") = 1,
+  py::class_<dt::PackedMatmul>(m, "PackedMatmul",
+                               "w (K, N) packed for the engine's matmul kernel: call(a) = a @ w "
+                               "(see csrc/engine/packed_matmul.h).")
+      .def(py::init(&packed_matmul), py::arg("w"), py::arg("isa") = "auto")
+      .def("__call__", &packed_matmul_call, py::arg("a"), py::arg("threads") = 1,
            "a (M, K) float32 -> a @ w (M, N), the columns split over `threads` threads.")
-      .def_property_readonly("isa", &PackedMatmul::isa);
+      .def_property_readonly("isa", &dt::PackedMatmul::isa);
 
   py::class_<dt::Engine>(m, "Engine", "Decision Transformer CPU inference engine (see csrc/engine/engine.h).")
       .def(py::init(&engine_from_tensors), py::arg("config_json"), py::arg("tensors"), py::arg("batch"),
@@ -168,9 +179,14 @@ void bind_engine(py::module_& m) {
           py::arg("isa") = "auto", "Load config.json + model.safetensors of a checkpoint directory.")
       .def("step", &engine_step, py::arg("states"), py::arg("returns_to_go"), py::arg("timesteps"),
            "One step for every row: states (B, S) float32, returns_to_go (B,), timesteps (B,) -> actions (B, A).")
+      .def("_step_latencies", &engine_step_latencies, py::arg("states"), py::arg("returns_to_go"),
+           py::arg("timesteps"), py::arg("n"), py::arg("lock_per_step"),
+           "Benchmarks only: seconds of n steps with these inputs, the lock taken per step or once (n,).")
       .def(
-          "reset", [](dt::Engine& e, int64_t row) { e.reset(row); }, py::arg("row"), "Start a new episode in `row`.")
-      .def("steps_taken", &dt::Engine::steps_taken, py::arg("row"), "Steps since the row's last reset.")
+          "reset", [](dt::Engine& e, int64_t row) { e.reset(row); }, py::arg("row"),
+          py::call_guard<py::gil_scoped_release>(), "Start a new episode in `row`.")
+      .def("steps_taken", &dt::Engine::steps_taken, py::arg("row"), py::call_guard<py::gil_scoped_release>(),
+           "Steps since the row's last reset.")
       .def_property_readonly("batch", &dt::Engine::batch)
       .def_property_readonly("context_len", &dt::Engine::context_len)
       .def_property_readonly("mode",
@@ -208,17 +224,19 @@ void bind_engine(py::module_& m) {
       .def(
           "set_target_returns",
           [](dt::Controller& c, const py::array& targets) {
-            auto t = CArray<double>::ensure(targets);
-            if (!t || t.ndim() != 1 || t.shape(0) != c.engine().batch())
+            auto t = read_array<double>(targets, "targets");
+            if (t.ndim() != 1 || t.shape(0) != c.engine().batch())
               throw py::value_error("target returns must have shape (" + std::to_string(c.engine().batch()) + ",)");
+            py::gil_scoped_release release;
             c.set_target_returns(t.data());
           },
           py::arg("targets"), "Return each row conditions on from its next reset (B,).")
       .def(
           "reset",
           [](dt::Controller& c, const py::array& rows) {
-            auto r = CArray<int64_t>::ensure(rows);
-            if (!r || r.ndim() != 1) throw py::value_error("rows must be a 1-D array of ints");
+            auto r = read_array<int64_t>(rows, "rows");
+            if (r.ndim() != 1) throw py::value_error("rows must be a 1-D array of ints");
+            py::gil_scoped_release release;
             for (py::ssize_t i = 0; i < r.shape(0); ++i) c.reset(r.data()[i]);
           },
           py::arg("rows"), "Start new episodes in `rows`.")

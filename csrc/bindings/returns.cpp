@@ -6,8 +6,10 @@
 
 namespace dt_py {
 
-static py::array_t<float> returns_to_go(CArray<float> rewards, CArray<int64_t> offsets, double gamma,
+static py::array_t<float> returns_to_go(const py::object& rewards_in, const py::object& offsets_in, double gamma,
                                         double scale) {
+  const auto rewards = read_array<float>(rewards_in, "rewards");
+  const auto offsets = read_array<int64_t>(offsets_in, "offsets");
   if (rewards.ndim() != 1) throw py::value_error("rewards must be 1-D, got ndim=" + std::to_string(rewards.ndim()));
   if (offsets.ndim() != 1) throw py::value_error("offsets must be 1-D, got ndim=" + std::to_string(offsets.ndim()));
   py::array_t<float> out(rewards.shape(0));

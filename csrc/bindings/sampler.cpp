@@ -26,10 +26,16 @@ void check_len(const py::array& a, const char* name, py::ssize_t axis, py::ssize
   }
 }
 
-std::shared_ptr<Core> make_core(CArray<float> observations, CArray<float> actions, CArray<float> rewards,
-                                CArray<int64_t> offsets, CArray<double> state_mean, CArray<double> state_std,
-                                int64_t context_len, int64_t batch_size, double scale, double gamma,
-                                int64_t max_ep_len) {
+std::shared_ptr<Core> make_core(const py::object& observations_in, const py::object& actions_in,
+                                const py::object& rewards_in, const py::object& offsets_in,
+                                const py::object& state_mean_in, const py::object& state_std_in, int64_t context_len,
+                                int64_t batch_size, double scale, double gamma, int64_t max_ep_len) {
+  const auto observations = read_array<float>(observations_in, "observations");
+  const auto actions = read_array<float>(actions_in, "actions");
+  const auto rewards = read_array<float>(rewards_in, "rewards");
+  const auto offsets = read_array<int64_t>(offsets_in, "offsets");
+  const auto state_mean = read_array<double>(state_mean_in, "state_mean");
+  const auto state_std = read_array<double>(state_std_in, "state_std");
   check_rank(observations, "observations", 2);
   check_rank(actions, "actions", 2);
   check_rank(rewards, "rewards", 1);
@@ -85,7 +91,9 @@ py::tuple draw(const Core& core, uint64_t seed, uint64_t rank, uint64_t batch) {
   return py::make_tuple(episode, start);
 }
 
-py::dict windows(const Core& core, CArray<int64_t> episode, CArray<int64_t> start) {
+py::dict windows(const Core& core, const py::object& episode_in, const py::object& start_in) {
+  const auto episode = read_array<int64_t>(episode_in, "episode");
+  const auto start = read_array<int64_t>(start_in, "start");
   check_rank(episode, "episode", 1);
   check_rank(start, "start", 1);
   check_len(start, "start", 0, episode.shape(0), "len(episode)");

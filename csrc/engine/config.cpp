@@ -18,11 +18,15 @@ Activation parse_activation(const std::string& name, const std::string& source) 
   fail(source, ": unsupported activation_function '", name, "'");
 }
 
-// An int field, also accepted under transformers' attribute_map alias.
-int positive_int(const Json& j, const std::string& key, const std::string& alias, int fallback,
+// Sizes from this on are refused as corrupt: far above any real model's. (The engine multiplies sizes in int only
+// after the weights, whose shapes are checked against them in int64, have shown that the model fits in memory.)
+constexpr int64_t kMaxSize = int64_t{1} << 30;
+
+// A size field, also accepted under transformers' attribute_map alias.
+int positive_int(const Json& j, const std::string& key, const std::string& alias, int64_t fallback,
                  const std::string& source) {
   int64_t v = json_int_or(j, key, j.has(alias) ? json_int(j, alias, source) : fallback, source);
-  DT_CHECK(v >= 1 && v < (int64_t{1} << 30), source, ": '", key, "' must be a positive int, got ", v);
+  DT_CHECK(v >= 1 && v < kMaxSize, source, ": '", key, "' must be a positive int, got ", v);
   return static_cast<int>(v);
 }
 
@@ -33,20 +37,22 @@ Config Config::from_json(const Json& j, const std::string& source) {
   std::string model_type = json_string_or(j, "model_type", "decision_transformer", source);
   DT_CHECK(model_type == "decision_transformer", source, ": model_type is '", model_type,
            "', expected 'decision_transformer'");
+  const Config d;  // transformers' defaults, for the keys a config.json leaves out
   Config c;
-  c.state_dim = positive_int(j, "state_dim", "", 17, source);
-  c.act_dim = positive_int(j, "act_dim", "", 4, source);
-  c.hidden_size = positive_int(j, "hidden_size", "", 128, source);
-  c.n_layer = positive_int(j, "n_layer", "num_hidden_layers", 3, source);
-  c.n_head = positive_int(j, "n_head", "num_attention_heads", 1, source);
-  c.n_inner = positive_int(j, "n_inner", "", 4 * c.hidden_size, source);
-  c.max_ep_len = positive_int(j, "max_ep_len", "", 4096, source);
-  c.n_positions = positive_int(j, "n_positions", "max_position_embeddings", 1024, source);
-  c.action_tanh = json_bool_or(j, "action_tanh", true, source);
+  c.state_dim = positive_int(j, "state_dim", "", d.state_dim, source);
+  c.act_dim = positive_int(j, "act_dim", "", d.act_dim, source);
+  c.hidden_size = positive_int(j, "hidden_size", "", d.hidden_size, source);
+  c.n_layer = positive_int(j, "n_layer", "num_hidden_layers", d.n_layer, source);
+  c.n_head = positive_int(j, "n_head", "num_attention_heads", d.n_head, source);
+  c.n_inner = positive_int(j, "n_inner", "", 4 * int64_t{c.hidden_size}, source);
+  c.max_ep_len = positive_int(j, "max_ep_len", "", d.max_ep_len, source);
+  c.n_positions = positive_int(j, "n_positions", "max_position_embeddings", d.n_positions, source);
+  c.action_tanh = json_bool_or(j, "action_tanh", d.action_tanh, source);
   c.activation = parse_activation(json_string_or(j, "activation_function", "relu", source), source);
-  c.ln_eps = static_cast<float>(json_number_or(j, "layer_norm_epsilon", 1e-5, source));
-  c.scale_attn_weights = json_bool_or(j, "scale_attn_weights", true, source);
-  c.scale_attn_by_inverse_layer_idx = json_bool_or(j, "scale_attn_by_inverse_layer_idx", false, source);
+  c.ln_eps = static_cast<float>(json_number_or(j, "layer_norm_epsilon", d.ln_eps, source));
+  c.scale_attn_weights = json_bool_or(j, "scale_attn_weights", d.scale_attn_weights, source);
+  c.scale_attn_by_inverse_layer_idx =
+      json_bool_or(j, "scale_attn_by_inverse_layer_idx", d.scale_attn_by_inverse_layer_idx, source);
   DT_CHECK(c.hidden_size % c.n_head == 0, source, ": hidden_size (", c.hidden_size, ") must be divisible by n_head (",
            c.n_head, ")");
   DT_CHECK(c.ln_eps > 0.0f, source, ": layer_norm_epsilon must be positive");

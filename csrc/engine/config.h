@@ -9,6 +9,7 @@ namespace dt {
 
 enum class Activation { Relu, Gelu, GeluTanh, QuickGelu, Silu, Tanh, Sigmoid };
 
+// Defaults: transformers' DecisionTransformerConfig's, used for keys a config.json leaves out.
 struct Config {
   int state_dim = 17;      // S: observation size
   int act_dim = 4;         // A: action size

@@ -29,12 +29,14 @@ Controller::Controller(std::unique_ptr<Engine> engine, std::vector<double> state
 
 void Controller::set_target_returns(const double* targets) {
   const int64_t B = engine_->batch();
+  std::lock_guard<std::mutex> lock(mu_);
   for (int64_t b = 0; b < B; ++b)
     DT_CHECK(std::isfinite(targets[b]), "target_return must be finite, target_return[", b, "] is ", targets[b]);
   std::copy_n(targets, B, target_.begin());
 }
 
 void Controller::reset(int64_t row) {
+  std::lock_guard<std::mutex> lock(mu_);
   engine_->reset(row);  // checks the range
   steps_[row] = 0;
   rtg_[row] = static_cast<float>(target_[row] / scale_);
@@ -42,6 +44,7 @@ void Controller::reset(int64_t row) {
 
 void Controller::act(const float* obs, const double* reward, float* actions) {
   const int64_t B = engine_->batch(), S = engine_->config().state_dim, max_t = engine_->config().max_ep_len - 1;
+  std::lock_guard<std::mutex> lock(mu_);
   for (int64_t i = 0; i < B * S; ++i)
     if (!std::isfinite(obs[i]))
       fail("obs contains NaN or inf: first at obs[", i / S, ", ", i % S, "] = ", obs[i]);

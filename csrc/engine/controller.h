@@ -3,10 +3,15 @@
 // return-to-go (target / scale at reset, minus reward / scale after every step), the steps since reset (the
 // timestep, clipped to max_ep_len - 1) and normalises observations with the dataset's mean and std, with the
 // same float rounding as dt_fast/policy.py: (double(obs) - mean) / std in double, then float.
+// Thread safety: as the Engine's (engine.h), a lock per controller held by act, reset and set_target_returns, so
+// calls from several threads run one after the other; act then takes the engine's lock inside its own (always in
+// that order). Two threads stepping one episode is still a usage error even though it no longer crashes: the
+// order of their calls, and so which reward and observation each action answers, is up to the scheduler.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "engine/engine.h"
@@ -31,6 +36,7 @@ class Controller {
   Engine& engine() { return *engine_; }
 
  private:
+  std::mutex mu_;  // held by every call that reads or writes the state below
   std::unique_ptr<Engine> engine_;
   std::vector<double> mean_, std_;  // (S)
   double scale_;

@@ -19,20 +19,28 @@ namespace dt {
 
 namespace {
 
+// embed_ln's epsilon: transformers builds it as nn.LayerNorm(hidden_size), whatever layer_norm_epsilon says.
+constexpr float kEmbedLnEps = 1e-5f;
+
+// The constants of transformers' activations (activations.py): gelu = x/2 (1 + erf(x / sqrt 2)); gelu_new =
+// x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); quick_gelu = x sigmoid(1.702 x).
+constexpr float kInvSqrt2 = 0.70710678118654752f, kSqrt2OverPi = 0.79788456080286536f;
+constexpr float kGeluCubic = 0.044715f, kQuickGeluScale = 1.702f;
+
 void activate(float* x, int64_t n, Activation a) {
   switch (a) {
     case Activation::Relu:
       for (int64_t i = 0; i < n; ++i) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
       break;
     case Activation::Gelu:
-      for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));
+      for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * kInvSqrt2));
       break;
     case Activation::GeluTanh:
       for (int64_t i = 0; i < n; ++i)
-        x[i] = 0.5f * x[i] * (1.0f + std::tanh(0.79788456080286536f * (x[i] + 0.044715f * x[i] * x[i] * x[i])));
+        x[i] = 0.5f * x[i] * (1.0f + std::tanh(kSqrt2OverPi * (x[i] + kGeluCubic * x[i] * x[i] * x[i])));
       break;
     case Activation::QuickGelu:
-      for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.0f + std::exp(-1.702f * x[i]));
+      for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.0f + std::exp(-kQuickGeluScale * x[i]));
       break;
     case Activation::Silu:
       for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.0f + std::exp(-x[i]));
@@ -44,6 +52,23 @@ void activate(float* x, int64_t n, Activation a) {
       for (int64_t i = 0; i < n; ++i) x[i] = 1.0f / (1.0f + std::exp(-x[i]));
       break;
   }
+}
+
+// A run of one batch row's tokens a layer step computes: positions [lo, the row's s_t], in the chunk's packed
+// buffers from row `off` on.
+struct TokenSpan {
+  int64_t lo, off;
+};
+
+// The tokens whose cache entries layer l writes (Engine::ln_1).
+TokenSpan cache_span(const RowPlan& p, int l) {
+  return l == 0 ? TokenSpan{p.new_lo, p.new_off} : TokenSpan{p.lo, p.h_off};
+}
+
+// The queries of a layer: every token of the residual stream, or at the last layer s_t alone, in row bl of the
+// chunk's s_t rows.
+TokenSpan query_span(const RowPlan& p, int64_t bl, bool last) {
+  return last ? TokenSpan{p.end, bl} : TokenSpan{p.lo, p.h_off};
 }
 
 std::string read_text(const std::string& path) {
@@ -70,10 +95,12 @@ Model load_checkpoint(const std::string& dir) {
 }
 
 Engine::Engine(Model model, int batch, int context_len, Mode mode, int n_threads, const std::string& isa)
-    : model_(std::move(model)), B_(batch), K_(context_len), R_(3 * context_len + 3), Rp_((R_ + 15) / 16 * 16),
+    : model_(std::move(model)), B_(batch), K_(context_len), R_(3 * context_len + 3),
+      Rp_((R_ + kSlotRun - 1) / kSlotRun * kSlotRun),
       mode_(mode), kernels_(kernels_select(isa)) {
   DT_CHECK(batch >= 1, "batch must be >= 1, got ", batch);
-  DT_CHECK(context_len >= 1 && context_len <= 100000, "context_len must be in [1, 100000], got ", context_len);
+  DT_CHECK(context_len >= 1 && context_len <= kMaxContextLen, "context_len must be in [1, ", kMaxContextLen, "], got ",
+           context_len);
   DT_CHECK(n_threads >= 0, "n_threads must be >= 0, got ", n_threads);
   if (n_threads == 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const Config& c = model_.config;
@@ -206,7 +233,14 @@ Prefetch Engine::cache_lines(int l, int64_t first, int64_t count) const {
 
 void Engine::reset(int64_t row) {
   DT_CHECK(row >= 0 && row < B_, "row ", row, " out of range [0, ", B_, ")");
+  std::lock_guard<std::mutex> lock(mu_);
   n_steps_[row] = 0;
+}
+
+int64_t Engine::steps_taken(int64_t row) const {
+  DT_CHECK(row >= 0 && row < B_, "row ", row, " out of range [0, ", B_, ")");
+  std::lock_guard<std::mutex> lock(mu_);
+  return n_steps_[row];
 }
 
 void Engine::embed(int64_t b, const float* state, float rtg, int64_t timestep) {
@@ -218,7 +252,7 @@ void Engine::embed(int64_t b, const float* state, float rtg, int64_t timestep) {
     float* x = cache_.x0.data() + (b * R_ + pos % R_) * C;
     const float* e = w.embed_timestep + ts * C;
     for (int i = 0; i < C; ++i) x[i] += e[i];
-    kernels_.layer_norm(x, x, w.embed_ln_w, w.embed_ln_b, C, 1e-5f);
+    kernels_.layer_norm(x, x, w.embed_ln_w, w.embed_ln_b, C, kEmbedLnEps);
     for (int i = 0; i < C; ++i) x[i] += w.wpe0[i];
   };
   if (t > 0) {
@@ -242,18 +276,18 @@ void Engine::attend(RunState& st, int l, int64_t b, int64_t bl, const float* kt,
   float scale = c.scale_attn_weights ? 1.0f / std::sqrt(static_cast<float>(hs)) : 1.0f;
   if (c.scale_attn_by_inverse_layer_idx) scale /= static_cast<float>(l + 1);
   const bool inputs = caches_inputs(l);
-  const int64_t q_lo = l == L - 1 ? p.end : p.lo;
+  const auto [q_lo, q_row] = query_span(p, bl, l == L - 1);  // first query, its row in the chunk's buffers
   const int nq = static_cast<int>(p.end - q_lo + 1);
-  const int64_t q_row = l == L - 1 ? bl : p.h_off + q_lo - p.lo;  // first query's row in the chunk's buffers
   auto floor_of = [&](int64_t pos) {  // the oldest key a query at `pos` attends to
     return p.floor >= 0 ? p.floor : std::max<int64_t>(0, 3 * (pos / 3 - K_ + 1));
   };
-  // Key slots [s0, s0 + n): the window [floor_of(q_lo), end] as one run when its slots do not wrap (s0 rounded
-  // down to 16 so loads stay aligned), else the whole ring. Slots outside the window get weight 0 below.
+  // Key slots [s0, s0 + n): the window [floor_of(q_lo), end] as one run when its slots do not wrap, else the whole
+  // ring, in whole runs of kSlotRun. Slots outside the window get weight 0 below.
   int s0 = static_cast<int>(floor_of(q_lo) % R), s1 = static_cast<int>(p.end % R);
   if (s0 > s1) s0 = 0, s1 = R - 1;
-  s0 -= s0 % 16;
-  const int n = std::min((s1 - s0 + 16) / 16 * 16, Rp - s0), nv = std::min(n, R - s0);  // nv: slots in the ring
+  s0 -= s0 % kSlotRun;
+  const int n = std::min((s1 - s0 + kSlotRun) / kSlotRun * kSlotRun, Rp - s0);
+  const int nv = std::min(n, R - s0);  // slots in the ring
   // Queries (nq rows): layer 0 of exact reads the cached q0 rows (ring slots, copied out in order); a layer that
   // caches inputs W_k q (C values per head); the others their c_attn output rows.
   const float* q;
@@ -287,7 +321,7 @@ void Engine::attend(RunState& st, int l, int64_t b, int64_t bl, const float* kt,
       kernels_.matmul(sc, Rp, q + q_col, ldq, kt + static_cast<int64_t>(col) * Rp + s0, Rp, nullptr, nq, hs, n);
     for (int i = 0; i < nq; ++i) {  // query at position q_lo + i sees keys [floor_of(q_lo + i), q_lo + i]
       const int64_t pos = q_lo + i;
-      kernels_.masked_softmax(sc + i * Rp, dist, n, static_cast<int>(p.end - pos),
+      kernels_.masked_softmax(sc + static_cast<int64_t>(i) * Rp, dist, n, static_cast<int>(p.end - pos),
                               static_cast<int>(p.end - floor_of(pos)), scale);
     }
     kernels_.matmul(out + q_col, ldo, sc, Rp, vc + static_cast<int64_t>(s0) * C + col, C, nullptr, nq, nv, dk);
@@ -295,75 +329,102 @@ void Engine::attend(RunState& st, int l, int64_t b, int64_t bl, const float* kt,
 }
 
 void Engine::layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in) {
-  const Config& c = model_.config;
-  const LayerWeights& w = model_.weights.layers[l];
-  const PackedLayer& pw = packed_layers_[l];
-  const int C = c.hidden_size, I = c.n_inner, L = c.n_layer, H = c.n_head;
-  const bool last = l == L - 1, inputs = caches_inputs(l);
-  // ln_1 of the tokens whose cache entries this layer computes: the new tokens at layer 0, all rows after it.
-  const RowPlan& back = st.plan[nb - 1];
-  const int64_t rows_kv = l == 0 ? back.new_off + (back.end - back.new_lo + 1) : rows_in;
+  const bool last = l == model_.config.n_layer - 1;
+  const RowPlan& back = st.plan[nb - 1];  // its span ends the chunk's packed rows
+  const LayerRows rows{l, last, caches_inputs(l), l == 0 ? back.new_off + (back.end - back.new_lo + 1) : rows_in,
+                       last ? nb : rows_in};  // rows_kv: cache_span of every row; rows_q: query_span of every row
+  ln_1(st, nb, rows);
+  attention_inputs(st, rows);
   for (int64_t bl = 0; bl < nb; ++bl) {
-    const RowPlan& p = st.plan[bl];
-    const int64_t lo = l == 0 ? p.new_lo : p.lo, off = l == 0 ? p.new_off : p.h_off;
-    for (int64_t pos = lo; pos <= p.end; ++pos)
-      kernels_.layer_norm(st.xb.data() + (off + pos - lo) * C, st.h.data() + (p.h_off + pos - p.lo) * C, w.ln_1_w,
-                          w.ln_1_b, C, c.ln_eps);
-    if (inputs && last) std::copy_n(st.xb.data() + (off + p.end - lo) * C, C, st.xq.data() + bl * C);
-  }
-  // Queries of this layer: every row of the residual stream, or s_t alone at the last layer.
-  const int64_t rows_q = last ? nb : rows_in;
-  if (inputs) {  // W_k q of every head, from ln_1 in one product
-    mm(st.q_abs.data(), H * C, last ? st.xq.data() : st.xb.data(), C, pw.qk, pw.qk_bias.data(), rows_q, false,
-       &st.pf);
-  } else {
-    mm(st.qkv.data(), 3 * C, st.xb.data(), C, pw.qkv, w.attn_b, rows_kv);
-  }
-  for (int64_t bl = 0; bl < nb; ++bl) {
-    const int64_t b = b0 + bl;
-    const RowPlan& p = st.plan[bl];
-    const int64_t lo = l == 0 ? p.new_lo : p.lo, off = l == 0 ? p.new_off : p.h_off;
-    const bool scratch = l > 0 && p.recompute;  // keys/values used by this step only
-    float* kt = inputs    ? nullptr
-                : scratch ? st.kt_scratch.data()
-                          : cache_.kt.data() + (l * B_ + b) * static_cast<int64_t>(C) * Rp_;
-    float* v = scratch ? st.v_scratch.data() : cache_.v.data() + (l * B_ + b) * static_cast<int64_t>(R_) * C;
-    const int64_t n_tok = p.end - lo + 1, first = lo % R_;
-    if (inputs) {  // the ln_1 outputs of positions lo.., one row each
-      for (int64_t pos = lo; pos <= p.end; ++pos)
-        std::copy_n(st.xb.data() + (off + pos - lo) * C, C, v + (pos % R_) * C);
-    } else {  // c_attn output rows of positions lo.. (3C each: query, key, value): keys transposed, values, q0
-      const float* rows = st.qkv.data() + off * 3 * C;
-      auto put_keys = [&](int64_t slot0, int64_t k0, int64_t count) {  // tokens k0.. into slots slot0..
-        for (int i = 0; i < C; ++i) {  // one pass over the key cache's C lines for every token
-          float* dst = kt + i * Rp_ + slot0;
-          const float* src = rows + k0 * 3 * C + C + i;
-          for (int64_t k = 0; k < count; ++k) dst[k] = src[k * 3 * C];
-        }
-      };
-      const int64_t n1 = std::min(n_tok, R_ - first);  // the ring wraps at most once
-      put_keys(first, 0, n1);
-      if (n_tok > n1) put_keys(0, n1, n_tok - n1);
-      for (int64_t pos = lo; pos <= p.end; ++pos) {
-        const int64_t slot = pos % R_;
-        std::copy_n(rows + (pos - lo) * 3 * C + 2 * C, C, v + slot * C);
-        if (l == 0) std::copy_n(rows + (pos - lo) * 3 * C, C, cache_.q0.data() + (b * R_ + slot) * C);
-      }
-    }
-    attend(st, l, b, bl, kt, v);
+    const RowCache kv = row_cache(st, l, b0 + bl, bl);
+    write_cache(st, rows, b0 + bl, bl, kv);
+    attend(st, l, b0 + bl, bl, kv.kt, kv.v);
   }
   // Rolling: the next attention of this thread reads this chunk at layer l + 1, or the next chunk at layer 0.
   if (mode_ == Mode::Rolling) st.pf = last ? cache_lines(0, st.next_b0, st.next_rows) : cache_lines(l + 1, b0, nb);
-  const bool relu = c.activation == Activation::Relu;  // fused into the fc matmul
-  if (inputs)  // c_proj of (sum_j a_j x_j) W_v + b_v, every head in one product
-    mm(st.xb.data(), C, st.x_mix.data(), H * C, pw.vo, pw.vo_bias.data(), rows_q, false, &st.pf);
-  else
-    mm(st.xb.data(), C, st.att.data(), C, pw.proj, w.proj_b, rows_q);
+  attention_output(st, rows);
+  mlp(st, nb, rows);
+}
+
+void Engine::ln_1(RunState& st, int64_t nb, const LayerRows& rows) {
+  const Config& c = model_.config;
+  const LayerWeights& w = model_.weights.layers[rows.l];
+  const int C = c.hidden_size;
   for (int64_t bl = 0; bl < nb; ++bl) {
     const RowPlan& p = st.plan[bl];
-    const int64_t q_lo = last ? p.end : p.lo, off = last ? bl : p.h_off;
-    for (int64_t pos = q_lo; pos <= p.end; ++pos) {
-      const int64_t r = off + pos - q_lo;
+    const TokenSpan s = cache_span(p, rows.l);
+    for (int64_t pos = s.lo; pos <= p.end; ++pos)
+      kernels_.layer_norm(st.xb.data() + (s.off + pos - s.lo) * C, st.h.data() + (p.h_off + pos - p.lo) * C,
+                          w.ln_1_w, w.ln_1_b, C, c.ln_eps);
+    if (rows.inputs && rows.last) std::copy_n(st.xb.data() + (s.off + p.end - s.lo) * C, C, st.xq.data() + bl * C);
+  }
+}
+
+void Engine::attention_inputs(RunState& st, const LayerRows& rows) {
+  const int C = model_.config.hidden_size, H = model_.config.n_head;
+  const PackedLayer& pw = packed_layers_[rows.l];
+  if (rows.inputs)  // W_k q of every head, from ln_1 in one product
+    mm(st.q_abs.data(), H * C, rows.last ? st.xq.data() : st.xb.data(), C, pw.qk, pw.qk_bias.data(), rows.rows_q,
+       false, &st.pf);
+  else
+    mm(st.qkv.data(), 3 * C, st.xb.data(), C, pw.qkv, model_.weights.layers[rows.l].attn_b, rows.rows_kv);
+}
+
+Engine::RowCache Engine::row_cache(RunState& st, int l, int64_t b, int64_t bl) {
+  const int64_t C = model_.config.hidden_size;
+  const bool keys = !caches_inputs(l);
+  if (l > 0 && st.plan[bl].recompute) return {keys ? st.kt_scratch.data() : nullptr, st.v_scratch.data()};
+  return {keys ? cache_.kt.data() + (l * B_ + b) * C * Rp_ : nullptr, cache_.v.data() + (l * B_ + b) * R_ * C};
+}
+
+void Engine::write_cache(RunState& st, const LayerRows& rows, int64_t b, int64_t bl, const RowCache& kv) {
+  const int C = model_.config.hidden_size;
+  const RowPlan& p = st.plan[bl];
+  const TokenSpan s = cache_span(p, rows.l);
+  if (rows.inputs) {  // the ln_1 outputs of positions lo.., one row each
+    for (int64_t pos = s.lo; pos <= p.end; ++pos)
+      std::copy_n(st.xb.data() + (s.off + pos - s.lo) * C, C, kv.v + (pos % R_) * C);
+    return;
+  }
+  // c_attn output rows of positions lo.. (3C each: query, key, value): keys transposed, values, q0 at layer 0
+  const float* src_rows = st.qkv.data() + s.off * 3 * C;
+  auto put_keys = [&](int64_t slot0, int64_t k0, int64_t count) {  // tokens k0.. into slots slot0..
+    for (int i = 0; i < C; ++i) {  // one pass over the key cache's C lines for every token
+      float* dst = kv.kt + i * Rp_ + slot0;
+      const float* src = src_rows + k0 * 3 * C + C + i;
+      for (int64_t k = 0; k < count; ++k) dst[k] = src[k * 3 * C];
+    }
+  };
+  const int64_t n_tok = p.end - s.lo + 1, first = s.lo % R_;
+  const int64_t n1 = std::min(n_tok, R_ - first);  // the ring wraps at most once
+  put_keys(first, 0, n1);
+  if (n_tok > n1) put_keys(0, n1, n_tok - n1);
+  for (int64_t pos = s.lo; pos <= p.end; ++pos) {
+    const int64_t slot = pos % R_;
+    std::copy_n(src_rows + (pos - s.lo) * 3 * C + 2 * C, C, kv.v + slot * C);
+    if (rows.l == 0) std::copy_n(src_rows + (pos - s.lo) * 3 * C, C, cache_.q0.data() + (b * R_ + slot) * C);
+  }
+}
+
+void Engine::attention_output(RunState& st, const LayerRows& rows) {
+  const int C = model_.config.hidden_size, H = model_.config.n_head;
+  const PackedLayer& pw = packed_layers_[rows.l];
+  if (rows.inputs)  // c_proj of (sum_j a_j x_j) W_v + b_v, every head in one product
+    mm(st.xb.data(), C, st.x_mix.data(), H * C, pw.vo, pw.vo_bias.data(), rows.rows_q, false, &st.pf);
+  else
+    mm(st.xb.data(), C, st.att.data(), C, pw.proj, model_.weights.layers[rows.l].proj_b, rows.rows_q);
+}
+
+void Engine::mlp(RunState& st, int64_t nb, const LayerRows& rows) {
+  const Config& c = model_.config;
+  const LayerWeights& w = model_.weights.layers[rows.l];
+  const PackedLayer& pw = packed_layers_[rows.l];
+  const int C = c.hidden_size, I = c.n_inner;
+  for (int64_t bl = 0; bl < nb; ++bl) {  // the residual stream of the queries, then ln_2
+    const RowPlan& p = st.plan[bl];
+    const TokenSpan q = query_span(p, bl, rows.last);
+    for (int64_t pos = q.lo; pos <= p.end; ++pos) {
+      const int64_t r = q.off + pos - q.lo;
       const float* hin = st.h.data() + (p.h_off + pos - p.lo) * C;
       float* hout = st.h2.data() + r * C;
       const float* proj = st.xb.data() + r * C;
@@ -371,10 +432,11 @@ void Engine::layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in)
       kernels_.layer_norm(st.xb.data() + r * C, hout, w.ln_2_w, w.ln_2_b, C, c.ln_eps);
     }
   }
-  mm(st.ff.data(), I, st.xb.data(), C, pw.fc, w.fc_b, rows_q, relu, &st.pf);
-  if (!relu) activate(st.ff.data(), rows_q * I, c.activation);
-  mm(st.xb.data(), C, st.ff.data(), I, pw.fc_proj, w.fc_proj_b, rows_q, false, &st.pf);
-  for (int64_t i = 0; i < rows_q * C; ++i) st.h2[i] += st.xb[i];
+  const bool relu = c.activation == Activation::Relu;  // fused into the fc matmul
+  mm(st.ff.data(), I, st.xb.data(), C, pw.fc, w.fc_b, rows.rows_q, relu, &st.pf);
+  if (!relu) activate(st.ff.data(), rows.rows_q * I, c.activation);
+  mm(st.xb.data(), C, st.ff.data(), I, pw.fc_proj, w.fc_proj_b, rows.rows_q, false, &st.pf);
+  for (int64_t i = 0; i < rows.rows_q * C; ++i) st.h2[i] += st.xb[i];
   std::swap(st.h, st.h2);
 }
 
@@ -414,7 +476,9 @@ void Engine::run_chunk(RunState& st, int64_t b0, int64_t nb, const float* states
   if (c.action_tanh) activate(out, nb * A, Activation::Tanh);
 }
 
-void Engine::step(const float* states, const float* returns_to_go, const int64_t* timesteps, float* actions) {
+void Engine::step(const std::unique_lock<std::mutex>& held, const float* states, const float* returns_to_go,
+                  const int64_t* timesteps, float* actions) {
+  DT_CHECK(held.mutex() == &mu_ && held.owns_lock(), "Engine::step: `held` is not this engine's lock, locked");
   const Config& c = model_.config;
   const int A = c.act_dim;
   for (int64_t b = 0; b < B_; ++b)

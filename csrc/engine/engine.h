@@ -46,12 +46,20 @@
 // attention run, one cache line per k step of their register tiles (kernels.h, Prefetch), and a chunk holds at
 // most kChunkCacheBytes of one layer's cache so that those rows are still in L2 when attention reads them.
 // All buffers are allocated at construction; step() allocates nothing.
+// Thread safety: each engine has its own lock, held by every method that reads or writes its state (step, reset,
+// steps_taken), so calls from several threads on one engine run one after the other, and two engines still step
+// in parallel. The lock is here rather than in the Python binding so that every caller (dt_fast._C, which
+// releases the GIL around a step; csrc/examples/control_loop.cpp; any C++ program) gets it; uncontended, it costs
+// one atomic acquire and release per call (benchmarks/bench_policy.py measures it). Two threads stepping one
+// episode is still a usage error even though it no longer crashes: which thread's call comes first, and so which
+// observations each action answers, is up to the scheduler.
 //
 // Errors throw std::invalid_argument (common/check.h); nothing calls exit().
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -134,6 +142,10 @@ struct RunState {
 
 class Engine {
  public:
+  // Largest context_len accepted: far above any Decision Transformer's (the blog's is 20; the attention scratch
+  // grows as K^2, 36 MB of scores per thread at K = 1000), and ring positions (3K + 3) stay small ints.
+  static constexpr int kMaxContextLen = 100000;
+
   // `n_threads` 0 = every hardware thread. `isa`: see kernels_select.
   Engine(Model model, int batch, int context_len, Mode mode, int n_threads = 0, const std::string& isa = "auto");
 
@@ -142,7 +154,15 @@ class Engine {
   // One environment step for every row.
   //   states    (B, S) normalised observations; returns_to_go (B) already divided by scale;
   //   timesteps (B) in [0, max_ep_len); actions (B, A) written. Throws (state unchanged) on a bad timestep.
-  void step(const float* states, const float* returns_to_go, const int64_t* timesteps, float* actions);
+  void step(const float* states, const float* returns_to_go, const int64_t* timesteps, float* actions) {
+    step(lock(), states, returns_to_go, timesteps, actions);
+  }
+  // The engine's lock, for a caller that makes several calls one critical section: it passes the lock to
+  // step(held, ...) (the pattern of flockfile and putc_unlocked). step(held, ...) throws unless `held` is this
+  // engine's lock, locked.
+  std::unique_lock<std::mutex> lock() const { return std::unique_lock<std::mutex>(mu_); }
+  void step(const std::unique_lock<std::mutex>& held, const float* states, const float* returns_to_go,
+            const int64_t* timesteps, float* actions);
 
   const Config& config() const { return model_.config; }
   int batch() const { return B_; }
@@ -150,15 +170,37 @@ class Engine {
   Mode mode() const { return mode_; }
   int threads() const { return std::max(pool_->size(), team_->size()); }
   const char* isa() const { return kernels_.name; }
-  int64_t steps_taken(int64_t row) const { return n_steps_[row]; }
+  // Steps since the row's last reset.
+  int64_t steps_taken(int64_t row) const;
   size_t weight_bytes() const { return model_.weights.bytes(); }
 
  private:
-  // Token rows one chunk of batch rows computes at most: chunks keep a step's working set in L2.
+  // Token rows one chunk of batch rows computes at most: 4 batch rows of the blog's exact window (3K = 60 rows each)
+  // or 80 in rolling mode (3 each), a multiple of every kernel's row tile (6, 4). At the blog's sizes the largest
+  // matmul of a chunk, the MLP's c_fc, reads 240 x C and writes 240 x I floats (123 KB + 492 KB), which stay in a
+  // 1 MB L2 beside the weight panels it streams; the chunk's whole scratch (RunState, about 1.4 MB) does not.
   static constexpr size_t kChunkTokens = 240;
   // Rolling mode: bytes of one layer's cache a chunk's rows hold at most, so that the rows prefetched for the next
   // attention stay in L2 while the matmuls before it run.
   static constexpr size_t kChunkCacheBytes = 768 << 10;
+  // Key slots come in runs of 16 floats (64 bytes: a cache line, an AVX-512 vector): the key cache's row length Rp
+  // is R rounded up to it, and attention reads slots [s0, s0 + n) with s0 and n multiples of it, so each key row's
+  // run starts on the same boundary as the row and the score product and softmax have no scalar tail on any ISA.
+  static constexpr int kSlotRun = 16;
+
+  // Rows of a chunk one layer computes, and which of the mode's paths it takes.
+  struct LayerRows {
+    int l;
+    bool last;        // the last layer: queries, attention output and MLP for s_t alone (the head reads only s_t)
+    bool inputs;      // the layer caches ln_1 outputs instead of keys and values (caches_inputs)
+    int64_t rows_kv;  // token rows whose cache entries the layer writes, packed over the chunk's batch rows
+    int64_t rows_q;   // query rows, packed likewise
+  };
+  // Where one batch row's keys (transposed; null when the layer caches inputs) and values of a layer are written.
+  struct RowCache {
+    float* kt;
+    float* v;
+  };
 
   void pack_weights();
   // out (M, w.N) = in (M, w.K) @ w + bias, the columns split across the team.
@@ -168,17 +210,37 @@ class Engine {
   void embed(int64_t b, const float* state, float rtg, int64_t timestep);
   void run_chunk(RunState& st, int64_t b0, int64_t nb, const float* states, const float* returns_to_go,
                  const int64_t* timesteps, float* actions);
+  // Layer l over the chunk's residual stream st.h (rows_in token rows), leaving its output in st.h, in the steps
+  // below: ln_1, attention_inputs; per batch row row_cache, write_cache, attend; attention_output, mlp.
   void layer(RunState& st, int64_t b0, int64_t nb, int l, int64_t rows_in);
+  // ln_1 of the tokens whose cache entries the layer writes: the new tokens at layer 0 (older tokens keep their
+  // layer-0 entries for good), every row of the residual stream after it (the new tokens, or the whole window when
+  // exact mode recomputes it, t >= K). At a last layer that caches inputs, s_t's row is also set apart: its query.
+  void ln_1(RunState& st, int64_t nb, const LayerRows& rows);
+  // From ln_1: c_attn of those tokens at a layer that caches keys and values (exact mode, every layer but the last);
+  // W_k q of every head of the queries at one that caches inputs (every layer of rolling; the last layer of exact).
+  void attention_inputs(RunState& st, const LayerRows& rows);
+  // The keys and values row `b` (local `bl`) reads and writes at layer l: its ring in the cache, or RunState scratch
+  // when exact mode recomputes the window at layers >= 1 (those keys serve this step only).
+  RowCache row_cache(RunState& st, int l, int64_t b, int64_t bl);
+  // The cache write of the tokens ln_1 ran on: their ln_1 outputs (a layer that caches inputs), or their keys,
+  // transposed, and values, plus at layer 0 their queries (exact mode keeps them for later recomputes).
+  void write_cache(RunState& st, const LayerRows& rows, int64_t b, int64_t bl, const RowCache& kv);
+  // Attention over the ring of row `b` (local `bl`) at layer l, for its queries: keys kt (C, Rp) and values
+  // v (R, C) by ring slot, or cached inputs v (R, C) with kt unused.
+  void attend(RunState& st, int l, int64_t b, int64_t bl, const float* kt, const float* v);
+  // c_proj of the attention outputs, or W_vo of sum_j a_j x_j at a layer that caches inputs.
+  void attention_output(RunState& st, const LayerRows& rows);
+  // The queries' residual stream plus attention, ln_2, the MLP and its residual; the result becomes st.h.
+  void mlp(RunState& st, int64_t nb, const LayerRows& rows);
   // Whether layer l caches ln_1 outputs rather than keys and values (see the top of this file).
   bool caches_inputs(int l) const { return mode_ == Mode::Rolling || (l == model_.config.n_layer - 1 && l > 0); }
-  // Attention of row `b` (local `bl`) at layer l over keys kt (C, Rp) and values v (R, C) by ring slot, or over
-  // cached inputs v (R, C) with kt unused.
-  void attend(RunState& st, int l, int64_t b, int64_t bl, const float* kt, const float* v);
   // Rolling mode: the cache rows [first, first + count) of layer l, as lines to prefetch.
   Prefetch cache_lines(int l, int64_t first, int64_t count) const;
 
+  mutable std::mutex mu_;  // held by every call that reads or writes the state below (see "Thread safety")
   Model model_;
-  int B_, K_, R_, Rp_;  // Rp: R rounded up to 16, the key cache's row length
+  int B_, K_, R_, Rp_;  // Rp: R rounded up to kSlotRun, the key cache's row length
   Mode mode_;
   Kernels kernels_;
   std::unique_ptr<ThreadPool> pool_;  // threads over chunks of rows

@@ -10,6 +10,9 @@ namespace dt {
 
 namespace {
 
+// Deeper nesting is no config.json or safetensors header; the bound keeps the recursion's stack small.
+constexpr int kMaxDepth = 64;
+
 struct Parser {
   const std::string& s;
   const std::string& source;
@@ -32,7 +35,7 @@ struct Parser {
   Json value() {
     skip_ws();
     if (i >= s.size()) error("unexpected end of input");
-    if (++depth > 64) error("nesting deeper than 64");
+    if (++depth > kMaxDepth) error(("nesting deeper than " + std::to_string(kMaxDepth)).c_str());
     Json v;
     char c = s[i];
     if (c == '{') {

@@ -28,11 +28,14 @@ inline void prefetch_line(uintptr_t at) {
   __builtin_prefetch(reinterpret_cast<const void*>(at), 0, Locality);
 }
 
+// Bytes per cache line on x86-64: one prefetch brings in one line.
+constexpr uintptr_t kCacheLine = 64;
+
 // One cache line of the prefetch work (kernels.h), if any is left: called once per k step of a register tile.
 inline void issue_line(Prefetch& pf) {
   if (pf.next < pf.end) {
     prefetch_line<2>(pf.next);
-    pf.next += 64;
+    pf.next += kCacheLine;
   }
 }
 

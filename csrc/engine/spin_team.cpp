@@ -78,7 +78,7 @@ void SpinTeam::worker() {
     for (int64_t idle_since = now_ns(), spins = 0; g == seen && !stop_.load(std::memory_order_relaxed);
          g = generation_.load(std::memory_order_acquire)) {
       cpu_relax();
-      if (++spins % 1024 != 0 || now_ns() - idle_since < kSpinNs) continue;
+      if (++spins % kClockEvery != 0 || now_ns() - idle_since < kSpinNs) continue;
       std::unique_lock<std::mutex> lock(mu_);
       sleepers_.fetch_add(1);
       wake_.wait(lock, [&] { return stop_.load() || generation_.load() != seen; });

@@ -35,6 +35,7 @@ class SpinTeam {
   using Job = void (*)(void*, int);
   static constexpr int64_t kSpinNs = 1'000'000;  // idle members sleep after 1 ms without a job
   static constexpr int kYieldAfter = 4096;       // pauses (a few microseconds) before run() yields while waiting
+  static constexpr int kClockEvery = 1024;       // pauses between two reads of the clock by an idle member
 
   void run(Job job, void* ctx);
   void work();  // claim and run parts of the current job until none is left

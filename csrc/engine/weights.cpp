@@ -4,6 +4,7 @@
 #include "engine/weights.h"
 
 #include <array>
+#include <cmath>
 #include <cstring>
 #include <set>
 
@@ -18,6 +19,28 @@ std::string shape_str(const std::vector<int64_t>& s) {
   for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
   return out + (s.size() == 1 ? ",)" : ")");
 }
+
+// The first non-finite value of t as "nan at [i, j]" (its index in every dimension), or "" when all are finite.
+std::string first_non_finite(const TensorView& t) {
+  const int64_t n = t.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    float x;
+    std::memcpy(&x, t.data + i, sizeof(x));  // t.data may be unaligned
+    if (std::isfinite(x)) continue;
+    std::vector<int64_t> index(t.shape.size());
+    for (int64_t d = static_cast<int64_t>(t.shape.size()) - 1, rest = i; d >= 0; --d) {
+      index[d] = rest % t.shape[d];
+      rest /= t.shape[d];
+    }
+    std::string at = "[";
+    for (size_t d = 0; d < index.size(); ++d) at += (d ? ", " : "") + std::to_string(index[d]);
+    return std::string(std::isnan(x) ? "nan" : x > 0 ? "inf" : "-inf") + " at " + at + "]";
+  }
+  return "";
+}
+
+// Tensors of one GPT-2 block the engine copies (LayerWeights' fields, in order).
+constexpr size_t kLayerTensors = 12;
 
 struct Loader {
   const std::map<std::string, TensorView>& tensors;
@@ -69,7 +92,7 @@ Weights Weights::from_tensors(const Config& c, const std::map<std::string, Tenso
   size_t lnw = ld.add("embed_ln.weight", {C});
   size_t lnb = ld.add("embed_ln.bias", {C});
   size_t wpe = ld.add("encoder.wpe.weight", {c.n_positions, C}, false, 1);
-  std::vector<std::array<size_t, 12>> layer_off(static_cast<size_t>(L));
+  std::vector<std::array<size_t, kLayerTensors>> layer_off(static_cast<size_t>(L));
   for (int64_t l = 0; l < L; ++l) {
     const std::string p = "encoder.h." + std::to_string(l) + ".";
     layer_off[l] = {ld.add(p + "ln_1.weight", {C}),          ld.add(p + "ln_1.bias", {C}),
@@ -93,6 +116,10 @@ Weights Weights::from_tensors(const Config& c, const std::map<std::string, Tenso
   ld.get("predict_return.bias", {1});
   for (const auto& kv : tensors)
     DT_CHECK(ld.used.count(kv.first), source, ": unexpected weight '", kv.first, "' (not part of the config's model)");
+  for (const auto& kv : tensors) {
+    const std::string bad = first_non_finite(kv.second);
+    DT_CHECK(bad.empty(), source, ": weight '", kv.first, "' is not finite (as float32): ", bad);
+  }
 
   const float* base = w.storage.data();
   w.embed_timestep = base + ts;

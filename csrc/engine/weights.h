@@ -51,7 +51,9 @@ struct Weights {
   const float* predict_action_b;   // (A)
 
   // Copy from tensors in transformers' state-dict layout (the keys and shapes of model.safetensors); throws
-  // naming `source` and the first missing, unexpected or mis-shaped key.
+  // naming `source` and the first missing, unexpected or mis-shaped key, or the first tensor holding a NaN or an
+  // infinity (every tensor is checked, also those the engine does not read: such a checkpoint is broken, and the
+  // torch backend would return NaN actions where the engine's would look normal).
   static Weights from_tensors(const Config& c, const std::map<std::string, TensorView>& tensors,
                               const std::string& source);
   // Bytes of the parameters one step reads (for the benchmark's bandwidth bound).

@@ -19,6 +19,9 @@ uint64_t mix(uint64_t x) {
   return x ^ (x >> 31);
 }
 
+// Actions of the padding before a window: the blog's collator pads them with -10, outside any action's [-1, 1].
+constexpr float kPadAction = -10.0f;
+
 // floor(r * n / 2^64): uniform over [0, n) for a uniform 64-bit r (bias below n / 2^64).
 int64_t below(uint64_t r, int64_t n) {
   return static_cast<int64_t>((static_cast<unsigned __int128>(r) * static_cast<uint64_t>(n)) >> 64);
@@ -108,7 +111,7 @@ void TrajectorySampler::fill(Batch& out) const {
     std::memcpy(states + pad * S, states_.data() + first * S, tlen * S * sizeof(float));
 
     float* actions = out.actions.data() + i * T * A;
-    std::fill(actions, actions + pad * A, -10.0f);
+    std::fill(actions, actions + pad * A, kPadAction);
     std::memcpy(actions + pad * A, actions_.data() + first * A, tlen * A * sizeof(float));
 
     float* rewards = out.rewards.data() + i * T;
