@@ -267,10 +267,10 @@ def _rewards(reward: Any, num_envs: int) -> np.ndarray:
     C++ Controller's binding words it."""
     if isinstance(reward, torch.Tensor):
         reward = reward.detach().cpu().double().numpy()
-    try:
-        rew = np.asarray(reward, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError("reward must be a number or an array of numbers") from None
+    rew = np.asarray(reward)
+    if rew.dtype.kind not in "iufb":
+        raise ValueError(f"reward must be a real-valued array, got dtype {rew.dtype}")
+    rew = rew.astype(np.float64)
     if rew.ndim == 0 and num_envs == 1:
         rew = rew.reshape(1)
     if rew.shape != (num_envs,):

@@ -18,7 +18,7 @@ import torch
 
 import dt_fast
 from dt_fast import DecisionTransformer, DecisionTransformerConfig
-from dt_fast.checkpoint import hf_state_dict
+from dt_fast.checkpoint import hf_state_dict, load_hf_state_dict
 from dt_fast.decode import KVCacheDecoder
 from tests import models
 
@@ -365,7 +365,7 @@ def test_checkpoint_in_other_float_dtypes_loads(tmp_path, dtype: torch.dtype, mo
         converted = {k: v + torch.randn_like(v) * 1e-6 for k, v in converted.items()}
     save_file(converted, str(weights), metadata={"format": "pt"})
     reference = DecisionTransformer(DecisionTransformerConfig.from_json_file(tmp_path / "config.json")).eval()
-    reference.load_hf_state_dict({k: v.float() for k, v in converted.items()})
+    load_hf_state_dict(reference, {k: v.float() for k, v in converted.items()})
     B, K = 2, 4
     eng = dt_fast._C.Engine.from_checkpoint(str(tmp_path), B, K, mode)
     ctl = dt_fast._C.Controller.from_checkpoint(str(tmp_path), B, K, mode, 1, np.zeros(11), np.ones(11), 1.0)

@@ -45,7 +45,7 @@ SCRIPT = textwrap.dedent("""
                                state_mean=np.zeros(S), state_std=np.ones(S), scale=1000.0, context_len=K,
                                n_threads=n_threads)
             return p, lambda: p.act(obs, np.ones(B)), p.reset, lambda: p.set_target_return(3000.0)
-        tensors = {k: v.detach().numpy() for k, v in model.hf_state_dict().items()}
+        tensors = {k: v.detach().numpy() for k, v in dt_fast.checkpoint.hf_state_dict(model).items()}
         e = dt_fast._C.Engine(model.config.to_json_string(), tensors, B, K, mode, n_threads=n_threads)
         rtg, ts = np.full(B, 3.6, np.float32), np.full(B, 7, np.int64)
         return e, lambda: e.step(obs, rtg, ts), lambda: e.reset(0), lambda: e.steps_taken(B - 1)

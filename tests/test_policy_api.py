@@ -180,7 +180,7 @@ BAD_INPUT = [
      r"reward must have shape \(2,\) \(num_envs\), got shape \(2, 1\)"),
     ("reward single shape", 1, STEPPED, lambda p: p.act(np.zeros(S), [1.0, 2.0]),
      r"reward must have shape \(1,\) \(num_envs\), got shape \(2,\)"),
-    ("reward str", 2, STEPPED, lambda p: p.act(GOOD, "a"), r"reward must be a number or an array of numbers"),
+    ("reward str", 2, STEPPED, lambda p: p.act(GOOD, "a"), r"reward must be a real-valued array, got dtype <U1"),
     ("reward inf", 2, STEPPED, lambda p: p.act(GOOD, np.array([0.0, np.inf])),
      r"reward contains NaN or inf: first at reward\[1\] = inf"),
     ("reward nan single", 1, STEPPED, lambda p: p.act(np.zeros(S), np.nan),
