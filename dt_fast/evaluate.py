@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from dt_fast.envs import EnvSpec, check_env_matches, normalized_score, reference_scores
+from dt_fast.extras import require
 
 DEFAULT_NUM_ENVS = 64  # slots when num_envs is not given (fewer if fewer episodes are asked for)
 
@@ -260,6 +261,7 @@ def checkpoint_sizes(path: Path) -> tuple[int, int]:
 
 def plot_returns(results: Sequence[EvalResult], path: str | os.PathLike, best_return: float | None = None) -> None:
     """PNG of achieved against target return (mean and 95% interval), the dataset's best return marked if known."""
+    require("matplotlib", "the return plot")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -289,8 +291,8 @@ def record_video(policy: Any, env_id: str, path: str | os.PathLike, seed: int = 
     step, so length + 1. Every row of the policy sees the same observation; only row 0's action is used.
     """
     os.environ.setdefault("MUJOCO_GL", "egl")
-    import gymnasium as gym
-    import imageio_ffmpeg
+    gym = require("gymnasium", f"the video of {env_id}")
+    imageio_ffmpeg = require("imageio_ffmpeg", "the video")
 
     env = gym.make(env_id, render_mode="rgb_array")
     obs, _ = env.reset(seed=seed)

@@ -15,13 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dt_fast.extras import require
+
 
 def make_env(env_id: str, num_envs: int, seed: int, max_episode_steps: int | None = None):
     """An envpool gymnasium env of `num_envs` copies of `env_id`; ValueError naming close ids if unknown."""
-    try:
-        import envpool
-    except ImportError as err:
-        raise ImportError("rollouts need envpool: pip install 'dt-fast[eval]'") from err
+    envpool = require("envpool", env_id)
     known = envpool.list_all_envs()
     if env_id not in known:
         close = difflib.get_close_matches(env_id, known, n=5, cutoff=0.5)
