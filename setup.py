@@ -75,8 +75,10 @@ class CMakeBuild(build_ext):
             cmake_args.append(f"-DCMAKE_MAKE_PROGRAM={ninja}")
         # pip builds in temporary environments: a build dir configured by another cmake or generator starts afresh.
         cached = cache_entries(build_temp)
-        if cached and (cached.get("CMAKE_COMMAND:INTERNAL") != str(Path(cmake).resolve())
-                       or generator not in (None, cached.get("CMAKE_GENERATOR:INTERNAL"))):
+        if cached and (
+            cached.get("CMAKE_COMMAND:INTERNAL") != str(Path(cmake).resolve())
+            or generator not in (None, cached.get("CMAKE_GENERATOR:INTERNAL"))
+        ):
             (build_temp / "CMakeCache.txt").unlink()
             shutil.rmtree(build_temp / "CMakeFiles", ignore_errors=True)
         jobs = [] if "CMAKE_BUILD_PARALLEL_LEVEL" in os.environ else ["-j", str(os.cpu_count() or 2)]
