@@ -11,7 +11,7 @@ CSRC   := $(CXX_SOURCES) CMakeLists.txt setup.py pyproject.toml
 BUILD_REQUIRES := $(shell sed -n 's/^requires = \[\(.*\)\]$$/\1/p' pyproject.toml | tr ',' ' ')
 EGL_PKGS := libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0
 
-.PHONY: install build test demo bench check-package clean sanitize
+.PHONY: install build test demo bench lint docs check-package clean sanitize
 
 # torch is pinned to the release whose CPU build lies on these machines (a plain `torch` pulls CUDA). The editable
 # install builds without isolation, so the venv holds the build requirements.
@@ -41,6 +41,18 @@ test: install
 # into a fresh venv, and the installed package used outside the source tree.
 check-package: install
 	tests/packaging/check_install.sh $(PY)
+
+# Python: ruff (pyproject.toml); C++: clang-format (.clang-format). Reports, changes nothing.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/clang-format --dry-run -Werror $(CXX_SOURCES)
+
+# The API reference of the public names (dt_fast.__all__) in build/docs, offline; a pdoc warning (a name in __all__
+# that does not resolve, a module or annotation that does not import) fails the build.
+docs: install
+	rm -rf build/docs
+	$(PY) -W error::UserWarning -m pdoc --docformat google --output-directory build/docs dt_fast
 
 demo: install
 	$(PY) -m dt_fast.cli demo
