@@ -42,11 +42,13 @@ test: install
 check-package: install
 	tests/packaging/check_install.sh $(PY)
 
-# Python: ruff (pyproject.toml); C++: clang-format (.clang-format). Reports, changes nothing.
+# Python: ruff (pyproject.toml); C++: clang-format (.clang-format). Runs every check, changes nothing.
 lint: install
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/clang-format --dry-run -Werror $(CXX_SOURCES)
+	@status=0; \
+	$(VENV)/bin/ruff check . || status=1; \
+	$(VENV)/bin/ruff format --check . || status=1; \
+	$(VENV)/bin/clang-format --dry-run -Werror $(CXX_SOURCES) || status=1; \
+	exit $$status
 
 # The API reference of the public names (dt_fast.__all__) in build/docs, offline; a pdoc warning (a name in __all__
 # that does not resolve, a module or annotation that does not import) fails the build.
