@@ -27,6 +27,8 @@ def test_unknown_module_is_not_translated() -> None:
 
 def test_missing_package_of_a_submodule_names_the_extra(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "pyarrow", None)
+    for name in [m for m in sys.modules if m.startswith("pyarrow.")]:  # imported by earlier tests
+        monkeypatch.delitem(sys.modules, name)
     with pytest.raises(ImportError, match=r"^x needs pyarrow: pip install 'dt-fast\[formats\]'$"):
         require("pyarrow.parquet", "x")
 
