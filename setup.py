@@ -29,13 +29,13 @@ def find_tool(name: str) -> str | None:
     return shutil.which(name, path=bin_dir) or shutil.which(name)
 
 
-def cache_entries(build_dir: Path) -> dict[str, str]:
-    """KEY:TYPE -> value of the CMakeCache.txt in `build_dir` (empty if it was never configured)."""
+def cached_generator(build_dir: Path) -> str | None:
+    """The generator `build_dir` was configured with, from its CMakeCache.txt (None if never configured)."""
     cache = build_dir / "CMakeCache.txt"
     if not cache.exists():
-        return {}
-    lines = cache.read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith(("#", "//")))
+        return None
+    prefix = "CMAKE_GENERATOR:INTERNAL="
+    return next((line[len(prefix) :] for line in cache.read_text().splitlines() if line.startswith(prefix)), None)
 
 
 class CMakeExtension(Extension):
@@ -73,12 +73,8 @@ class CMakeBuild(build_ext):
             cmake_args += ["-G", generator]
         if generator == "Ninja" and ninja:
             cmake_args.append(f"-DCMAKE_MAKE_PROGRAM={ninja}")
-        # pip builds in temporary environments: a build dir configured by another cmake or generator starts afresh.
-        cached = cache_entries(build_temp)
-        if cached and (
-            cached.get("CMAKE_COMMAND:INTERNAL") != str(Path(cmake).resolve())
-            or generator not in (None, cached.get("CMAKE_GENERATOR:INTERNAL"))
-        ):
+        # CMake refuses to switch generators in a configured build dir: one made with another generator starts afresh.
+        if generator is not None and cached_generator(build_temp) not in (None, generator):
             (build_temp / "CMakeCache.txt").unlink()
             shutil.rmtree(build_temp / "CMakeFiles", ignore_errors=True)
         jobs = [] if "CMAKE_BUILD_PARALLEL_LEVEL" in os.environ else ["-j", str(os.cpu_count() or 2)]
