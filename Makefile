@@ -14,8 +14,8 @@ EGL_PKGS := libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0
 .PHONY: install build test demo bench lint docs check-package clean sanitize
 
 # torch is pinned to the release whose CPU build lies on these machines (a plain `torch` pulls CUDA). The editable
-# install builds without isolation, so the venv holds the build requirements.
-$(DEPS):
+# install builds without isolation, so the venv holds the build requirements (again when pyproject.toml changes).
+$(DEPS): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0 $(BUILD_REQUIRES)
 	@# MuJoCo offscreen rendering for `dt-fast eval --video` (MUJOCO_GL=egl on Mesa's software driver).
