@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from dt_fast.extras import require
+
 # D4RL reference returns (random policy, expert policy) used for normalised scores: d4rl/infos.py, v2 datasets.
 D4RL_REFERENCE = {
     "hopper": (-20.272305, 3234.3),
@@ -56,7 +58,7 @@ def env_spec(env_id: str) -> EnvSpec:
                                     int(spec.config.max_episode_steps), "envpool")
     except ImportError:
         pass
-    import gymnasium as gym
+    gym = require("gymnasium", env_id)
 
     if env_id in gym.registry:
         env = gym.make(env_id)

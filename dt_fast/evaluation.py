@@ -38,6 +38,7 @@ import numpy as np
 from dt_fast.checkpoint import (CONFIG_NAME, METADATA_NAME, SAFE_WEIGHTS_NAME, atomic_write, check_output,
                                 read_metadata, write_text)
 from dt_fast.envs import check_env_matches, make_vector_env, normalized_score, reference_scores, run_episodes
+from dt_fast.extras import require
 
 DEFAULT_NUM_ENVS = 64  # slots when num_envs is not given (fewer if fewer episodes are asked for)
 
@@ -250,6 +251,7 @@ def returns_figure(results: Sequence[EvalResult], best_return: float | None = No
 
     The legend sits below the axes and the y range has headroom, so no line hides under the legend or the frame.
     """
+    require("matplotlib", "the return plot")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -316,8 +318,8 @@ def record_video(policy: Any, env_id: str, path: str | os.PathLike, seed: int = 
     step, so length + 1. Every row of the policy sees the same observation; only row 0's action is used.
     """
     os.environ.setdefault("MUJOCO_GL", "egl")
-    import gymnasium as gym
-    import imageio_ffmpeg
+    gym = require("gymnasium", f"the video of {env_id}")
+    imageio_ffmpeg = require("imageio_ffmpeg", "the video")
 
     env = gym.make(env_id, render_mode="rgb_array")
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from dt_fast.data.trajectories import Trajectories
+from dt_fast.extras import require
 
 D4RL_REQUIRED = ("observations", "actions", "rewards", "terminals")  # `timeouts` is optional (D4RL v0 lacks it)
 HF_KEYS = ("observations", "actions", "rewards", "dones")
@@ -116,7 +117,7 @@ def load_npz(source: str | os.PathLike, *, drop_nonfinite: bool = False) -> Traj
 
 def load_parquet(source: str | os.PathLike, *, drop_nonfinite: bool = False) -> Trajectories:
     """HF decision_transformer_gym_replay layout as parquet: a file, or every .parquet under a directory."""
-    import pyarrow as pa
+    pa = require("pyarrow", f"{source}: reading parquet")
     import pyarrow.parquet as pq
 
     path = Path(source)
@@ -130,7 +131,7 @@ def load_parquet(source: str | os.PathLike, *, drop_nonfinite: bool = False) -> 
 
 def load_hf_disk(source: str | os.PathLike, *, drop_nonfinite: bool = False) -> Trajectories:
     """A `datasets.Dataset` (or the train split of a DatasetDict) written by `save_to_disk`."""
-    import datasets
+    datasets = require("datasets", f"{source}: reading a datasets directory")
 
     try:
         ds = datasets.load_from_disk(str(source))
@@ -145,7 +146,7 @@ def load_hf_disk(source: str | os.PathLike, *, drop_nonfinite: bool = False) -> 
 
 def load_minari(source: str | os.PathLike, *, drop_nonfinite: bool = False) -> Trajectories:
     """A Minari dataset: its directory (or its data/ directory), or an id under the Minari data path."""
-    import minari
+    minari = require("minari", f"{source}: reading a Minari dataset")
 
     path = Path(source)
     if path.is_dir():

@@ -40,7 +40,7 @@ def resolve_backend(device: torch.device, backend: str | None = None) -> str:
         return "torch"
     if chosen == "triton":
         if not _triton_importable():
-            raise ImportError("backend 'triton' was requested but triton is not installed (pip install triton)")
+            raise ImportError("backend 'triton' was requested but triton is not installed: pip install 'dt-fast[gpu]'")
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
             raise ValueError(f"backend 'triton' on {device.type} tensors needs the Triton interpreter: set "
                              "TRITON_INTERPRET=1 before triton is imported, or move the model to CUDA")
@@ -51,7 +51,7 @@ def resolve_backend(device: torch.device, backend: str | None = None) -> str:
         return "triton"
     if not _warned:
         warnings.warn("dt_fast: triton is not installed, falling back to the pure-torch kernels on CUDA "
-                      "(slower); pip install triton", stacklevel=3)
+                      "(slower); pip install 'dt-fast[gpu]'", stacklevel=3)
         _warned = True
     return "torch"
 
