@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -199,14 +200,22 @@ def _help(f: dataclasses.Field) -> str:
 
 def _doc(name: str) -> str:
     """The docstring under a TrainConfig field, for --help."""
-    import ast
-    import inspect
+    return _field_docs().get(name, "")
 
-    body = ast.parse(inspect.getsource(TrainConfig)).body[0].body
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and node.target.id == name and isinstance(nxt, ast.Expr):
-            return " ".join(nxt.value.value.split())
-    return ""
+
+@functools.cache
+def _field_docs() -> dict[str, str]:
+    """The docstring under each TrainConfig field, read once from the class's lines of this file (parsing the
+    whole file, as inspect.getsource does, costs a noticeable part of the command's start-up)."""
+    import ast
+    import re
+
+    source = Path(__file__).read_text()
+    start = source.index("\nclass TrainConfig") + 1
+    end = start + re.search(r"\n(?=\S)", source[start:]).end()  # the next top-level line
+    body = ast.parse(source[start:end]).body[0].body
+    return {node.target.id: " ".join(nxt.value.value.split()) for node, nxt in zip(body, body[1:])
+            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)}
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
