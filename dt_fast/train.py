@@ -257,8 +257,9 @@ class Trainer:
         self.device = torch.device(cfg.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {cfg.device!r} asked for, but torch sees no CUDA device")
-        self.out = checkpoint.check_run_dir(cfg.out, overwrite=overwrite, resume=resume)
-        self.overwrite = overwrite
+        self.out, self.overwrite = Path(cfg.out), overwrite
+        if self.rank == 0:  # the rank that writes; the others would see its first files
+            checkpoint.check_run_dir(self.out, overwrite=overwrite, resume=resume)
         _check_writable(self.out)
         self.dataset_path = cfg.dataset
         self.data = load_dataset(self.dataset_path)

@@ -307,3 +307,23 @@ def test_unknown_errors_keep_their_traceback_and_ctrl_c_exits_130(monkeypatch, c
     monkeypatch.setattr(bench, "run", interrupted)
     assert cli.main(["bench"]) == 130
     assert capsys.readouterr().err == ""
+
+
+def test_help_of_every_subcommand_shows_its_defaults(capsys) -> None:
+    """Options with a default say it in --help (train's flags default to None and write theirs into the text)."""
+    import argparse
+
+    from dt_fast.cli import build_parser, main
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(commands) == {"collect", "demo", "train", "eval", "bench"}
+    for name, parser in commands.items():
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for action in parser._actions:
+            if action.option_strings and action.default not in (None, argparse.SUPPRESS):
+                help_text = " ".join(parser._get_formatter()._get_help_string(action).split())
+                assert "%(default)s" in help_text or "(default: " in help_text, (name, action.option_strings)
+                rendered = (help_text % {"default": action.default}) if "%(default)" in help_text else help_text
+                assert rendered in text, (name, rendered)
