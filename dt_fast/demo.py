@@ -41,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
     steps, seed = (parse_setting(TrainConfig, name, getattr(args, name), f"--{name}") for name in ("steps", "seed"))
     out = Path(args.out) if args.out is not None else free_run_dir(DEMO_DIR)
+    if checkpoint.run_files(out) and not args.overwrite:
+        raise FileExistsError(f"--out {out} already holds a dt_fast run: pass --overwrite to start over, or another "
+                              f"--out")
     # A short run learns faster with a larger step than the paper's 1e-4, after a warm-up of an eighth of the run.
     cfg = TrainConfig(out=str(out), steps=steps, lr=3e-4, warmup_steps=max(steps // 8, 1),
                       log_every=max(steps // 20, 1), seed=seed)

@@ -327,3 +327,19 @@ def test_help_of_every_subcommand_shows_its_defaults(capsys) -> None:
                 assert "%(default)s" in help_text or "(default: " in help_text, (name, action.option_strings)
                 rendered = (help_text % {"default": action.default}) if "%(default)" in help_text else help_text
                 assert rendered in text, (name, rendered)
+
+
+def test_demo_trains_into_a_free_run_directory(tmp_path: Path, monkeypatch) -> None:
+    """`make demo` twice: the second run goes to runs/demo-2 instead of replacing the first (or failing)."""
+    from dt_fast.checkpoint import LOG_NAME
+    from dt_fast.demo import free_run_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert free_run_dir("runs/demo") == Path("runs/demo")
+    (tmp_path / "runs" / "demo").mkdir(parents=True)
+    assert free_run_dir("runs/demo") == Path("runs/demo")  # an empty directory holds no run
+    (tmp_path / "runs" / "demo" / LOG_NAME).write_text("step,key,value\n")
+    assert free_run_dir("runs/demo") == Path("runs/demo-2")
+    (tmp_path / "runs" / "demo-2").mkdir()
+    (tmp_path / "runs" / "demo-2" / LOG_NAME).write_text("step,key,value\n")
+    assert free_run_dir("runs/demo") == Path("runs/demo-3")
