@@ -9,6 +9,8 @@ A checkpoint directory (DESIGN.md "Checkpoint directory"):
 A run directory (dt_fast.train) adds:
     train_state.pt     the resume state (model, optimiser, scheduler, sampler, RNG, step), tensors only
     train_config.json  the resolved TrainConfig of the run
+    log.csv, tensorboard/  the run's log (step, key, value rows) and TensorBoard scalars
+A run directory is never trained into again unless asked (`check_run_dir`): resume it, or overwrite it.
 
 Owners: this module owns the formats and `atomic_write`, the helper every file of dt_fast goes through (a
 temporary file in the same directory, fsync, rename: a reader sees the old file or the new one, never half of
@@ -40,6 +42,11 @@ TORCH_WEIGHTS_NAME = "pytorch_model.bin"
 METADATA_NAME = "dt_fast.json"
 TRAIN_STATE_NAME = "train_state.pt"
 TRAIN_CONFIG_NAME = "train_config.json"
+LOG_NAME = "log.csv"
+TENSORBOARD_NAME = "tensorboard"
+RUN_NAMES = (TRAIN_STATE_NAME, TRAIN_CONFIG_NAME, LOG_NAME, TENSORBOARD_NAME, CONFIG_NAME, SAFE_WEIGHTS_NAME,
+             METADATA_NAME)
+"""What a run directory holds; any of them marks a directory as a dt_fast run (or checkpoint)."""
 METADATA_VERSION = 1
 ACTION_HEADS = ("deterministic", "stochastic")
 
@@ -148,13 +155,17 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def write_model(path: str | os.PathLike, config: DecisionTransformerConfig,
                 tensors: Mapping[str, torch.Tensor]) -> None:
     """Write config.json and model.safetensors (transformers' layout, as `hf_state_dict` gives) into `path`."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     with atomic_write(path / SAFE_WEIGHTS_NAME) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
+        try:
+            save_file(tensors, str(tmp), metadata={"format": "pt"})
+        except SafetensorError as err:  # a full disk surfaces as this type: let atomic_write report it as an OSError
+            raise OSError(str(err)) from err
     write_text(path / CONFIG_NAME, config.to_json_string())
 
 
@@ -321,6 +332,44 @@ def read_train_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{run_dir / TRAIN_CONFIG_NAME}: expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def check_run_dir(path: str | os.PathLike, overwrite: bool = False,
+                  resume: str | os.PathLike | None = None) -> Path:
+    """`path` if a run may be written there: it holds no run, or it is the run being resumed, or `overwrite` is
+    set; FileExistsError saying how to continue otherwise (resume and overwrite exclude each other)."""
+    path = Path(path)
+    if resume is not None and overwrite:
+        raise ValueError("--resume and --overwrite exclude each other: resume continues the run, overwrite starts "
+                         "it over")
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"--out {path}: exists and is not a directory")
+    found = run_files(path)
+    if not found or overwrite or (resume is not None and path.resolve() == Path(resume).resolve()):
+        return path
+    raise FileExistsError(f"--out {path} already holds a dt_fast run ({', '.join(found)}): pass --resume {path} "
+                          f"to continue it, --overwrite to start over (its run files are deleted when training "
+                          f"starts), or another --out")
+
+
+def run_files(path: str | os.PathLike) -> list[str]:
+    """The names of `RUN_NAMES` present in directory `path`."""
+    path = Path(path)
+    return [name for name in RUN_NAMES if (path / name).exists()] if path.is_dir() else []
+
+
+def clear_run_dir(path: str | os.PathLike) -> list[str]:
+    """Delete the run files (`RUN_NAMES`) of `path`, leaving any other file; returns the names deleted."""
+    import shutil
+
+    found = run_files(path)
+    for name in found:
+        target = Path(path) / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+    return found
 
 
 def _is_number(x: Any) -> bool:

@@ -1,9 +1,16 @@
-"""DecisionTransformerConfig: the fields, defaults and config.json of transformers' DecisionTransformerConfig."""
+"""DecisionTransformerConfig (the fields, defaults and config.json of transformers' DecisionTransformerConfig), and
+`setting` / `parse_setting`: the one validation layer of dataclass config fields (type, range, units), shared by
+the command line, YAML/JSON files and Python.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
+import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,3 +141,88 @@ class DecisionTransformerConfig:
     def to_json_string(self) -> str:
         """config.json text, keys sorted as transformers writes them."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+def setting(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+            lt: float | None = None, choices: tuple[str, ...] = (), pattern: str = "", means: str = "",
+            units: str = "", derived: str = "") -> Any:
+    """A dataclass field that declares its valid values: bounds (ge/gt/le/lt), choices, or a regex `pattern`
+    described by `means`; `units` and, for a None default computed later, how it is `derived`, for --help."""
+    return field(default=default, metadata={"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices,
+                                            "pattern": pattern, "means": means, "units": units, "derived": derived})
+
+
+def parse_setting(cls: type, name: str, value: Any, where: str) -> Any:
+    """`value` of field `name` of dataclass `cls` converted to the field's type (strings as the command line and
+    YAML give them are parsed: "1e-3", "100"), then checked against its `setting`; ValueError starting with `where`
+    (a flag, a file and key, ...) and giving the value otherwise."""
+    kind = typing.get_type_hints(cls)[name]
+    optional = type(None) in typing.get_args(kind)
+    if optional:
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    if value is None and optional:
+        return None
+    parsed = _convert(kind, value, where)
+    meta = {f.name: f.metadata for f in dataclasses.fields(cls)}[name]
+    if meta and not _allowed(parsed, meta):
+        raise ValueError(f"{where} must be {describe_setting(meta)}, got {value!r}")
+    return parsed
+
+
+def describe_setting(meta: typing.Mapping[str, Any]) -> str:
+    """The valid values of a `setting` in words: ">= 1", "> 0 and <= 1", "one of fp32, bf16", ..."""
+    if meta.get("choices"):
+        return "one of " + ", ".join(meta["choices"])
+    if meta.get("pattern"):
+        return meta["means"]
+    bounds = [f"{op} {meta[key]}" for key, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+              if meta.get(key) is not None]
+    return " and ".join(bounds) or "any value"
+
+
+def _allowed(value: Any, meta: typing.Mapping[str, Any]) -> bool:
+    """Whether `value` (already of the field's type) lies within a `setting`'s bounds, choices and pattern."""
+    if meta["choices"] and value not in meta["choices"]:
+        return False
+    if meta["pattern"] and not re.fullmatch(meta["pattern"], value):
+        return False
+    return not ((meta["ge"] is not None and value < meta["ge"]) or (meta["gt"] is not None and value <= meta["gt"])
+                or (meta["le"] is not None and value > meta["le"]) or (meta["lt"] is not None and value >= meta["lt"]))
+
+
+def _convert(kind: type, value: Any, where: str) -> Any:
+    """`value` as `kind` (bool, str, int or float); an int field takes integral floats (1e5) but not 3.7."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ValueError(f"{where} must be true or false, got {value!r}")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError(f"{where} must be a string, got {value!r}")
+    wanted = "an integer" if kind is int else "a number"
+    number = value
+    if isinstance(value, str):
+        for parse in (int, float):
+            try:
+                number = parse(value.strip())
+                break
+            except ValueError:
+                continue
+    if isinstance(number, bool) or not isinstance(number, numbers.Real) or isinstance(number, str):
+        raise ValueError(f"{where} must be {wanted}, got {value!r}")
+    if isinstance(number, numbers.Integral) and kind is int:
+        return int(number)
+    try:
+        number = float(number)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"{where} must be a finite number, got {value!r}")
+    if kind is float:
+        return number
+    if not number.is_integer():
+        raise ValueError(f"{where} must be {wanted}, got {value!r}")
+    return int(number)

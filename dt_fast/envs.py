@@ -15,6 +15,7 @@ waits for the slowest episode (DESIGN.md "Evaluation must not favour short episo
 from __future__ import annotations
 
 import difflib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -54,8 +55,10 @@ def env_spec(env_id: str) -> EnvSpec:
 
         if env_id in envpool.list_all_envs():
             spec = envpool.make_spec(env_id)
-            return spec_from_spaces(env_id, spec.observation_space, spec.action_space,
-                                    int(spec.config.max_episode_steps), "envpool")
+            with warnings.catch_warnings():  # gymnasium warns about the bounds' dtype of some envpool spaces
+                warnings.simplefilter("ignore")
+                spaces = spec.observation_space, spec.action_space
+            return spec_from_spaces(env_id, *spaces, int(spec.config.max_episode_steps), "envpool")
     except ImportError:
         pass
     gym = require("gymnasium", env_id)

@@ -13,13 +13,14 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,148 +29,209 @@ import torch
 import torch.nn.functional as F
 
 from dt_fast import checkpoint
-from dt_fast.config import DecisionTransformerConfig
-from dt_fast.data import DEFAULT_DATASET
+from dt_fast.config import ACTIVATIONS, DecisionTransformerConfig, describe_setting, parse_setting, setting
+from dt_fast.data import DEFAULT_DATASET, Trajectories
 from dt_fast.model import DecisionTransformer
 
-LOG_NAME = "log.csv"
+DERIVED_CAP = 10_000
+"""The paper's warm-up (10,000 steps of a 100,000-step run): derived warm-up and save intervals never exceed it."""
 
 
 @dataclass
 class TrainConfig:
-    """Everything a training run needs; defaults are the paper's (Chen et al. 2021, gym experiments)."""
+    """Everything a training run needs; defaults are the paper's (Chen et al. 2021, gym experiments), with warm-up
+    and save interval scaled to the run length. Every field declares its valid values once (`setting`): the
+    command line, YAML/JSON files and TrainConfig(...) all pass through `parse_setting`."""
 
-    dataset: str = DEFAULT_DATASET
+    dataset: str = setting(DEFAULT_DATASET, pattern=r"(?s).+", means="a non-empty path or name")
     """Dataset file or directory (any format of dt_fast.load_dataset), or the name of a bundled dataset."""
     env: str = ""
     """Environment id the policy is for; empty = the one recorded in the dataset."""
-    out: str = "runs/dt"
+    out: str = setting("runs/dt", pattern=r"(?s).+", means="a non-empty path")
     """Run directory: checkpoint, train_state.pt, train_config.json, log.csv, tensorboard/."""
-    steps: int = 100_000
+    steps: int = setting(100_000, ge=1, units="optimizer steps")
     """Optimizer steps."""
-    batch_size: int = 64
+    batch_size: int = setting(64, ge=1)
     """Windows per optimizer step (per rank when data-parallel)."""
-    context_len: int = 20
-    """K: steps per window."""
-    lr: float = 1e-4
+    context_len: int = setting(20, ge=1, units="env steps")
+    """K: steps per window; at most the longest episode of the dataset."""
+    lr: float = setting(1e-4, gt=0)
     """AdamW learning rate after warm-up."""
-    weight_decay: float = 1e-4
+    weight_decay: float = setting(1e-4, ge=0)
     """AdamW weight decay, applied to every parameter as in the paper's code."""
-    warmup_steps: int = 10_000
-    """Linear learning-rate warm-up from lr / warmup_steps to lr."""
-    grad_clip: float = 0.25
+    warmup_steps: int | None = setting(None, ge=1, units="optimizer steps",
+                                       derived=f"steps // 10, within [1, {DERIVED_CAP}]")
+    """Linear learning-rate warm-up from lr / warmup_steps to lr (1 = none); unset, a tenth of the run as in the
+    paper (10,000 of 100,000 steps), capped at those 10,000: `--steps 2000` warms up over 200 steps."""
+    grad_clip: float = setting(0.25, gt=0)
     """Global gradient-norm clip."""
-    dropout: float = 0.1
+    dropout: float = setting(0.1, ge=0, lt=1)
     """Residual, embedding and attention dropout."""
-    hidden_size: int = 128
-    """Embedding width."""
-    n_layer: int = 3
+    hidden_size: int = setting(128, ge=1)
+    """Embedding width; a multiple of n_head."""
+    n_layer: int = setting(3, ge=1)
     """GPT-2 blocks."""
-    n_head: int = 1
+    n_head: int = setting(1, ge=1)
     """Attention heads."""
-    activation_function: str = "relu"
+    activation_function: str = setting("relu", choices=ACTIVATIONS)
     """MLP activation."""
-    max_ep_len: int = 1000
+    max_ep_len: int = setting(1000, ge=1, units="env steps")
     """Rows of the timestep embedding; longer timesteps are clipped."""
-    scale: float = 1000.0
+    scale: float = setting(1000.0, gt=0)
     """Returns-to-go are divided by this."""
-    gamma: float = 1.0
+    gamma: float = setting(1.0, ge=0, le=1)
     """Discount of the returns-to-go."""
-    seed: int = 0
+    seed: int = setting(0, ge=0, le=2**64 - 1)
     """Seed of the model initialisation, dropout and the sampler."""
-    sampler_threads: int = 1
+    sampler_threads: int = setting(1, ge=1, le=64)
     """Background threads that prepare batches."""
-    device: str = "cpu"
-    """Torch device: cpu, cuda, cuda:1, ..."""
-    precision: str = "fp32"
+    device: str = setting("cpu", pattern=r"cpu|cuda(:[0-9]+)?", means="cpu, cuda or cuda:N")
+    """Torch device."""
+    precision: str = setting("fp32", choices=("fp32", "bf16"))
     """fp32, or bf16 (autocast)."""
     compile: bool = False
     """Wrap the model in torch.compile."""
-    save_every: int = 10_000
-    """Write a checkpoint every this many steps (and at the end)."""
-    log_every: int = 100
-    """Write a log row every this many steps."""
-    eval_every: int = 0
+    save_every: int | None = setting(None, ge=1, units="optimizer steps",
+                                     derived=f"steps // 10, within [1, {DERIVED_CAP}]")
+    """Write a checkpoint every this many steps (and at the end); unset, ten per run, at most 10,000 steps apart."""
+    save_minutes: float = setting(10.0, ge=0, units="minutes")
+    """Also write a checkpoint when this many minutes have passed since the last one (0 = by steps only), so a
+    killed run always has a recent state to resume."""
+    log_every: int = setting(100, ge=1, units="optimizer steps")
+    """Write a log row every this many steps (and at the end)."""
+    eval_every: int = setting(0, ge=0, units="optimizer steps")
     """Evaluate the policy every this many steps (0 = only when asked by the caller)."""
-    eval_episodes: int = 10
+    eval_episodes: int = setting(10, ge=1)
     """Episodes per periodic evaluation."""
     target_return: float = 0.0
     """Return to condition on at evaluation (env units); 0 = the best return in the dataset."""
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "context_len", "warmup_steps", "hidden_size", "n_layer", "n_head",
-                     "max_ep_len", "sampler_threads", "save_every", "log_every", "eval_episodes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.eval_every < 0:
-            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.lr <= 0 or self.scale <= 0 or self.grad_clip <= 0:
-            raise ValueError("lr, scale and grad_clip must be > 0")
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, parse_setting(TrainConfig, f.name, getattr(self, f.name), f"TrainConfig.{f.name}"))
+        if self.hidden_size % self.n_head:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of n_head ({self.n_head})")
+        if self.warmup_steps is None:
+            self.warmup_steps = derived_interval(self.steps)
+        if self.save_every is None:
+            self.save_every = derived_interval(self.steps)
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any], source: str) -> dict[str, Any]:
+        """Field values from a mapping read from `source` (a file), each checked; errors name the file and key."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(known), key=str)
+        if unknown:
+            raise ValueError(f"{source}: unknown keys {unknown}; known keys are {sorted(known)}")
+        return {k: parse_setting(cls, k, v, f"{source}: {k}") for k, v in data.items()}
 
     @classmethod
     def from_file(cls, path: str | Path) -> dict[str, Any]:
-        """Read a YAML or JSON config file into field overrides; unknown keys are an error naming them."""
+        """Read a YAML (.yaml, .yml) or JSON (.json) config file into checked field values; unknown keys, values
+        of the wrong type or range and malformed files are a ValueError naming the file (and the key)."""
         path = Path(path)
+        if path.suffix.lower() not in (".yaml", ".yml", ".json"):
+            raise ValueError(f"{path}: a config file must be .yaml, .yml or .json")
         try:
             text = path.read_text()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such config file") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not a text file") from None
         except OSError as err:
-            raise FileNotFoundError(f"{path}: cannot read config file ({err.strerror})") from None
-        if path.suffix == ".json":
-            data = json.loads(text)
+            raise OSError(f"{path}: cannot read config file ({err.strerror})") from None
+        if path.suffix.lower() == ".json":
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}: not valid JSON: line {err.lineno}, column {err.colno}: {err.msg}") from None
         else:
             import yaml
 
-            data = yaml.safe_load(text)
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as err:
+                mark = getattr(err, "problem_mark", None)
+                where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+                raise ValueError(f"{path}: not valid YAML: {where}{getattr(err, 'problem', None) or err}") from None
+        if data is None:
+            raise ValueError(f"{path}: the file is empty; expected a mapping of TrainConfig fields")
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping of TrainConfig fields, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {unknown}; known keys are {sorted(known)}")
-        return data
+        return cls.parse(data, str(path))
+
+
+def derived_interval(steps: int) -> int:
+    """Default warm-up and save interval of a run of `steps` optimizer steps: a tenth of it, within [1, 10,000]."""
+    return max(1, min(DERIVED_CAP, steps // 10))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field (`--batch-size`, ...), plus --config, --resume and --nproc."""
+    """One flag per TrainConfig field (`--batch-size`, ...), plus --config, --resume, --overwrite and --nproc.
+
+    Flags default to None (not given), so that a config file and a resumed run's config are overridden only by
+    the flags given; --help shows each field's default and valid values instead."""
     parser.add_argument("--config", help="YAML or JSON file of TrainConfig fields (flags override it)")
-    parser.add_argument("--resume", help="run directory to continue from (its train_state.pt)")
-    parser.add_argument("--nproc", type=int, default=1, help="data-parallel processes (torchrun)")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue the run in RUN_DIR from its train_state.pt (its config, then --config, then "
+                             "flags); log rows after its last checkpoint are dropped")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train into an --out that already holds a run: its run files (checkpoint, "
+                             "train_state.pt, train_config.json, log.csv, tensorboard/) are deleted when training "
+                             "starts, after the config, data and env are checked; other files are kept")
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="data-parallel processes (torchrun) (default: %(default)s)")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=_doc(f.name))
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{_doc(f.name)} (default: {f.default})")
         else:
-            kind = {"int": int, "float": float, "str": str}[f.type]
-            parser.add_argument(flag, type=kind, default=None, help=_doc(f.name))
+            parser.add_argument(flag, default=None, metavar=f.name.upper(), help=_help(f))
+
+
+def _help(f: dataclasses.Field) -> str:
+    """--help text of a TrainConfig field: its docstring, default, valid values and units."""
+    meta = f.metadata
+    default = meta.get("derived") or (f"{f.default!r} {meta.get('units', '')}".strip())
+    valid = f"; valid: {describe_setting(meta)}" if meta else ""
+    return f"{_doc(f.name)} (default: {default}{valid})".replace("%", "%%")
 
 
 def _doc(name: str) -> str:
     """The docstring under a TrainConfig field, for --help."""
-    import ast
-    import inspect
+    return _field_docs().get(name, "")
 
-    body = ast.parse(inspect.getsource(TrainConfig)).body[0].body
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and node.target.id == name and isinstance(nxt, ast.Expr):
-            return nxt.value.value
-    return ""
+
+@functools.cache
+def _field_docs() -> dict[str, str]:
+    """The docstring under each TrainConfig field, read once from the class's lines of this file (parsing the
+    whole file, as inspect.getsource does, costs a noticeable part of the command's start-up)."""
+    import ast
+    import re
+
+    source = Path(__file__).read_text()
+    start = source.index("\nclass TrainConfig") + 1
+    end = start + re.search(r"\n(?=\S)", source[start:]).end()  # the next top-level line
+    body = ast.parse(source[start:end]).body[0].body
+    return {node.target.id: " ".join(nxt.value.value.split()) for node, nxt in zip(body, body[1:])
+            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)}
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
-    """Defaults, then the resumed run's config, then --config, then flags."""
+    """Defaults, then the resumed run's config, then --config, then flags; every value checked where it comes
+    from (a flag, a file and key)."""
     values: dict[str, Any] = {}
     if args.resume:
-        values.update(checkpoint.read_train_config(args.resume))
+        run_config = Path(args.resume) / checkpoint.TRAIN_CONFIG_NAME
+        values.update(TrainConfig.parse(checkpoint.read_train_config(args.resume), str(run_config)))
     if args.config:
         values.update(TrainConfig.from_file(args.config))
     for f in dataclasses.fields(TrainConfig):
-        if getattr(args, f.name) is not None:
-            values[f.name] = getattr(args, f.name)
-    if args.resume and args.out is None:
+        value = getattr(args, f.name, None)
+        if value is not None:
+            values[f.name] = parse_setting(TrainConfig, f.name, value, "--" + f.name.replace("_", "-"))
+    if args.resume and getattr(args, "out", None) is None:
         values["out"] = args.resume
     return TrainConfig(**values)
 
@@ -184,7 +246,9 @@ def action_loss(action_preds: torch.Tensor, actions: torch.Tensor, mask: torch.T
 class Trainer:
     """Trains a DecisionTransformer on a dataset; `run()` loops to `config.steps`, checkpointing as it goes."""
 
-    def __init__(self, config: TrainConfig, resume: str | Path | None = None) -> None:
+    def __init__(self, config: TrainConfig, resume: str | Path | None = None, overwrite: bool = False) -> None:
+        """Check everything (run directory, data, env) and build the model, optimizer and sampler; `resume` is a
+        run directory to continue, `overwrite` allows an --out that holds another run (see `run`)."""
         from dt_fast.data import TrajectorySampler, load_dataset
         from dt_fast.envs import check_env_matches
 
@@ -193,7 +257,9 @@ class Trainer:
         self.device = torch.device(cfg.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {cfg.device!r} asked for, but torch sees no CUDA device")
-        self.out = Path(cfg.out)
+        self.out, self.overwrite = Path(cfg.out), overwrite
+        if self.rank == 0:  # the rank that writes; the others would see its first files
+            checkpoint.check_run_dir(self.out, overwrite=overwrite, resume=resume)
         _check_writable(self.out)
         self.dataset_path = cfg.dataset
         self.data = load_dataset(self.dataset_path)
@@ -201,7 +267,8 @@ class Trainer:
         if not self.env_id:
             raise ValueError(f"{self.dataset_path}: the dataset records no env id; pass --env")
         state_dim, act_dim = self.data.observations.shape[1], self.data.actions.shape[1]
-        check_env_matches(self.env_id, state_dim, act_dim, source=self.dataset_path)
+        spec = check_env_matches(self.env_id, state_dim, act_dim, source=self.dataset_path)
+        check_episodes(self.data, cfg.context_len, spec.max_episode_steps, self.env_id)
 
         torch.manual_seed(cfg.seed)
         self.model_config = DecisionTransformerConfig(
@@ -221,6 +288,7 @@ class Trainer:
         self.step = 0
         if resume is not None:
             self.load_state(Path(resume))
+        self.saved_step = self.step if resume is not None else None
         self.forward = self.model
         if self.world > 1:
             # The state and return heads get no gradient from the action loss: DDP must look for unused ones.
@@ -253,12 +321,28 @@ class Trainer:
 
         cfg, main = self.config, self.rank == 0
         if main:
+            if self.overwrite:
+                removed = checkpoint.clear_run_dir(self.out)
+                if removed:
+                    print(f"--overwrite: deleted {', '.join(removed)} from {self.out}", flush=True)
             self.out.mkdir(parents=True, exist_ok=True)
             checkpoint.write_train_config(self.out, dataclasses.asdict(cfg))
             print_config(cfg, self.world)
-        log = RunLog(self.out, enabled=main)
+        log = RunLog(self.out, enabled=main, start_step=self.step)
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not main, unit="step", dynamic_ncols=True)
+        try:
+            self.loop(log, bar)
+        finally:  # an error message starts on a line of its own, and TensorBoard gets what was logged
+            bar.close()
+            log.close()
+        return self.out
+
+    def loop(self, log: RunLog, bar: Any) -> None:
+        """The steps of `run`: train, log every log_every steps, save every save_every steps, every save_minutes
+        minutes and at the end."""
+        cfg, main = self.config, self.rank == 0
         window_loss, window_start, window_steps = 0.0, time.perf_counter(), 0
+        last_save = time.monotonic()
         self.model.train()
         batches = iter(self.sampler)
         while self.step < cfg.steps:
@@ -278,13 +362,12 @@ class Trainer:
                 self.save()
                 if main:
                     log.write({"step": self.step, **self.evaluate(cfg.eval_episodes)})
-            if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+            overdue = cfg.save_minutes > 0 and time.monotonic() - last_save >= 60 * cfg.save_minutes
+            if self.step % cfg.save_every == 0 or self.step == cfg.steps or overdue:
                 self.save()
-        bar.close()
+                last_save = time.monotonic()
         if self.world > 1:
             log.write({"step": self.step, "ddp_replica_max_diff": self.replica_max_diff()})
-        log.close()
-        return self.out
 
     def close(self) -> None:
         """Join the sampler's threads and, under torchrun, leave the process group once every rank is done."""
@@ -314,9 +397,20 @@ class Trainer:
                 "eval_normalized_score": result.normalized_score}
 
     def save(self) -> None:
-        """Write the checkpoint directory and then train_state.pt (rank 0; every file atomically)."""
+        """Write the checkpoint directory and then train_state.pt (rank 0; every file atomically); if a file cannot
+        be written (a full disk), OSError saying which step --resume would continue from."""
         if self.rank != 0:
             return
+        try:
+            self.write_checkpoint()
+        except OSError as err:
+            kept = (f"--resume {self.out} continues from step {self.saved_step}" if self.saved_step is not None
+                    else "no checkpoint of this run was saved")
+            raise OSError(f"training stopped at step {self.step}: {err}; {kept}") from err
+        self.saved_step = self.step
+
+    def write_checkpoint(self) -> None:
+        """The files of `save`: config.json, model.safetensors, dt_fast.json, then train_state.pt."""
         self.model.save_pretrained(self.out)
         returns = self.data.episode_returns
         checkpoint.write_metadata(self.out, checkpoint.Metadata(
@@ -343,18 +437,32 @@ class Trainer:
 
 
 class RunLog:
-    """log.csv and TensorBoard scalars of a run (no-ops off rank 0)."""
+    """log.csv and TensorBoard scalars of a run (no-ops off rank 0). A run resumed at `start_step` first drops the
+    rows logged after it (the steps between its last checkpoint and the kill, which it trains again): log.csv is
+    rewritten atomically, TensorBoard hides those events (SummaryWriter's purge_step)."""
 
-    def __init__(self, out: Path, enabled: bool) -> None:
-        self.enabled, self.path, self.fields = enabled, out / LOG_NAME, None
+    def __init__(self, out: Path, enabled: bool, start_step: int = 0) -> None:
+        self.enabled, self.path = enabled, out / checkpoint.LOG_NAME
         self.tb = None
         if enabled:
+            if start_step and self.path.exists():
+                self.drop_after(start_step)
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(out / "tensorboard"))
+                self.tb = SummaryWriter(str(out / checkpoint.TENSORBOARD_NAME),
+                                        purge_step=start_step + 1 if start_step else None)
             except ImportError:
                 warnings.warn("tensorboard is not installed: logging to log.csv only", stacklevel=2)
+
+    def drop_after(self, step: int) -> None:
+        """Rewrite log.csv without the rows of steps after `step`."""
+        with open(self.path, newline="") as f:
+            rows = list(csv.reader(f))
+        kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= step]
+        if len(kept) < len(rows):
+            with checkpoint.atomic_write(self.path) as tmp, open(tmp, "w", newline="") as f:
+                csv.writer(f).writerows(kept)
 
     def write(self, row: dict[str, float]) -> None:
         """Append a row to log.csv (keys union over rows) and to TensorBoard."""
@@ -385,6 +493,18 @@ def print_config(cfg: TrainConfig, world: int) -> None:
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows.items()), flush=True)
 
 
+def check_episodes(data: Trajectories, context_len: int, max_episode_steps: int, env_id: str) -> None:
+    """ValueError if the window is longer than every episode (every window would be mostly padding); a warning if
+    an episode is longer than the env's time limit (episodes merged: a missing `timeouts` key?)."""
+    longest = int(data.episode_lengths.max())
+    if context_len > longest:
+        raise ValueError(f"--context-len {context_len} is longer than the longest episode of {data.source} "
+                         f"({longest} steps): every window would be padded; use at most {longest}")
+    if longest > max_episode_steps:
+        warnings.warn(f"{data.source}: the longest episode has {longest} steps but {env_id} ends episodes after "
+                      f"{max_episode_steps}: episodes may be merged (wrong or missing `timeouts`?)", stacklevel=3)
+
+
 def _check_writable(out: Path) -> None:
     """Fail before training if the run directory cannot be created or written."""
     probe = out
@@ -411,18 +531,20 @@ def run(args: argparse.Namespace) -> int:
     if args.nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
     if args.nproc == 1:
-        trainer = Trainer(cfg, resume=args.resume)
+        trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite)
         trainer.run()
         trainer.close()
         return 0
     import subprocess
 
+    checkpoint.check_run_dir(cfg.out, overwrite=args.overwrite, resume=args.resume)
     _check_writable(Path(cfg.out))
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     launch = Path(cfg.out) / "launch_config.json"
     checkpoint.write_text(launch, json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-           "-m", "dt_fast.train", "--config", str(launch), *(["--resume", args.resume] if args.resume else [])]
+           "-m", "dt_fast.train", "--config", str(launch), *(["--resume", args.resume] if args.resume else []),
+           *(["--overwrite"] if args.overwrite else [])]
     return subprocess.run(cmd, check=False).returncode
 
 

@@ -1,5 +1,6 @@
 """Dataset loaders: each format written with its own library and read back; Trajectories; errors on bad input."""
 
+import re
 import warnings
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from dt_fast import Trajectories, load_dataset
-from dt_fast.data.formats import detect_format
+from dt_fast.data.formats import bundled_path, detect_format
 
 
 def random_episodes(lengths: list[int], state_dim: int = 3, act_dim: int = 2, seed: int = 0) -> list[dict]:
@@ -78,7 +79,54 @@ def test_d4rl_hdf5_splits_after_terminals_and_timeouts_and_keeps_the_last_episod
 def test_hdf5_without_timeouts_loads(tmp_path: Path) -> None:
     arrays = flat(EPISODES)
     del arrays["timeouts"]
-    assert_matches(load_dataset(write_hdf5(tmp_path / "v0.h5", arrays)), EPISODES)
+    with pytest.warns(UserWarning, match=r"v0\.h5: no 'timeouts' key and nothing to infer episode ends from"):
+        assert_matches(load_dataset(write_hdf5(tmp_path / "v0.h5", arrays)), EPISODES)
+
+
+@pytest.fixture(scope="module")
+def embedded() -> dict:
+    """The arrays and attributes of the bundled dataset (150 episodes, 10 of them cut by the 1,000-step limit)."""
+    with h5py.File(bundled_path("hopper-medium-v4")) as f:
+        return {"arrays": {k: f[k][()] for k in f}, "attrs": dict(f.attrs)}
+
+
+@pytest.mark.parametrize("suffix", [".hdf5", ".npz"])
+@pytest.mark.parametrize("dropped, how", [(("timeouts",), "where 'next_observations' differs"),
+                                          (("timeouts", "next_observations"), "from the 1000-step time limit of "
+                                                                              "Hopper-v4")])
+def test_time_limited_episodes_are_split_again_without_timeouts(tmp_path: Path, embedded: dict, suffix: str,
+                                                                 dropped: tuple, how: str) -> None:
+    """D4RL v0 layout: without `timeouts`, 150 episodes loaded as 140, some 1,689 steps long, best return 5,342."""
+    full = load_dataset("hopper-medium-v4")
+    arrays = {k: v for k, v in embedded["arrays"].items() if k not in dropped}
+    path = tmp_path / f"v0{suffix}"
+    if suffix == ".npz":
+        np.savez(path, **arrays, env_id="Hopper-v4")
+    else:
+        write_hdf5(path, arrays, **embedded["attrs"])
+    with pytest.warns(UserWarning, match=rf"v0\{suffix}: no 'timeouts' key: inferred 10 time-limit episode end\(s\) "
+                                         rf"{how}"):
+        t = load_dataset(path)
+    assert (full.num_episodes, t.num_episodes) == (150, 150)
+    np.testing.assert_array_equal(t.offsets, full.offsets)
+    np.testing.assert_array_equal(t.timeouts, full.timeouts)
+    assert t.episode_lengths.max() == 1000
+    assert round(t.episode_returns.max(), 1) == round(full.episode_returns.max(), 1) == 3078.2
+
+
+def test_merged_episodes_without_anything_to_split_them_by_warn(tmp_path: Path, embedded: dict) -> None:
+    arrays = {k: v for k, v in embedded["arrays"].items() if k not in ("timeouts", "next_observations")}
+    with pytest.warns(UserWarning, match="nothing to infer episode ends from"):
+        t = load_dataset(write_hdf5(tmp_path / "anon.hdf5", arrays))  # no env_id attribute
+    assert t.num_episodes == 140  # what the file says; the warning tells why it may be wrong
+
+
+def test_next_observations_of_the_wrong_shape(tmp_path: Path) -> None:
+    arrays = flat(EPISODES)
+    del arrays["timeouts"]
+    arrays["next_observations"] = arrays["observations"][:, :2]
+    with pytest.raises(ValueError, match=r"n\.hdf5: key 'next_observations' has shape \(25, 2\)"):
+        load_dataset(write_hdf5(tmp_path / "n.hdf5", arrays))
 
 
 def test_npz(tmp_path: Path) -> None:
@@ -186,6 +234,41 @@ def test_nonfinite_in_a_parquet_row_names_the_episode(tmp_path: Path) -> None:
     pq.write_table(hf_table(episodes), tmp_path / "bad.parquet")
     with pytest.raises(ValueError, match=r"bad\.parquet: key 'actions' .* index \[7, 1\] \(episode 1, step 3\)"):
         load_dataset(tmp_path / "bad.parquet")
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("observations", np.array([["a", "b", "c"]] * 25), "holds strings \\(dtype <U1\\); expected real numbers"),
+    ("observations", np.array([[b"a", b"b", b"c"]] * 25), "holds byte strings \\(dtype \\|S1\\)"),
+    ("observations", np.ones((25, 3), np.complex64), "holds complex numbers \\(dtype complex64\\)"),
+    ("actions", np.ones((25, 2), np.complex128) * 1j, "holds complex numbers \\(dtype complex128\\)"),
+    ("rewards", np.ones(25, np.complex64), "holds complex numbers"),
+    ("rewards", np.array(["1.0"] * 25), "holds strings"),
+    ("terminals", np.where(np.arange(25) == 6, 0.5, 0.0), "must hold booleans or 0/1, got 0.5 at index \\[6\\]"),
+    ("terminals", np.where(np.arange(25) == 3, np.nan, 0.0), "must hold booleans or 0/1, got nan at index \\[3\\]"),
+    ("timeouts", np.where(np.arange(25) == 2, 2, 0), "must hold booleans or 0/1, got 2 at index \\[2\\]"),
+    ("timeouts", np.array(["no"] * 25), "must hold booleans or 0/1, got dtype <U2"),
+])
+@pytest.mark.parametrize("suffix", [".hdf5", ".npz"])
+def test_values_of_the_wrong_kind_name_file_and_key(tmp_path: Path, key: str, value: np.ndarray, message: str,
+                                                    suffix: str) -> None:
+    if suffix == ".hdf5" and value.dtype.kind == "U":
+        value = value.astype("S")  # HDF5 stores fixed-length byte strings
+        message = message.replace("strings", "byte strings").replace("<U", "\\|S")
+    arrays = flat(EPISODES) | {key: value}
+    path = tmp_path / f"kind{suffix}"
+    if suffix == ".npz":
+        np.savez(path, **arrays)
+    else:
+        write_hdf5(path, arrays)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: key '{key}' {message}"):
+        load_dataset(path)
+
+
+def test_numeric_objects_and_integer_or_float_flags_are_accepted() -> None:
+    arrays = flat(EPISODES)
+    t = Trajectories(arrays["observations"].astype(object), arrays["actions"], arrays["rewards"],
+                     arrays["terminals"].astype(np.uint8), arrays["timeouts"].astype(np.float32))
+    assert_matches(t, EPISODES)
 
 
 def test_keys_of_different_lengths(tmp_path: Path) -> None:

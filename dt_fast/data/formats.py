@@ -7,12 +7,13 @@ Datasets shipped inside the package (dt_fast/datasets/) are loaded by name: `loa
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from dt_fast.data.trajectories import Trajectories
+from dt_fast.data.trajectories import Trajectories, split_episodes
 from dt_fast.extras import require
 
 D4RL_REQUIRED = ("observations", "actions", "rewards", "terminals")  # `timeouts` is optional (D4RL v0 lacks it)
@@ -82,9 +83,10 @@ def load_hdf5(source: str | os.PathLike, *, drop_nonfinite: bool = False) -> Tra
     with f:
         names = sorted(f.keys())
         arrays = {}
-        for key in (*D4RL_REQUIRED, "timeouts"):
+        optional = ("timeouts",) if "timeouts" in f else ("next_observations",)  # the latter to infer the former
+        for key in (*D4RL_REQUIRED, *optional):
             if key not in f:
-                if key == "timeouts":
+                if key in optional:
                     continue
                 raise ValueError(f"{source}: missing key {key!r} (keys in the file: {names})")
             if not isinstance(f[key], h5py.Dataset):
@@ -95,6 +97,9 @@ def load_hdf5(source: str | os.PathLike, *, drop_nonfinite: bool = False) -> Tra
                 raise ValueError(f"{source}: cannot read key {key!r} (corrupt or truncated file?): {err}") from err
         attrs = {k: _text(v) if isinstance(v, (bytes, str)) else v for k, v in f.attrs.items()}
     env_id = attrs.pop("env_id", None)
+    if "timeouts" not in arrays:
+        arrays["timeouts"] = infer_timeouts(arrays, env_id, str(source))
+    arrays.pop("next_observations", None)
     return Trajectories(**arrays, env_id=env_id, metadata=attrs, source=str(source), drop_nonfinite=drop_nonfinite)
 
 
@@ -110,9 +115,63 @@ def load_npz(source: str | os.PathLike, *, drop_nonfinite: bool = False) -> Traj
     for key in D4RL_REQUIRED:
         if key not in found:
             raise ValueError(f"{source}: missing key {key!r} (keys in the file: {sorted(found)})")
-    arrays = {k: found[k] for k in (*D4RL_REQUIRED, "timeouts") if k in found}
+    arrays = {k: found[k] for k in (*D4RL_REQUIRED, "timeouts", "next_observations") if k in found}
     env_id = str(found["env_id"]) if "env_id" in found else None
+    if "timeouts" not in arrays:
+        arrays["timeouts"] = infer_timeouts(arrays, env_id, str(source))
+    arrays.pop("next_observations", None)
     return Trajectories(**arrays, env_id=env_id, source=str(source), drop_nonfinite=drop_nonfinite)
+
+
+def infer_timeouts(arrays: dict[str, np.ndarray], env_id: str | None, source: str) -> np.ndarray:
+    """`timeouts` [N] for a D4RL-layout file without them (D4RL v0), whose time-limited episodes would otherwise
+    merge with the next: an episode ends where `next_observations[i]` differs from `observations[i + 1]` (exact,
+    when the file has next_observations); else every time limit of `env_id` within a run of steps longer than it
+    (episodes cut by the limit are exactly that long). A warning gives the count, or says that nothing could be
+    inferred."""
+    obs, terminals = np.asarray(arrays["observations"]), np.asarray(arrays["terminals"])
+    timeouts = np.zeros(len(terminals), bool)
+    numeric = obs.dtype.kind in "biuf" and terminals.dtype.kind in "biuf"
+    if obs.ndim != 2 or len(obs) != len(terminals) or not numeric:
+        return timeouts  # Trajectories reports the malformed keys
+    terminals = terminals != 0
+    nxt = arrays.get("next_observations")
+    if nxt is not None:
+        nxt = np.asarray(nxt)
+        if nxt.shape != obs.shape or nxt.dtype.kind not in "biuf":
+            raise ValueError(f"{source}: key 'next_observations' has shape {nxt.shape} dtype {nxt.dtype}; expected "
+                             f"the shape of 'observations' {obs.shape}, real numbers")
+        ends = np.flatnonzero((nxt[:-1] != obs[1:]).any(axis=1))  # (M,) last steps of episodes
+        timeouts[ends] = ~terminals[ends]
+        how = "where 'next_observations' differs from the next step's 'observations'"
+    else:
+        limit = _time_limit(env_id)
+        if limit is None:
+            warnings.warn(f"{source}: no 'timeouts' key and nothing to infer episode ends from (no "
+                          f"'next_observations', no known env id): episodes are split at terminals only, so an "
+                          f"episode cut by a time limit is merged with the next; add a 'timeouts' key (all false "
+                          f"if no episode was cut)", stacklevel=4)
+            return timeouts
+        offsets = split_episodes(terminals, timeouts)
+        for start, length in zip(offsets[:-1], np.diff(offsets)):
+            timeouts[start + np.arange(limit, length, limit) - 1] = True
+        how = f"from the {limit}-step time limit of {env_id}"
+    if timeouts.any():
+        warnings.warn(f"{source}: no 'timeouts' key: inferred {int(timeouts.sum())} time-limit episode end(s) "
+                      f"{how}", stacklevel=4)
+    return timeouts
+
+
+def _time_limit(env_id: str | None) -> int | None:
+    """max_episode_steps of `env_id`, or None if the id is missing or unknown."""
+    if not env_id:
+        return None
+    from dt_fast.envs import env_spec
+
+    try:
+        return env_spec(env_id).max_episode_steps
+    except (ValueError, ImportError):
+        return None
 
 
 def load_parquet(source: str | os.PathLike, *, drop_nonfinite: bool = False) -> Trajectories:

@@ -36,7 +36,9 @@ class Trajectories:
         timeouts = np.zeros(n, bool) if timeouts is None else timeouts
         _rows(terminals, "terminals", 1, n, source, keys)
         _rows(timeouts, "timeouts", 1, n, source, keys)
-        terminals, timeouts = np.asarray(terminals).astype(bool), np.asarray(timeouts).astype(bool)
+        observations, actions, rewards = (_real(a, name, source, keys) for a, name in (
+            (observations, "observations"), (actions, "actions"), (rewards, "rewards")))
+        terminals, timeouts = _flags(terminals, "terminals", source, keys), _flags(timeouts, "timeouts", source, keys)
         if offsets is None:
             offsets = split_episodes(terminals, timeouts)
         offsets = _check_offsets(np.asarray(offsets), n, source)
@@ -160,6 +162,36 @@ def _rows(a: np.ndarray, name: str, ndim: int, n: int | None, source: str, keys:
     if ndim == 2 and shape[1] < 1:
         raise ValueError(f"{source}: key {keys[name]!r} has zero columns (shape {shape})")
     return shape[0]
+
+
+def _real(a: np.ndarray, name: str, source: str, keys: Mapping[str, str]) -> np.ndarray:
+    """`a` as an array of real numbers (bool, integer or float); ValueError naming the key for strings, complex
+    numbers or other objects."""
+    a = np.asarray(a)
+    if a.dtype.kind in "biuf":
+        return a
+    if a.dtype.kind == "O":
+        try:
+            return a.astype(np.float64)
+        except (TypeError, ValueError):
+            pass
+    what = {"U": "strings", "S": "byte strings", "c": "complex numbers", "O": "non-numeric objects"}
+    raise ValueError(f"{source}: key {keys[name]!r} holds {what.get(a.dtype.kind, 'non-numeric values')} (dtype "
+                     f"{a.dtype}); expected real numbers")
+
+
+def _flags(a: np.ndarray, name: str, source: str, keys: Mapping[str, str]) -> np.ndarray:
+    """`a` as bool [N]; ValueError naming the key and the first bad index unless every value is boolean or 0/1."""
+    a = np.asarray(a)
+    if a.dtype.kind == "b":
+        return a
+    if a.dtype.kind not in "iuf":
+        raise ValueError(f"{source}: key {keys[name]!r} must hold booleans or 0/1, got dtype {a.dtype}")
+    bad = np.flatnonzero((a != 0) & (a != 1))
+    if len(bad):
+        raise ValueError(f"{source}: key {keys[name]!r} must hold booleans or 0/1, got {a[bad[0]].item()!r} at index "
+                         f"[{int(bad[0])}]")
+    return a.astype(bool)
 
 
 def _check_offsets(offsets: np.ndarray, n: int, source: str) -> np.ndarray:
