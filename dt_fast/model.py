@@ -22,14 +22,7 @@ import torch.nn.functional as F
 
 from dt_fast.config import DecisionTransformerConfig
 from dt_fast.kernels.dispatch import embedding_weights, resolve_backend
-from dt_fast.train_ops import (
-    draw_seed,
-    dropout_add,
-    fused_cpu,
-    linear_dropout_add,
-    linear_relu,
-    softmax_dropout,
-)
+from dt_fast.train_ops import attention, draw_seed, dropout_add, fused_cpu, layer_norm, linear
 
 CONFIG_NAME = "config.json"
 SAFE_WEIGHTS_NAME = "model.safetensors"
@@ -76,10 +69,21 @@ class Dropout(nn.Dropout):
         return x if residual is None else residual + x
 
 
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm; in CPU float32 training (train_ops.fused_cpu) one C++ pass forward and one backward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and fused_cpu(x, self.weight):
+            return layer_norm(x, self.weight, self.bias, self.eps)  # (*x.shape)
+        return super().forward(x)
+
+
 def project_dropout_add(proj: nn.Linear, drop: Dropout, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-    """residual + drop(proj(x)), (..., out); in CPU float32 training one C++ pass follows the matmul."""
+    """residual + drop(proj(x)), (..., out); in CPU float32 training the engine's matmul with bias, dropout and the
+    residual add fused into its epilogue."""
     if drop.training and fused_cpu(x, residual, proj.weight):
-        return linear_dropout_add(x, proj.weight, proj.bias, residual, drop.p, draw_seed() if drop.p > 0.0 else 0)
+        return linear(x, proj.weight, proj.bias, residual=residual, p=drop.p,
+                      seed=draw_seed() if drop.p > 0.0 else 0)  # (..., out)
     return drop(proj(x), residual)
 
 
@@ -101,31 +105,49 @@ class CausalSelfAttention(nn.Module):
                 rows: slice | None = None) -> torch.Tensor:
         """residual + dropout(attention(x)), (B, Tq, C): every token (Tq = T), or only the queries x[:, rows]."""
         B, T, C = x.shape  # batch, tokens (3 * steps), hidden_size
+        if self.training and fused_cpu(x, self.c_attn.weight):
+            y = self.fused_attention(x, mask, rows)  # (B, Tq, C)
+            return project_dropout_add(self.c_proj, self.resid_dropout, y, residual)  # (B, Tq, C)
         if rows is None:
             q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         else:  # keys and values of every token, queries of the selected ones
             q = F.linear(x[:, rows], self.c_attn.weight[:C], self.c_attn.bias[:C])  # (B, Tq, C)
             k, v = F.linear(x, self.c_attn.weight[C:], self.c_attn.bias[C:]).split(C, dim=2)  # 2 x (B, T, C)
-            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()[rows]  # (Tq, T)
-            mask = causal.expand(B, 1, -1, -1) if mask is None else mask[:, :, rows]  # (B, 1, Tq, T)
+            mask = self.rows_mask(mask, rows, B, T, x.device)  # (B, 1, Tq, T)
         Tq = q.shape[1]
         q = q.view(B, Tq, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, Tq, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        if self.training and self.attn_dropout > 0.0 and fused_cpu(q):
-            # SDPA's math path would draw its dropout mask with torch's slow CPU bernoulli_
-            att = softmax_dropout(q @ k.transpose(-2, -1), mask, self.scale, self.attn_dropout, draw_seed())
-            y = att @ v  # (B, nh, Tq, hs); att is (B, nh, Tq, T)
-        else:
-            y = F.scaled_dot_product_attention(
-                q, k, v,
-                attn_mask=mask,  # (B, 1, Tq, T) bool, or None for plain causal
-                dropout_p=self.attn_dropout if self.training else 0.0,
-                is_causal=mask is None,
-                scale=self.scale,
-            )  # (B, nh, Tq, hs)
+        y = F.scaled_dot_product_attention(
+            q, k, v,
+            attn_mask=mask,  # (B, 1, Tq, T) bool, or None for plain causal
+            dropout_p=self.attn_dropout if self.training else 0.0,
+            is_causal=mask is None,
+            scale=self.scale,
+        )  # (B, nh, Tq, hs)
         y = y.transpose(1, 2).reshape(B, Tq, C)  # re-assemble the heads side by side
         return project_dropout_add(self.c_proj, self.resid_dropout, y, residual)  # (B, Tq, C)
+
+    def fused_attention(self, x: torch.Tensor, mask: torch.Tensor | None, rows: slice | None) -> torch.Tensor:
+        """The heads' outputs side by side (B, Tq, C) in CPU float32 training: c_attn on the engine's matmul, then
+        softmax, dropout and both products per head in C++ (train_ops)."""
+        B, T, C = x.shape
+        seed = draw_seed() if self.attn_dropout > 0.0 else 0
+        if rows is None:
+            qkv = linear(x, self.c_attn.weight, self.c_attn.bias)  # (B, T, 3C)
+            return attention(qkv, None, mask, self.n_head, self.scale, self.attn_dropout, seed)  # (B, T, C)
+        q = linear(x[:, rows], self.c_attn.weight[:C], self.c_attn.bias[:C])  # (B, Tq, C)
+        kv = linear(x, self.c_attn.weight[C:], self.c_attn.bias[C:])  # (B, T, 2C)
+        mask = self.rows_mask(mask, rows, B, T, x.device)  # (B, 1, Tq, T)
+        return attention(q, kv, mask, self.n_head, self.scale, self.attn_dropout, seed)  # (B, Tq, C)
+
+    @staticmethod
+    def rows_mask(mask: torch.Tensor | None, rows: slice, B: int, T: int, device: torch.device) -> torch.Tensor:
+        """The rows `rows` of the (B, 1, T, T) mask, or of the causal mask when it is None: (B, 1, Tq, T) bool."""
+        if mask is not None:
+            return mask[:, :, rows]  # (B, 1, Tq, T)
+        causal = torch.ones(T, T, dtype=torch.bool, device=device).tril()[rows]  # (Tq, T)
+        return causal.expand(B, 1, -1, -1)  # (B, 1, Tq, T)
 
 
 class MLP(nn.Module):
@@ -140,8 +162,10 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """residual + dropout(mlp(x)), (B, T, C)."""
-        if self.act == "relu" and self.training and fused_cpu(x, self.c_fc.weight):
-            h = linear_relu(x, self.c_fc.weight, self.c_fc.bias)  # (B, T, 4C), bias and ReLU fused in C++
+        if self.training and fused_cpu(x, self.c_fc.weight):  # the engine's matmul, bias and ReLU fused in
+            relu = self.act == "relu"
+            h = linear(x, self.c_fc.weight, self.c_fc.bias, relu=relu)  # (B, T, 4C)
+            h = h if relu else activation(self.act, h)  # (B, T, 4C)
         else:
             h = activation(self.act, self.c_fc(x))  # (B, T, 4C)
         return project_dropout_add(self.c_proj, self.dropout, h, residual)  # (B, T, C)
@@ -152,9 +176,9 @@ class Block(nn.Module):
 
     def __init__(self, config: DecisionTransformerConfig, layer_idx: int) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
+        self.ln_1 = LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
         self.attn = CausalSelfAttention(config, layer_idx)
-        self.ln_2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
+        self.ln_2 = LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rows: slice | None = None) -> torch.Tensor:
@@ -173,7 +197,7 @@ class GPT2(nn.Module):
         self.wpe = nn.Parameter(torch.zeros(config.n_positions, config.hidden_size))  # only row 0 is used
         self.drop = Dropout(config.embd_pdrop)
         self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
+        self.ln_f = LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rows: slice | None = None) -> torch.Tensor:
         """Final hidden states (B, T, C), or (B, Tq, C) of the tokens x[:, rows] only: the last block then
@@ -209,7 +233,7 @@ class DecisionTransformer(nn.Module):
         self.embed_return = nn.Linear(1, C)
         self.embed_state = nn.Linear(config.state_dim, C)
         self.embed_action = nn.Linear(config.act_dim, C)
-        self.embed_ln = nn.LayerNorm(C)  # transformers uses the default eps here, not layer_norm_epsilon
+        self.embed_ln = LayerNorm(C)  # transformers uses the default eps here, not layer_norm_epsilon
         self.encoder = GPT2(config)
         self.predict_state = nn.Linear(C, config.state_dim)
         self.predict_action = nn.Sequential(nn.Linear(C, config.act_dim), *([nn.Tanh()] if config.action_tanh else []))
