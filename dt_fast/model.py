@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from dt_fast.config import DecisionTransformerConfig
 from dt_fast.kernels.dispatch import embedding_weights, resolve_backend
-from dt_fast.train_ops import attention, draw_seed, dropout_add, fused_cpu, layer_norm, linear
+from dt_fast.train_ops import attention, draw_seed, dropout_add, embed_tokens, fused_cpu, layer_norm, linear
 
 CONFIG_NAME = "config.json"
 SAFE_WEIGHTS_NAME = "model.safetensors"
@@ -258,12 +258,19 @@ class DecisionTransformer(nn.Module):
         """Interleaved, normalised token embeddings (B, 3T, C): R_1, s_1, a_1, R_2, ...
 
         On CUDA with Triton (or DT_FAST_BACKEND=triton) one fused kernel computes it, forward and backward
-        (dt_fast/kernels/embed.py); the torch code below is its reference and the CPU path.
+        (dt_fast/kernels/embed.py); in CPU float32 training, C++ ops (train_ops.embed_tokens, then the LayerNorm);
+        the torch code below is their reference and the other paths.
         """
         if resolve_backend(timesteps.device) == "triton":
             from dt_fast.kernels.embed import fused_embed
 
             return fused_embed(states, actions, returns_to_go, timesteps, **embedding_weights(self))
+        if self.training and fused_cpu(states, actions, returns_to_go, self.embed_state.weight) and not any(
+                t.requires_grad for t in (states, actions, returns_to_go)):
+            x = embed_tokens(states, actions, returns_to_go, timesteps, self.embed_return.weight,
+                             self.embed_return.bias, self.embed_state.weight, self.embed_state.bias,
+                             self.embed_action.weight, self.embed_action.bias, self.embed_timestep.weight)  # (B, 3T, C)
+            return self.embed_ln(x)  # (B, 3T, C)
         B, T = timesteps.shape
         time = self.embed_timestep(timesteps)  # (B, T, C)
         r = self.embed_return(returns_to_go) + time  # (B, T, C)

@@ -2,6 +2,8 @@
 every ISA build this CPU runs, over odd shapes (width 36, 1-4 heads, 1-30 steps, batch 1-65); the whole model on
 them against the torch path; their bindings' refusal of arrays they could not write in place."""
 
+import copy as copy_module
+
 import numpy as np
 import pytest
 import torch
@@ -113,6 +115,24 @@ def test_layer_norm(isa: str, B: int, T: int, width: int) -> None:
                       [x, weight, bias])
 
 
+@pytest.mark.parametrize("B,T", LINEAR_SHAPES)
+@pytest.mark.parametrize("S,A,C", [(11, 3, 36), (17, 6, 128), (1, 1, 5)])
+def test_embed_tokens(isa: str, B: int, T: int, S: int, A: int, C: int) -> None:
+    gen = torch.Generator().manual_seed(S)
+    data = (torch.randn(B, T, S, generator=gen), torch.randn(B, T, A, generator=gen), torch.randn(B, T, 1, generator=gen),
+            torch.randint(0, 50, (B, T), generator=gen))
+    weights = leaves((C, 1), (C,), (C, S), (C,), (C, A), (C,), (50, C), seed=C)
+    got, want = ops.embed_tokens(*data, *weights), ops.embed_tokens_reference(*data, *weights)
+    assert_op_matches(got, want, weights)
+
+
+def test_embed_tokens_refuses_timesteps_outside_the_table() -> None:
+    x = torch.zeros(1, 2, 1)
+    weights = [torch.zeros(s) for s in ((4, 1), (4,), (4, 1), (4,), (4, 1), (4,), (10, 4))]
+    with pytest.raises(ValueError, match=r"embed_forward: timestep 10 at 1 outside \[0, 10\)"):
+        ops.embed_tokens(x, x, x, torch.tensor([[3, 10]]), *weights)
+
+
 def padded_mask(B: int, T: int, rows: slice) -> torch.Tensor:
     """Causal + left-padding mask (B, 1, Tq, T) of the queries `rows`, batch row b padded by b steps (so batch row
     0 is whole and, past a few rows, some queries have no key at all)."""
@@ -144,6 +164,50 @@ def test_attention(isa: str, B: int, steps: int, heads: int, queries: str, maske
     if masked and B > 1:  # a query with no key: zero output (and zero gradient), as SDPA
         no_key = ~mask.any(dim=-1)[:, 0]  # (B, Tq)
         assert no_key.any() and not got.detach()[no_key].any()
+
+
+@pytest.mark.parametrize("max_grad_norm", [0.0, 0.25, 1e6])
+def test_fused_adamw_equals_clip_and_torch_adamw(isa: str, max_grad_norm: float) -> None:
+    """Several steps over parameters of odd sizes, one without a gradient (skipped, as torch skips it), then a
+    state_dict round trip into torch.optim.AdamW: the same state layout."""
+    shapes = [(36, 108), (108,), (7,), (1000, 36), (3, 5)]
+    ours, theirs = leaves(*shapes, seed=1), leaves(*shapes, seed=1)
+    opt = ops.FusedAdamW(ours, lr=1e-2, weight_decay=1e-4, max_grad_norm=max_grad_norm)
+    ref = torch.optim.AdamW(theirs, lr=1e-2, weight_decay=1e-4, foreach=False)
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(4):
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            grad = None if i == 2 else torch.randn(a.shape, generator=gen)
+            a.grad, b.grad = grad, None if grad is None else grad.clone()
+        opt.step()
+        ops.adamw_reference_step(ref, max_grad_norm)
+        for a, b in zip(ours, theirs):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    assert torch.equal(ours[2], theirs[2]) and 2 not in opt.state_dict()["state"]
+    loaded = torch.optim.AdamW(theirs, lr=1e-2, weight_decay=1e-4)
+    loaded.load_state_dict(opt.state_dict())
+    for key in ("exp_avg", "exp_avg_sq", "step"):
+        torch.testing.assert_close(loaded.state[theirs[0]][key], opt.state[ours[0]][key])
+
+
+def test_fused_adamw_resumes_from_a_state_dict() -> None:
+    """load_state_dict replaces the moment tensors: the next steps must use the loaded ones, not the moments the
+    optimizer had before (here from a step with another gradient)."""
+    ours, copy = leaves((20, 3), seed=3), leaves((20, 3), seed=3)
+    first = ops.FusedAdamW(ours, lr=1e-2, max_grad_norm=1.0)
+    resumed = ops.FusedAdamW(copy, lr=1e-2, max_grad_norm=1.0)
+    ours[0].grad, copy[0].grad = torch.full((20, 3), 1.0), torch.full((20, 3), -5.0)
+    first.step()
+    resumed.step()
+    resumed.load_state_dict(copy_module.deepcopy(first.state_dict()))  # as torch.load gives it
+    with torch.no_grad():
+        copy[0].copy_(ours[0])
+    for step in range(2):
+        grad = torch.linspace(-1.0, 2.0, 60).reshape(20, 3) * (step + 2)
+        ours[0].grad, copy[0].grad = grad, grad.clone()
+        first.step()
+        resumed.step()
+    assert torch.equal(ours[0], copy[0])
 
 
 def test_ops_give_the_same_bits_on_one_thread_and_two() -> None:

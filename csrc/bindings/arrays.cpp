@@ -56,6 +56,8 @@ T* checked_flat(const py::array& a, const char* who, const char* name, bool writ
 
 template float* checked_flat<float>(const py::array&, const char*, const char*, bool);
 template float* checked_data<float>(const py::array&, const char*, const char*, std::initializer_list<int64_t>, bool);
+template int64_t* checked_data<int64_t>(const py::array&, const char*, const char*, std::initializer_list<int64_t>,
+                                        bool);
 template uint8_t* checked_data<uint8_t>(const py::array&, const char*, const char*, std::initializer_list<int64_t>,
                                         bool);
 

@@ -4,14 +4,17 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <pybind11/stl.h>
 
 #include "bindings/arrays.h"
 #include "bindings/bindings.h"
+#include "train/adamw.h"
 #include "train/attention.h"
 #include "train/context.h"
 #include "train/dropout.h"
+#include "train/embed.h"
 #include "train/layer_norm.h"
 #include "train/linear.h"
 
@@ -185,6 +188,91 @@ void dropout_apply(Ctx& ctx, const py::array& x, const OptArray& residual, const
   dt::dropout_apply(ctx, xd, rd, yd, x.size(), p, seed);
 }
 
+// The shape of the embedding's arguments: states (N, S), actions (N, A), table (rows, C) from their arrays.
+dt::EmbedShape embed_shape(const char* who, const py::array& states, const py::array& actions,
+                           const py::array& table) {
+  if (states.ndim() != 2 || actions.ndim() != 2 || table.ndim() != 2 || actions.shape(0) != states.shape(0))
+    throw py::value_error(std::string(who) + ": states (N, S), actions (N, A) and table (rows, C) expected, got " +
+                          describe_array(states) + ", " + describe_array(actions) + ", " + describe_array(table));
+  return {states.shape(0), narrow(states.shape(1), who, "state_dim"), narrow(actions.shape(1), who, "act_dim"),
+          narrow(table.shape(1), who, "hidden size"), table.shape(0)};
+}
+
+void embed_forward(Ctx& ctx, const py::array& states, const py::array& actions, const py::array& rtg,
+                   const py::array& timesteps, const py::array& w_return, const py::array& b_return,
+                   const py::array& w_state, const py::array& b_state, const py::array& w_action,
+                   const py::array& b_action, const py::array& table, const py::array& x) {
+  constexpr const char* who = "embed_forward";
+  const dt::EmbedShape s = embed_shape(who, states, actions, table);
+  const int64_t N = s.steps, C = s.C;
+  const float* sd = in(states, who, "states", {N, s.S});
+  const float* ad = in(actions, who, "actions", {N, s.A});
+  const float* rd = in(rtg, who, "rtg", {N});
+  const int64_t* td = checked_data<int64_t>(timesteps, who, "timesteps", {N}, false);
+  const float* wr = in(w_return, who, "w_return", {C, 1});
+  const float* br = in(b_return, who, "b_return", {C});
+  const float* ws = in(w_state, who, "w_state", {C, s.S});
+  const float* bs = in(b_state, who, "b_state", {C});
+  const float* wa = in(w_action, who, "w_action", {C, s.A});
+  const float* ba = in(b_action, who, "b_action", {C});
+  const float* tab = in(table, who, "table", {s.table_rows, C});
+  float* xd = out(x, who, "x", {3 * N, C});
+  py::gil_scoped_release release;
+  auto lock = ctx.lock();
+  dt::embed_forward(ctx, sd, ad, rd, td, wr, br, ws, bs, wa, ba, tab, xd, s);
+}
+
+void embed_backward(Ctx& ctx, const py::array& dx, const py::array& states, const py::array& actions,
+                    const py::array& rtg, const py::array& timesteps, const py::array& dw_return,
+                    const py::array& db_return, const py::array& dw_state, const py::array& db_state,
+                    const py::array& dw_action, const py::array& db_action, const py::array& dtable) {
+  constexpr const char* who = "embed_backward";
+  const dt::EmbedShape s = embed_shape(who, states, actions, dtable);
+  const int64_t N = s.steps, C = s.C;
+  const float* dxd = in(dx, who, "dx", {3 * N, C});
+  const float* sd = in(states, who, "states", {N, s.S});
+  const float* ad = in(actions, who, "actions", {N, s.A});
+  const float* rd = in(rtg, who, "rtg", {N});
+  const int64_t* td = checked_data<int64_t>(timesteps, who, "timesteps", {N}, false);
+  float* dwr = out(dw_return, who, "dw_return", {C, 1});
+  float* dbr = out(db_return, who, "db_return", {C});
+  float* dws = out(dw_state, who, "dw_state", {C, s.S});
+  float* dbs = out(db_state, who, "db_state", {C});
+  float* dwa = out(dw_action, who, "dw_action", {C, s.A});
+  float* dba = out(db_action, who, "db_action", {C});
+  float* dtab = out(dtable, who, "dtable", {s.table_rows, C});
+  py::gil_scoped_release release;
+  auto lock = ctx.lock();
+  dt::embed_backward(ctx, dxd, sd, ad, rd, td, dwr, dbr, dws, dbs, dwa, dba, dtab, s);
+}
+
+double adamw(Ctx& ctx, const std::vector<py::array>& params, const std::vector<py::array>& grads,
+             const std::vector<py::array>& exp_avgs, const std::vector<py::array>& exp_avg_sqs,
+             const std::vector<float>& steps, float lr, float beta1, float beta2, float eps, float weight_decay,
+             float max_grad_norm) {
+  constexpr const char* who = "adamw";
+  const size_t n = params.size();
+  if (grads.size() != n || exp_avgs.size() != n || exp_avg_sqs.size() != n || steps.size() != n)
+    throw py::value_error("adamw: params, grads, exp_avgs, exp_avg_sqs and steps must have one length");
+  std::vector<dt::AdamWTensor> tensors(n);
+  for (size_t i = 0; i < n; ++i) {
+    const std::string at = " [" + std::to_string(i) + "]";
+    const int64_t size = params[i].size();
+    for (const py::array* a : {&grads[i], &exp_avgs[i], &exp_avg_sqs[i]}) {
+      if (a->size() != size)
+        throw py::value_error("adamw: tensor " + std::to_string(i) + " has " + std::to_string(size) +
+                              " parameters but a gradient or moment of " + std::to_string(a->size()));
+    }
+    tensors[i] = {checked_flat<float>(params[i], who, ("params" + at).c_str(), true),
+                  checked_flat<float>(grads[i], who, ("grads" + at).c_str(), false),
+                  checked_flat<float>(exp_avgs[i], who, ("exp_avgs" + at).c_str(), true),
+                  checked_flat<float>(exp_avg_sqs[i], who, ("exp_avg_sqs" + at).c_str(), true), size, steps[i]};
+  }
+  py::gil_scoped_release release;
+  auto lock = ctx.lock();
+  return dt::adamw_step(ctx, tensors, {lr, beta1, beta2, eps, weight_decay, max_grad_norm});
+}
+
 }  // namespace
 
 void bind_train_ops(py::module_& m) {
@@ -225,7 +313,25 @@ void bind_train_ops(py::module_& m) {
            "dq and dkv may be one array.")
       .def("dropout_apply", &dropout_apply, py::arg("x").noconvert(), py::arg("residual").noconvert(),
            py::arg("out").noconvert(), py::arg("p"), py::arg("seed"),
-           "out = residual + x * dropout_mask(p, seed) (residual None: x * mask), flat arrays of one size.");
+           "out = residual + x * dropout_mask(p, seed) (residual None: x * mask), flat arrays of one size.")
+      .def("embed_forward", &embed_forward, py::arg("states").noconvert(), py::arg("actions").noconvert(),
+           py::arg("rtg").noconvert(), py::arg("timesteps").noconvert(), py::arg("w_return").noconvert(),
+           py::arg("b_return").noconvert(), py::arg("w_state").noconvert(), py::arg("b_state").noconvert(),
+           py::arg("w_action").noconvert(), py::arg("b_action").noconvert(), py::arg("table").noconvert(),
+           py::arg("x").noconvert(),
+           "The interleaved tokens before embed_ln into x (3N, C): states (N, S), actions (N, A), rtg (N,), "
+           "timesteps (N,) int64 in [0, table rows), the Linear weights (out, in), table (rows, C).")
+      .def("embed_backward", &embed_backward, py::arg("dx").noconvert(), py::arg("states").noconvert(),
+           py::arg("actions").noconvert(), py::arg("rtg").noconvert(), py::arg("timesteps").noconvert(),
+           py::arg("dw_return").noconvert(), py::arg("db_return").noconvert(), py::arg("dw_state").noconvert(),
+           py::arg("db_state").noconvert(), py::arg("dw_action").noconvert(), py::arg("db_action").noconvert(),
+           py::arg("dtable").noconvert(), "The weight and table gradients of embed_forward from dx (3N, C).")
+      .def("adamw", &adamw, py::arg("params"), py::arg("grads"), py::arg("exp_avgs"), py::arg("exp_avg_sqs"),
+           py::arg("steps"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
+           py::arg("weight_decay"), py::arg("max_grad_norm"),
+           "One AdamW step (torch.optim.AdamW's) of every tensor, params and moments in place, each gradient first "
+           "scaled by min(1, max_grad_norm / (norm + 1e-6)) (max_grad_norm <= 0: not); steps: each tensor's step "
+           "count after this one. Returns the gradients' global 2-norm.");
 }
 
 }  // namespace dt_py

@@ -20,6 +20,12 @@ struct AdamWStep {
   float grad_scale;             // the gradient is multiplied by this first (the clip coefficient, or 1)
 };
 
+// The weights of the three token embeddings, the state and action matrices transposed ((S, C) and (A, C)), and
+// the timestep table (rows, C).
+struct EmbedWeights {
+  const float *w_return, *b_return, *wt_state, *b_state, *wt_action, *b_action, *table;
+};
+
 struct TrainKernels {
   // y = (x - mean) * rstd * w + b per row of n values, (biased variance, as torch); mean and rstd saved per row.
   void (*layer_norm_forward)(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd,
@@ -39,6 +45,11 @@ struct TrainKernels {
   // g is written (unless null) and its column sums are added to db.
   void (*linear_grad_rows)(const float* dy, const float* y, const DropoutKey* key, uint32_t first, float* g,
                            float* db, int64_t rows, int cols);
+  // Rows [row0, row0 + rows) of a (total_rows, cols) matrix into the panel layout of the engine's matmul_packed
+  // (engine/kernels.h pack_panels, panel width P, a multiple of the vector width) at dst, from src (leading
+  // dimension lds).
+  void (*pack_panels_rows)(const float* src, int64_t lds, int64_t rows, int cols, int P, float* dst,
+                           int64_t total_rows, int64_t row0);
   // dst[c * ldd + r] = src[r * lds + c] for rows x cols values.
   void (*transpose)(const float* src, int64_t lds, float* dst, int64_t ldd, int64_t rows, int64_t cols);
   // Attention probabilities of one query row of t keys: probs = softmax over the keys j < n with allowed[j] of
@@ -50,6 +61,14 @@ struct TrainKernels {
   // alias g.
   void (*softmax_dropout_grad_row)(const float* g, const float* probs, const float* out, float* gs, int t,
                                    float scale);
+  // The tokens R_t, s_t, a_t of `rows` steps before embed_ln, interleaved: x[3n + 0] = rtg[n] w_return + b_return
+  // + E[t[n]], x[3n + 1] = states[n] W_state^T + b_state + E[t[n]], x[3n + 2] likewise of actions; x: (3 rows, C).
+  void (*embed_rows)(const float* states, const float* actions, const float* rtg, const int64_t* timesteps,
+                     const EmbedWeights& w, float* x, int64_t rows, int S, int A, int C);
+  // The weight and bias gradients of embed_rows from dx (3 rows, C), added to acc: w_return (C), b_return (C),
+  // W_state^T (S, C), b_state (C), W_action^T (A, C), b_action (C), one after another.
+  void (*embed_grad_rows)(const float* dx, const float* states, const float* actions, const float* rtg, float* acc,
+                          int64_t rows, int S, int A, int C);
   // One AdamW step over n parameters p with gradients g and moments m, v (updated in place).
   void (*adamw)(float* p, const float* g, float* m, float* v, int64_t n, const AdamWStep& s);
   // Sum of x[i]^2 over n values, in double.
@@ -65,10 +84,14 @@ struct TrainKernels {
   void dropout_add_rows(const float*, const float*, float*, int64_t, int, const DropoutKey&, uint32_t);         \
   void dropout_rows(const float*, float*, int64_t, const DropoutKey&, uint32_t);                                \
   void linear_grad_rows(const float*, const float*, const DropoutKey*, uint32_t, float*, float*, int64_t, int); \
+  void pack_panels_rows(const float*, int64_t, int64_t, int, int, float*, int64_t, int64_t);                    \
   void transpose(const float*, int64_t, float*, int64_t, int64_t, int64_t);                                     \
   void softmax_dropout_row(const float*, const uint8_t*, int, float*, float*, int, float, const DropoutKey&,     \
                            uint32_t);                                                                          \
   void softmax_dropout_grad_row(const float*, const float*, const float*, float*, int, float);                   \
+  void embed_rows(const float*, const float*, const float*, const int64_t*, const EmbedWeights&, float*, int64_t, \
+                  int, int, int);                                                                                \
+  void embed_grad_rows(const float*, const float*, const float*, const float*, float*, int64_t, int, int, int);  \
   void adamw(float*, const float*, float*, float*, int64_t, const AdamWStep&);                                   \
   double sum_squares(const float*, int64_t);                                                                     \
   }

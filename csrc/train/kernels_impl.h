@@ -3,6 +3,7 @@
 // Rows are processed a vector at a time with a scalar tail, so any width works (the tests use 36 and 9).
 // Dropout masks come from the counter-based hash of dropout.h, computed a vector of counters at a time: the same
 // values as dropout_value, element by element.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -156,28 +157,42 @@ void dropout_rows(const float* x, float* out, int64_t n, const DropoutKey& key, 
 void linear_grad_rows(const float* dy, const float* y, const DropoutKey* key, uint32_t first, float* g, float* db,
                       int64_t rows, int cols) {
   const int cv = cols - cols % DT_VEC;
-  for (int64_t r = 0; r < rows; ++r) {
+  for (int64_t r = 0; r < rows; ++r) {  // row by row, as the arrays lie (they stream from beyond L2)
     const int64_t o = r * cols;
     const uint32_t f = first + static_cast<uint32_t>(o);
     for (int c = 0; c < cv; c += DT_VEC) {
-      vec v = load(dy + o + c);
-      if (key) v *= mask_vec(*key, f + static_cast<uint32_t>(c));
+      vec x = load(dy + o + c);
+      if (key) x *= mask_vec(*key, f + static_cast<uint32_t>(c));
       // relu: keep where y > 0 as a signed integer (+0 and negatives give 0, as the forward's max(y, 0) did)
-      if (y) v = *reinterpret_cast<const ivec*>(y + o + c) > 0 ? v : vec{};
-      if (g) store(g + o + c, v);
-      store(db + c, load(db + c) + v);
+      if (y) x = *reinterpret_cast<const ivec*>(y + o + c) > 0 ? x : vec{};
+      if (g) store(g + o + c, x);
+      store(db + c, load(db + c) + x);
     }
     for (int c = cv; c < cols; ++c) {
-      float v = dy[o + c];
-      if (key) v *= dropout_value(*key, f + static_cast<uint32_t>(c));
+      float x = dy[o + c];
+      if (key) x *= dropout_value(*key, f + static_cast<uint32_t>(c));
       if (y) {
         int32_t bits;
         std::memcpy(&bits, y + o + c, sizeof bits);
-        v = bits > 0 ? v : 0.0f;
+        x = bits > 0 ? x : 0.0f;
       }
-      if (g) g[o + c] = v;
-      db[c] += v;
+      if (g) g[o + c] = x;
+      db[c] += x;
     }
+  }
+}
+
+void pack_panels_rows(const float* src, int64_t lds, int64_t rows, int cols, int P, float* dst, int64_t total_rows,
+                      int64_t row0) {
+  const int nf = cols - cols % P, rem = cols - nf;
+  for (int j = 0; j < nf; j += P) {
+    float* d = dst + j * total_rows + row0 * P;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int c = 0; c < P; c += DT_VEC) store(d + r * P + c, load(src + r * lds + j + c));
+  }
+  if (rem) {
+    float* d = dst + nf * total_rows + row0 * rem;
+    for (int64_t r = 0; r < rows; ++r) std::memcpy(d + r * rem, src + r * lds + nf, sizeof(float) * rem);
   }
 }
 
@@ -248,6 +263,67 @@ void softmax_dropout_grad_row(const float* g, const float* probs, const float* o
     const vec v = scale * (load_upto(g + j, t - j) * load_upto(out + j, t - j) - load_upto(probs + j, t - j) * dot);
     if (t - j >= DT_VEC) store(gs + j, v);
     else for (int l = 0; l < t - j; ++l) gs[j + l] = v[l];
+  }
+}
+
+void embed_rows(const float* states, const float* actions, const float* rtg, const int64_t* timesteps,
+                const EmbedWeights& w, float* x, int64_t rows, int S, int A, int C) {
+  const int cv = C - C % DT_VEC;
+  for (int64_t n = 0; n < rows; ++n) {
+    const float* time = w.table + timesteps[n] * C;
+    const float* s = states + n * S;
+    const float* a = actions + n * A;
+    float* xr = x + 3 * n * C;
+    for (int c = 0; c < cv; c += DT_VEC) {
+      const vec e = load(time + c);
+      vec hs = load(w.b_state + c) + e, ha = load(w.b_action + c) + e;
+      for (int k = 0; k < S; ++k) hs += s[k] * load(w.wt_state + k * C + c);
+      for (int k = 0; k < A; ++k) ha += a[k] * load(w.wt_action + k * C + c);
+      store(xr + c, rtg[n] * load(w.w_return + c) + load(w.b_return + c) + e);
+      store(xr + C + c, hs);
+      store(xr + 2 * C + c, ha);
+    }
+    for (int c = cv; c < C; ++c) {
+      float hs = w.b_state[c] + time[c], ha = w.b_action[c] + time[c];
+      for (int k = 0; k < S; ++k) hs += s[k] * w.wt_state[k * C + c];
+      for (int k = 0; k < A; ++k) ha += a[k] * w.wt_action[k * C + c];
+      xr[c] = rtg[n] * w.w_return[c] + w.b_return[c] + time[c];
+      xr[C + c] = hs;
+      xr[2 * C + c] = ha;
+    }
+  }
+}
+
+void embed_grad_rows(const float* dx, const float* states, const float* actions, const float* rtg, float* acc,
+                     int64_t rows, int S, int A, int C) {
+  float* dw_r = acc;
+  float* db_r = dw_r + C;
+  float* dwt_s = db_r + C;
+  float* db_s = dwt_s + S * C;
+  float* dwt_a = db_s + C;
+  float* db_a = dwt_a + A * C;
+  const int cv = C - C % DT_VEC;
+  for (int64_t n = 0; n < rows; ++n) {
+    const float* g = dx + 3 * n * C;
+    const float* s = states + n * S;
+    const float* a = actions + n * A;
+    for (int c = 0; c < cv; c += DT_VEC) {
+      const vec gr = load(g + c), gs = load(g + C + c), ga = load(g + 2 * C + c);
+      store(dw_r + c, load(dw_r + c) + rtg[n] * gr);
+      store(db_r + c, load(db_r + c) + gr);
+      for (int k = 0; k < S; ++k) store(dwt_s + k * C + c, load(dwt_s + k * C + c) + s[k] * gs);
+      store(db_s + c, load(db_s + c) + gs);
+      for (int k = 0; k < A; ++k) store(dwt_a + k * C + c, load(dwt_a + k * C + c) + a[k] * ga);
+      store(db_a + c, load(db_a + c) + ga);
+    }
+    for (int c = cv; c < C; ++c) {
+      dw_r[c] += rtg[n] * g[c];
+      db_r[c] += g[c];
+      for (int k = 0; k < S; ++k) dwt_s[k * C + c] += s[k] * g[C + c];
+      db_s[c] += g[C + c];
+      for (int k = 0; k < A; ++k) dwt_a[k * C + c] += a[k] * g[2 * C + c];
+      db_a[c] += g[2 * C + c];
+    }
   }
 }
 

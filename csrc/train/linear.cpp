@@ -22,15 +22,6 @@ void check(const char* who, int64_t M, int K, int N, int64_t ldx, Epilogue epilo
 
 int panels(int cols, int P) { return (cols + P - 1) / P; }
 
-// Panel j of a (rows, cols) matrix `a` (leading dimension lda) in pack_panels' layout at dst: (rows, P) row-major
-// at dst + j * rows * P, the last narrower panel (rows, cols % P) after the full ones; rows [r0, r1) only.
-void pack_rows(float* dst, const float* a, int64_t lda, int64_t rows, int cols, int P, int j, int64_t r0,
-               int64_t r1) {
-  const int c0 = j * P, width = std::min(P, cols - c0);
-  float* d = dst + static_cast<int64_t>(c0) * rows;
-  for (int64_t r = r0; r < r1; ++r) std::memcpy(d + r * width, a + r * lda + c0, sizeof(float) * width);
-}
-
 }  // namespace
 
 void linear_forward(TrainContext& ctx, const float* x, int64_t ldx, const float* w, const float* b, float* y,
@@ -64,16 +55,24 @@ void linear_backward(TrainContext& ctx, const float* dy, const float* x, int64_t
   const TrainKernels& k = ctx.k();
   const int P = mm.panel, T = ctx.threads();
   const bool copy_g = epilogue != Epilogue::kNone;  // g differs from dy
+  // The dw product reduces over the M rows of both g (M, N) and x (M, K): the kernel reads one of them transposed
+  // and the other packed in panels. Transposing costs more than packing, so the narrower one is transposed: g when
+  // N <= K (dw = g^T x directly), else x (dw^T = x^T g, transposed into dw at the end).
+  const bool transpose_g = N <= K;
+  const int a = transpose_g ? N : K, b = transpose_g ? K : N;  // the product is (a, b) = A^T B
   const int64_t chunks = (M + kRows - 1) / kRows;
-  float* wp = ctx.buffer(TrainContext::kPacked, static_cast<size_t>(K) * N);  // w (N, K) in panels of K columns
-  float* gt = ctx.buffer(TrainContext::kTransposed, static_cast<size_t>(N) * M);  // g^T (N, M)
-  float* xp = ctx.buffer(TrainContext::kPanels, static_cast<size_t>(M) * K);      // x (M, K) in panels
+  float* wp = ctx.buffer(TrainContext::kPacked, static_cast<size_t>(K) * N);  // w (N, K) in panels; then dw^T
+  float* at = ctx.buffer(TrainContext::kTransposed, static_cast<size_t>(a) * M);  // A^T (a, M)
+  float* bp = ctx.buffer(TrainContext::kPanels, static_cast<size_t>(M) * b);      // B (M, b) in panels
   // the column sums of g per block of rows (added in block order after, so that the bias gradient has the same
   // bits whichever thread took which block), then each member's block of g (kRows, N)
   float* sums = ctx.buffer(TrainContext::kScratch, static_cast<size_t>(N * chunks + (copy_g ? kRows * N * T : 0)));
   std::fill(sums, sums + N * chunks, 0.0f);
-  if (dx) {
-    ctx.parallel(panels(K, P), [&](int64_t j, int) { pack_rows(wp, w, K, N, K, P, static_cast<int>(j), 0, N); });
+  if (dx) {  // w (N, K) in panels of its K columns, by blocks of its rows
+    ctx.parallel((N + kGradRows - 1) / kGradRows, [&](int64_t c, int) {
+      const int64_t n0 = c * kGradRows;
+      k.pack_panels_rows(w + n0 * K, K, std::min<int64_t>(kGradRows, N - n0), K, P, wp, N, n0);
+    });
   }
   const DropoutKey key = dropout_key(epilogue == Epilogue::kDropoutAdd ? p : 0.0f, seed, 0);
   ctx.parallel(chunks, [&](int64_t c, int part) {
@@ -88,22 +87,30 @@ void linear_backward(TrainContext& ctx, const float* dy, const float* x, int64_t
     } else {
       k.linear_grad_rows(g, nullptr, nullptr, 0, nullptr, sums + c * N, rows, N);
     }
-    k.transpose(g, N, gt + m0, M, rows, N);
     if (dx) {
       mm.matmul_packed(dx + m0 * K, K, g, N, wp, nullptr, static_cast<int>(rows), N, K, 0, K, false, nullptr);
     }
-    for (int j = 0; j < panels(K, P); ++j) pack_rows(xp, x, ldx, M, K, P, j, m0, m0 + rows);
+    const float* xr = x + m0 * ldx;
+    k.transpose(transpose_g ? g : xr, transpose_g ? N : ldx, at + m0, M, rows, a);
+    k.pack_panels_rows(transpose_g ? xr : g, transpose_g ? ldx : N, rows, b, P, bp, M, m0);
   });
-  // dw = g^T x: blocks of kGradRows rows of dw times one panel of its columns, panel-major so that a member's
-  // consecutive blocks tend to share the panel of x they stream.
-  const int64_t row_blocks = (N + kGradRows - 1) / kGradRows;
-  ctx.parallel(row_blocks * panels(K, P), [&](int64_t c, int) {
+  // A^T B: blocks of kGradRows rows times one panel of columns, panel-major so that a member's consecutive blocks
+  // tend to share the panel they stream.
+  float* out = transpose_g ? dw : wp;
+  const int64_t row_blocks = (a + kGradRows - 1) / kGradRows;
+  ctx.parallel(row_blocks * panels(b, P), [&](int64_t c, int) {
     const int j = static_cast<int>(c / row_blocks);
-    const int r0 = static_cast<int>(c % row_blocks) * kGradRows, rows = std::min(kGradRows, N - r0);
-    const int n0 = j * P, n1 = std::min(K, n0 + P);
-    mm.matmul_packed(dw + static_cast<int64_t>(r0) * K, K, gt + static_cast<int64_t>(r0) * M, static_cast<int>(M),
-                     xp, nullptr, rows, static_cast<int>(M), K, n0, n1, false, nullptr);
+    const int r0 = static_cast<int>(c % row_blocks) * kGradRows, rows = std::min(kGradRows, a - r0);
+    const int n0 = j * P, n1 = std::min(b, n0 + P);
+    mm.matmul_packed(out + static_cast<int64_t>(r0) * b, b, at + static_cast<int64_t>(r0) * M, static_cast<int>(M),
+                     bp, nullptr, rows, static_cast<int>(M), b, n0, n1, false, nullptr);
   });
+  if (!transpose_g) {  // dw = (dw^T)^T, by blocks of its rows
+    ctx.parallel((N + kGradRows - 1) / kGradRows, [&](int64_t c, int) {
+      const int n0 = static_cast<int>(c) * kGradRows, rows = std::min(kGradRows, N - n0);
+      k.transpose(wp + n0, N, dw + static_cast<int64_t>(n0) * K, K, K, rows);
+    });
+  }
   if (db) {
     std::fill(db, db + N, 0.0f);
     for (int64_t c = 0; c < chunks; ++c)

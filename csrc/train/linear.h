@@ -4,9 +4,11 @@
 // every call packs what it needs):
 //   forward  y  = x w^T + b   in = x (rows of tokens), w^T packed in panels from w (N, K)
 //   backward dx = g w         in = g (the output gradient after the epilogue's), w packed in panels as it lies
-//   backward dw = g^T x       in = g^T (N, M) written by the blocks of the pass above, x packed in panels there
-// The dw product has the long reduction (M = batch x tokens): its work is split over blocks of its rows and
-// panels of its columns. M x N < 2^32 (the dropout mask's flat index is 32 bits).
+//   backward dw = g^T x       reduced over the M = batch x tokens rows of g and x: the kernel reads one of them
+//                             transposed (the narrower: g if N <= K, else x, giving dw^T) and the other packed in
+//                             panels, both written by the blocks of rows of the dx pass
+// The dw product's work is split over blocks of its rows and panels of its columns, each block reducing over all
+// M rows in one pass. M x N < 2^32 (the dropout mask's flat index is 32 bits).
 #pragma once
 
 #include <cstdint>

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dt_fast.train_ops.context import array, context
+from dt_fast.train_ops.runtime import array, context
 
 _MASK_BLOCK = 1 << 32  # the hash's counter is 32 bits: each block of 2^32 elements has its own key
 

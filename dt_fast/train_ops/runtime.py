@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -38,6 +40,20 @@ def configure(isa: str | None = None, threads: int | None = None) -> None:
     global _context
     current = context()
     _context = _C.TrainOps(current.isa if isa is None else isa, current.threads if threads is None else threads)
+
+
+@contextlib.contextmanager
+def team_threads() -> Iterator[None]:
+    """Inside: the fused ops' team takes torch's intra-op thread count and torch's own ops run on one thread, so
+    that the two never oversubscribe the cores (an idle OpenMP worker keeps spinning on its core for a while)."""
+    threads = torch.get_num_threads()
+    if context().threads != threads:
+        configure(threads=threads)
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def draw_seed() -> int:
