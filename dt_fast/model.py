@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from dt_fast.config import DecisionTransformerConfig
 from dt_fast.kernels.dispatch import embedding_weights, resolve_backend
-from dt_fast.train_ops import attention, draw_seed, dropout_add, embed_tokens, fused_cpu, layer_norm, linear
+from dt_fast.train_ops import (attention, draw_seed, dropout_add, embed_tokens, fused_cpu, layer_norm,
+                               layer_norm_residual, linear)
 
 CONFIG_NAME = "config.json"
 SAFE_WEIGHTS_NAME = "model.safetensors"
@@ -183,6 +184,11 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rows: slice | None = None) -> torch.Tensor:
         """The block's output (B, T, C), or (B, Tq, C) at the tokens x[:, rows] only."""
+        if self.training and fused_cpu(x, self.ln_1.weight):  # each residual's gradient added in its LayerNorm's
+            h, residual = layer_norm_residual(x, self.ln_1.weight, self.ln_1.bias, self.ln_1.eps, rows)
+            x = self.attn(h, mask, residual=residual, rows=rows)  # (B, Tq, C)
+            h, residual = layer_norm_residual(x, self.ln_2.weight, self.ln_2.bias, self.ln_2.eps)
+            return self.mlp(h, residual=residual)  # (B, Tq, C)
         x = self.attn(self.ln_1(x), mask, residual=x if rows is None else x[:, rows], rows=rows)  # (B, Tq, C)
         return self.mlp(self.ln_2(x), residual=x)  # (B, Tq, C)
 

@@ -133,6 +133,21 @@ def test_embed_tokens_refuses_timesteps_outside_the_table() -> None:
         ops.embed_tokens(x, x, x, torch.tensor([[3, 10]]), *weights)
 
 
+@pytest.mark.parametrize("B,T", LINEAR_SHAPES)
+@pytest.mark.parametrize("rows", [None, slice(1, None, 3)])
+def test_layer_norm_residual(isa: str, B: int, T: int, rows: slice | None) -> None:
+    """The pre-norm block's (LayerNorm(x), residual): the residual's gradient reaches x through the same op."""
+    x, weight, bias = leaves((B, 3 * T, 36), (36,), (36,), seed=T)
+    got = ops.layer_norm_residual(x, weight, bias, 1e-5, rows)
+    want = ops.layer_norm_residual_reference(x, weight, bias, 1e-5, rows)
+    for a, b in zip(got, want):
+        assert_close("value", a, b)
+    projection = [torch.randn(t.shape, generator=torch.Generator().manual_seed(i)) for i, t in enumerate(got)]
+    for a, b in zip(torch.autograd.grad(got, [x, weight, bias], projection),
+                    torch.autograd.grad(want, [x, weight, bias], projection)):
+        assert_close("gradient", a, b)
+
+
 def padded_mask(B: int, T: int, rows: slice) -> torch.Tensor:
     """Causal + left-padding mask (B, 1, Tq, T) of the queries `rows`, batch row b padded by b steps (so batch row
     0 is whole and, past a few rows, some queries have no key at all)."""
@@ -273,7 +288,7 @@ def test_model_with_dropout_equals_the_model_on_the_references(monkeypatch, acti
     model = DecisionTransformer(cfg).train()
     b = model_batch(9, 20)
     fused = loss_and_grads(model, b, action_only)
-    for name in ("linear", "attention", "layer_norm", "dropout_add"):
+    for name in ("linear", "attention", "layer_norm", "layer_norm_residual", "dropout_add", "embed_tokens"):
         monkeypatch.setattr(model_module, name, getattr(ops, f"{name}_reference"))
     reference = loss_and_grads(model, b, action_only)
     assert_close("loss", fused[0], reference[0])

@@ -102,7 +102,7 @@ void layer_norm_forward(Ctx& ctx, const py::array& x, const py::array& w, const 
 
 void layer_norm_backward(Ctx& ctx, const py::array& dy, const py::array& x, const py::array& w,
                          const py::array& mean, const py::array& rstd, const py::array& dx, const py::array& dw,
-                         const py::array& db) {
+                         const py::array& db, const OptArray& dres, int64_t tokens, int start, int step) {
   constexpr const char* who = "layer_norm_backward";
   const float* xd = in(x, who, "x", {-1, -1});
   const int64_t rows = x.shape(0), n = x.shape(1);
@@ -113,9 +113,15 @@ void layer_norm_backward(Ctx& ctx, const py::array& dy, const py::array& x, cons
   float* dxd = out(dx, who, "dx", {rows, n});
   float* dwd = out(dw, who, "dw", {n});
   float* dbd = out(db, who, "db", {n});
+  if (dres && (tokens < 1 || step < 1 || start < 0 || start >= tokens || rows % tokens != 0))
+    throw py::value_error("layer_norm_backward: residual rows need 0 <= start < tokens, step >= 1 and tokens "
+                          "dividing the rows");
+  const int count = dres ? narrow((tokens - start + step - 1) / step, who, "residual rows") : 0;
+  const float* resd = dres ? in(*dres, who, "dres", {rows / tokens * count, n}) : nullptr;
   py::gil_scoped_release release;
   auto lock = ctx.lock();
-  dt::layer_norm_backward(ctx, dyd, xd, wd, md, rd, dxd, dwd, dbd, rows, narrow(n, who, "width"));
+  dt::layer_norm_backward(ctx, dyd, xd, wd, md, rd, dxd, dwd, dbd, rows, narrow(n, who, "width"), resd,
+                          {tokens, start, step, count});
 }
 
 // The layout of the heads in q (B, tq, Wq) and kv (B, tk, Wk): queries in columns [0, C) of q, keys in
@@ -299,7 +305,9 @@ void bind_train_ops(py::module_& m) {
       .def("layer_norm_backward", &layer_norm_backward, py::arg("dy").noconvert(), py::arg("x").noconvert(),
            py::arg("w").noconvert(), py::arg("mean").noconvert(), py::arg("rstd").noconvert(),
            py::arg("dx").noconvert(), py::arg("dw").noconvert(), py::arg("db").noconvert(),
-           "dx (rows, n), dw and db (n,) of LayerNorm from dy and the forward's x, mean, rstd.")
+           py::arg("dres").noconvert() = py::none(), py::arg("tokens") = 1, py::arg("start") = 0, py::arg("step") = 1,
+           "dx (rows, n), dw and db (n,) of LayerNorm from dy and the forward's x, mean, rstd; plus dres, the gradient "
+           "of the rows start, start + step, ... of each run of `tokens` rows of x (its residual), added into them.")
       .def("attention_forward", &attention_forward, py::arg("q").noconvert(), py::arg("kv").noconvert(),
            py::arg("mask").noconvert(), py::arg("heads"), py::arg("scale"), py::arg("p"), py::arg("seed"),
            py::arg("probs").noconvert(), py::arg("out").noconvert(), py::arg("y").noconvert(),

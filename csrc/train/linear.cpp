@@ -11,6 +11,7 @@ namespace {
 
 constexpr int64_t kRows = 120;    // rows per block of the forward and dx products: a multiple of every build's tile
 constexpr int kGradRows = 48;     // rows of dw per block of the dw product
+constexpr int64_t kReduce = 1920;  // rows of the dw product's reduction per part (measured best of 240-3840 here)
 
 void check(const char* who, int64_t M, int K, int N, int64_t ldx, Epilogue epilogue, float p) {
   DT_CHECK(M >= 0 && K >= 1 && N >= 1, who, ": bad shape M=", M, " K=", K, " N=", N);
@@ -61,9 +62,14 @@ void linear_backward(TrainContext& ctx, const float* dy, const float* x, int64_t
   const bool transpose_g = N <= K;
   const int a = transpose_g ? N : K, b = transpose_g ? K : N;  // the product is (a, b) = A^T B
   const int64_t chunks = (M + kRows - 1) / kRows;
-  float* wp = ctx.buffer(TrainContext::kPacked, static_cast<size_t>(K) * N);  // w (N, K) in panels; then dw^T
+  // The reduction is cut in `parts` of about kReduce rows (whole chunks), each a product of its own whose panels
+  // stay in cache while it runs; the parts' results are added in order at the end.
+  const int64_t parts = std::max<int64_t>(1, (M + kReduce / 2) / kReduce);
+  const int64_t part_chunks = (chunks + parts - 1) / parts, part_rows = part_chunks * kRows;
+  float* wp = ctx.buffer(TrainContext::kPacked, static_cast<size_t>(K) * N);  // w (N, K) in panels
   float* at = ctx.buffer(TrainContext::kTransposed, static_cast<size_t>(a) * M);  // A^T (a, M)
-  float* bp = ctx.buffer(TrainContext::kPanels, static_cast<size_t>(M) * b);      // B (M, b) in panels
+  float* bp = ctx.buffer(TrainContext::kPanels, static_cast<size_t>(M) * b);      // B (M, b), each part in panels
+  float* out = ctx.buffer(TrainContext::kPartial, static_cast<size_t>(parts * a * b));  // each part's A^T B
   // the column sums of g per block of rows (added in block order after, so that the bias gradient has the same
   // bits whichever thread took which block), then each member's block of g (kRows, N)
   float* sums = ctx.buffer(TrainContext::kScratch, static_cast<size_t>(N * chunks + (copy_g ? kRows * N * T : 0)));
@@ -92,25 +98,37 @@ void linear_backward(TrainContext& ctx, const float* dy, const float* x, int64_t
     }
     const float* xr = x + m0 * ldx;
     k.transpose(transpose_g ? g : xr, transpose_g ? N : ldx, at + m0, M, rows, a);
-    k.pack_panels_rows(transpose_g ? xr : g, transpose_g ? ldx : N, rows, b, P, bp, M, m0);
+    const int64_t q = c / part_chunks, r0 = q * part_rows;
+    k.pack_panels_rows(transpose_g ? xr : g, transpose_g ? ldx : N, rows, b, P, bp + r0 * b,
+                       std::min(part_rows, M - r0), m0 - r0);
   });
-  // A^T B: blocks of kGradRows rows times one panel of columns, panel-major so that a member's consecutive blocks
-  // tend to share the panel they stream.
-  float* out = transpose_g ? dw : wp;
-  const int64_t row_blocks = (a + kGradRows - 1) / kGradRows;
-  ctx.parallel(row_blocks * panels(b, P), [&](int64_t c, int) {
-    const int j = static_cast<int>(c / row_blocks);
-    const int r0 = static_cast<int>(c % row_blocks) * kGradRows, rows = std::min(kGradRows, a - r0);
+  // Each part's A^T B by blocks of kGradRows rows times one panel of columns, panel-major so that a member's
+  // consecutive blocks tend to share the panel they stream.
+  const int64_t row_blocks = (a + kGradRows - 1) / kGradRows, col_panels = panels(b, P);
+  ctx.parallel(parts * col_panels * row_blocks, [&](int64_t c, int) {
+    const int64_t q = c / (col_panels * row_blocks), r0 = q * part_rows, rows_q = std::min(part_rows, M - r0);
+    const int j = static_cast<int>(c / row_blocks % col_panels);
+    const int i0 = static_cast<int>(c % row_blocks) * kGradRows, rows = std::min(kGradRows, a - i0);
     const int n0 = j * P, n1 = std::min(b, n0 + P);
-    mm.matmul_packed(out + static_cast<int64_t>(r0) * b, b, at + static_cast<int64_t>(r0) * M, static_cast<int>(M),
-                     bp, nullptr, rows, static_cast<int>(M), b, n0, n1, false, nullptr);
+    mm.matmul_packed(out + (q * a + i0) * b, b, at + static_cast<int64_t>(i0) * M + r0, static_cast<int>(M),
+                     bp + r0 * b, nullptr, rows, static_cast<int>(rows_q), b, n0, n1, false, nullptr);
   });
-  if (!transpose_g) {  // dw = (dw^T)^T, by blocks of its rows
-    ctx.parallel((N + kGradRows - 1) / kGradRows, [&](int64_t c, int) {
-      const int n0 = static_cast<int>(c) * kGradRows, rows = std::min(kGradRows, N - n0);
-      k.transpose(wp + n0, N, dw + static_cast<int64_t>(n0) * K, K, K, rows);
-    });
-  }
+  // dw: the parts added in order (and transposed when the product was dw^T), by blocks of its rows
+  ctx.parallel((N + kGradRows - 1) / kGradRows, [&](int64_t c, int) {
+    const int n0 = static_cast<int>(c) * kGradRows, rows = std::min(kGradRows, N - n0);
+    for (int64_t q = 1; q < parts; ++q) {  // into part 0, the rows of its result that make these rows of dw
+      for (int i = 0; i < (transpose_g ? rows : a); ++i) {
+        float* o = out + (transpose_g ? static_cast<int64_t>(n0 + i) * b : static_cast<int64_t>(i) * b + n0);
+        const float* add = o + q * a * b;
+        for (int j = 0; j < (transpose_g ? b : rows); ++j) o[j] += add[j];
+      }
+    }
+    if (transpose_g) {
+      std::copy(out + static_cast<int64_t>(n0) * K, out + static_cast<int64_t>(n0 + rows) * K, dw + static_cast<int64_t>(n0) * K);
+    } else {
+      k.transpose(out + n0, N, dw + static_cast<int64_t>(n0) * K, K, K, rows);
+    }
+  });
   if (db) {
     std::fill(db, db + N, 0.0f);
     for (int64_t c = 0; c < chunks; ++c)

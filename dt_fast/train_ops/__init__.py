@@ -2,7 +2,7 @@
 family, each beside its pure torch reference (tests/test_train_ops.py checks values and gradients against it).
 
   linear.py      Linear layers on the engine's packed matmul, bias / ReLU / dropout + residual in the epilogue
-  layer_norm.py  LayerNorm forward and backward in one pass each
+  layer_norm.py  LayerNorm forward and backward in one pass each (the pre-norm residual's gradient added in it)
   attention.py   causal self-attention of short windows (softmax, dropout, both products) per head
   dropout.py     dropout (+ residual) from a counter-based hash, and the hash's torch reference
   embed.py       the interleaved token embedding (three small Linear layers, the timestep table) before embed_ln
@@ -21,9 +21,11 @@ from dt_fast.train_ops.attention import attention, attention_reference
 from dt_fast.train_ops.runtime import configure, context, draw_seed, fused_cpu, team_threads
 from dt_fast.train_ops.embed import embed_tokens, embed_tokens_reference
 from dt_fast.train_ops.dropout import dropout_add, dropout_add_reference, dropout_mask_reference
-from dt_fast.train_ops.layer_norm import layer_norm, layer_norm_reference
+from dt_fast.train_ops.layer_norm import (layer_norm, layer_norm_reference, layer_norm_residual,
+                                          layer_norm_residual_reference)
 from dt_fast.train_ops.linear import linear, linear_reference
 
 __all__ = ["FusedAdamW", "adamw_reference_step", "attention", "attention_reference", "configure", "context", "draw_seed", "dropout_add",
-           "dropout_add_reference", "dropout_mask_reference", "embed_tokens", "embed_tokens_reference", "fused_cpu", "layer_norm", "layer_norm_reference",
+           "dropout_add_reference", "dropout_mask_reference", "embed_tokens", "embed_tokens_reference", "fused_cpu", "layer_norm", "layer_norm_reference", "layer_norm_residual",
+           "layer_norm_residual_reference",
            "linear", "linear_reference", "team_threads"]
