@@ -119,8 +119,8 @@ def test_layer_norm(isa: str, B: int, T: int, width: int) -> None:
 @pytest.mark.parametrize("S,A,C", [(11, 3, 36), (17, 6, 128), (1, 1, 5)])
 def test_embed_tokens(isa: str, B: int, T: int, S: int, A: int, C: int) -> None:
     gen = torch.Generator().manual_seed(S)
-    data = (torch.randn(B, T, S, generator=gen), torch.randn(B, T, A, generator=gen), torch.randn(B, T, 1, generator=gen),
-            torch.randint(0, 50, (B, T), generator=gen))
+    data = (torch.randn(B, T, S, generator=gen), torch.randn(B, T, A, generator=gen),
+            torch.randn(B, T, 1, generator=gen), torch.randint(0, 50, (B, T), generator=gen))
     weights = leaves((C, 1), (C,), (C, S), (C,), (C, A), (C,), (50, C), seed=C)
     got, want = ops.embed_tokens(*data, *weights), ops.embed_tokens_reference(*data, *weights)
     assert_op_matches(got, want, weights)

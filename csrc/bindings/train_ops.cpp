@@ -145,7 +145,8 @@ void attention_forward(Ctx& ctx, const py::array& q, const py::array& kv, const 
                        float scale, float p, uint64_t seed, const py::array& probs, const py::array& outs,
                        const py::array& y) {
   constexpr const char* who = "attention_forward";
-  if (y.ndim() != 3) throw py::value_error("attention_forward: y must be (batch, tq, width), got " + describe_array(y));
+  if (y.ndim() != 3)
+    throw py::value_error("attention_forward: y must be (batch, tq, width), got " + describe_array(y));
   const dt::AttentionLayout s = attention_layout(who, q, kv, y.shape(2), heads);
   const float* qd = in(q, who, "q", {s.batch, s.tq, s.ldq});
   const float* kvd = in(kv, who, "kv", {s.batch, s.tk, s.ldk});
@@ -164,7 +165,8 @@ void attention_backward(Ctx& ctx, const py::array& dy, const py::array& q, const
                         float scale, const py::array& probs, const py::array& outs, const py::array& dq,
                         const py::array& dkv) {
   constexpr const char* who = "attention_backward";
-  if (dy.ndim() != 3) throw py::value_error("attention_backward: dy must be (batch, tq, width), got " + describe_array(dy));
+  if (dy.ndim() != 3)
+    throw py::value_error("attention_backward: dy must be (batch, tq, width), got " + describe_array(dy));
   const dt::AttentionLayout s = attention_layout(who, q, kv, dy.shape(2), heads);
   const int64_t C = int64_t{s.heads} * s.hs;
   const float* dyd = in(dy, who, "dy", {s.batch, s.tq, C});
@@ -301,7 +303,8 @@ void bind_train_ops(py::module_& m) {
            "for 'relu', else None.")
       .def("layer_norm_forward", &layer_norm_forward, py::arg("x").noconvert(), py::arg("w").noconvert(),
            py::arg("b").noconvert(), py::arg("y").noconvert(), py::arg("mean").noconvert(),
-           py::arg("rstd").noconvert(), py::arg("eps"), "y = LayerNorm(x) over rows of x (rows, n); mean, rstd (rows,).")
+           py::arg("rstd").noconvert(), py::arg("eps"),
+           "y = LayerNorm(x) over rows of x (rows, n); mean, rstd (rows,).")
       .def("layer_norm_backward", &layer_norm_backward, py::arg("dy").noconvert(), py::arg("x").noconvert(),
            py::arg("w").noconvert(), py::arg("mean").noconvert(), py::arg("rstd").noconvert(),
            py::arg("dx").noconvert(), py::arg("dw").noconvert(), py::arg("db").noconvert(),

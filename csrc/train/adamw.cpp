@@ -25,7 +25,8 @@ double adamw_step(TrainContext& ctx, const std::vector<AdamWTensor>& tensors, co
   for (int t = 0; t < static_cast<int>(tensors.size()); ++t) {
     DT_CHECK(tensors[t].n >= 0 && tensors[t].step >= 1.0f, "adamw: tensor ", t, " has n=", tensors[t].n, ", step=",
              tensors[t].step);
-    for (int64_t off = 0; off < tensors[t].n; off += kChunk) chunks.push_back({t, off, std::min(kChunk, tensors[t].n - off)});
+    for (int64_t off = 0; off < tensors[t].n; off += kChunk)
+      chunks.push_back({t, off, std::min(kChunk, tensors[t].n - off)});
   }
   const TrainKernels& k = ctx.k();
   const int64_t n_chunks = static_cast<int64_t>(chunks.size());
@@ -38,7 +39,8 @@ double adamw_step(TrainContext& ctx, const std::vector<AdamWTensor>& tensors, co
   for (double s : squares) total += s;
   const double norm = std::sqrt(total);
   // clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1
-  const float scale = o.max_grad_norm > 0.0f ? static_cast<float>(std::min(1.0, o.max_grad_norm / (norm + 1e-6))) : 1.0f;
+  const float scale =
+      o.max_grad_norm > 0.0f ? static_cast<float>(std::min(1.0, o.max_grad_norm / (norm + 1e-6))) : 1.0f;
   std::vector<AdamWStep> steps(tensors.size());
   for (size_t t = 0; t < tensors.size(); ++t) {
     const double step = tensors[t].step;

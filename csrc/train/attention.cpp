@@ -56,7 +56,7 @@ void first_queries(const int* extent, int tq, int tk, int* first) {
 // (tk, hs) rows of keys (leading dimension ld) as (hs, tp) columns, the columns past tk zero.
 void keys_transposed(const TrainKernels& kern, const float* k, int ld, int tk, int hs, int tp, float* kt) {
   kern.transpose(k, ld, kt, tp, tk, hs);
-  for (int c = 0; c < hs; ++c) std::fill(kt + static_cast<int64_t>(c) * tp + tk, kt + static_cast<int64_t>(c + 1) * tp, 0.0f);
+  for (int64_t c = 0; c < hs; ++c) std::fill(kt + c * tp + tk, kt + (c + 1) * tp, 0.0f);
 }
 
 }  // namespace

@@ -150,7 +150,8 @@ void dropout_add_rows(const float* y, const float* residual, float* out, int64_t
 
 void dropout_rows(const float* x, float* out, int64_t n, const DropoutKey& key, uint32_t first) {
   const int64_t nv = n - n % DT_VEC;
-  for (int64_t i = 0; i < nv; i += DT_VEC) store(out + i, load(x + i) * mask_vec(key, first + static_cast<uint32_t>(i)));
+  for (int64_t i = 0; i < nv; i += DT_VEC)
+    store(out + i, load(x + i) * mask_vec(key, first + static_cast<uint32_t>(i)));
   for (int64_t i = nv; i < n; ++i) out[i] = x[i] * dropout_value(key, first + static_cast<uint32_t>(i));
 }
 

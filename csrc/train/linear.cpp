@@ -124,7 +124,8 @@ void linear_backward(TrainContext& ctx, const float* dy, const float* x, int64_t
       }
     }
     if (transpose_g) {
-      std::copy(out + static_cast<int64_t>(n0) * K, out + static_cast<int64_t>(n0 + rows) * K, dw + static_cast<int64_t>(n0) * K);
+      const int64_t first = static_cast<int64_t>(n0) * K;
+      std::copy(out + first, out + first + static_cast<int64_t>(rows) * K, dw + first);
     } else {
       k.transpose(out + n0, N, dw + static_cast<int64_t>(n0) * K, K, K, rows);
     }
