@@ -60,7 +60,10 @@ demo: install
 	$(PY) -m dt_fast.cli demo
 
 # One table against the blog's workflow and this machine's bounds (a few minutes); rewrites README's Performance.
+# d3rlpy, the training peer, without its pins (it pins gymnasium==1.0.0), with its other requirements.
+D3RLPY := d3rlpy==2.8.1 click colorama dataclasses-json structlog scikit-learn gym==0.26.2
 bench: install
+	$(PY) -m pip install -q --no-deps $(D3RLPY)
 	$(PY) -m benchmarks.suite
 
 # The sampler and engine tests against a copy of dt_fast._C built with AddressSanitizer + UBSan in build/sanitize

@@ -4,8 +4,9 @@ What `make bench` and `dt-fast bench` run. It measures the machine once (torch 2
 and on all threads, numpy copy of 256 MiB), then runs the component benchmarks' own functions with short windows,
 each beside its reference from benchmarks/reference.py:
   sampler     TrajectorySampler batches/s vs the blog's collator (Python lists; datasets.Dataset), D4RL-sized data
-  training    dt_fast Trainer steps/s (fp32, bf16) vs the blog's TrainableDT + collator + transformers.Trainer
-              (fed Python lists; a datasets.Dataset, over a quarter of the steps: it is ~3x slower)
+  training    dt_fast Trainer steps/s (fp32 on its C++ ops, fp32 on torch's, bf16) vs the blog's TrainableDT +
+              collator + transformers.Trainer (fed Python lists; a datasets.Dataset, over a quarter of the steps: it
+              is ~3x slower) and d3rlpy's Decision Transformer (when installed: the bench extra)
   latency     Policy.act p50/p99 at batch 1, window sliding, exact and rolling, on all threads (the default) and
               on one, vs the blog's get_action (one torch thread, its fastest here)
   throughput  Policy.act actions/s at batch 64 and 256, one thread and all threads, vs the blog's loop
@@ -90,23 +91,34 @@ def sampler_rows(hw: dict) -> list[dict]:
 
 
 def train_rows(hw: dict) -> list[dict]:
-    """dt_fast's Trainer (fp32, bf16) vs the blog's transformers.Trainer set-up fed Python lists and a
-    datasets.Dataset, batch 64."""
+    """dt_fast's Trainer (fp32 on its C++ training ops, fp32 on torch's ops, bf16 autocast) vs the blog's
+    transformers.Trainer set-up fed Python lists and a datasets.Dataset, and vs d3rlpy's Decision Transformer when
+    it is installed, batch 64."""
+    import h5py
     from datasets import Dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "halfcheetah_synthetic.hdf5"
         rows_py = bench_train.make_dataset(path)
-        blog = {"lists": bench_train.blog_trainer_rate(ListDataset(rows_py), TRAIN_STEPS)[0],
-                "datasets.Dataset": bench_train.blog_trainer_rate(Dataset.from_list(rows_py), TRAIN_STEPS // 4)[0]}
-        ours = {"fp32": bench_train.dt_fast_rate(path, TRAIN_STEPS)[0],
-                "bf16 autocast": bench_train.dt_fast_rate(path, TRAIN_STEPS, precision="bf16")[0]}
+        refs = {"blog TrainableDT + transformers.Trainer, lists":
+                bench_train.blog_trainer_rate(ListDataset(rows_py), TRAIN_STEPS)[0],
+                "blog TrainableDT + transformers.Trainer, datasets.Dataset":
+                bench_train.blog_trainer_rate(Dataset.from_list(rows_py), TRAIN_STEPS // 4)[0]}
+        with h5py.File(path) as f:
+            peer = bench_train.d3rlpy_rate(*[f[k][()] for k in ("observations", "actions", "rewards", "timeouts")],
+                                           TRAIN_STEPS)
+        if isinstance(peer, str):
+            print(f"training: d3rlpy skipped: {peer}")
+        else:
+            refs["d3rlpy DecisionTransformer, same sizes"] = peer[0]
+        ours = {"fp32, C++ training ops": bench_train.dt_fast_rate(path, TRAIN_STEPS)[0],
+                "fp32, torch ops": bench_train.dt_fast_rate(path, TRAIN_STEPS, fused=False)[0],
+                "bf16 autocast": bench_train.dt_fast_rate(path, TRAIN_STEPS, fused=False, precision="bf16")[0]}
     flops = bench_train.train_flops_per_step(action_only=True)  # what dt_fast's Trainer computes
     bound = hw["matmul_flops_per_s_all_threads"] / flops
     what = f"{flops / 1e9:.1f} GFLOP/step at the matmul rate, {hw['torch_threads']} threads"
-    return [row(f"training steps/s, {name}", rate_, blog_rate, bound,
-                f"blog TrainableDT + transformers.Trainer, {feed}", what)
-            for name, rate_ in ours.items() for feed, blog_rate in blog.items()]
+    return [row(f"training steps/s, {name}", rate_, ref_rate, bound, ref, what)
+            for name, rate_ in ours.items() for ref, ref_rate in refs.items()]
 
 
 def policy_rows(hw: dict) -> list[dict]:

@@ -23,14 +23,8 @@ from dt_fast import checkpoint
 from dt_fast.config import DecisionTransformerConfig
 from dt_fast.distributions import TanhNormal, bounded_log_std
 from dt_fast.kernels.dispatch import embed_tokens, embedding_weights
-from dt_fast.train_ops import (
-    draw_seed,
-    dropout_add,
-    fused_cpu,
-    linear_dropout_add,
-    linear_relu,
-    softmax_dropout,
-)
+from dt_fast.train_ops import attention, draw_seed, dropout_add, fused_cpu, layer_norm, layer_norm_residual, linear
+from dt_fast.train_ops import embed_tokens as tokens_before_ln
 
 def activation(name: str, x: torch.Tensor) -> torch.Tensor:
     """Apply the transformers activation called `name` (see config.ACTIVATIONS)."""
@@ -67,10 +61,21 @@ class Dropout(nn.Dropout):
         return x if residual is None else residual + x
 
 
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm; in CPU float32 training (train_ops.fused_cpu) one C++ pass forward and one backward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and fused_cpu(x, self.weight):
+            return layer_norm(x, self.weight, self.bias, self.eps)  # (*x.shape)
+        return super().forward(x)
+
+
 def project_dropout_add(proj: nn.Linear, drop: Dropout, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-    """residual + drop(proj(x)), (..., out); in CPU float32 training one C++ pass follows the matmul."""
+    """residual + drop(proj(x)), (..., out); in CPU float32 training the engine's matmul with bias, dropout and the
+    residual add fused into its epilogue."""
     if drop.training and fused_cpu(x, residual, proj.weight):
-        return linear_dropout_add(x, proj.weight, proj.bias, residual, drop.p, draw_seed() if drop.p > 0.0 else 0)
+        return linear(x, proj.weight, proj.bias, residual=residual, p=drop.p,
+                      seed=draw_seed() if drop.p > 0.0 else 0)  # (..., out)
     return drop(proj(x), residual)
 
 
@@ -92,31 +97,49 @@ class CausalSelfAttention(nn.Module):
                 rows: slice | None = None) -> torch.Tensor:
         """residual + dropout(attention(x)), (B, Tq, C): every token (Tq = T), or only the queries x[:, rows]."""
         B, T, C = x.shape  # batch, tokens (3 * steps), hidden_size
+        if self.training and fused_cpu(x, self.c_attn.weight):
+            y = self.fused_attention(x, mask, rows)  # (B, Tq, C)
+            return project_dropout_add(self.c_proj, self.resid_dropout, y, residual)  # (B, Tq, C)
         if rows is None:
             q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         else:  # keys and values of every token, queries of the selected ones
             q = F.linear(x[:, rows], self.c_attn.weight[:C], self.c_attn.bias[:C])  # (B, Tq, C)
             k, v = F.linear(x, self.c_attn.weight[C:], self.c_attn.bias[C:]).split(C, dim=2)  # 2 x (B, T, C)
-            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()[rows]  # (Tq, T)
-            mask = causal.expand(B, 1, -1, -1) if mask is None else mask[:, :, rows]  # (B, 1, Tq, T)
+            mask = self.rows_mask(mask, rows, B, T, x.device)  # (B, 1, Tq, T)
         Tq = q.shape[1]
         q = q.view(B, Tq, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, Tq, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        if self.training and self.attn_dropout > 0.0 and fused_cpu(q):
-            # SDPA's math path would draw its dropout mask with torch's slow CPU bernoulli_
-            att = softmax_dropout(q @ k.transpose(-2, -1), mask, self.scale, self.attn_dropout, draw_seed())
-            y = att @ v  # (B, nh, Tq, hs); att is (B, nh, Tq, T)
-        else:
-            y = F.scaled_dot_product_attention(
-                q, k, v,
-                attn_mask=mask,  # (B, 1, Tq, T) bool, or None for plain causal
-                dropout_p=self.attn_dropout if self.training else 0.0,
-                is_causal=mask is None,
-                scale=self.scale,
-            )  # (B, nh, Tq, hs)
+        y = F.scaled_dot_product_attention(
+            q, k, v,
+            attn_mask=mask,  # (B, 1, Tq, T) bool, or None for plain causal
+            dropout_p=self.attn_dropout if self.training else 0.0,
+            is_causal=mask is None,
+            scale=self.scale,
+        )  # (B, nh, Tq, hs)
         y = y.transpose(1, 2).reshape(B, Tq, C)  # re-assemble the heads side by side
         return project_dropout_add(self.c_proj, self.resid_dropout, y, residual)  # (B, Tq, C)
+
+    def fused_attention(self, x: torch.Tensor, mask: torch.Tensor | None, rows: slice | None) -> torch.Tensor:
+        """The heads' outputs side by side (B, Tq, C) in CPU float32 training: c_attn on the engine's matmul, then
+        softmax, dropout and both products per head in C++ (train_ops)."""
+        B, T, C = x.shape
+        seed = draw_seed() if self.attn_dropout > 0.0 else 0
+        if rows is None:
+            qkv = linear(x, self.c_attn.weight, self.c_attn.bias)  # (B, T, 3C)
+            return attention(qkv, None, mask, self.n_head, self.scale, self.attn_dropout, seed)  # (B, T, C)
+        q = linear(x[:, rows], self.c_attn.weight[:C], self.c_attn.bias[:C])  # (B, Tq, C)
+        kv = linear(x, self.c_attn.weight[C:], self.c_attn.bias[C:])  # (B, T, 2C)
+        mask = self.rows_mask(mask, rows, B, T, x.device)  # (B, 1, Tq, T)
+        return attention(q, kv, mask, self.n_head, self.scale, self.attn_dropout, seed)  # (B, Tq, C)
+
+    @staticmethod
+    def rows_mask(mask: torch.Tensor | None, rows: slice, B: int, T: int, device: torch.device) -> torch.Tensor:
+        """The rows `rows` of the (B, 1, T, T) mask, or of the causal mask when it is None: (B, 1, Tq, T) bool."""
+        if mask is not None:
+            return mask[:, :, rows]  # (B, 1, Tq, T)
+        causal = torch.ones(T, T, dtype=torch.bool, device=device).tril()[rows]  # (Tq, T)
+        return causal.expand(B, 1, -1, -1)  # (B, 1, Tq, T)
 
 
 class MLP(nn.Module):
@@ -131,8 +154,10 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """residual + dropout(mlp(x)), (B, T, C)."""
-        if self.act == "relu" and self.training and fused_cpu(x, self.c_fc.weight):
-            h = linear_relu(x, self.c_fc.weight, self.c_fc.bias)  # (B, T, 4C), bias and ReLU fused in C++
+        if self.training and fused_cpu(x, self.c_fc.weight):  # the engine's matmul, bias and ReLU fused in
+            relu = self.act == "relu"
+            h = linear(x, self.c_fc.weight, self.c_fc.bias, relu=relu)  # (B, T, 4C)
+            h = h if relu else activation(self.act, h)  # (B, T, 4C)
         else:
             h = activation(self.act, self.c_fc(x))  # (B, T, 4C)
         return project_dropout_add(self.c_proj, self.dropout, h, residual)  # (B, T, C)
@@ -143,13 +168,18 @@ class Block(nn.Module):
 
     def __init__(self, config: DecisionTransformerConfig, layer_idx: int) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
+        self.ln_1 = LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
         self.attn = CausalSelfAttention(config, layer_idx)
-        self.ln_2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
+        self.ln_2 = LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rows: slice | None = None) -> torch.Tensor:
         """The block's output (B, T, C), or (B, Tq, C) at the tokens x[:, rows] only."""
+        if self.training and fused_cpu(x, self.ln_1.weight):  # each residual's gradient added in its LayerNorm's
+            h, residual = layer_norm_residual(x, self.ln_1.weight, self.ln_1.bias, self.ln_1.eps, rows)
+            x = self.attn(h, mask, residual=residual, rows=rows)  # (B, Tq, C)
+            h, residual = layer_norm_residual(x, self.ln_2.weight, self.ln_2.bias, self.ln_2.eps)
+            return self.mlp(h, residual=residual)  # (B, Tq, C)
         x = self.attn(self.ln_1(x), mask, residual=x if rows is None else x[:, rows], rows=rows)  # (B, Tq, C)
         return self.mlp(self.ln_2(x), residual=x)  # (B, Tq, C)
 
@@ -164,7 +194,7 @@ class GPT2(nn.Module):
         self.wpe = nn.Parameter(torch.zeros(config.n_positions, config.hidden_size))  # only row 0 is used
         self.drop = Dropout(config.embd_pdrop)
         self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
+        self.ln_f = LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rows: slice | None = None) -> torch.Tensor:
         """Final hidden states (B, T, C), or (B, Tq, C) of the tokens x[:, rows] only: the last block then
@@ -207,7 +237,7 @@ class DecisionTransformer(nn.Module):
         self.embed_return = nn.Linear(1, C)
         self.embed_state = nn.Linear(config.state_dim, C)
         self.embed_action = nn.Linear(config.act_dim, C)
-        self.embed_ln = nn.LayerNorm(C)  # transformers uses the default eps here, not layer_norm_epsilon
+        self.embed_ln = LayerNorm(C)  # transformers uses the default eps here, not layer_norm_epsilon
         self.encoder = GPT2(config)
         self.predict_state = nn.Linear(C, config.state_dim)
         self.predict_action = nn.Sequential(nn.Linear(C, config.act_dim), *([nn.Tanh()] if config.action_tanh else []))
@@ -233,9 +263,16 @@ class DecisionTransformer(nn.Module):
               timesteps: torch.Tensor) -> torch.Tensor:
         """Interleaved, normalised token embeddings (B, 3T, C): R_1, s_1, a_1, R_2, ...
 
-        Through kernels.dispatch: on CUDA with Triton (or DT_FAST_BACKEND=triton) one fused kernel, forward and
-        backward (dt_fast/kernels/embed.py); otherwise its torch reference, kernels.reference.embed_ref.
+        In CPU float32 training the tokens before embed_ln come from C++ (train_ops.embed_tokens, forward and
+        backward); otherwise kernels.dispatch runs the fused Triton kernel (CUDA, or DT_FAST_BACKEND=triton) or its
+        torch reference, kernels.reference.embed_ref.
         """
+        if self.training and fused_cpu(states, actions, returns_to_go, self.embed_state.weight) and not any(
+                t.requires_grad for t in (states, actions, returns_to_go)):
+            x = tokens_before_ln(states, actions, returns_to_go, timesteps, self.embed_return.weight,
+                                 self.embed_return.bias, self.embed_state.weight, self.embed_state.bias,
+                                 self.embed_action.weight, self.embed_action.bias, self.embed_timestep.weight)
+            return self.embed_ln(x)  # (B, 3T, C)
         return embed_tokens(states, actions, returns_to_go, timesteps, **embedding_weights(self))  # (B, 3T, C)
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,

@@ -1,129 +1,348 @@
-// Python face of the fused CPU training ops: attention softmax + dropout and the Linear epilogues.
+// Python face of the training ops (csrc/train): dt_fast._C.TrainOps, a context (ISA build, thread team, scratch)
+// whose methods run one op each with the GIL released. Every array argument is used in place, without conversion
+// (bindings/arrays.h): the Python side (dt_fast/train_ops) hands over contiguous float32 tensors' numpy views.
+#include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <pybind11/stl.h>
 
+#include "bindings/arrays.h"
 #include "bindings/bindings.h"
+#include "train/adamw.h"
 #include "train/attention.h"
-#include "train/epilogue.h"
+#include "train/context.h"
+#include "train/dropout.h"
+#include "train/embed.h"
+#include "train/layer_norm.h"
+#include "train/linear.h"
 
 namespace dt_py {
 
-using FloatArray = py::array_t<float, py::array::c_style>;
-using ByteArray = py::array_t<uint8_t, py::array::c_style>;
+namespace {
 
-static void check_shape(const py::array& a, const char* name, std::initializer_list<int64_t> shape,
-                        const char* who = "softmax_dropout") {
-  bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
-  int d = 0;
-  for (int64_t s : shape) ok = ok && a.shape(d++) == s;
-  if (!ok) {
-    std::string want;
-    for (int64_t s : shape) want += (want.empty() ? "" : ", ") + std::to_string(s);
-    throw py::value_error(std::string(who) + ": " + name + " must have shape (" + want + ")");
+using Ctx = dt::TrainContext;
+using OptArray = std::optional<py::array>;
+
+dt::Epilogue parse_epilogue(const std::string& name) {
+  if (name == "none") return dt::Epilogue::kNone;
+  if (name == "relu") return dt::Epilogue::kRelu;
+  if (name == "dropout_add") return dt::Epilogue::kDropoutAdd;
+  throw py::value_error("epilogue must be 'none', 'relu' or 'dropout_add', got '" + name + "'");
+}
+
+int narrow(int64_t n, const char* who, const char* what) {
+  if (n > INT32_MAX) throw py::value_error(std::string(who) + ": " + what + " above 2^31");
+  return static_cast<int>(n);
+}
+
+float* out(const py::array& a, const char* who, const char* name, std::initializer_list<int64_t> shape) {
+  return checked_data<float>(a, who, name, shape, true);
+}
+
+const float* in(const py::array& a, const char* who, const char* name, std::initializer_list<int64_t> shape) {
+  return checked_data<float>(a, who, name, shape, false);
+}
+
+void linear_forward(Ctx& ctx, const py::array& x, const py::array& w, const OptArray& b, const py::array& y,
+                    const std::string& epilogue, const OptArray& residual, float p, uint64_t seed) {
+  constexpr const char* who = "linear_forward";
+  const dt::Epilogue e = parse_epilogue(epilogue);
+  const RowMatrix xm = checked_rows(x, who, "x");
+  const int64_t M = xm.rows, K = xm.cols;
+  const float* wd = in(w, who, "w", {-1, K});
+  const int64_t N = w.shape(0);
+  const float* bd = b ? in(*b, who, "b", {N}) : nullptr;
+  float* yd = out(y, who, "y", {M, N});
+  if ((e == dt::Epilogue::kDropoutAdd) != residual.has_value())
+    throw py::value_error("linear_forward: residual is required by epilogue 'dropout_add' and by no other");
+  const float* rd = residual ? in(*residual, who, "residual", {M, N}) : nullptr;
+  py::gil_scoped_release release;
+  auto lock = ctx.lock();
+  dt::linear_forward(ctx, xm.data, xm.ld, wd, bd, yd, M, narrow(K, who, "K"), narrow(N, who, "N"), e, rd, p, seed);
+}
+
+void linear_backward(Ctx& ctx, const py::array& dy, const py::array& x, const py::array& w, const OptArray& y,
+                     const OptArray& dx, const py::array& dw, const OptArray& db, const std::string& epilogue,
+                     float p, uint64_t seed) {
+  constexpr const char* who = "linear_backward";
+  const dt::Epilogue e = parse_epilogue(epilogue);
+  const RowMatrix xm = checked_rows(x, who, "x");
+  const int64_t M = xm.rows, K = xm.cols;
+  const float* wd = in(w, who, "w", {-1, K});
+  const int64_t N = w.shape(0);
+  const float* dyd = in(dy, who, "dy", {M, N});
+  if ((e == dt::Epilogue::kRelu) != y.has_value())
+    throw py::value_error("linear_backward: y (the forward's output) is required by epilogue 'relu' and no other");
+  const float* yd = y ? in(*y, who, "y", {M, N}) : nullptr;
+  float* dxd = dx ? out(*dx, who, "dx", {M, K}) : nullptr;
+  float* dwd = out(dw, who, "dw", {N, K});
+  float* dbd = db ? out(*db, who, "db", {N}) : nullptr;
+  py::gil_scoped_release release;
+  auto lock = ctx.lock();
+  dt::linear_backward(ctx, dyd, xm.data, xm.ld, wd, yd, dxd, dwd, dbd, M, narrow(K, who, "K"), narrow(N, who, "N"),
+                      e, p, seed);
+}
+
+void layer_norm_forward(Ctx& ctx, const py::array& x, const py::array& w, const py::array& b, const py::array& y,
+                        const py::array& mean, const py::array& rstd, float eps) {
+  constexpr const char* who = "layer_norm_forward";
+  const float* xd = in(x, who, "x", {-1, -1});
+  const int64_t rows = x.shape(0), n = x.shape(1);
+  const float* wd = in(w, who, "w", {n});
+  const float* bd = in(b, who, "b", {n});
+  float* yd = out(y, who, "y", {rows, n});
+  float* md = out(mean, who, "mean", {rows});
+  float* rd = out(rstd, who, "rstd", {rows});
+  py::gil_scoped_release release;
+  auto lock = ctx.lock();
+  dt::layer_norm_forward(ctx, xd, wd, bd, yd, md, rd, rows, narrow(n, who, "width"), eps);
+}
+
+void layer_norm_backward(Ctx& ctx, const py::array& dy, const py::array& x, const py::array& w,
+                         const py::array& mean, const py::array& rstd, const py::array& dx, const py::array& dw,
+                         const py::array& db, const OptArray& dres, int64_t tokens, int start, int step) {
+  constexpr const char* who = "layer_norm_backward";
+  const float* xd = in(x, who, "x", {-1, -1});
+  const int64_t rows = x.shape(0), n = x.shape(1);
+  const float* dyd = in(dy, who, "dy", {rows, n});
+  const float* wd = in(w, who, "w", {n});
+  const float* md = in(mean, who, "mean", {rows});
+  const float* rd = in(rstd, who, "rstd", {rows});
+  float* dxd = out(dx, who, "dx", {rows, n});
+  float* dwd = out(dw, who, "dw", {n});
+  float* dbd = out(db, who, "db", {n});
+  if (dres && (tokens < 1 || step < 1 || start < 0 || start >= tokens || rows % tokens != 0))
+    throw py::value_error("layer_norm_backward: residual rows need 0 <= start < tokens, step >= 1 and tokens "
+                          "dividing the rows");
+  const int count = dres ? narrow((tokens - start + step - 1) / step, who, "residual rows") : 0;
+  const float* resd = dres ? in(*dres, who, "dres", {rows / tokens * count, n}) : nullptr;
+  py::gil_scoped_release release;
+  auto lock = ctx.lock();
+  dt::layer_norm_backward(ctx, dyd, xd, wd, md, rd, dxd, dwd, dbd, rows, narrow(n, who, "width"), resd,
+                          {tokens, start, step, count});
+}
+
+// The layout of the heads in q (B, tq, Wq) and kv (B, tk, Wk): queries in columns [0, C) of q, keys in
+// [Wk - 2C, Wk - C) and values in [Wk - C, Wk) of kv (q and kv may be one array, the c_attn output).
+dt::AttentionLayout attention_layout(const char* who, const py::array& q, const py::array& kv, int64_t C,
+                                     int heads) {
+  if (q.ndim() != 3 || kv.ndim() != 3 || q.shape(0) != kv.shape(0))
+    throw py::value_error(std::string(who) + ": q and kv must be (batch, tokens, width) arrays of one batch, got " +
+                          describe_array(q) + " and " + describe_array(kv));
+  if (heads < 1 || C % heads != 0)
+    throw py::value_error(std::string(who) + ": heads=" + std::to_string(heads) + " must divide the width " +
+                          std::to_string(C));
+  if (q.shape(2) < C || kv.shape(2) < 2 * C)
+    throw py::value_error(std::string(who) + ": q needs at least " + std::to_string(C) + " columns and kv " +
+                          std::to_string(2 * C) + ", got " + describe_array(q) + " and " + describe_array(kv));
+  return {q.shape(0), heads, narrow(q.shape(1), who, "tq"), narrow(kv.shape(1), who, "tk"),
+          static_cast<int>(C / heads), narrow(q.shape(2), who, "q width"), narrow(kv.shape(2), who, "kv width")};
+}
+
+void attention_forward(Ctx& ctx, const py::array& q, const py::array& kv, const OptArray& mask, int heads,
+                       float scale, float p, uint64_t seed, const py::array& probs, const py::array& outs,
+                       const py::array& y) {
+  constexpr const char* who = "attention_forward";
+  if (y.ndim() != 3)
+    throw py::value_error("attention_forward: y must be (batch, tq, width), got " + describe_array(y));
+  const dt::AttentionLayout s = attention_layout(who, q, kv, y.shape(2), heads);
+  const float* qd = in(q, who, "q", {s.batch, s.tq, s.ldq});
+  const float* kvd = in(kv, who, "kv", {s.batch, s.tk, s.ldk});
+  const int64_t C = int64_t{s.heads} * s.hs;
+  float* yd = out(y, who, "y", {s.batch, s.tq, C});
+  float* pd = out(probs, who, "probs", {s.batch, s.heads, s.tq, s.tk});
+  float* od = out(outs, who, "out", {s.batch, s.heads, s.tq, s.tk});
+  const uint8_t* md = mask ? checked_data<uint8_t>(*mask, who, "mask", {s.batch, s.tq, s.tk}, false) : nullptr;
+  if (!mask && s.tq != s.tk) throw py::value_error("attention_forward: a causal mask (None) needs tq == tk");
+  py::gil_scoped_release release;
+  auto lock = ctx.lock();
+  dt::attention_forward(ctx, qd, kvd + s.ldk - 2 * C, kvd + s.ldk - C, md, s, scale, p, seed, pd, od, yd);
+}
+
+void attention_backward(Ctx& ctx, const py::array& dy, const py::array& q, const py::array& kv, int heads,
+                        float scale, const py::array& probs, const py::array& outs, const py::array& dq,
+                        const py::array& dkv) {
+  constexpr const char* who = "attention_backward";
+  if (dy.ndim() != 3)
+    throw py::value_error("attention_backward: dy must be (batch, tq, width), got " + describe_array(dy));
+  const dt::AttentionLayout s = attention_layout(who, q, kv, dy.shape(2), heads);
+  const int64_t C = int64_t{s.heads} * s.hs;
+  const float* dyd = in(dy, who, "dy", {s.batch, s.tq, C});
+  const float* qd = in(q, who, "q", {s.batch, s.tq, s.ldq});
+  const float* kvd = in(kv, who, "kv", {s.batch, s.tk, s.ldk});
+  const float* pd = in(probs, who, "probs", {s.batch, s.heads, s.tq, s.tk});
+  const float* od = in(outs, who, "out", {s.batch, s.heads, s.tq, s.tk});
+  float* dqd = out(dq, who, "dq", {s.batch, s.tq, s.ldq});
+  float* dkvd = out(dkv, who, "dkv", {s.batch, s.tk, s.ldk});
+  py::gil_scoped_release release;
+  auto lock = ctx.lock();
+  dt::attention_backward(ctx, dyd, qd, kvd + s.ldk - 2 * C, kvd + s.ldk - C, pd, od, s, scale, dqd,
+                         dkvd + s.ldk - 2 * C, dkvd + s.ldk - C);
+}
+
+void dropout_apply(Ctx& ctx, const py::array& x, const OptArray& residual, const py::array& y, float p,
+                   uint64_t seed) {
+  constexpr const char* who = "dropout_apply";
+  const float* xd = checked_flat<float>(x, who, "x", false);
+  const float* rd = residual ? checked_flat<float>(*residual, who, "residual", false) : nullptr;
+  float* yd = checked_flat<float>(y, who, "out", true);
+  if ((residual && residual->size() != x.size()) || y.size() != x.size())
+    throw py::value_error("dropout_apply: x (" + std::to_string(x.size()) + " elements), residual and out must have "
+                          "one size, got " + (residual ? describe_array(*residual) + " and " : "") + describe_array(y));
+  py::gil_scoped_release release;
+  auto lock = ctx.lock();
+  dt::dropout_apply(ctx, xd, rd, yd, x.size(), p, seed);
+}
+
+// The shape of the embedding's arguments: states (N, S), actions (N, A), table (rows, C) from their arrays.
+dt::EmbedShape embed_shape(const char* who, const py::array& states, const py::array& actions,
+                           const py::array& table) {
+  if (states.ndim() != 2 || actions.ndim() != 2 || table.ndim() != 2 || actions.shape(0) != states.shape(0))
+    throw py::value_error(std::string(who) + ": states (N, S), actions (N, A) and table (rows, C) expected, got " +
+                          describe_array(states) + ", " + describe_array(actions) + ", " + describe_array(table));
+  return {states.shape(0), narrow(states.shape(1), who, "state_dim"), narrow(actions.shape(1), who, "act_dim"),
+          narrow(table.shape(1), who, "hidden size"), table.shape(0)};
+}
+
+void embed_forward(Ctx& ctx, const py::array& states, const py::array& actions, const py::array& rtg,
+                   const py::array& timesteps, const py::array& w_return, const py::array& b_return,
+                   const py::array& w_state, const py::array& b_state, const py::array& w_action,
+                   const py::array& b_action, const py::array& table, const py::array& x) {
+  constexpr const char* who = "embed_forward";
+  const dt::EmbedShape s = embed_shape(who, states, actions, table);
+  const int64_t N = s.steps, C = s.C;
+  const float* sd = in(states, who, "states", {N, s.S});
+  const float* ad = in(actions, who, "actions", {N, s.A});
+  const float* rd = in(rtg, who, "rtg", {N});
+  const int64_t* td = checked_data<int64_t>(timesteps, who, "timesteps", {N}, false);
+  const float* wr = in(w_return, who, "w_return", {C, 1});
+  const float* br = in(b_return, who, "b_return", {C});
+  const float* ws = in(w_state, who, "w_state", {C, s.S});
+  const float* bs = in(b_state, who, "b_state", {C});
+  const float* wa = in(w_action, who, "w_action", {C, s.A});
+  const float* ba = in(b_action, who, "b_action", {C});
+  const float* tab = in(table, who, "table", {s.table_rows, C});
+  float* xd = out(x, who, "x", {3 * N, C});
+  py::gil_scoped_release release;
+  auto lock = ctx.lock();
+  dt::embed_forward(ctx, sd, ad, rd, td, wr, br, ws, bs, wa, ba, tab, xd, s);
+}
+
+void embed_backward(Ctx& ctx, const py::array& dx, const py::array& states, const py::array& actions,
+                    const py::array& rtg, const py::array& timesteps, const py::array& dw_return,
+                    const py::array& db_return, const py::array& dw_state, const py::array& db_state,
+                    const py::array& dw_action, const py::array& db_action, const py::array& dtable) {
+  constexpr const char* who = "embed_backward";
+  const dt::EmbedShape s = embed_shape(who, states, actions, dtable);
+  const int64_t N = s.steps, C = s.C;
+  const float* dxd = in(dx, who, "dx", {3 * N, C});
+  const float* sd = in(states, who, "states", {N, s.S});
+  const float* ad = in(actions, who, "actions", {N, s.A});
+  const float* rd = in(rtg, who, "rtg", {N});
+  const int64_t* td = checked_data<int64_t>(timesteps, who, "timesteps", {N}, false);
+  float* dwr = out(dw_return, who, "dw_return", {C, 1});
+  float* dbr = out(db_return, who, "db_return", {C});
+  float* dws = out(dw_state, who, "dw_state", {C, s.S});
+  float* dbs = out(db_state, who, "db_state", {C});
+  float* dwa = out(dw_action, who, "dw_action", {C, s.A});
+  float* dba = out(db_action, who, "db_action", {C});
+  float* dtab = out(dtable, who, "dtable", {s.table_rows, C});
+  py::gil_scoped_release release;
+  auto lock = ctx.lock();
+  dt::embed_backward(ctx, dxd, sd, ad, rd, td, dwr, dbr, dws, dbs, dwa, dba, dtab, s);
+}
+
+double adamw(Ctx& ctx, const std::vector<py::array>& params, const std::vector<py::array>& grads,
+             const std::vector<py::array>& exp_avgs, const std::vector<py::array>& exp_avg_sqs,
+             const std::vector<float>& steps, float lr, float beta1, float beta2, float eps, float weight_decay,
+             float max_grad_norm) {
+  constexpr const char* who = "adamw";
+  const size_t n = params.size();
+  if (grads.size() != n || exp_avgs.size() != n || exp_avg_sqs.size() != n || steps.size() != n)
+    throw py::value_error("adamw: params, grads, exp_avgs, exp_avg_sqs and steps must have one length");
+  std::vector<dt::AdamWTensor> tensors(n);
+  for (size_t i = 0; i < n; ++i) {
+    const std::string at = " [" + std::to_string(i) + "]";
+    const int64_t size = params[i].size();
+    for (const py::array* a : {&grads[i], &exp_avgs[i], &exp_avg_sqs[i]}) {
+      if (a->size() != size)
+        throw py::value_error("adamw: tensor " + std::to_string(i) + " has " + std::to_string(size) +
+                              " parameters but a gradient or moment of " + std::to_string(a->size()));
+    }
+    tensors[i] = {checked_flat<float>(params[i], who, ("params" + at).c_str(), true),
+                  checked_flat<float>(grads[i], who, ("grads" + at).c_str(), false),
+                  checked_flat<float>(exp_avgs[i], who, ("exp_avgs" + at).c_str(), true),
+                  checked_flat<float>(exp_avg_sqs[i], who, ("exp_avg_sqs" + at).c_str(), true), size, steps[i]};
   }
+  py::gil_scoped_release release;
+  auto lock = ctx.lock();
+  return dt::adamw_step(ctx, tensors, {lr, beta1, beta2, eps, weight_decay, max_grad_norm});
 }
 
-static void softmax_dropout_forward(FloatArray scores, std::optional<ByteArray> mask, FloatArray probs,
-                                    FloatArray out, float scale, float p, uint64_t seed) {
-  if (scores.ndim() != 4) throw py::value_error("softmax_dropout: scores must be (batch, heads, tq, tk)");
-  const int64_t b = scores.shape(0), h = scores.shape(1), tq = scores.shape(2), tk = scores.shape(3);
-  check_shape(probs, "probs", {b, h, tq, tk});
-  check_shape(out, "out", {b, h, tq, tk});
-  if (mask) check_shape(*mask, "mask", {b, tq, tk});
-  if (!mask && tq != tk) throw py::value_error("softmax_dropout: a causal mask (None) needs tq == tk");
-  if (!probs.writeable() || !out.writeable()) throw py::value_error("softmax_dropout: outputs must be writeable");
-  const uint8_t* m = mask ? mask->data() : nullptr;
-  float* pr = probs.mutable_data();
-  float* o = out.mutable_data();
-  py::gil_scoped_release release;
-  dt::softmax_dropout_forward(scores.data(), m, pr, o, b, h, tq, tk, scale, p, seed);
-}
-
-static void softmax_dropout_backward(FloatArray grad_out, FloatArray probs, FloatArray out, FloatArray grad_scores,
-                                     float scale) {
-  const int64_t n = grad_out.size();
-  if (probs.size() != n || out.size() != n || grad_scores.size() != n || grad_out.ndim() == 0) {
-    throw py::value_error("softmax_dropout_backward: grad_out, probs, out and grad_scores must have one shape");
-  }
-  if (!grad_scores.writeable()) throw py::value_error("softmax_dropout_backward: grad_scores must be writeable");
-  const int64_t t = grad_out.shape(grad_out.ndim() - 1);
-  float* gs = grad_scores.mutable_data();
-  py::gil_scoped_release release;
-  dt::softmax_dropout_backward(grad_out.data(), probs.data(), out.data(), gs, t ? n / t : 0, t, scale);
-}
-
-static void bias_relu_forward(FloatArray y, FloatArray bias) {
-  if (y.ndim() != 2 || !y.writeable()) {
-    throw py::value_error("bias_relu_forward: y must be a writeable (rows, cols) array");
-  }
-  const int64_t rows = y.shape(0), cols = y.shape(1);
-  check_shape(bias, "bias", {cols}, "bias_relu_forward");
-  float* dst = y.mutable_data();
-  py::gil_scoped_release release;
-  dt::bias_relu_forward(dst, bias.data(), rows, cols);
-}
-
-static void bias_relu_backward(FloatArray grad, FloatArray out, FloatArray grad_in, FloatArray grad_bias) {
-  if (grad.ndim() != 2) throw py::value_error("bias_relu_backward: grad must be (rows, cols)");
-  const int64_t rows = grad.shape(0), cols = grad.shape(1);
-  check_shape(out, "out", {rows, cols}, "bias_relu_backward");
-  check_shape(grad_in, "grad_in", {rows, cols}, "bias_relu_backward");
-  check_shape(grad_bias, "grad_bias", {cols}, "bias_relu_backward");
-  if (!grad_in.writeable() || !grad_bias.writeable()) {
-    throw py::value_error("bias_relu_backward: outputs must be writeable");
-  }
-  float* gi = grad_in.mutable_data();
-  float* gb = grad_bias.mutable_data();
-  py::gil_scoped_release release;
-  dt::bias_relu_backward(grad.data(), out.data(), gi, gb, rows, cols);
-}
-
-static void bias_dropout_add_forward(FloatArray y, FloatArray bias, FloatArray residual, FloatArray out, float p,
-                                     uint64_t seed) {
-  if (y.ndim() != 2) throw py::value_error("bias_dropout_add_forward: y must be (rows, cols)");
-  const int64_t rows = y.shape(0), cols = y.shape(1);
-  check_shape(bias, "bias", {cols}, "bias_dropout_add_forward");
-  check_shape(residual, "residual", {rows, cols}, "bias_dropout_add_forward");
-  check_shape(out, "out", {rows, cols}, "bias_dropout_add_forward");
-  if (!out.writeable()) throw py::value_error("bias_dropout_add_forward: out must be writeable");
-  float* dst = out.mutable_data();
-  py::gil_scoped_release release;
-  dt::bias_dropout_add_forward(y.data(), bias.data(), residual.data(), dst, rows, cols, p, seed);
-}
-
-static void bias_dropout_add_backward(FloatArray grad, FloatArray grad_y, FloatArray grad_bias, float p,
-                                      uint64_t seed) {
-  if (grad.ndim() != 2) throw py::value_error("bias_dropout_add_backward: grad must be (rows, cols)");
-  const int64_t rows = grad.shape(0), cols = grad.shape(1);
-  check_shape(grad_y, "grad_y", {rows, cols}, "bias_dropout_add_backward");
-  check_shape(grad_bias, "grad_bias", {cols}, "bias_dropout_add_backward");
-  if (!grad_y.writeable() || !grad_bias.writeable()) {
-    throw py::value_error("bias_dropout_add_backward: outputs must be writeable");
-  }
-  float* gy = grad_y.mutable_data();
-  float* gb = grad_bias.mutable_data();
-  py::gil_scoped_release release;
-  dt::bias_dropout_add_backward(grad.data(), gy, gb, rows, cols, p, seed);
-}
+}  // namespace
 
 void bind_train_ops(py::module_& m) {
-  m.def("softmax_dropout_forward", &softmax_dropout_forward, py::arg("scores"), py::arg("mask"), py::arg("probs"),
-        py::arg("out"), py::arg("scale"), py::arg("p"), py::arg("seed"),
-        "probs = masked softmax(scale * scores) (mask (B,tq,tk) bytes or None = causal), out = probs * dropout mask.");
-  m.def("softmax_dropout_backward", &softmax_dropout_backward, py::arg("grad_out"), py::arg("probs"),
-        py::arg("out"), py::arg("grad_scores"), py::arg("scale"),
-        "Gradient of softmax_dropout_forward with respect to the scores, into grad_scores.");
-  m.def("bias_relu_forward", &bias_relu_forward, py::arg("y"), py::arg("bias"),
-        "y = relu(y + bias) in place; y (rows, cols), bias (cols,).");
-  m.def("bias_relu_backward", &bias_relu_backward, py::arg("grad"), py::arg("out"), py::arg("grad_in"),
-        py::arg("grad_bias"), "grad_in = grad where out > 0 else 0; grad_bias = column sums of grad_in.");
-  m.def("bias_dropout_add_forward", &bias_dropout_add_forward, py::arg("y"), py::arg("bias"), py::arg("residual"),
-        py::arg("out"), py::arg("p"), py::arg("seed"), "out = residual + (y + bias) * dropout_mask(p, seed).");
-  m.def("bias_dropout_add_backward", &bias_dropout_add_backward, py::arg("grad"), py::arg("grad_y"),
-        py::arg("grad_bias"), py::arg("p"), py::arg("seed"),
-        "grad_y = grad * dropout_mask(p, seed); grad_bias = column sums of grad_y.");
+  py::class_<Ctx>(m, "TrainOps",
+                  "The CPU training ops (csrc/train) on one ISA build and a team of `threads` threads; one op runs at "
+                  "a time. Every array is used in place: float32 (uint8 for masks), C-contiguous unless noted.")
+      .def(py::init([](const std::string& isa, int threads) { return std::make_unique<Ctx>(isa, threads); }),
+           py::arg("isa") = "auto", py::arg("threads") = 1)
+      .def_property_readonly("isa", [](const Ctx& c) { return c.k().name; })
+      .def_property_readonly("threads", &Ctx::threads)
+      .def("linear_forward", &linear_forward, py::arg("x").noconvert(), py::arg("w").noconvert(),
+           py::arg("b").noconvert(), py::arg("y").noconvert(), py::arg("epilogue"), py::arg("residual").noconvert(),
+           py::arg("p"), py::arg("seed"),
+           "y = epilogue(x w^T + b): 'none', 'relu', or 'dropout_add' (residual + dropout(.)); x (M, K) may have "
+           "spaced rows, w (N, K), y (M, N).")
+      .def("linear_backward", &linear_backward, py::arg("dy").noconvert(), py::arg("x").noconvert(),
+           py::arg("w").noconvert(), py::arg("y").noconvert(), py::arg("dx").noconvert(), py::arg("dw").noconvert(),
+           py::arg("db").noconvert(), py::arg("epilogue"), py::arg("p"), py::arg("seed"),
+           "dx (M, K) (None: skipped), dw (N, K), db (N,) (None: skipped) from dy (M, N); y: the forward's output "
+           "for 'relu', else None.")
+      .def("layer_norm_forward", &layer_norm_forward, py::arg("x").noconvert(), py::arg("w").noconvert(),
+           py::arg("b").noconvert(), py::arg("y").noconvert(), py::arg("mean").noconvert(),
+           py::arg("rstd").noconvert(), py::arg("eps"),
+           "y = LayerNorm(x) over rows of x (rows, n); mean, rstd (rows,).")
+      .def("layer_norm_backward", &layer_norm_backward, py::arg("dy").noconvert(), py::arg("x").noconvert(),
+           py::arg("w").noconvert(), py::arg("mean").noconvert(), py::arg("rstd").noconvert(),
+           py::arg("dx").noconvert(), py::arg("dw").noconvert(), py::arg("db").noconvert(),
+           py::arg("dres").noconvert() = py::none(), py::arg("tokens") = 1, py::arg("start") = 0, py::arg("step") = 1,
+           "dx (rows, n), dw and db (n,) of LayerNorm from dy and the forward's x, mean, rstd; plus dres, the gradient "
+           "of the rows start, start + step, ... of each run of `tokens` rows of x (its residual), added into them.")
+      .def("attention_forward", &attention_forward, py::arg("q").noconvert(), py::arg("kv").noconvert(),
+           py::arg("mask").noconvert(), py::arg("heads"), py::arg("scale"), py::arg("p"), py::arg("seed"),
+           py::arg("probs").noconvert(), py::arg("out").noconvert(), py::arg("y").noconvert(),
+           "y (B, tq, C) = dropout(softmax(scale q k^T, mask)) v per head: queries in columns [0, C) of q "
+           "(B, tq, Wq), keys and values in the last 2C columns of kv (B, tk, Wk); mask (B, tq, tk) uint8 or None "
+           "(causal); probs and out (B, heads, tq, tk) are saved for the backward.")
+      .def("attention_backward", &attention_backward, py::arg("dy").noconvert(), py::arg("q").noconvert(),
+           py::arg("kv").noconvert(), py::arg("heads"), py::arg("scale"), py::arg("probs").noconvert(),
+           py::arg("out").noconvert(), py::arg("dq").noconvert(), py::arg("dkv").noconvert(),
+           "Gradients into the query columns of dq (laid out as q) and the key and value columns of dkv (as kv); "
+           "dq and dkv may be one array.")
+      .def("dropout_apply", &dropout_apply, py::arg("x").noconvert(), py::arg("residual").noconvert(),
+           py::arg("out").noconvert(), py::arg("p"), py::arg("seed"),
+           "out = residual + x * dropout_mask(p, seed) (residual None: x * mask), flat arrays of one size.")
+      .def("embed_forward", &embed_forward, py::arg("states").noconvert(), py::arg("actions").noconvert(),
+           py::arg("rtg").noconvert(), py::arg("timesteps").noconvert(), py::arg("w_return").noconvert(),
+           py::arg("b_return").noconvert(), py::arg("w_state").noconvert(), py::arg("b_state").noconvert(),
+           py::arg("w_action").noconvert(), py::arg("b_action").noconvert(), py::arg("table").noconvert(),
+           py::arg("x").noconvert(),
+           "The interleaved tokens before embed_ln into x (3N, C): states (N, S), actions (N, A), rtg (N,), "
+           "timesteps (N,) int64 in [0, table rows), the Linear weights (out, in), table (rows, C).")
+      .def("embed_backward", &embed_backward, py::arg("dx").noconvert(), py::arg("states").noconvert(),
+           py::arg("actions").noconvert(), py::arg("rtg").noconvert(), py::arg("timesteps").noconvert(),
+           py::arg("dw_return").noconvert(), py::arg("db_return").noconvert(), py::arg("dw_state").noconvert(),
+           py::arg("db_state").noconvert(), py::arg("dw_action").noconvert(), py::arg("db_action").noconvert(),
+           py::arg("dtable").noconvert(), "The weight and table gradients of embed_forward from dx (3N, C).")
+      .def("adamw", &adamw, py::arg("params"), py::arg("grads"), py::arg("exp_avgs"), py::arg("exp_avg_sqs"),
+           py::arg("steps"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
+           py::arg("weight_decay"), py::arg("max_grad_norm"),
+           "One AdamW step (torch.optim.AdamW's) of every tensor, params and moments in place, each gradient first "
+           "scaled by min(1, max_grad_norm / (norm + 1e-6)) (max_grad_norm <= 0: not); steps: each tensor's step "
+           "count after this one. Returns the gradients' global 2-norm.");
 }
 
 }  // namespace dt_py

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "common/simd.h"
 #include "engine/kernels.h"
 
 namespace dt {
@@ -141,59 +142,10 @@ void matmul_packed(float* out, int ldo, const float* in, int ldi, const float* w
 
 namespace {
 
-typedef float f8 __attribute__((vector_size(8 * sizeof(float))));
-typedef float f4 __attribute__((vector_size(4 * sizeof(float))));
-typedef float f2 __attribute__((vector_size(2 * sizeof(float))));
-
-// Sums of lanes, pairwise: the upper half added to the lower half until one lane is left, in registers.
-inline float hsum4(f4 v) {
-  const f2 h = __builtin_shufflevector(v, v, 0, 1) + __builtin_shufflevector(v, v, 2, 3);
-  return h[0] + h[1];
-}
-
-inline float hsum8(f8 v) {
-  return hsum4(__builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7));
-}
-
-// The lane sums of four vectors at once, as one vector of four: halves of pairs added, then quarters, and so on.
-inline f4 hsum_x4(vec a, vec b, vec c, vec d) {
-#if DT_VEC == 16
-  const vec ab = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
-                 __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
-  const vec cd = __builtin_shufflevector(c, d, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
-                 __builtin_shufflevector(c, d, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
-  const vec q = __builtin_shufflevector(ab, cd, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
-                __builtin_shufflevector(ab, cd, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
-  const f8 e = __builtin_shufflevector(q, q, 0, 1, 4, 5, 8, 9, 12, 13) +
-               __builtin_shufflevector(q, q, 2, 3, 6, 7, 10, 11, 14, 15);
-  return __builtin_shufflevector(e, e, 0, 2, 4, 6) + __builtin_shufflevector(e, e, 1, 3, 5, 7);
-#elif DT_VEC == 8
-  const vec ab = __builtin_shufflevector(a, b, 0, 1, 2, 3, 8, 9, 10, 11) +
-                 __builtin_shufflevector(a, b, 4, 5, 6, 7, 12, 13, 14, 15);
-  const vec cd = __builtin_shufflevector(c, d, 0, 1, 2, 3, 8, 9, 10, 11) +
-                 __builtin_shufflevector(c, d, 4, 5, 6, 7, 12, 13, 14, 15);
-  const vec e = __builtin_shufflevector(ab, cd, 0, 1, 4, 5, 8, 9, 12, 13) +
-                __builtin_shufflevector(ab, cd, 2, 3, 6, 7, 10, 11, 14, 15);
-  return __builtin_shufflevector(e, e, 0, 2, 4, 6) + __builtin_shufflevector(e, e, 1, 3, 5, 7);
-#else
-  const vec ab = __builtin_shufflevector(a, b, 0, 1, 4, 5) + __builtin_shufflevector(a, b, 2, 3, 6, 7);
-  const vec cd = __builtin_shufflevector(c, d, 0, 1, 4, 5) + __builtin_shufflevector(c, d, 2, 3, 6, 7);
-  return __builtin_shufflevector(ab, cd, 0, 2, 4, 6) + __builtin_shufflevector(ab, cd, 1, 3, 5, 7);
-#endif
-}
-
-inline float hsum(vec v) {
-#if DT_VEC == 16
-  return hsum8(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
-               __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15));
-#elif DT_VEC == 8
-  return hsum4(__builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7));
-#elif DT_VEC == 4
-  return hsum4(__builtin_shufflevector(v, v, 0, 1, 2, 3));
-#else
-#error "DT_VEC must be 4, 8 or 16"
-#endif
-}
+using simd::f4;
+using simd::hsum;
+using simd::hsum_x4;
+using simd::vexp;
 
 inline vec load(const float* p) { return *reinterpret_cast<const vec*>(p); }
 
@@ -224,20 +176,6 @@ namespace {
 typedef int ivec __attribute__((vector_size(DT_VEC * sizeof(int)), aligned(sizeof(int))));
 
 inline vec splat(float x) { return vec{} + x; }
-
-// exp(x) for x in [-87, 88] (Cephes expf: x = n ln2 + r, a degree-5 polynomial in r, times 2^n).
-inline vec vexp(vec x) {
-  x = x < splat(-87.0f) ? splat(-87.0f) : x;
-  x = x > splat(88.0f) ? splat(88.0f) : x;
-  const vec t = x * 1.44269504088896341f + 0.5f;
-  vec n = __builtin_convertvector(__builtin_convertvector(t, ivec), vec);
-  n = n > t ? n - 1.0f : n;  // floor(t): the conversion truncates toward zero
-  x = x - n * 0.693359375f + n * 2.12194440e-4f;
-  const vec p = ((((1.9875691500e-4f * x + 1.3981999507e-3f) * x + 8.3334519073e-3f) * x + 4.1665795894e-2f) * x +
-                 1.6666665459e-1f) * x + 5.0000001201e-1f;
-  const ivec e = (__builtin_convertvector(n, ivec) + 127) << 23;
-  return (p * x * x + x + 1.0f) * (vec)e;
-}
 
 inline ivec load_i(const int* p) { return *reinterpret_cast<const ivec*>(p); }
 

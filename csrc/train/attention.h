@@ -1,21 +1,35 @@
-// Attention probabilities of GPT-2 in training mode on CPU: the masked softmax of scaled scores followed by
-// dropout, forward and backward in one pass per row each. The dropout mask is dropout_mask(p, seed) over the
-// flat [batch, heads, tq, tk] index, so it equals nn.Dropout's distribution and is redrawn from the seed alone.
+// GPT-2's causal self-attention in training on CPU for short windows (3K tokens), forward and backward, one
+// (batch row, head) at a time, split among the team's threads. Per head: scores = q k^T (the engine's matmul_nt),
+// probs = masked softmax of scale * scores, out = probs * dropout mask, y = out v (the engine's matmul); the
+// backward recomputes nothing but redraws nothing either: it reads the saved probs and out.
+// The dropout mask is dropout_mask(p, seed) over the flat [batch, heads, tq, tk] index, so it equals nn.Dropout's
+// distribution; a query with no key to attend gets zero probabilities (as torch's SDPA), and a zero gradient.
 #pragma once
 
 #include <cstdint>
 
+#include "train/context.h"
+
 namespace dt {
 
-// probs = softmax over the keys j with mask[b, i, j] (or j <= i when mask is null and tq == tk) of
-// scale * scores, a row with no such key all zero (as torch's SDPA); out = probs * dropout mask.
-// scores, probs, out: [batch, heads, tq, tk]; mask: [batch, tq, tk] bytes, nonzero = may attend, or null.
-void softmax_dropout_forward(const float* scores, const uint8_t* mask, float* probs, float* out, int64_t batch,
-                             int64_t heads, int64_t tq, int64_t tk, float scale, float p, uint64_t seed);
+// Where the heads lie: rows of tokens with leading dimensions; head h has columns [h * hs, (h + 1) * hs) of q,
+// k, v (each pointer already at its first column). Batch row b of q starts at b * tq * ldq, of k and v at
+// b * tk * ldk.
+struct AttentionLayout {
+  int64_t batch;
+  int heads, tq, tk, hs;
+  int ldq, ldk;  // leading dimensions of q (and dq), of k and v (and dk, dv)
+};
 
-// grad_scores = scale * (grad_out * out - probs * sum_j grad_out * out), row by row: the gradient of the
-// forward above through softmax and dropout. All arrays: [rows, t]; grad_scores may alias grad_out.
-void softmax_dropout_backward(const float* grad_out, const float* probs, const float* out, float* grad_scores,
-                              int64_t rows, int64_t t, float scale);
+// probs, out: [batch, heads, tq, tk]; y: [batch, tq, heads * hs]. mask: [batch, tq, tk] bytes, nonzero = may
+// attend, or null for causal (tq == tk, key j allowed for query i when j <= i).
+void attention_forward(TrainContext& ctx, const float* q, const float* k, const float* v, const uint8_t* mask,
+                       const AttentionLayout& s, float scale, float p, uint64_t seed, float* probs, float* out,
+                       float* y);
+
+// dq, dk, dv (laid out as q, k, v) from dy [batch, tq, heads * hs] and the forward's saved probs and out.
+void attention_backward(TrainContext& ctx, const float* dy, const float* q, const float* k, const float* v,
+                        const float* probs, const float* out, const AttentionLayout& s, float scale, float* dq,
+                        float* dk, float* dv);
 
 }  // namespace dt

@@ -1,33 +1,20 @@
 #include "train/dropout.h"
 
+#include <algorithm>
+
 #include "common/check.h"
+#include "train/context.h"
 
 namespace dt {
 
 namespace {
 
 constexpr int64_t kBlock = int64_t{1} << 32;  // past 2^32 elements the counter wraps: re-key each block
+constexpr int64_t kChunk = int64_t{1} << 14;  // elements per chunk of dropout_apply (divides kBlock)
 
 void check_p(const char* who, int64_t n, float p) {
   DT_CHECK(n >= 0, who, ": n must be >= 0, got ", n);
   DT_CHECK(p >= 0.0f && p < 1.0f, who, ": p must be in [0, 1), got ", p);
-}
-
-// One block of at most 2^32 elements; compiled for AVX-512, AVX2 and baseline x86-64, picked at load time
-// (AVX-512 measured 1.7x faster than AVX2 here: the hash is bound by its 32-bit multiplies).
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void mask_block(float* dst, int64_t count, DropoutKey key) {
-  for (int64_t i = 0; i < count; ++i) dst[i] = dropout_value(key, static_cast<uint32_t>(i));
-}
-
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void apply_block(const float* x, float* dst, int64_t count, DropoutKey key) {
-  for (int64_t i = 0; i < count; ++i) dst[i] = x[i] * dropout_value(key, static_cast<uint32_t>(i));
-}
-
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void apply_add_block(const float* x, const float* residual, float* dst, int64_t count, DropoutKey key) {
-  for (int64_t i = 0; i < count; ++i) dst[i] = residual[i] + x[i] * dropout_value(key, static_cast<uint32_t>(i));
 }
 
 }  // namespace
@@ -41,21 +28,25 @@ DropoutKey dropout_key(float p, uint64_t seed, uint64_t block) {
 void dropout_mask(float* out, int64_t n, float p, uint64_t seed) {
   check_p("dropout_mask", n, p);
   for (int64_t base = 0; base < n; base += kBlock) {
-    mask_block(out + base, n - base < kBlock ? n - base : kBlock, dropout_key(p, seed, base >> 32));
+    const DropoutKey key = dropout_key(p, seed, static_cast<uint64_t>(base >> 32));
+    for (int64_t i = base; i < std::min(n, base + kBlock); ++i) out[i] = dropout_value(key, static_cast<uint32_t>(i));
   }
 }
 
-void dropout_apply(const float* x, const float* residual, float* out, int64_t n, float p, uint64_t seed) {
+void dropout_apply(TrainContext& ctx, const float* x, const float* residual, float* out, int64_t n, float p,
+                   uint64_t seed) {
   check_p("dropout_apply", n, p);
-  for (int64_t base = 0; base < n; base += kBlock) {
-    const int64_t count = n - base < kBlock ? n - base : kBlock;
-    const DropoutKey key = dropout_key(p, seed, base >> 32);
-    if (residual == nullptr) {
-      apply_block(x + base, out + base, count, key);
+  const TrainKernels& k = ctx.k();
+  ctx.parallel((n + kChunk - 1) / kChunk, [&](int64_t c, int) {
+    const int64_t base = c * kChunk, count = std::min(kChunk, n - base);
+    const DropoutKey key = dropout_key(p, seed, static_cast<uint64_t>(base >> 32));
+    const uint32_t first = static_cast<uint32_t>(base);
+    if (residual) {
+      k.dropout_add_rows(x + base, residual + base, out + base, 1, static_cast<int>(count), key, first);
     } else {
-      apply_add_block(x + base, residual + base, out + base, count, key);
+      k.dropout_rows(x + base, out + base, count, key, first);
     }
-  }
+  });
 }
 
 }  // namespace dt

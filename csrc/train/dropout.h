@@ -8,6 +8,8 @@
 
 namespace dt {
 
+class TrainContext;
+
 // lowbias32 (Chris Wellons' hash-prospector): a full-avalanche 32-bit integer hash.
 inline uint32_t hash32(uint32_t x) {
   x ^= x >> 16;
@@ -36,11 +38,12 @@ inline float dropout_value(const DropoutKey& k, uint32_t i) {
   return (h >> 8) >= k.threshold ? k.scale : 0.0f;
 }
 
-// out[i] = dropout mask value i; out: [n] floats.
+// out[i] = dropout mask value i (one element at a time: the reference of the vector kernels); out: [n] floats.
 void dropout_mask(float* out, int64_t n, float p, uint64_t seed);
 
 // out[i] = residual[i] + x[i] * mask[i] (residual may be null: out = x * mask), with the mask of
-// dropout_mask(p, seed); x, residual, out: [n] floats, out may alias either input.
-void dropout_apply(const float* x, const float* residual, float* out, int64_t n, float p, uint64_t seed);
+// dropout_mask(p, seed), split among the context's threads; x, residual, out: [n] floats, out may alias either.
+void dropout_apply(TrainContext& ctx, const float* x, const float* residual, float* out, int64_t n, float p,
+                   uint64_t seed);
 
 }  // namespace dt

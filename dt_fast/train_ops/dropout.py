@@ -1,0 +1,62 @@
+"""Dropout (plus a residual) from the counter-based hash of csrc/train/dropout.h, and the hash in torch."""
+
+from __future__ import annotations
+
+import torch
+
+from dt_fast.train_ops.runtime import array, context
+
+_MASK_BLOCK = 1 << 32  # the hash's counter is 32 bits: each block of 2^32 elements has its own key
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32 on int64 tensors holding uint32 values (csrc/train/dropout.h hash32)."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def dropout_mask_reference(shape: tuple[int, ...], p: float, seed: int) -> torch.Tensor:
+    """The mask of _C.dropout_mask (1 / (1 - p) kept, 0 dropped) computed with torch integer ops, (*shape) float32."""
+    index = torch.arange(int(torch.tensor(shape).prod()), dtype=torch.int64)  # (n,)
+    block = index // _MASK_BLOCK  # (n,)
+    hi = ((seed >> 32) ^ _hash32((block + 0x9E3779B9) & 0xFFFFFFFF)) & 0xFFFFFFFF  # (n,)
+    h = _hash32((_hash32((index & 0xFFFFFFFF) ^ (seed & 0xFFFFFFFF)) + hi) & 0xFFFFFFFF)  # (n,)
+    threshold = int(float(torch.tensor(p, dtype=torch.float32).double()) * (1 << 24) + 0.5)
+    scale = torch.tensor(1.0, dtype=torch.float32) / (1.0 - torch.tensor(p, dtype=torch.float32))
+    return torch.where((h >> 8) >= threshold, scale, 0.0).reshape(shape)  # (*shape)
+
+
+class _DropoutAdd(torch.autograd.Function):
+    """out = residual + x * mask(p, seed); the backward redraws the mask from the seed."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, residual: torch.Tensor | None, p: float, seed: int) -> torch.Tensor:
+        x = x.contiguous()
+        out = torch.empty_like(x)  # (*x.shape)
+        res = None if residual is None else residual.contiguous().reshape(-1)
+        context().dropout_apply(array(x.reshape(-1)), array(res), array(out.reshape(-1)), p, seed)
+        ctx.p, ctx.seed, ctx.has_residual = p, seed, residual is not None
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple:
+        grad = grad.contiguous()
+        grad_x = torch.empty_like(grad)  # (*x.shape)
+        context().dropout_apply(array(grad.reshape(-1)), None, array(grad_x.reshape(-1)), ctx.p, ctx.seed)
+        return grad_x, grad if ctx.has_residual else None, None, None
+
+
+def dropout_add(x: torch.Tensor, residual: torch.Tensor | None, p: float, seed: int) -> torch.Tensor:
+    """residual + dropout(x) (residual None: dropout(x)) with the mask of seed over x's flat index; x, residual:
+    one shape."""
+    return _DropoutAdd.apply(x, residual, p, seed)
+
+
+def dropout_add_reference(x: torch.Tensor, residual: torch.Tensor | None, p: float, seed: int) -> torch.Tensor:
+    """Pure torch dropout_add."""
+    y = x * dropout_mask_reference(tuple(x.shape), p, seed)  # (*x.shape)
+    return y if residual is None else residual + y
