@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from dt_fast import checkpoint
 from dt_fast.config import DecisionTransformerConfig
 from dt_fast.distributions import TanhNormal, bounded_log_std
-from dt_fast.kernels.dispatch import embed_tokens, embedding_weights
+from dt_fast.kernels.dispatch import embed_tokens, embedding_weights, resolve_backend
 from dt_fast.train_ops import attention, draw_seed, dropout_add, fused_cpu, layer_norm, layer_norm_residual, linear
 from dt_fast.train_ops import embed_tokens as tokens_before_ln
 
@@ -267,8 +267,9 @@ class DecisionTransformer(nn.Module):
         backward); otherwise kernels.dispatch runs the fused Triton kernel (CUDA, or DT_FAST_BACKEND=triton) or its
         torch reference, kernels.reference.embed_ref.
         """
-        if self.training and fused_cpu(states, actions, returns_to_go, self.embed_state.weight) and not any(
-                t.requires_grad for t in (states, actions, returns_to_go)):
+        if (self.training and resolve_backend(timesteps.device) == "torch"
+                and fused_cpu(states, actions, returns_to_go, self.embed_state.weight)
+                and not any(t.requires_grad for t in (states, actions, returns_to_go))):
             x = tokens_before_ln(states, actions, returns_to_go, timesteps, self.embed_return.weight,
                                  self.embed_return.bias, self.embed_state.weight, self.embed_state.bias,
                                  self.embed_action.weight, self.embed_action.bias, self.embed_timestep.weight)
