@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "common/check.h"
+#include "engine/sampling.h"
 
 namespace dt {
 
@@ -146,10 +147,38 @@ Engine::Engine(Model model, int batch, int context_len, Mode mode, int n_threads
       st.v_scratch.assign(R * C, 0.0f);
     }
     st.plan.assign(G, RowPlan{});
+    st.log_std.assign(G * c.act_dim, 0.0f);
   }
   n_steps_.assign(B, 0);
   prev_timestep_.assign(B, 0);
   prev_action_.assign(B * c.act_dim, 0.0f);
+  log_std_ = model_.weights.has_log_std();
+  draws_.assign(B, 0);
+}
+
+void Engine::set_sampling(std::optional<uint64_t> seed) {
+  DT_CHECK(!seed || log_std_, "sampled actions need a stochastic model, with the log-std head "
+           "predict_action_log_std; this model's action head is deterministic");
+  std::lock_guard<std::mutex> lock(mu_);
+  seed_ = seed;
+  std::fill(draws_.begin(), draws_.end(), 0);
+}
+
+std::optional<uint64_t> Engine::sample_seed() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return seed_;
+}
+
+void Engine::load_weights(Model model) {
+  DT_CHECK(model.config == model_.config, "load_weights: the new weights' config differs from the engine's (sizes, "
+           "activation, LayerNorm epsilon, attention scaling and action_tanh must all be the same)");
+  DT_CHECK(model.weights.has_log_std() == log_std_, "load_weights: the engine's model ",
+           log_std_ ? "has a" : "has no", " log-std head (predict_action_log_std) and the new weights ",
+           log_std_ ? "have none" : "have one");
+  std::lock_guard<std::mutex> lock(mu_);
+  model_.weights = std::move(model.weights);
+  pack_weights();
+  std::fill(n_steps_.begin(), n_steps_.end(), 0);
 }
 
 void Engine::pack_weights() {
@@ -473,7 +502,18 @@ void Engine::run_chunk(RunState& st, int64_t b0, int64_t nb, const float* states
     kernels_.layer_norm(st.xb.data() + bl * C, st.h.data() + bl * C, w.ln_f_w, w.ln_f_b, C, c.ln_eps);
   float* out = actions + b0 * A;
   kernels_.matmul(out, A, st.xb.data(), C, w.predict_action_w, A, w.predict_action_b, static_cast<int>(nb), C, A);
-  if (c.action_tanh) activate(out, nb * A, Activation::Tanh);
+  if (seed_) {  // out holds loc: each row's action is sampled around it (sampling.h)
+    float* raw = st.log_std.data();
+    kernels_.matmul(raw, A, st.xb.data(), C, w.predict_action_log_std_w, A, w.predict_action_log_std_b,
+                    static_cast<int>(nb), C, A);
+    for (int64_t bl = 0; bl < nb; ++bl) {
+      const uint32_t counter = noise_counter(*seed_, static_cast<uint64_t>(b0 + bl), draws_[b0 + bl]);
+      for (int j = 0; j < A; ++j)
+        out[bl * A + j] = tanh_normal_sample(out[bl * A + j], raw[bl * A + j], normal_noise(counter, j));
+    }
+  } else if (c.action_tanh) {
+    activate(out, nb * A, Activation::Tanh);
+  }
 }
 
 void Engine::step(const std::unique_lock<std::mutex>& held, const float* states, const float* returns_to_go,
@@ -506,6 +546,7 @@ void Engine::step(const std::unique_lock<std::mutex>& held, const float* states,
     std::copy_n(actions + b * A, A, prev_action_.data() + b * A);
     prev_timestep_[b] = timesteps[b];
     ++n_steps_[b];
+    if (seed_) ++draws_[b];
   }
 }
 
