@@ -1,6 +1,6 @@
 // Integer hashes for counter-based random numbers: a draw is a hash of its counters, so it is the same whatever
-// thread or batch layout computes it. Users: the engine's sampled actions (engine/sampling.h) and their Python
-// reference (dt_fast/distributions.py, normal_noise).
+// thread or batch layout computes it. Users: dropout masks (train/dropout.h) and the engine's sampled actions
+// (engine/sampling.h), each with its Python reference (dt_fast/train_ops/dropout.py, dt_fast/distributions.py).
 #pragma once
 
 #include <cstdint>
