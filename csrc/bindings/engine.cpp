@@ -243,8 +243,8 @@ void bind_engine(py::module_& m) {
           py::arg("isa") = "auto", "Load config.json + model.safetensors of a checkpoint directory.")
       .def("step", &engine_step, py::arg("states"), py::arg("returns_to_go"), py::arg("timesteps"),
            "One step for every row: states (B, S) float32, returns_to_go (B,), timesteps (B,) -> actions (B, A).")
-      .def("_step_latencies", &engine_step_latencies, py::arg("states"), py::arg("returns_to_go"),
-           py::arg("timesteps"), py::arg("n"), py::arg("lock_per_step"),
+      .def("_step_latencies", &engine_step_latencies, py::arg("states"), py::arg("returns_to_go"), py::arg("timesteps"),
+           py::arg("n"), py::arg("lock_per_step"),
            "Benchmarks only: seconds of n steps with these inputs, the lock taken per step or once (n,).")
       .def(
           "reset", [](dt::Engine& e, int64_t row) { e.reset(row); }, py::arg("row"),

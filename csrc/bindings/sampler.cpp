@@ -15,24 +15,22 @@ using Core = dt::TrajectorySampler;
 
 void check_rank(const py::array& a, const std::string& name, py::ssize_t ndim) {
   if (a.ndim() != ndim) {
-    throw py::value_error(name + " must have " + std::to_string(ndim) + " dimensions, got " +
-                          std::to_string(a.ndim()));
+    throw py::value_error(name + " must have " + std::to_string(ndim) + " dimensions, got " + std::to_string(a.ndim()));
   }
 }
 
 void check_len(const py::array& a, const std::string& name, py::ssize_t axis, py::ssize_t expected,
                const std::string& what) {
   if (a.shape(axis) != expected) {
-    throw py::value_error(name + ".shape[" + std::to_string(axis) + "] = " +
-                          std::to_string(a.shape(axis)) + " must equal " + what + " = " + std::to_string(expected));
+    throw py::value_error(name + ".shape[" + std::to_string(axis) + "] = " + std::to_string(a.shape(axis)) +
+                          " must equal " + what + " = " + std::to_string(expected));
   }
 }
 
 std::shared_ptr<Core> make_core(const py::object& observations_in, const py::object& actions_in,
                                 const py::object& rewards_in, const py::object& offsets_in,
                                 const py::object& state_mean_in, const py::object& state_std_in, int64_t context_len,
-                                int64_t batch_size, double scale, double gamma, int64_t max_ep_len,
-                                int64_t capacity) {
+                                int64_t batch_size, double scale, double gamma, int64_t max_ep_len, int64_t capacity) {
   const auto observations = read_array<float>(observations_in, "observations");
   const auto actions = read_array<float>(actions_in, "actions");
   const auto rewards = read_array<float>(rewards_in, "rewards");
@@ -62,8 +60,8 @@ struct EpisodeArrays {
   CArray<float> observations, actions, rewards;
   CArray<int64_t> lengths;
   dt::Episodes view() const {
-    return {observations.data(), actions.data(), rewards.data(), lengths.data(), observations.shape(0),
-            lengths.shape(0)};
+    const int64_t n_steps = observations.shape(0), n_episodes = lengths.shape(0);
+    return {observations.data(), actions.data(), rewards.data(), lengths.data(), n_steps, n_episodes};
   }
 };
 
@@ -180,9 +178,9 @@ py::dict next_batch(dt::Prefetcher& prefetcher) {
 void bind_sampler(py::module_& m) {
   py::class_<Core, std::shared_ptr<Core>>(m, "SamplerCore",
                                           "Dataset in window form: normalised states, precomputed returns-to-go.")
-      .def(py::init(&make_core), py::arg("observations"), py::arg("actions"), py::arg("rewards"),
-           py::arg("offsets"), py::arg("state_mean"), py::arg("state_std"), py::arg("context_len"),
-           py::arg("batch_size"), py::arg("scale"), py::arg("gamma"), py::arg("max_ep_len"), py::arg("capacity") = 0,
+      .def(py::init(&make_core), py::arg("observations"), py::arg("actions"), py::arg("rewards"), py::arg("offsets"),
+           py::arg("state_mean"), py::arg("state_std"), py::arg("context_len"), py::arg("batch_size"), py::arg("scale"),
+           py::arg("gamma"), py::arg("max_ep_len"), py::arg("capacity") = 0,
            "capacity 0: a fixed dataset; >= 1: a replay buffer of at most `capacity` episodes.")
       .def_property_readonly("n_steps", &Core::n_steps)
       .def_property_readonly("n_episodes", &Core::n_episodes)

@@ -157,7 +157,8 @@ Engine::Engine(Model model, int batch, int context_len, Mode mode, int n_threads
 }
 
 void Engine::set_sampling(std::optional<uint64_t> seed) {
-  DT_CHECK(!seed || log_std_, "sampled actions need a stochastic model, with the log-std head "
+  DT_CHECK(!seed || log_std_,
+           "sampled actions need a stochastic model, with the log-std head "
            "predict_action_log_std; this model's action head is deterministic");
   std::lock_guard<std::mutex> lock(mu_);
   seed_ = seed;
@@ -170,11 +171,11 @@ std::optional<uint64_t> Engine::sample_seed() const {
 }
 
 void Engine::load_weights(Model model) {
-  DT_CHECK(model.config == model_.config, "load_weights: the new weights' config differs from the engine's (sizes, "
+  DT_CHECK(model.config == model_.config,
+           "load_weights: the new weights' config differs from the engine's (sizes, "
            "activation, LayerNorm epsilon, attention scaling and action_tanh must all be the same)");
-  DT_CHECK(model.weights.has_log_std() == log_std_, "load_weights: the engine's model ",
-           log_std_ ? "has a" : "has no", " log-std head (predict_action_log_std) and the new weights ",
-           log_std_ ? "have none" : "have one");
+  DT_CHECK(model.weights.has_log_std() == log_std_, "load_weights: the engine's model ", log_std_ ? "has a" : "has no",
+           " log-std head (predict_action_log_std) and the new weights ", log_std_ ? "have none" : "have one");
   std::lock_guard<std::mutex> lock(mu_);
   model_.weights = std::move(model.weights);
   pack_weights();

@@ -108,7 +108,8 @@ Weights Weights::from_tensors(const Config& c, const std::map<std::string, Tenso
   size_t pw = ld.add("predict_action.0.weight", {A, C}, true);
   size_t pb = ld.add("predict_action.0.bias", {A});
   const bool log_std = tensors.count("predict_action_log_std.weight") || tensors.count("predict_action_log_std.bias");
-  DT_CHECK(!log_std || c.action_tanh, source, ": a log-std head (predict_action_log_std) needs action_tanh = true: "
+  DT_CHECK(!log_std || c.action_tanh, source,
+           ": a log-std head (predict_action_log_std) needs action_tanh = true: "
            "a stochastic action is squashed with tanh");
   const size_t lw = log_std ? ld.add("predict_action_log_std.weight", {A, C}, true) : 0;
   const size_t lb = log_std ? ld.add("predict_action_log_std.bias", {A}) : 0;

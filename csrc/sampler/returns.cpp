@@ -17,8 +17,8 @@ void check_offsets(const int64_t* offsets, int64_t n_offsets, int64_t n_steps) {
   }
 }
 
-void returns_to_go(const float* rewards, int64_t n_steps, const int64_t* offsets, int64_t n_offsets,
-                   double gamma, double scale, float* rtg) {
+void returns_to_go(const float* rewards, int64_t n_steps, const int64_t* offsets, int64_t n_offsets, double gamma,
+                   double scale, float* rtg) {
   DT_CHECK(std::isfinite(scale) && scale != 0.0, "scale must be finite and non-zero, got ", scale);
   check_offsets(offsets, n_offsets, n_steps);
   for (int64_t e = 0; e + 1 < n_offsets; ++e) {

@@ -156,8 +156,8 @@ std::shared_ptr<TrajectorySampler> TrajectorySampler::with_episodes(const Episod
   check_finite(in.actions, in.n_steps, A, "actions");
   check_finite(in.rewards, in.n_steps, 1, "rewards");
   if (replace)
-    DT_CHECK(in.n_episodes >= 1 && in.n_episodes <= options_.capacity, "a restored buffer holds 1 to capacity = ",
-             options_.capacity, " episodes, got ", in.n_episodes);
+    DT_CHECK(in.n_episodes >= 1 && in.n_episodes <= options_.capacity,
+             "a restored buffer holds 1 to capacity = ", options_.capacity, " episodes, got ", in.n_episodes);
   auto out = std::make_shared<TrajectorySampler>(*this);
   if (replace) {
     out->episodes_.clear();

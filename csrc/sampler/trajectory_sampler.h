@@ -133,8 +133,8 @@ class TrajectorySampler {
   std::vector<double> mean_, std_;   // [state_dim]
   std::vector<float> padded_state_;  // [state_dim], (0 - mean) / std: the blog pads before normalising
   std::vector<std::shared_ptr<const Segment>> segments_;  // oldest first
-  std::vector<EpisodeRef> episodes_;  // held episodes, oldest first
-  std::vector<int64_t> starts_;       // [n_episodes + 1]: episode e takes the draws [starts_[e], starts_[e + 1])
+  std::vector<EpisodeRef> episodes_;                      // held episodes, oldest first
+  std::vector<int64_t> starts_;  // [n_episodes + 1]: episode e takes the draws [starts_[e], starts_[e + 1])
 };
 
 // Free batches shared by a Prefetcher and the batches it handed out, which return here when released.
