@@ -185,8 +185,10 @@ class Policy:
     def update_weights(self, model: DecisionTransformer) -> None:
         """Act with `model`'s weights from now on, and start a new episode in every row (the cached keys came from
         the old weights: call it between episodes). The cpp backend copies the weights into its engine (no new
-        engine); the torch backends run `model` in place, on the Policy's device. `model` must have the Policy's
-        config (every field an action depends on) and action head; the sampling seed and draw counters are kept.
+        engine); the torch backends run `model` in place, on the Policy's device, and set it to eval mode (as
+        building a torch Policy does: a model that goes on training needs model.train() again). `model` must have
+        the Policy's config (every field an action depends on) and action head; the sampling seed and draw counters
+        are kept.
         """
         if not isinstance(model, DecisionTransformer):
             raise ValueError(f"model must be a dt_fast.DecisionTransformer, got {type(model).__name__}")

@@ -173,14 +173,14 @@ class TrajectorySampler:
         if self.capacity is not None:
             buffer = state["buffer"]
             for key, ours in (("state_mean", self.state_mean), ("state_std", self.state_std)):
-                if not np.array_equal(np.asarray(buffer[key]), ours):
+                if not np.array_equal(_numpy(buffer[key]), ours):
                     raise ValueError(f"sampler state's buffer was normalised with another {key} than this "
                                      f"sampler's (a different offline dataset)")
             for key in ("gamma", "scale"):
                 if buffer[key] != getattr(self, key):
                     raise ValueError(f"sampler state's buffer has {key}={buffer[key]} but this sampler has "
                                      f"{key}={getattr(self, key)}: its returns-to-go would differ")
-            core = core.restored(*(np.asarray(buffer[k]) for k in ("states", "actions", "rewards", "lengths")))
+            core = core.restored(*(_numpy(buffer[k]) for k in ("states", "actions", "rewards", "lengths")))
         self.close()
         self._core = core
         self.seed, self.rank, self._next_batch = int(state["seed"]), int(state["rank"]), int(state["next_batch"])
@@ -203,3 +203,8 @@ class TrajectorySampler:
         if self.device.type != "cpu":
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         return batch
+
+
+def _numpy(x: Any) -> np.ndarray:
+    """A state-dict entry (a tensor on any device, or an array) as a numpy array."""
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
