@@ -1,7 +1,8 @@
 """Step latency and throughput of dt_fast.Policy against the blog's get_action loop, with hardware bounds.
 
-    .venv/bin/python -m benchmarks.bench_policy            # full run (about 2-4 minutes on 2 cores)
+    .venv/bin/python -m benchmarks.bench_policy            # full run (about 3-5 minutes on 2 cores)
     .venv/bin/python -m benchmarks.bench_policy --quick    # fewer steps, for a smoke run
+    .venv/bin/python -m benchmarks.bench_policy --odt      # only the online fine-tuning rows (about 1 minute)
 
 All in one process, one torch thread: for Hopper (11/3) and HalfCheetah (17/6) sized models (hidden 128,
 3 layers, 1 head, K = 20, the blog's configuration):
@@ -21,6 +22,11 @@ All in one process, one torch thread: for Hopper (11/3) and HalfCheetah (17/6) s
   kernel, on 1 and on all threads; numpy copy of 256 MB). The bytes term is DRAM bandwidth; the model's
   2.4 MB of weights mostly stay in cache, so the engine can beat that term (a cache-bandwidth bound would be
   tighter, and is not measured here).
+- online fine-tuning (the Online Decision Transformer's exploration rollouts), on a stochastic Hopper-sized model:
+  p50 / p99 of Policy.act (cpp) with sampled actions (set_sampling) beside the mean action, at batch 1 and 64,
+  window sliding, in alternating rounds of steps on two Policies over the same weights; and the time to load new
+  weights into an existing Policy (update_weights) and Engine (load_weights) beside building a new one, the
+  median of repeated calls.
 FLOPs count 2 per multiply-add of every matmul and attention product the mode must do (exact: the pruned window
 recompute; rolling: the 3 new tokens); bytes count the weights the step reads plus the KV cache it reads. The
 engine does fewer FLOPs than that plan: where it caches ln_1 outputs instead of keys and values (every layer in
@@ -151,7 +157,7 @@ def policy_latencies(policy: Policy, n: int, phase: str, rng: np.random.Generato
 def lock_latencies(policy: Policy, n: int, rng: np.random.Generator) -> dict[bool, np.ndarray]:
     """Seconds per engine step at batch 1, window sliding, keyed by lock_per_step: the lock taken by every step,
     or once around a round of steps; rounds of 50 steps of each alternate on the policy's engine."""
-    engine = policy._engine
+    engine = policy._backend.controller.engine
     states, rtg = rng.normal(size=(1, policy.state_dim)).astype(np.float32), np.full(1, 3.6, np.float32)
     ts = np.array([K + 30], np.int64)
     engine._step_latencies(states, rtg, ts, K + 30, True)  # warm-up, past the window's filling
@@ -181,6 +187,87 @@ def throughput(policy: Policy, steps: int, rng: np.random.Generator, min_time: f
     return B * steps * fastest_rate(run, min_time=min_time, warmup=0)
 
 
+def stochastic_hopper() -> DecisionTransformer:
+    """A seeded Hopper-sized stochastic model (hidden 128, 3 layers, ODT's log-std head)."""
+    S, A = ENVS["Hopper"]
+    torch.manual_seed(0)
+    return DecisionTransformer(DecisionTransformerConfig(state_dim=S, act_dim=A, hidden_size=128, n_layer=3, n_head=1,
+                                                         max_ep_len=1000), stochastic=True).eval()
+
+
+def sampled_vs_mean(n: int, rng: np.random.Generator) -> None:
+    """p50 / p99 of Policy.act with sampled and with mean actions, window sliding, rounds of each alternating."""
+    model = stochastic_hopper()
+    S = model.config.state_dim
+    cores = os.cpu_count() or 1
+    print(f"\n{'sampled vs mean action (Hopper, t>=K, Policy.act)':<52}{'B':>4}{'thr':>4}{'mean p50':>10}"
+          f"{'p99':>8}{'sampled p50':>13}{'p99':>8}{'ratio p50':>10}")
+    for mode in ("exact", "rolling"):
+        for B, threads in ((1, 1), (1, cores), (64, 1), (64, cores)):
+            policies = {}
+            for sampled in (False, True):
+                policy = Policy(model, target_return=3600.0, state_mean=np.zeros(S), state_std=np.ones(S),
+                                scale=SCALE, context_len=K, mode=mode, backend="cpp", num_envs=B, n_threads=threads)
+                if sampled:
+                    policy.set_sampling(1)
+                obs = rng.normal(size=(B, S))
+                policy.act(obs)
+                for _ in range(K + 30):
+                    policy.act(obs, np.ones(B))
+                policies[sampled] = (policy, obs)
+            per_round = 50 if B == 1 else 10
+            steps = n if B == 1 else max(n // 5, 100)
+            times: dict[bool, list[float]] = {False: [], True: []}
+            while len(times[True]) < steps:
+                for sampled, (policy, obs) in policies.items():
+                    reward = np.ones(B)
+                    for _ in range(per_round):
+                        start = time.perf_counter()
+                        policy.act(obs, reward)
+                        times[sampled].append(time.perf_counter() - start)
+            (m50, m99), (s50, s99) = (np.percentile(times[k], [50, 99]) * 1e6 for k in (False, True))
+            print(f"{f'cpp {mode}':<52}{B:>4}{threads:>4}{m50:>10.1f}{m99:>8.1f}{s50:>13.1f}{s99:>8.1f}"
+                  f"{s50 / m50:>10.3f}")
+
+
+def weight_refresh(repeats: int) -> None:
+    """Seconds to load a training step's weights into an existing Policy / Engine against building a new one."""
+    from dt_fast import _C
+
+    model, other = stochastic_hopper(), stochastic_hopper()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.01)
+    S = model.config.state_dim
+    config = model.config.to_json_string()
+    tensors = {k: v.detach().numpy() for k, v in hf_state_dict(other).items()}
+
+    def median(fn) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return float(np.median(times))
+
+    print(f"\n{'weight refresh (Hopper, stochastic), median ms':<52}{'B':>4}{'update':>9}{'new':>9}{'new/update':>11}")
+    for mode in ("exact", "rolling"):
+        for B in (1, 64):
+            args = dict(target_return=3600.0, state_mean=np.zeros(S), state_std=np.ones(S), scale=SCALE,
+                        context_len=K, mode=mode, backend="cpp", num_envs=B, n_threads=1)
+            policy = Policy(model, **args)
+            update = median(lambda: policy.update_weights(other))
+            build = median(lambda: Policy(other, **args))
+            print(f"{f'Policy.update_weights vs Policy(...), {mode}':<52}{B:>4}{update * 1e3:>9.2f}"
+                  f"{build * 1e3:>9.2f}{build / update:>11.2f}")
+            engine = _C.Engine(config, tensors, B, K, mode, 1)
+            load = median(lambda: engine.load_weights(config, tensors))
+            new = median(lambda: _C.Engine(config, tensors, B, K, mode, 1))
+            print(f"{f'Engine.load_weights vs Engine(...), {mode}':<52}{B:>4}{load * 1e3:>9.2f}{new * 1e3:>9.2f}"
+                  f"{new / load:>11.2f}")
+
+
 def paired_models(S: int, A: int) -> tuple[DecisionTransformerModel, DecisionTransformer]:
     """A seeded transformers DecisionTransformerModel (hidden 128, 3 layers) and dt_fast's copy of its weights."""
     torch.manual_seed(0)
@@ -194,10 +281,15 @@ def paired_models(S: int, A: int) -> tuple[DecisionTransformerModel, DecisionTra
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="200 timed steps instead of 1,000 (smoke run)")
+    parser.add_argument("--odt", action="store_true", help="only the online fine-tuning rows")
     args = parser.parse_args()
     torch.set_num_threads(1)
     n = 200 if args.quick else 1000
     rng = np.random.default_rng(0)
+    if args.odt:
+        sampled_vs_mean(n, rng)
+        weight_refresh(5 if args.quick else 20)
+        return
     cores = os.cpu_count() or 1
     by_impl = {threads: matmul_rates(threads=threads) for threads in sorted({1, cores})}
     rates = {threads: max(r.values()) for threads, r in by_impl.items()}
@@ -259,6 +351,8 @@ def main() -> None:
                 bound = rates[threads] / flops
                 print(f"{'cpp ' + mode:<40}{B:>5}{threads:>8}{aps:>11.0f}{bound:>11.0f}{aps / bound:>9.2f}"
                       f"{aps * done / 1e9:>9.1f}{aps * done / rates[threads]:>8.2f}")
+    sampled_vs_mean(n, rng)
+    weight_refresh(5 if args.quick else 20)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,15 @@ time per batch. The collator's statistics (computed at construction, untimed) ar
 num_threads=N means N background workers, plus the calling thread, which builds batches itself whenever the next
 one is not ready; cpu_us_per_batch is the process CPU time (all threads) per batch.
 
+Replay buffer (ODT's online loop appends the episodes of each rollout): TrajectorySampler.add_episodes of 64
+Hopper-sized episodes (1,000 steps each, state 11, action 3) into a full buffer of 1,000 such episodes (64 evicted),
+against rebuilding a sampler over the 1,000 episodes held afterwards from scratch: from Python (concatenate the
+arrays, Trajectories, TrajectorySampler), and the C++ core alone from arrays already concatenated. The bound of an
+append is copying its episodes once (read the new arrays, write the buffer's) at the memcpy rate.
+
     python -m benchmarks.bench_sampler            # ~1 minute
     python -m benchmarks.bench_sampler --quick    # ~40 s, shorter timing windows
+    python -m benchmarks.bench_sampler --buffer   # the replay-buffer rows alone, printed (~30 s)
 """
 
 from __future__ import annotations
@@ -29,15 +36,16 @@ from benchmarks.reference import DecisionTransformerGymDataCollator, ListDataset
 from dt_fast import Trajectories, TrajectorySampler
 
 STATE_DIM, ACT_DIM, BATCH_SIZE, CONTEXT_LEN = 17, 6, 64, 20
+HOPPER = (11, 3)  # state and action sizes of the replay-buffer rows
 
 
-def synthetic(lengths: np.ndarray, seed: int) -> Trajectories:
+def synthetic(lengths: np.ndarray, seed: int, state_dim: int = STATE_DIM, act_dim: int = ACT_DIM) -> Trajectories:
     """Random float32 episodes of the given lengths (normal states, uniform actions in [-1, 1])."""
     rng = np.random.default_rng(seed)
     n = int(lengths.sum())
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return Trajectories(rng.standard_normal((n, STATE_DIM), dtype=np.float32),
-                        rng.uniform(-1, 1, (n, ACT_DIM)).astype(np.float32),
+    return Trajectories(rng.standard_normal((n, state_dim), dtype=np.float32),
+                        rng.uniform(-1, 1, (n, act_dim)).astype(np.float32),
                         rng.standard_normal(n, dtype=np.float32), offsets=offsets)
 
 
@@ -77,11 +85,63 @@ def rate_and_cpu(fn: Callable[[], object], seconds: float, warmup: int) -> tuple
     return n / (time.perf_counter() - wall), (time.process_time() - cpu) / n
 
 
+def median_seconds(fn: Callable[[], object], calls: int, warmup: int = 2) -> float:
+    """Median wall time of `calls` calls of fn, after warm-up."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def replay_buffer_rows(calls: int) -> list[dict]:
+    """add_episodes of 64 Hopper-sized episodes into a full buffer of 1,000 against rebuilding a sampler."""
+    from dt_fast import _C
+
+    offline = synthetic(np.full(1000, 1000), seed=2, state_dim=HOPPER[0], act_dim=HOPPER[1])
+    new = synthetic(np.full(64, 1000), seed=3, state_dim=HOPPER[0], act_dim=HOPPER[1])
+    options = dict(context_len=CONTEXT_LEN, batch_size=BATCH_SIZE)
+    buffer = TrajectorySampler(offline, capacity=1000, **options)
+    append = median_seconds(lambda: buffer.add_episodes(new.observations, new.actions, new.rewards,
+                                                        new.episode_lengths), calls)
+    assert buffer.held_episodes == 1000
+    kept = slice(64 * 1000, None)  # the buffer's 936 oldest episodes stay, then the 64 new ones
+
+    def rebuild() -> TrajectorySampler:
+        t = Trajectories(np.concatenate([offline.observations[kept], new.observations]),
+                         np.concatenate([offline.actions[kept], new.actions]),
+                         np.concatenate([offline.rewards[kept], new.rewards]), offsets=offline.offsets)
+        return TrajectorySampler(t, capacity=1000, **options)
+
+    arrays = [np.concatenate([getattr(offline, k)[kept], getattr(new, k)]) for k in ("observations", "actions",
+                                                                                      "rewards")]
+    mean, std = offline.state_mean, offline.state_std
+    core = median_seconds(lambda: _C.SamplerCore(*arrays, offline.offsets, mean, std, CONTEXT_LEN, BATCH_SIZE, 1000.0,
+                                                 1.0, 1000, 1000), calls)
+    python = median_seconds(rebuild, max(3, calls // 4), warmup=1)
+    new_bytes = new.num_steps * 4 * (HOPPER[0] + HOPPER[1] + 1)  # float32 observations, actions, rewards
+    copy_s = 2 * new_bytes / memcpy_bytes_per_s()  # read them, write the buffer's copy (returns-to-go not counted)
+    name = "buffer 1000x1000 Hopper, +64 episodes"
+    return [{"dataset": name, "method": method, "ms_per_call": t * 1e3, "vs_append": t / append,
+             "of_memcpy": copy_s / t if method.startswith("add") else ""}
+            for method, t in (("add_episodes (64 appended, 64 evicted)", append),
+                              ("rebuild: concatenate + Trajectories + TrajectorySampler", python),
+                              ("rebuild: C++ core from concatenated arrays", core))]
+
+
 def main() -> None:
     """Run every case, print the table and save it to benchmarks/results/bench_sampler.json."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter timing windows (for the benchmark suite)")
+    parser.add_argument("--buffer", action="store_true", help="only the replay-buffer rows")
     args = parser.parse_args()
+    buffer_rows = replay_buffer_rows(calls=5 if args.quick else 15)
+    print_table(buffer_rows, ["dataset", "method", "ms_per_call", "vs_append", "of_memcpy"])
+    if args.buffer:  # printed only: results/bench_sampler.json keeps the full run's rows
+        return
     seconds = 1.0 if args.quick else 3.0
     features = [None] * BATCH_SIZE  # the collator samples by itself; only len(features) matters
     np.random.seed(0)
@@ -121,6 +181,9 @@ def main() -> None:
           f"x batches/s; memcpy = bytes copied per second\n")
     print_table(rows, ["dataset", "method", "batches_per_s", "vs_lists", "vs_dataset", "GB_per_s", "of_memcpy",
                        "cpu_us_per_batch"])
+    print()
+    print_table(buffer_rows, ["dataset", "method", "ms_per_call", "vs_append", "of_memcpy"])
+    rows += buffer_rows
     path = save_results("bench_sampler", rows, extra={"batch_size": BATCH_SIZE, "context_len": CONTEXT_LEN,
                                                       "quick": args.quick})
     print(f"\nsaved {path}")

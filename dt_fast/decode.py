@@ -21,6 +21,11 @@ Modes:
 - "rolling": APPROXIMATE after K steps, O(1) work per step: every token attends to the cached keys and values of
   the tokens of its own step and the K - 1 steps before it; nothing is recomputed. Equal to "exact" while t < K.
 
+Sampling: given noise (B, act_dim), a step returns, instead of the mean action, a sample of a stochastic model's
+tanh-Gaussian (dt_fast.distributions.TanhNormal: tanh(loc + exp(log_std) * noise)); the caller draws the noise
+(Policy's torch backend: distributions.normal_noise with the C++ engine's per-row counters), and the action fed back
+as a_{t-1} is the sampled one.
+
 Static shapes (`static=True`): every row runs one path, exact mode the 3K - 1 token window (positions before token
 0 are padding, so while t < K it gives the incremental result), rolling mode the step's 3 new tokens; no
 data-dependent Python branch, no host synchronisation, every state tensor updated in place. Same actions to float
@@ -32,6 +37,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from dt_fast.distributions import TanhNormal, bounded_log_std
 from dt_fast.kernels.dispatch import attention_masked, embed_tokens, embedding_weights, resolve_backend
 from dt_fast.model import DecisionTransformer, activation
 
@@ -109,12 +115,19 @@ class KVCacheDecoder:
         return x[:, 2:5]  # (b, 3, C): a_{t-1}, R_t, s_t
 
     @torch.no_grad()
-    def step(self, states: torch.Tensor, returns_to_go: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    def step(self, states: torch.Tensor, returns_to_go: torch.Tensor, timesteps: torch.Tensor,
+             noise: torch.Tensor | None = None) -> torch.Tensor:
         """One environment step for every row: the actions (B, A).
 
         Args: states (B, S) normalised float; returns_to_go (B,) float, already divided by scale; timesteps (B,)
-        long in [0, max_ep_len).
+        long in [0, max_ep_len); noise (B, A) float or None: sample the stochastic head's tanh-Gaussian with this
+        standard normal noise instead of returning the mean action (a stochastic model only).
         """
+        if noise is not None:
+            if not self.model.stochastic:
+                raise ValueError("sampled actions need a stochastic model (a log-std head, predict_action_log_std); "
+                                 "this model's action head is deterministic")
+            noise = noise.to(self.device, torch.float32)  # (B, A)
         B = self.B
         states = states.to(self.device, torch.float32)  # (B, S)
         returns_to_go = returns_to_go.to(self.device, torch.float32).reshape(B, 1)  # (B, 1)
@@ -123,32 +136,34 @@ class KVCacheDecoder:
         new_pos = 3 * t[:, None] + torch.arange(-1, 2, device=self.device)  # (B, 3): a_{t-1}, R_t, s_t
         new_pos = torch.where(new_pos >= 0, new_pos, -1)  # a_{-1} does not exist
         self._embed_new(new_pos, states, returns_to_go, timesteps)
-        actions = self._static_actions(t, new_pos) if self.static else self._actions(t, new_pos)  # (B, A)
+        actions = (self._static_actions(t, new_pos, noise) if self.static
+                   else self._actions(t, new_pos, noise))  # (B, A)
         self.prev_action.copy_(actions)
         self.prev_timestep.copy_(timesteps)
         self.n_steps += 1
         return actions
 
-    def _actions(self, t: torch.Tensor, new_pos: torch.Tensor) -> torch.Tensor:
+    def _actions(self, t: torch.Tensor, new_pos: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
         """Actions (B, A), each row on its cheapest path: the new tokens only (exact while t < K, and rolling), or
-        the window's 3K - 1 tokens (exact once the window slides)."""
+        the window's 3K - 1 tokens (exact once the window slides); sampled with `noise` (B, A) if given."""
         B, K = self.B, self.K
         rows = torch.arange(B, device=self.device)  # (B,)
         actions = torch.empty(B, self.model.config.act_dim, device=self.device)  # (B, A)
         recompute = (t >= K) if self.mode == "exact" else torch.zeros_like(t, dtype=torch.bool)  # (B,)
         if bool((~recompute).any()):
             inc = rows[~recompute]  # (b,)
-            actions[inc] = self._forward(inc, new_pos[inc], self._rolling_floor(new_pos[inc]))
+            actions[inc] = self._forward(inc, new_pos[inc], self._rolling_floor(new_pos[inc]),
+                                         None if noise is None else noise[inc])
         if bool(recompute.any()):
             rec = rows[recompute]  # (b,)
             w0 = 3 * (t[rec] - K + 1)  # (b,) first token of the window
             pos = w0[:, None] + torch.arange(3 * K - 1, device=self.device)  # (b, 3K - 1)
-            actions[rec] = self._forward(rec, pos, w0[:, None].expand_as(pos))
+            actions[rec] = self._forward(rec, pos, w0[:, None].expand_as(pos), None if noise is None else noise[rec])
         return actions
 
-    def _static_actions(self, t: torch.Tensor, new_pos: torch.Tensor) -> torch.Tensor:
+    def _static_actions(self, t: torch.Tensor, new_pos: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
         """Actions (B, A), every row on one path of static shape: exact the window of the last K steps (padded with
-        -1 before token 0), rolling the new tokens."""
+        -1 before token 0), rolling the new tokens; sampled with `noise` (B, A) if given."""
         K = self.K
         if self.mode == "exact":
             w0 = 3 * (t - K + 1)  # (B,) first token of the window
@@ -157,7 +172,7 @@ class KVCacheDecoder:
             floor = w0.clamp(min=0)[:, None].expand_as(pos)  # (B, 3K - 1)
         else:
             pos, floor = new_pos, self._rolling_floor(new_pos)  # (B, 3), (B, 3)
-        return self._forward(torch.arange(self.B, device=self.device), pos, floor)
+        return self._forward(torch.arange(self.B, device=self.device), pos, floor, noise)
 
     def _rolling_floor(self, pos: torch.Tensor) -> torch.Tensor:
         """First position each token at `pos` attends to: the R token of K - 1 steps before its own (or 0)."""
@@ -181,9 +196,11 @@ class KVCacheDecoder:
         self.k_cache[0, r_idx, slots] = k
         self.v_cache[0, r_idx, slots] = v
 
-    def _forward(self, rows: torch.Tensor, pos: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
+    def _forward(self, rows: torch.Tensor, pos: torch.Tensor, floor: torch.Tensor,
+                 noise: torch.Tensor | None) -> torch.Tensor:
         """Actions (b, A) of `rows`, running the residual stream of tokens `pos` (b, n) (-1 = none; the last
-        column is s_t), each query attending to cached positions in [floor, itself]; layer 0 reads the cache."""
+        column is s_t), each query attending to cached positions in [floor, itself]; layer 0 reads the cache. The
+        mean action, or sampled with `noise` (b, A)."""
         m, cfg, C, H, S = self.model, self.model.config, self.C, self.H, self.R + 1
         b, n = pos.shape
         hs = C // H
@@ -213,4 +230,8 @@ class KVCacheDecoder:
             h = h + block.attn.c_proj(y)  # (b, nq, C)
             mlp = block.mlp
             h = h + mlp.c_proj(activation(mlp.act, mlp.c_fc(block.ln_2(h))))  # (b, nq, C)
-        return m.predict_action(m.encoder.ln_f(h[:, -1]))  # (b, A)
+        x = m.encoder.ln_f(h[:, -1])  # (b, C) the s_t tokens
+        if noise is None:
+            return m.predict_action(x)  # (b, A)
+        log_std = bounded_log_std(m.predict_action_log_std(x))  # (b, A)
+        return TanhNormal(m.predict_action[0](x), log_std).sample(noise)  # (b, A)

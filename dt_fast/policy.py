@@ -6,6 +6,12 @@
         action = policy.act(obs, reward)
         obs, reward, terminated, truncated, _ = env.step(action); done = terminated or truncated
 
+Online fine-tuning (the Online Decision Transformer): a stochastic model (DecisionTransformer(config,
+stochastic=True), or a checkpoint whose dt_fast.json says action_head "stochastic") can sample its actions from its
+tanh-Gaussian, `set_sampling(seed)`, with counter-based noise per row (distributions.normal_noise; the same
+actions for the same seed whatever the engine's threads, and on both backends to float tolerance), and
+`update_weights(model)` loads the weights of a training step into the Policy without building a new one.
+
 It keeps what the blog's `get_action` loop (benchmarks/reference.py) keeps: states normalised with the dataset's
 mean and std, the return-to-go (target / scale, minus reward / scale after every step), timesteps (clipped to
 max_ep_len - 1), the actions taken, and a KV cache per row. Modes (see dt_fast/decode.py and csrc/engine/engine.h):
@@ -13,12 +19,12 @@ max_ep_len - 1), the actions taken, and a KV cache per row. Modes (see dt_fast/d
 is longer than the context length.
 
 Owners: this module owns the step API: the checks of every argument and input, the choice of backend, and two
-backends with one interface (set_target_return / reset / act). `CppBackend` is the C++ Controller
-(csrc/engine/controller.h), which keeps the bookkeeping above and runs the engine; `TorchBackend` keeps the same
-bookkeeping in numpy, with the Controller's float rounding, order of checks and messages, over the torch decoder.
-It does not own the on-disk formats (dt_fast.checkpoint reads config.json, the weights and dt_fast.json), the model
-(dt_fast.model), the incremental decoding (dt_fast.decode, and csrc/engine for the cpp backend), the kernels
-(dt_fast.kernels), nor the CUDA-graph capture (dt_fast.cuda_graph).
+backends with one interface (set_target_return / reset / act / set_sampling / update_weights). `CppBackend` is the
+C++ Controller (csrc/engine/controller.h), which keeps the bookkeeping above and runs the engine; `TorchBackend`
+keeps the same bookkeeping in numpy, with the Controller's float rounding, order of checks and messages, over the
+torch decoder. It does not own the on-disk formats (dt_fast.checkpoint reads config.json, the weights and
+dt_fast.json), the model (dt_fast.model), the incremental decoding (dt_fast.decode, and csrc/engine for the cpp
+backend), the kernels (dt_fast.kernels), nor the CUDA-graph capture (dt_fast.cuda_graph).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import torch
 from dt_fast.checkpoint import METADATA_NAME, hf_state_dict, read_metadata
 from dt_fast.cuda_graph import GraphedStep
 from dt_fast.decode import MODES, KVCacheDecoder
+from dt_fast.distributions import normal_noise
 from dt_fast.kernels.dispatch import resolve_backend
 from dt_fast.model import DecisionTransformer
 
@@ -44,6 +51,12 @@ except ImportError:  # the package works without its C++ extension, on the torch
     _C = None
 
 BACKENDS = ("auto", "cpp", "torch", "triton")
+# The config fields an action depends on: update_weights needs a model equal in all of them (the others are
+# training-only: dropout rates, initialisation; or unused at inference: vocab_size, reorder_and_upcast_attn).
+INFERENCE_FIELDS = ("state_dim", "act_dim", "hidden_size", "max_ep_len", "action_tanh", "n_positions", "n_layer",
+                    "n_head", "inner_dim", "activation_function", "layer_norm_epsilon", "scale_attn_weights",
+                    "scale_attn_by_inverse_layer_idx")
+UINT64 = 2**64
 
 
 class Policy:
@@ -85,9 +98,11 @@ class Policy:
         self.state_std = _vector("state_std", state_std, cfg.state_dim, positive=True)  # (S,) float64
         self.scale = _positive_number("scale", scale)
         self.n_threads = _thread_count(n_threads)
+        self.stochastic = model.stochastic  # the model has the log-std head that sampling needs
         self.backend = _resolve(_choice("backend", backend, BACKENDS), next(model.parameters()).device)
         self._backend = _open_backend(self.backend, model, self.mode, self.num_envs, self.context_len,
                                       self.state_mean, self.state_std, self.scale, self.n_threads)
+        self._sample_seed: int | None = None
         self.set_target_return(target_return)
         self.reset()
 
@@ -142,6 +157,52 @@ class Policy:
         """
         return self._backend.act(obs, reward)
 
+    @property
+    def sample_seed(self) -> int | None:
+        """The seed actions are sampled with (set_sampling), or None: the mean action."""
+        return self._sample_seed
+
+    def set_sampling(self, seed: int | None) -> None:
+        """Sample every action from the stochastic model's tanh-Gaussian with counter-based noise (seed: an int in
+        [0, 2**64)), or act with its mean action (None, the default).
+
+        Row r's action at its d-th step since this call is tanh(loc + exp(log_std) * z), z =
+        distributions.normal_noise(seed, r, d): d counts every step of the row (reset does not restart it, so
+        each episode of a row draws new noise), and the sampled action is what the next step embeds as a_{t-1}.
+        Raises ValueError if the model has no log-std head (a deterministic checkpoint).
+        """
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                                 or not 0 <= seed < UINT64):
+            raise ValueError(f"seed must be None or an integer in [0, 2**64), got {seed!r}")
+        if seed is not None and not self.stochastic:
+            raise ValueError("set_sampling needs a stochastic model (DecisionTransformer(config, stochastic=True), or "
+                             "a checkpoint whose dt_fast.json has action_head 'stochastic'): this one has no log-std "
+                             "head to sample with")
+        seed = None if seed is None else int(seed)
+        self._backend.set_sampling(seed)
+        self._sample_seed = seed
+
+    def update_weights(self, model: DecisionTransformer) -> None:
+        """Act with `model`'s weights from now on, and start a new episode in every row (the cached keys came from
+        the old weights: call it between episodes). The cpp backend copies the weights into its engine (no new
+        engine); the torch backends run `model` in place, on the Policy's device, and set it to eval mode (as
+        building a torch Policy does: a model that goes on training needs model.train() again). `model` must have
+        the Policy's config (every field an action depends on) and action head; the sampling seed and draw counters
+        are kept.
+        """
+        if not isinstance(model, DecisionTransformer):
+            raise ValueError(f"model must be a dt_fast.DecisionTransformer, got {type(model).__name__}")
+        for name in INFERENCE_FIELDS:
+            ours, theirs = getattr(self.config, name), getattr(model.config, name)
+            if ours != theirs:
+                raise ValueError(f"update_weights needs the Policy's model config: {name} is {theirs!r}, the Policy's "
+                                 f"is {ours!r}")
+        if model.stochastic != self.stochastic:
+            heads = {True: "stochastic", False: "deterministic"}
+            raise ValueError(f"update_weights needs the Policy's action head: the model's is "
+                             f"{heads[model.stochastic]}, the Policy's {heads[self.stochastic]}")
+        self._backend.update_weights(model)
+
 
 class CppBackend:
     """The C++ Controller (csrc/engine/controller.h): bookkeeping, value checks and the engine step in C++."""
@@ -151,9 +212,8 @@ class CppBackend:
         if _C is None:
             raise RuntimeError("backend='cpp' needs the compiled extension dt_fast._C, which did not import; "
                                "build it (make build) or use backend='torch'")
-        tensors = {k: v.detach().cpu().float().contiguous().numpy() for k, v in hf_state_dict(model).items()}
-        self.controller = _C.Controller(model.config.to_json_string(), tensors, num_envs, context_len, mode,
-                                        n_threads, state_mean, state_std, scale)
+        self.controller = _C.Controller(model.config.to_json_string(), _engine_tensors(model), num_envs, context_len,
+                                        mode, n_threads, state_mean, state_std, scale)
         self.num_envs, self.state_dim = num_envs, model.config.state_dim
         self.obs_shapes = [(num_envs, self.state_dim)] + [(self.state_dim,)] * (num_envs == 1)  # passed unchecked
 
@@ -175,6 +235,14 @@ class CppBackend:
             reward = reward.detach().cpu().double().numpy()
         return self.controller.act(obs, reward)  # (A,) or (B, A)
 
+    def set_sampling(self, seed: int | None) -> None:
+        """Sampled actions with the noise of `seed`, or the mean action (None); counters restart at 0."""
+        self.controller.set_sampling(seed)
+
+    def update_weights(self, model: DecisionTransformer) -> None:
+        """Copy `model`'s weights into the engine (re-packed in place); every row starts a new episode."""
+        self.controller.load_weights(model.config.to_json_string(), _engine_tensors(model))
+
 
 class TorchBackend:
     """The torch decoder (dt_fast.decode) under the C++ Controller's bookkeeping, done here in numpy with the same
@@ -182,15 +250,24 @@ class TorchBackend:
 
     def __init__(self, model: DecisionTransformer, mode: str, num_envs: int, context_len: int,
                  state_mean: np.ndarray, state_std: np.ndarray, scale: float, kernels: str) -> None:
-        static = next(model.parameters()).device.type == "cuda"  # one CUDA graph per step (one batch size)
-        decoder = KVCacheDecoder(model, num_envs, context_len, mode, static=static, backend=kernels)
-        self.decoder = GraphedStep(decoder) if static else decoder
+        self.mode, self.context_len, self.kernels = mode, context_len, kernels
         self.num_envs, self.state_dim, self.max_t = num_envs, model.config.state_dim, model.config.max_ep_len - 1
+        self.act_dim, self.device = model.config.act_dim, next(model.parameters()).device
+        self.decoder = self._decoder(model)
         self.mean, self.std, self.scale = state_mean, state_std, scale  # (S,), (S,) float64
         self.target = np.zeros(num_envs)  # (B,) env units, taken at each row's reset
         self.rtg = np.zeros(num_envs, dtype=np.float32)  # (B,) return-to-go / scale
         self.steps = np.zeros(num_envs, dtype=np.int64)  # (B,) steps since reset
+        self.seed: int | None = None  # sampling seed, or None: the mean action
+        self.draws = np.zeros(num_envs, dtype=np.int64)  # (B,) sampled steps of each row since the seed was set
         self.lock = threading.Lock()
+
+    def _decoder(self, model: DecisionTransformer) -> KVCacheDecoder | GraphedStep:
+        """The decoder over `model`: on CUDA a static one captured in a CUDA graph (one graph per batch size)."""
+        static = self.device.type == "cuda"
+        decoder = KVCacheDecoder(model, self.num_envs, self.context_len, self.mode, static=static,
+                                 backend=self.kernels)
+        return GraphedStep(decoder) if static else decoder
 
     def set_target_return(self, target: np.ndarray) -> None:
         """Targets (B,) float64, environment units, from each row's next reset."""
@@ -216,10 +293,30 @@ class TorchBackend:
                 self.rtg -= np.where(first, np.float32(0), (rew / self.scale).astype(np.float32))
             states = ((obs - self.mean) / self.std).astype(np.float32)  # (B, S), float64 arithmetic
             timesteps = np.minimum(self.steps, self.max_t)  # (B,)
+            noise = None if self.seed is None else normal_noise(self.seed, torch.arange(self.num_envs),
+                                                                torch.from_numpy(self.draws), self.act_dim)  # (B, A)
             actions = self.decoder.step(torch.from_numpy(states), torch.from_numpy(self.rtg),
-                                        torch.from_numpy(timesteps)).cpu().numpy()  # (B, A)
+                                        torch.from_numpy(timesteps), noise).cpu().numpy()  # (B, A)
             self.steps += 1
+            if self.seed is not None:
+                self.draws += 1
         return actions[0] if single else actions
+
+    def set_sampling(self, seed: int | None) -> None:
+        """Sampled actions with the noise of `seed`, or the mean action (None); counters restart at 0."""
+        with self.lock:
+            self.seed = seed
+            self.draws[:] = 0
+
+    def update_weights(self, model: DecisionTransformer) -> None:
+        """A decoder over `model` (on this backend's device); every row starts a new episode."""
+        device = next(model.parameters()).device
+        if device != self.device:
+            raise ValueError(f"update_weights: the model is on {device} but this Policy runs on {self.device}")
+        with self.lock:
+            self.decoder = self._decoder(model)
+            self.steps[:] = 0
+            self.rtg[:] = (self.target / self.scale).astype(np.float32)
 
 
 def _open_backend(name: str, model: DecisionTransformer, mode: str, num_envs: int, context_len: int,
@@ -229,6 +326,12 @@ def _open_backend(name: str, model: DecisionTransformer, mode: str, num_envs: in
     if name == "cpp":
         return CppBackend(model, mode, num_envs, context_len, state_mean, state_std, scale, n_threads)
     return TorchBackend(model, mode, num_envs, context_len, state_mean, state_std, scale, kernels=name)
+
+
+def _engine_tensors(model: DecisionTransformer) -> dict[str, np.ndarray]:
+    """The model's weights in transformers' layout (plus the log-std head of a stochastic model) as float32 numpy
+    arrays on the CPU, for the C++ engine."""
+    return {k: v.detach().cpu().float().contiguous().numpy() for k, v in hf_state_dict(model).items()}
 
 
 def _resolve(backend: str, device: torch.device) -> str:

@@ -33,6 +33,22 @@ def random_model(seed: int, **kwargs) -> DecisionTransformer:
     return models.random_model(seed, DecisionTransformerConfig(max_ep_len=200, **kwargs))
 
 
+def stochastic_model(seed: int, matrix_scale: float = 1.0, **kwargs) -> DecisionTransformer:
+    """random_model's weights (matrices times matrix_scale) plus a random log-std head (ODT's stochastic action
+    head)."""
+    base = random_model(seed, **kwargs)
+    model = DecisionTransformer(base.config, stochastic=True).eval()
+    missing, _ = model.load_state_dict(base.state_dict(), strict=False)
+    assert sorted(missing) == ["predict_action_log_std.bias", "predict_action_log_std.weight"]
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(matrix_scale)
+        model.predict_action_log_std.weight.normal_(0.0, 0.1)
+        model.predict_action_log_std.bias.normal_(-1.0, 0.5)
+    return model
+
+
 def tensors_of(model: DecisionTransformer) -> dict[str, np.ndarray]:
     """The model's weights in transformers' layout, as numpy arrays."""
     return {k: v.detach().numpy() for k, v in hf_state_dict(model).items()}
@@ -166,25 +182,40 @@ def test_every_kernel_build_equals_the_torch_decoder(isa: str, mode: str) -> Non
         np.testing.assert_allclose(eng.step(s, r, ts), want, atol=2e-5, rtol=0, err_msg=f"step {t}")
 
 
+@pytest.mark.parametrize("sample_seed", [None, 2**63 + 11])
 @pytest.mark.parametrize("mode, B, K", [("exact", 9, 20), ("rolling", 170, 4)])
-def test_threads_and_batch_rows_are_independent(mode: str, B: int, K: int) -> None:
+def test_threads_and_batch_rows_are_independent(mode: str, B: int, K: int, sample_seed: int | None) -> None:
     """A batch split in several chunks, claimed by 2 threads in whatever order, gives each row the same bits as a
-    batch-1 engine."""
-    model = random_model(4, state_dim=11, act_dim=3, hidden_size=64, n_layer=3, n_head=1)
+    batch-1 engine. Sampled actions (their noise is keyed by the row's index): each row the same bits as one
+    thread running the batch in another split, and row 0 as a batch-1 engine's."""
+    kwargs = dict(state_dim=11, act_dim=3, hidden_size=64, n_layer=3, n_head=1)
+    model = random_model(4, **kwargs) if sample_seed is None else stochastic_model(4, **kwargs)
     batched = make_engine(model, B, K, mode, n_threads=2)
     assert batched.threads == 2
-    singles = [make_engine(model, 1, K, mode, n_threads=1) for _ in range(B)]
+    if sample_seed is None:
+        singles = [make_engine(model, 1, K, mode, n_threads=1) for _ in range(B)]
+    else:
+        one_thread = make_engine(model, B, K, mode, n_threads=1)
+        singles = [make_engine(model, 1, K, mode, n_threads=1)]
+        for e in (batched, one_thread, singles[0]):
+            e.set_sampling(sample_seed)
     rng = np.random.default_rng(0)
     steps = np.zeros(B, dtype=np.int64)
     for i in range(3 * K):
         if i == 5:
             for row in (2, 7, B - 1):
-                batched.reset(row), singles[row].reset(0)
+                batched.reset(row)
+                if sample_seed is None:
+                    singles[row].reset(0)
+                else:
+                    one_thread.reset(row)
                 steps[row] = 0
         s, r = rng.normal(size=(B, 11)).astype(np.float32), rng.normal(size=B).astype(np.float32)
         got = batched.step(s, r, steps.copy())
-        for b in range(B):
-            np.testing.assert_array_equal(got[b], singles[b].step(s[b:b + 1], r[b:b + 1], steps[b:b + 1])[0])
+        for b, single in enumerate(singles):
+            np.testing.assert_array_equal(got[b], single.step(s[b:b + 1], r[b:b + 1], steps[b:b + 1])[0])
+        if sample_seed is not None:
+            np.testing.assert_array_equal(got, one_thread.step(s, r, steps.copy()))
         steps += 1
 
 
@@ -448,3 +479,191 @@ def test_engine_arguments_are_read_without_losing_values(small_checkpoint) -> No
         ctl.act(np.zeros((2, 3), complex))
     with pytest.raises(ValueError, match="state_mean must be a real-valued array, got dtype object"):
         dt_fast._C.Controller(config, tensors, 2, 2, "exact", 1, np.array([None] * 3), np.ones(3), 1.0)
+
+
+SEED = 2**40 + 17  # both halves of the 64-bit seed in use
+
+
+def sampling_stream(step, reset, B: int, S: int, n: int, seed: int = 0) -> list[np.ndarray]:
+    """Actions of n steps of `step(states, rtg, timesteps)` over a fixed input stream; rows reset now and then
+    (row 1 at steps 40, 170; row 2 at 90), so rows are in different phases."""
+    rng = np.random.default_rng(seed)
+    steps = np.zeros(B, dtype=np.int64)
+    out = []
+    for i in range(n):
+        for row in {40: [1], 90: [2], 170: [1]}.get(i, []):
+            reset(row)
+            steps[row] = 0
+        s, r = rng.normal(size=(B, S)).astype(np.float32), rng.normal(size=B).astype(np.float32)
+        out.append(step(s, r, np.minimum(steps, 199)))  # the models' max_ep_len is 200
+        steps += 1
+    return out
+
+
+@pytest.mark.parametrize("mode", ["exact", "rolling"])
+def test_sampled_actions_equal_the_torch_decoder_with_normal_noise(mode: str) -> None:
+    """tanh(loc + exp(log_std) * z) with z = distributions.normal_noise(seed, row, the row's draw counter), the
+    counter advancing every step and not restarted by reset; the sampled action is fed back as a_{t-1}."""
+    from dt_fast.distributions import normal_noise
+
+    # Matrices of std 0.2: random_model's 0.3 amplifies float rounding until the mean actions of the two paths
+    # differ by 1.5e-5 (2.7e-5 sampled, in make sanitize's -O1 build), which would hide what this test checks.
+    model = stochastic_model(7, matrix_scale=2 / 3, state_dim=11, act_dim=3, hidden_size=32, n_layer=2, n_head=2)
+    B, K, n = 3, 4, 300
+    eng = make_engine(model, B, K, mode)
+    eng.set_sampling(SEED)
+    assert eng.sample_seed == SEED
+    dec = KVCacheDecoder(model, B, K, mode)
+    draws = torch.zeros(B, dtype=torch.long)
+
+    def torch_step(s: np.ndarray, r: np.ndarray, t: np.ndarray) -> np.ndarray:
+        noise = normal_noise(SEED, torch.arange(B), draws, 3)  # (B, A)
+        draws.add_(1)
+        return dec.step(torch.tensor(s), torch.tensor(r), torch.tensor(t), noise).numpy()
+
+    got = sampling_stream(eng.step, eng.reset, B, 11, n)
+    want = sampling_stream(torch_step, lambda row: dec.reset(torch.tensor([row])), B, 11, n)
+    # The noise is the same bits (test below); loc and the log-std come from different float arithmetic.
+    err = np.abs(np.array(got) - np.array(want)).max(axis=(1, 2))  # (n,)
+    assert err.max() < 1e-5, f"first step over 1e-5: {int(np.argmax(err >= 1e-5))}, max error {err.max():.2e}"
+    mean = make_engine(model, B, K, mode)
+    assert np.abs(np.array(got[:30]) - np.array(sampling_stream(mean.step, mean.reset, B, 11, 30))).max() > 0.1
+
+
+def test_noise_of_the_engine_is_normal_noise_bit_for_bit() -> None:
+    from dt_fast.distributions import normal_noise
+
+    rows, draws = np.arange(20000) % 97, np.arange(20000) // 3
+    for seed in (0, 7, SEED, 2**64 - 1):
+        want = normal_noise(seed, torch.from_numpy(rows), torch.from_numpy(draws), 5).numpy()
+        np.testing.assert_array_equal(dt_fast._C.normal_noise(seed, rows, draws, 5), want)
+
+
+@pytest.mark.parametrize("mode", ["exact", "rolling"])
+def test_mean_action_of_a_stochastic_model_is_the_deterministic_engines_bit_for_bit(mode: str) -> None:
+    model = stochastic_model(8, state_dim=5, act_dim=2, hidden_size=32, n_layer=2, n_head=2)
+    tensors = tensors_of(model)
+    plain = {k: v for k, v in tensors.items() if not k.startswith("predict_action_log_std")}
+    config = model.config.to_json_string()
+    with_head = dt_fast._C.Engine(config, tensors, 3, 4, mode)
+    without = dt_fast._C.Engine(config, plain, 3, 4, mode)
+    assert with_head.has_log_std and not without.has_log_std and with_head.sample_seed is None
+    with_head.set_sampling(3)
+    with_head.set_sampling(None)  # back to the mean before any step
+    assert with_head.sample_seed is None
+    np.testing.assert_array_equal(np.array(sampling_stream(with_head.step, with_head.reset, 3, 5, 60)),
+                                  np.array(sampling_stream(without.step, without.reset, 3, 5, 60)))
+
+
+def test_sampling_is_deterministic_per_seed_and_restarts_with_the_seed() -> None:
+    model = stochastic_model(9, state_dim=5, act_dim=2, hidden_size=32, n_layer=2, n_head=2)
+    engines = [make_engine(model, 3, 4, "exact") for _ in range(4)]
+    for e, seed in zip(engines, (5, 5, 6, 5)):
+        e.set_sampling(seed)
+    runs = [np.array(sampling_stream(e.step, e.reset, 3, 5, 30)) for e in engines[:3]]
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert np.abs(runs[0] - runs[2]).max() > 1e-2
+    e = engines[3]  # set_sampling restarts every row's counter; reset alone does not
+    sampling_stream(e.step, e.reset, 3, 5, 30)
+    for row in range(3):
+        e.reset(row)
+    continued = np.array(sampling_stream(e.step, e.reset, 3, 5, 30))
+    assert np.abs(continued - runs[0]).max() > 1e-2
+    e.set_sampling(5)
+    for row in range(3):
+        e.reset(row)
+    np.testing.assert_array_equal(np.array(sampling_stream(e.step, e.reset, 3, 5, 30)), runs[0])
+
+
+def test_sampling_needs_the_log_std_head_and_a_valid_seed(small_checkpoint) -> None:
+    path, tensors = small_checkpoint
+    config = (path / "config.json").read_text()
+    eng = dt_fast._C.Engine(config, tensors, 2, 2, "exact")
+    ctl = dt_fast._C.Controller(config, tensors, 2, 2, "exact", 1, np.zeros(3), np.ones(3), 1.0)
+    for obj in (eng, ctl):
+        with pytest.raises(ValueError, match="sampled actions need a stochastic model, with the log-std head"):
+            obj.set_sampling(1)
+        assert obj.sample_seed is None
+    stochastic = tensors_of(stochastic_model(6, state_dim=3, act_dim=2, hidden_size=16, n_layer=1, n_head=1))
+    eng = dt_fast._C.Engine(config, stochastic, 2, 2, "exact")
+    for bad in (-1, 2**64, 1.5, True, "3", [1]):
+        with pytest.raises(ValueError, match=r"seed must be None or an integer in \[0, 2\*\*64\)"):
+            eng.set_sampling(bad)
+    eng.set_sampling(np.uint64(2**64 - 1))
+    assert eng.sample_seed == 2**64 - 1
+
+
+def test_log_std_head_is_loaded_with_the_checks_of_every_weight(small_checkpoint) -> None:
+    path, _ = small_checkpoint
+    model = stochastic_model(6, state_dim=3, act_dim=2, hidden_size=16, n_layer=1, n_head=1)
+    tensors, config = tensors_of(model), model.config.to_json_string()
+    write_safetensors(path / "model.safetensors", tensors)
+    assert dt_fast._C.Engine.from_checkpoint(str(path), 1, 2, "exact").has_log_std
+    cases = [
+        ({k: v for k, v in tensors.items() if k != "predict_action_log_std.bias"},
+         "missing weight 'predict_action_log_std.bias'"),
+        ({**tensors, "predict_action_log_std.weight": np.zeros((3, 16), np.float32)},
+         r"weight 'predict_action_log_std.weight' has shape \(3, 16\), the config implies \(2, 16\)"),
+        ({**tensors, "predict_action_log_std.bias": np.array([0.0, np.nan], np.float32)},
+         r"weight 'predict_action_log_std.bias' is not finite \(as float32\): nan at \[1\]"),
+        ({**tensors, "predict_action_log_std.scale": np.zeros(2, np.float32)},
+         "unexpected weight 'predict_action_log_std.scale'"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(ValueError, match=message):
+            dt_fast._C.Engine(config, bad, 1, 2, "exact")
+        write_safetensors(path / "model.safetensors", bad)
+        with pytest.raises(ValueError, match=message):
+            dt_fast._C.Engine.from_checkpoint(str(path), 1, 2, "exact")
+    no_tanh = json.loads(config)
+    no_tanh["action_tanh"] = False
+    with pytest.raises(ValueError, match="a log-std head .* needs action_tanh = true"):
+        dt_fast._C.Engine(json.dumps(no_tanh), tensors, 1, 2, "exact")
+
+
+@pytest.mark.parametrize("mode", ["exact", "rolling"])
+def test_load_weights_equals_a_new_engine_from_then_on(mode: str) -> None:
+    kwargs = dict(state_dim=5, act_dim=2, hidden_size=32, n_layer=2, n_head=2)
+    old, new = stochastic_model(10, **kwargs), stochastic_model(11, **kwargs)
+    config = old.config.to_json_string()
+    eng = make_engine(old, 3, 4, mode, n_threads=2)
+    eng.set_sampling(SEED)
+    sampling_stream(eng.step, eng.reset, 3, 5, 9)  # mid-episode, caches full of the old weights' keys
+    eng.load_weights(config, tensors_of(new))
+    assert [eng.steps_taken(b) for b in range(3)] == [0, 0, 0] and eng.sample_seed == SEED
+    # The draw counters are kept (9 steps taken): as a new engine that took 9 sampled steps and reset every row.
+    fresh = make_engine(new, 3, 4, mode, n_threads=2)
+    fresh.set_sampling(SEED)
+    sampling_stream(fresh.step, fresh.reset, 3, 5, 9, seed=1)
+    for row in range(3):
+        fresh.reset(row)
+    np.testing.assert_array_equal(np.array(sampling_stream(eng.step, eng.reset, 3, 5, 40)),
+                                  np.array(sampling_stream(fresh.step, fresh.reset, 3, 5, 40)))
+    eng.set_sampling(None)
+    for row in range(3):
+        eng.reset(row)
+    mean = make_engine(new, 3, 4, mode)
+    np.testing.assert_array_equal(np.array(sampling_stream(eng.step, eng.reset, 3, 5, 40)),
+                                  np.array(sampling_stream(mean.step, mean.reset, 3, 5, 40)))
+
+
+def test_load_weights_refuses_other_models_and_changes_nothing() -> None:
+    kwargs = dict(state_dim=5, act_dim=2, n_layer=2, n_head=2)
+    model = stochastic_model(12, hidden_size=32, **kwargs)
+    config, tensors = model.config.to_json_string(), tensors_of(model)
+    eng, twin = make_engine(model, 2, 3, "exact"), make_engine(model, 2, 3, "exact")
+    sampling_stream(eng.step, eng.reset, 2, 5, 4)
+    sampling_stream(twin.step, twin.reset, 2, 5, 4)
+    other = stochastic_model(12, hidden_size=48, **kwargs)
+    with pytest.raises(ValueError, match="load_weights: the new weights' config differs from the engine's"):
+        eng.load_weights(other.config.to_json_string(), tensors_of(other))
+    plain = {k: v for k, v in tensors.items() if not k.startswith("predict_action_log_std")}
+    with pytest.raises(ValueError, match="engine's model has a log-std head .* and the new weights have none"):
+        eng.load_weights(config, plain)
+    with pytest.raises(ValueError, match=r"weight 'embed_ln.bias' is not finite"):
+        eng.load_weights(config, {**tensors, "embed_ln.bias": np.full(32, np.inf, np.float32)})
+    with pytest.raises(ValueError, match="has no log-std head .* and the new weights have one"):
+        make_engine(random_model(12, hidden_size=32, **kwargs), 2, 3, "exact").load_weights(config, tensors)
+    assert eng.steps_taken(0) == 4
+    np.testing.assert_array_equal(np.array(sampling_stream(eng.step, eng.reset, 2, 5, 10, seed=3)),
+                                  np.array(sampling_stream(twin.step, twin.reset, 2, 5, 10, seed=3)))

@@ -5,6 +5,7 @@
 // it releases the GIL first, so a thread waiting for an engine never holds up the other Python threads.
 #include <chrono>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "engine/controller.h"
 #include "engine/engine.h"
 #include "engine/packed_matmul.h"
+#include "engine/sampling.h"
 
 namespace dt_py {
 
@@ -23,9 +25,8 @@ std::string shape_of(const py::array& a) {
   return s + (a.ndim() == 1 ? ",)" : ")");
 }
 
-std::unique_ptr<dt::Engine> engine_from_tensors(const std::string& config_json, const py::dict& tensors, int batch,
-                                                int context_len, const std::string& mode, int n_threads,
-                                                const std::string& isa) {
+// A model from a config.json string and float32 tensors in transformers' state-dict layout (copied).
+dt::Model model_from_tensors(const std::string& config_json, const py::dict& tensors) {
   dt::Config config = dt::Config::from_json(dt::Json::parse(config_json, "config"), "config");
   std::map<std::string, dt::TensorView> views;
   std::vector<CArray<float>> keep;  // owns converted arrays until the weights are copied
@@ -38,8 +39,48 @@ std::unique_ptr<dt::Engine> engine_from_tensors(const std::string& config_json, 
     views.emplace(name, std::move(v));
   }
   dt::Weights w = dt::Weights::from_tensors(config, views, "weights");
-  return std::make_unique<dt::Engine>(dt::Model{config, std::move(w)}, batch, context_len, dt::parse_mode(mode),
-                                      n_threads, isa);
+  return dt::Model{config, std::move(w)};
+}
+
+std::unique_ptr<dt::Engine> engine_from_tensors(const std::string& config_json, const py::dict& tensors, int batch,
+                                                int context_len, const std::string& mode, int n_threads,
+                                                const std::string& isa) {
+  return std::make_unique<dt::Engine>(model_from_tensors(config_json, tensors), batch, context_len,
+                                      dt::parse_mode(mode), n_threads, isa);
+}
+
+// A sampling seed from Python: None, or an integer in [0, 2**64) (a bool is refused).
+std::optional<uint64_t> read_seed(const py::object& seed) {
+  if (seed.is_none()) return std::nullopt;
+  const std::string bad = "seed must be None or an integer in [0, 2**64), got " + py::repr(seed).cast<std::string>();
+  if (py::isinstance<py::bool_>(seed)) throw py::value_error(bad);
+  PyObject* index = PyNumber_Index(seed.ptr());
+  if (index == nullptr) {
+    PyErr_Clear();
+    throw py::value_error(bad);
+  }
+  const unsigned long long value = PyLong_AsUnsignedLongLong(index);
+  Py_DECREF(index);
+  if (PyErr_Occurred()) {
+    PyErr_Clear();
+    throw py::value_error(bad);
+  }
+  return static_cast<uint64_t>(value);
+}
+
+py::object seed_of(const dt::Engine& e) {
+  std::optional<uint64_t> seed;
+  {
+    py::gil_scoped_release release;  // the engine's lock may be held by a step
+    seed = e.sample_seed();
+  }
+  return seed ? py::object(py::int_(*seed)) : py::object(py::none());
+}
+
+void set_sampling(dt::Engine& e, const py::object& seed_in) {
+  const std::optional<uint64_t> seed = read_seed(seed_in);
+  py::gil_scoped_release release;
+  e.set_sampling(seed);
 }
 
 // The arguments of Engine.step, shapes checked, as arrays the engine reads.
@@ -131,6 +172,25 @@ py::array_t<float> controller_act(dt::Controller& c, const py::array& obs_in, co
   return actions;
 }
 
+// The engine's noise for draws[i] of rows[i] (n, act_dim): the C++ side of dt_fast.distributions.normal_noise.
+py::array_t<float> normal_noise(const py::object& seed_in, const py::object& rows_in, const py::object& draws_in,
+                                int act_dim) {
+  const std::optional<uint64_t> seed = read_seed(seed_in);
+  if (!seed) throw py::value_error("seed must be an integer in [0, 2**64), got None");
+  const auto rows = read_array<uint64_t>(rows_in, "rows"), draws = read_array<uint64_t>(draws_in, "draws");
+  if (rows.ndim() != 1 || draws.ndim() != 1 || rows.shape(0) != draws.shape(0))
+    throw py::value_error("rows and draws must be 1-D arrays of one length, got shapes " + shape_of(rows) + " and " +
+                          shape_of(draws));
+  if (act_dim < 1) throw py::value_error("act_dim must be >= 1, got " + std::to_string(act_dim));
+  py::array_t<float> out({rows.shape(0), static_cast<py::ssize_t>(act_dim)});
+  float* z = out.mutable_data();
+  for (py::ssize_t i = 0; i < rows.shape(0); ++i) {
+    const uint32_t counter = dt::noise_counter(*seed, rows.data()[i], draws.data()[i]);
+    for (int j = 0; j < act_dim; ++j) z[i * act_dim + j] = dt::normal_noise(counter, static_cast<uint32_t>(j));
+  }
+  return out;
+}
+
 std::unique_ptr<dt::PackedMatmul> packed_matmul(const py::object& w_in, const std::string& isa) {
   auto w = read_array<float>(w_in, "w");
   if (w.ndim() != 2 || w.shape(0) < 1 || w.shape(1) < 1)
@@ -164,6 +224,10 @@ void bind_engine(py::module_& m) {
            "a (M, K) float32 -> a @ w (M, N), the columns split over `threads` threads.")
       .def_property_readonly("isa", &dt::PackedMatmul::isa);
 
+  m.def("normal_noise", &normal_noise, py::arg("seed"), py::arg("rows"), py::arg("draws"), py::arg("act_dim"),
+        "The engine's sampling noise (n, act_dim) float32 of draw draws[i] of row rows[i] under `seed` (tests compare "
+        "it with dt_fast.distributions.normal_noise).");
+
   py::class_<dt::Engine>(m, "Engine", "Decision Transformer CPU inference engine (see csrc/engine/engine.h).")
       .def(py::init(&engine_from_tensors), py::arg("config_json"), py::arg("tensors"), py::arg("batch"),
            py::arg("context_len"), py::arg("mode"), py::arg("n_threads") = 0, py::arg("isa") = "auto",
@@ -179,14 +243,28 @@ void bind_engine(py::module_& m) {
           py::arg("isa") = "auto", "Load config.json + model.safetensors of a checkpoint directory.")
       .def("step", &engine_step, py::arg("states"), py::arg("returns_to_go"), py::arg("timesteps"),
            "One step for every row: states (B, S) float32, returns_to_go (B,), timesteps (B,) -> actions (B, A).")
-      .def("_step_latencies", &engine_step_latencies, py::arg("states"), py::arg("returns_to_go"),
-           py::arg("timesteps"), py::arg("n"), py::arg("lock_per_step"),
+      .def("_step_latencies", &engine_step_latencies, py::arg("states"), py::arg("returns_to_go"), py::arg("timesteps"),
+           py::arg("n"), py::arg("lock_per_step"),
            "Benchmarks only: seconds of n steps with these inputs, the lock taken per step or once (n,).")
       .def(
           "reset", [](dt::Engine& e, int64_t row) { e.reset(row); }, py::arg("row"),
           py::call_guard<py::gil_scoped_release>(), "Start a new episode in `row`.")
       .def("steps_taken", &dt::Engine::steps_taken, py::arg("row"), py::call_guard<py::gil_scoped_release>(),
            "Steps since the row's last reset.")
+      .def("set_sampling", &set_sampling, py::arg("seed"),
+           "Sampled actions with the counter-based noise of `seed` (every row's draw counter restarts at 0), or the "
+           "mean action with None (see csrc/engine/engine.h, Sampling).")
+      .def(
+          "load_weights",
+          [](dt::Engine& e, const std::string& config_json, const py::dict& tensors) {
+            dt::Model model = model_from_tensors(config_json, tensors);
+            py::gil_scoped_release release;
+            e.load_weights(std::move(model));
+          },
+          py::arg("config_json"), py::arg("tensors"),
+          "New weights of the same config (re-packed in place); every row starts a new episode.")
+      .def_property_readonly("sample_seed", &seed_of)
+      .def_property_readonly("has_log_std", &dt::Engine::has_log_std)
       .def_property_readonly("batch", &dt::Engine::batch)
       .def_property_readonly("context_len", &dt::Engine::context_len)
       .def_property_readonly("mode",
@@ -240,6 +318,19 @@ void bind_engine(py::module_& m) {
             for (py::ssize_t i = 0; i < r.shape(0); ++i) c.reset(r.data()[i]);
           },
           py::arg("rows"), "Start new episodes in `rows`.")
+      .def(
+          "set_sampling", [](dt::Controller& c, const py::object& seed) { set_sampling(c.engine(), seed); },
+          py::arg("seed"), "The engine's set_sampling.")
+      .def(
+          "load_weights",
+          [](dt::Controller& c, const std::string& config_json, const py::dict& tensors) {
+            dt::Model model = model_from_tensors(config_json, tensors);
+            py::gil_scoped_release release;
+            c.load_weights(std::move(model));
+          },
+          py::arg("config_json"), py::arg("tensors"),
+          "The engine's load_weights, then a new episode in every row (returns-to-go from the targets).")
+      .def_property_readonly("sample_seed", [](dt::Controller& c) { return seed_of(c.engine()); })
       .def_property_readonly("engine", &dt::Controller::engine, py::return_value_policy::reference_internal);
 }
 

@@ -32,6 +32,14 @@ int positive_int(const Json& j, const std::string& key, const std::string& alias
 
 }  // namespace
 
+bool Config::operator==(const Config& o) const {
+  return state_dim == o.state_dim && act_dim == o.act_dim && hidden_size == o.hidden_size && n_layer == o.n_layer &&
+         n_head == o.n_head && n_inner == o.n_inner && max_ep_len == o.max_ep_len && n_positions == o.n_positions &&
+         action_tanh == o.action_tanh && activation == o.activation && ln_eps == o.ln_eps &&
+         scale_attn_weights == o.scale_attn_weights &&
+         scale_attn_by_inverse_layer_idx == o.scale_attn_by_inverse_layer_idx;
+}
+
 Config Config::from_json(const Json& j, const std::string& source) {
   DT_CHECK(j.kind == Json::Kind::Object, source, ": expected a JSON object");
   std::string model_type = json_string_or(j, "model_type", "decision_transformer", source);

@@ -26,6 +26,8 @@ struct Config {
   bool scale_attn_by_inverse_layer_idx = false;
 
   int head_dim() const { return hidden_size / n_head; }
+  // Every field equal: the same model up to its weights.
+  bool operator==(const Config& o) const;
   // Parse and validate a config.json object (transformers' keys and defaults); `source` names the file.
   static Config from_json(const Json& j, const std::string& source);
 };

@@ -42,6 +42,15 @@ void Controller::reset(int64_t row) {
   rtg_[row] = static_cast<float>(target_[row] / scale_);
 }
 
+void Controller::load_weights(Model model) {
+  std::lock_guard<std::mutex> lock(mu_);
+  engine_->load_weights(std::move(model));  // checks, then restarts every row of the engine
+  for (int64_t b = 0; b < engine_->batch(); ++b) {
+    steps_[b] = 0;
+    rtg_[b] = static_cast<float>(target_[b] / scale_);
+  }
+}
+
 void Controller::act(const float* obs, const double* reward, float* actions) {
   const int64_t B = engine_->batch(), S = engine_->config().state_dim, max_t = engine_->config().max_ep_len - 1;
   std::lock_guard<std::mutex> lock(mu_);

@@ -3,10 +3,11 @@
 // return-to-go (target / scale at reset, minus reward / scale after every step), the steps since reset (the
 // timestep, clipped to max_ep_len - 1) and normalises observations with the dataset's mean and std, with the
 // same float rounding as dt_fast/policy.py: (double(obs) - mean) / std in double, then float.
-// Thread safety: as the Engine's (engine.h), a lock per controller held by act, reset and set_target_returns, so
-// calls from several threads run one after the other; act then takes the engine's lock inside its own (always in
-// that order). Two threads stepping one episode is still a usage error even though it no longer crashes: the
-// order of their calls, and so which reward and observation each action answers, is up to the scheduler.
+// Thread safety: as the Engine's (engine.h), a lock per controller held by act, reset, set_target_returns and
+// load_weights, so calls from several threads run one after the other; act and load_weights then take the engine's lock
+// inside its own (always in that order). Two threads stepping one episode is still a usage error even though it no
+// longer crashes: the order of their calls, and so which reward and observation each action answers, is up to the
+// scheduler.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +33,9 @@ class Controller {
   // null when every row is on its first step (a first step's reward is ignored); actions (B, A) written.
   // Checks everything before changing any state; throws std::invalid_argument naming the first bad value.
   void act(const float* obs, const double* reward, float* actions);
+
+  // Engine::load_weights, then a new episode in every row (as reset(row) of each).
+  void load_weights(Model model);
 
   Engine& engine() { return *engine_; }
 

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "common/check.h"
+#include "engine/sampling.h"
 
 namespace dt {
 
@@ -146,10 +147,39 @@ Engine::Engine(Model model, int batch, int context_len, Mode mode, int n_threads
       st.v_scratch.assign(R * C, 0.0f);
     }
     st.plan.assign(G, RowPlan{});
+    st.log_std.assign(G * c.act_dim, 0.0f);
   }
   n_steps_.assign(B, 0);
   prev_timestep_.assign(B, 0);
   prev_action_.assign(B * c.act_dim, 0.0f);
+  log_std_ = model_.weights.has_log_std();
+  draws_.assign(B, 0);
+}
+
+void Engine::set_sampling(std::optional<uint64_t> seed) {
+  DT_CHECK(!seed || log_std_,
+           "sampled actions need a stochastic model, with the log-std head "
+           "predict_action_log_std; this model's action head is deterministic");
+  std::lock_guard<std::mutex> lock(mu_);
+  seed_ = seed;
+  std::fill(draws_.begin(), draws_.end(), 0);
+}
+
+std::optional<uint64_t> Engine::sample_seed() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return seed_;
+}
+
+void Engine::load_weights(Model model) {
+  DT_CHECK(model.config == model_.config,
+           "load_weights: the new weights' config differs from the engine's (sizes, "
+           "activation, LayerNorm epsilon, attention scaling and action_tanh must all be the same)");
+  DT_CHECK(model.weights.has_log_std() == log_std_, "load_weights: the engine's model ", log_std_ ? "has a" : "has no",
+           " log-std head (predict_action_log_std) and the new weights ", log_std_ ? "have none" : "have one");
+  std::lock_guard<std::mutex> lock(mu_);
+  model_.weights = std::move(model.weights);
+  pack_weights();
+  std::fill(n_steps_.begin(), n_steps_.end(), 0);
 }
 
 void Engine::pack_weights() {
@@ -172,21 +202,37 @@ void Engine::pack_weights() {
       const float* a = w.attn_w;  // (C, 3C): column o of q at o, of k at C + o, of v at 2C + o
       p.qk_bias.assign(static_cast<size_t>(H) * C, 0.0f);
       p.vo_bias.assign(static_cast<size_t>(C), 0.0f);
-      for (int hd = 0; hd < H; ++hd)
+      // Every entry is a sum over o in ascending order, in double. The sums of a row run side by side (the loop
+      // over o outside, the entries inside: independent, so vectorised) rather than one after the other (each a
+      // chain of dependent adds): the same bits, several times faster (engine construction and load_weights).
+      std::vector<double> kt(static_cast<size_t>(C) * C), acc(C);  // kt[o][i]: W_k's column o, row i
+      for (int o = 0; o < C; ++o)
+        for (int i = 0; i < C; ++i) kt[static_cast<size_t>(o) * C + i] = a[i * 3 * C + C + o];
+      for (int hd = 0; hd < H; ++hd) {
         for (int i = 0; i < C; ++i) {
           double bias = 0.0;
           for (int o = hd * hs; o < (hd + 1) * hs; ++o) bias += double(w.attn_b[o]) * a[i * 3 * C + C + o];
           p.qk_bias[hd * C + i] = static_cast<float>(bias);
-          for (int r = 0; r < C; ++r) {
-            double qk_ri = 0.0, vo_ir = 0.0;
-            for (int o = hd * hs; o < (hd + 1) * hs; ++o) {
-              qk_ri += double(a[r * 3 * C + o]) * a[i * 3 * C + C + o];
-              vo_ir += double(a[i * 3 * C + 2 * C + o]) * w.proj_w[o * C + r];
-            }
-            qk[static_cast<size_t>(r) * H * C + hd * C + i] = static_cast<float>(qk_ri);
-            vo[(static_cast<size_t>(hd) * C + i) * C + r] = static_cast<float>(vo_ir);
-          }
         }
+        for (int r = 0; r < C; ++r) {  // W_qk (r, hd C + i) = sum_o W_q (r, o) W_k (i, o) over the head's o
+          std::fill(acc.begin(), acc.end(), 0.0);
+          for (int o = hd * hs; o < (hd + 1) * hs; ++o) {
+            const double q = a[r * 3 * C + o];
+            const double* k = kt.data() + static_cast<size_t>(o) * C;
+            for (int i = 0; i < C; ++i) acc[i] += q * k[i];
+          }
+          for (int i = 0; i < C; ++i) qk[static_cast<size_t>(r) * H * C + hd * C + i] = static_cast<float>(acc[i]);
+        }
+        for (int i = 0; i < C; ++i) {  // W_vo (hd C + i, r) = sum_o W_v (i, o) W_o (o, r) over the head's o
+          std::fill(acc.begin(), acc.end(), 0.0);
+          for (int o = hd * hs; o < (hd + 1) * hs; ++o) {
+            const double v = a[i * 3 * C + 2 * C + o];
+            const float* proj = w.proj_w + static_cast<size_t>(o) * C;
+            for (int r = 0; r < C; ++r) acc[r] += v * proj[r];
+          }
+          for (int r = 0; r < C; ++r) vo[(static_cast<size_t>(hd) * C + i) * C + r] = static_cast<float>(acc[r]);
+        }
+      }
       for (int r = 0; r < C; ++r) {
         double bias = w.proj_b[r];
         for (int o = 0; o < C; ++o) bias += double(w.attn_b[2 * C + o]) * w.proj_w[o * C + r];
@@ -473,7 +519,18 @@ void Engine::run_chunk(RunState& st, int64_t b0, int64_t nb, const float* states
     kernels_.layer_norm(st.xb.data() + bl * C, st.h.data() + bl * C, w.ln_f_w, w.ln_f_b, C, c.ln_eps);
   float* out = actions + b0 * A;
   kernels_.matmul(out, A, st.xb.data(), C, w.predict_action_w, A, w.predict_action_b, static_cast<int>(nb), C, A);
-  if (c.action_tanh) activate(out, nb * A, Activation::Tanh);
+  if (seed_) {  // out holds loc: each row's action is sampled around it (sampling.h)
+    float* raw = st.log_std.data();
+    kernels_.matmul(raw, A, st.xb.data(), C, w.predict_action_log_std_w, A, w.predict_action_log_std_b,
+                    static_cast<int>(nb), C, A);
+    for (int64_t bl = 0; bl < nb; ++bl) {
+      const uint32_t counter = noise_counter(*seed_, static_cast<uint64_t>(b0 + bl), draws_[b0 + bl]);
+      for (int j = 0; j < A; ++j)
+        out[bl * A + j] = tanh_normal_sample(out[bl * A + j], raw[bl * A + j], normal_noise(counter, j));
+    }
+  } else if (c.action_tanh) {
+    activate(out, nb * A, Activation::Tanh);
+  }
 }
 
 void Engine::step(const std::unique_lock<std::mutex>& held, const float* states, const float* returns_to_go,
@@ -506,6 +563,7 @@ void Engine::step(const std::unique_lock<std::mutex>& held, const float* states,
     std::copy_n(actions + b * A, A, prev_action_.data() + b * A);
     prev_timestep_[b] = timesteps[b];
     ++n_steps_[b];
+    if (seed_) ++draws_[b];
   }
 }
 

@@ -46,13 +46,21 @@
 // attention run, one cache line per k step of their register tiles (kernels.h, Prefetch), and a chunk holds at
 // most kChunkCacheBytes of one layer's cache so that those rows are still in L2 when attention reads them.
 // All buffers are allocated at construction; step() allocates nothing.
+// Sampling: a stochastic model (with the log-std head of the Online Decision Transformer) can return sampled
+// actions instead of its mean action (set_sampling, engine/sampling.h). The noise of a row's step is keyed by
+// (seed, row, the row's draw counter), so a row's actions are the same bits whatever the batch's chunks and the
+// threads; the counter starts at 0 when the engine is built or the seed is set and advances by one per step of
+// the row (reset() does not restart it: a row's next episode draws new noise). The action fed back as a_{t-1} is
+// the one returned, sampled or not: what the environment executed.
+// Weights: load_weights replaces them (same config) without building a new engine; the caches hold keys of the old
+// weights, so every row then starts a new episode.
 // Thread safety: each engine has its own lock, held by every method that reads or writes its state (step, reset,
-// steps_taken), so calls from several threads on one engine run one after the other, and two engines still step
-// in parallel. The lock is here rather than in the Python binding so that every caller (dt_fast._C, which
-// releases the GIL around a step; csrc/examples/control_loop.cpp; any C++ program) gets it; uncontended, it costs
-// one atomic acquire and release per call (benchmarks/bench_policy.py measures it). Two threads stepping one
-// episode is still a usage error even though it no longer crashes: which thread's call comes first, and so which
-// observations each action answers, is up to the scheduler.
+// steps_taken, set_sampling, sample_seed, load_weights), so calls from several threads on one engine run one after the
+// other, and two engines still step in parallel. The lock is here rather than in the Python binding so that every
+// caller (dt_fast._C, which releases the GIL around a step; csrc/examples/control_loop.cpp; any C++ program) gets it;
+// uncontended, it costs one atomic acquire and release per call (benchmarks/bench_policy.py measures it). Two threads
+// stepping one episode is still a usage error even though it no longer crashes: which thread's call comes first, and so
+// which observations each action answers, is up to the scheduler.
 //
 // Errors throw std::invalid_argument (common/check.h); nothing calls exit().
 #pragma once
@@ -60,6 +68,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -131,6 +140,7 @@ struct RunState {
   std::vector<float> scores;  // (R, Rp) scores of every query and key slot of one head, then attention weights
   std::vector<int> dist;      // (Rp) positions between s_t and the key in each slot attention reads
   std::vector<RowPlan> plan;  // (G)
+  std::vector<float> log_std;  // (G, A) the log-std head's raw outputs of the chunk's rows (when sampling)
   // Rolling mode: the cache rows the next attention reads, fetched under the matmuls before it (kernels.h).
   Prefetch pf;
   int64_t next_b0 = 0, next_rows = 0;  // the chunk this thread runs after the current one (next_rows 0: none)
@@ -173,6 +183,17 @@ class Engine {
   // Steps since the row's last reset.
   int64_t steps_taken(int64_t row) const;
   size_t weight_bytes() const { return model_.weights.bytes(); }
+  // Whether the model has the log-std head (predict_action_log_std) that sampling needs.
+  bool has_log_std() const { return log_std_; }
+  // Sample actions with the noise of `seed` from the next step on, every row's draw counter restarted at 0; or,
+  // with std::nullopt, return the mean action (the default). Throws if a seed is given and the model has no
+  // log-std head.
+  void set_sampling(std::optional<uint64_t> seed);
+  std::optional<uint64_t> sample_seed() const;
+  // Replace the weights by `model`'s, whose config must equal the engine's and whose log-std head must be there if
+  // and only if the engine's is (throws otherwise, changing nothing); re-packs them and starts a new episode in
+  // every row. The sampling seed and the draw counters are kept.
+  void load_weights(Model model);
 
  private:
   // Token rows one chunk of batch rows computes at most: 4 batch rows of the blog's exact window (3K = 60 rows each)
@@ -253,6 +274,9 @@ class Engine {
   std::vector<int64_t> n_steps_;        // (B) steps taken since the row's reset
   std::vector<int64_t> prev_timestep_;  // (B) timestep of the previous step (embeds a_{t-1})
   std::vector<float> prev_action_;      // (B, A) action returned at the previous step
+  bool log_std_;                        // the model has the log-std head
+  std::optional<uint64_t> seed_;        // sampling seed, or none: mean actions
+  std::vector<uint64_t> draws_;         // (B) sampled steps of each row since the seed was set
 };
 
 }  // namespace dt

@@ -107,6 +107,12 @@ Weights Weights::from_tensors(const Config& c, const std::map<std::string, Tenso
   size_t fb = ld.add("encoder.ln_f.bias", {C});
   size_t pw = ld.add("predict_action.0.weight", {A, C}, true);
   size_t pb = ld.add("predict_action.0.bias", {A});
+  const bool log_std = tensors.count("predict_action_log_std.weight") || tensors.count("predict_action_log_std.bias");
+  DT_CHECK(!log_std || c.action_tanh, source,
+           ": a log-std head (predict_action_log_std) needs action_tanh = true: "
+           "a stochastic action is squashed with tanh");
+  const size_t lw = log_std ? ld.add("predict_action_log_std.weight", {A, C}, true) : 0;
+  const size_t lb = log_std ? ld.add("predict_action_log_std.bias", {A}) : 0;
   // Present in every checkpoint but not needed for actions: checked, not copied.
   auto wte = tensors.find("encoder.wte.weight");
   ld.get("encoder.wte.weight", {wte != tensors.end() && !wte->second.shape.empty() ? wte->second.shape[0] : 1, C});
@@ -140,6 +146,10 @@ Weights Weights::from_tensors(const Config& c, const std::map<std::string, Tenso
   w.ln_f_b = base + fb;
   w.predict_action_w = base + pw;
   w.predict_action_b = base + pb;
+  if (log_std) {
+    w.predict_action_log_std_w = base + lw;
+    w.predict_action_log_std_b = base + lb;
+  }
   return w;
 }
 

@@ -49,13 +49,19 @@ struct Weights {
   const float* ln_f_b;             // (C)
   const float* predict_action_w;   // (C, A)
   const float* predict_action_b;   // (A)
+  // The log-std head of a stochastic model (ODT's; engine/sampling.h), or null: predict_action_log_std.
+  const float* predict_action_log_std_w = nullptr;  // (C, A)
+  const float* predict_action_log_std_b = nullptr;  // (A)
 
-  // Copy from tensors in transformers' state-dict layout (the keys and shapes of model.safetensors); throws
-  // naming `source` and the first missing, unexpected or mis-shaped key, or the first tensor holding a NaN or an
-  // infinity (every tensor is checked, also those the engine does not read: such a checkpoint is broken, and the
-  // torch backend would return NaN actions where the engine's would look normal).
+  // Copy from tensors in transformers' state-dict layout (the keys and shapes of model.safetensors), plus the
+  // log-std head's two tensors of a stochastic model (predict_action_log_std.weight (A, C) and .bias (A), nn.Linear
+  // layout; with action_tanh only) when present; throws naming `source` and the first missing, unexpected or
+  // mis-shaped key, or the first tensor holding a NaN or an infinity (every tensor is checked, also those the
+  // engine does not read: such a checkpoint is broken, and the torch backend would return NaN actions where the
+  // engine's would look normal).
   static Weights from_tensors(const Config& c, const std::map<std::string, TensorView>& tensors,
                               const std::string& source);
+  bool has_log_std() const { return predict_action_log_std_w != nullptr; }
   // Bytes of the parameters one step reads (for the benchmark's bandwidth bound).
   size_t bytes() const { return storage.size() * sizeof(float); }
 };

@@ -1,4 +1,5 @@
-// Training windows of the blog's collator, built from flat episode arrays by a counter-based RNG.
+// Training windows of the blog's collator, built from flat episode arrays by a counter-based RNG; with a capacity,
+// the online replay buffer of whole episodes (Online Decision Transformer, Zheng et al. 2022).
 #pragma once
 
 #include <condition_variable>
@@ -19,6 +20,7 @@ struct SamplerOptions {
   double scale = 1000.0;      // returns-to-go are divided by it
   double gamma = 1.0;         // discount of the returns-to-go
   int64_t max_ep_len = 1000;  // timesteps are clipped to max_ep_len - 1
+  int64_t capacity = 0;       // 0: a fixed dataset; >= 1: a replay buffer of at most `capacity` episodes
 };
 
 // One batch. float32: states [B,T,S], actions [B,T,A], rewards [B,T], returns_to_go [B,T], attention_mask [B,T];
@@ -29,17 +31,69 @@ struct Batch {
   std::vector<int64_t> timesteps, episode, start;
 };
 
+// Whole episodes as flat arrays: observations [n_steps, state_dim], actions [n_steps, act_dim], rewards [n_steps],
+// lengths [n_episodes] (each >= 1, summing to n_steps).
+struct Episodes {
+  const float* observations;
+  const float* actions;
+  const float* rewards;
+  const int64_t* lengths;
+  int64_t n_steps, n_episodes;
+};
+
 // The 64-bit key of the sample stream of (seed, rank); different ranks get unrelated streams.
 uint64_t stream_key(uint64_t seed, uint64_t rank);
 
-// Owns the dataset in the form windows are cut from: states normalised once, returns-to-go precomputed once.
+template <typename T>
+using HugeVector = std::vector<T, HugePageAllocator<T>>;
+
+// The steps of consecutive episodes in window form. Never written once built: samplers share segments.
+struct Segment {
+  HugeVector<float> states;   // [n, state_dim], (obs - mean) / std
+  HugeVector<float> actions;  // [n, act_dim]
+  HugeVector<float> rewards;  // [n]
+  HugeVector<float> rtg;      // [n], discounted returns-to-go of each step to its episode's end / scale
+};
+
+// Owns the episodes in the form windows are cut from: states normalised once, returns-to-go precomputed once.
+//
+// Storage: steps live in segments (the offline data is one; each append brings one), which samplers share and
+// nobody writes, so appending episodes builds a new sampler that holds the old one's segments plus one new
+// segment without copying a step it already held, and a prefetcher still sampling the old sampler reads memory no
+// thread writes. The held episodes form a table, oldest first, of (segment, first step, length), with the
+// cumulative lengths that map a uniform step to its episode; an append rebuilds both: O(episodes held), not O(steps).
+//
+// Replay buffer (options.capacity >= 1), as ODT's ReplayBuffer (facebookresearch/online-dt, replay_buffer.py): of
+// the offline episodes it keeps all, in dataset order, when there are at most `capacity`, else the `capacity` with
+// the highest returns, lowest first (ODT's argsort; ties in dataset order here). Appended episodes come after them,
+// and the oldest beyond the capacity are evicted: first in, first out. ODT instead overwrites the slots of its list
+// from a rotating start index: it keeps the same set of episodes (the `capacity` most recently inserted, counting
+// the offline ones in the order above) in a different order, which changes the episode index a draw maps to, not
+// the distribution of windows (and its slot assignment grows the list past its capacity when a batch of new
+// episodes crosses the list's end, which FIFO has no case of). A segment is freed once none of its episodes is
+// held; only the oldest segment can be partly evicted, so the memory held is at most one segment over the episodes'.
 class TrajectorySampler {
  public:
   // observations [n_steps, state_dim], actions [n_steps, act_dim], rewards [n_steps] (copied);
   // offsets [n_offsets] = episode boundaries (0, ..., n_steps), non-decreasing; state_mean/std [state_dim].
+  // With options.capacity >= 1 every episode must be non-empty.
   TrajectorySampler(const float* observations, const float* actions, const float* rewards, int64_t n_steps,
                     int64_t state_dim, int64_t act_dim, const int64_t* offsets, int64_t n_offsets,
                     const double* state_mean, const double* state_std, const SamplerOptions& options);
+  // Cheap: the copy shares the segments.
+  TrajectorySampler(const TrajectorySampler&) = default;
+
+  // Replay buffer only: this sampler's episodes plus `episodes` (raw observations, normalised with this sampler's
+  // mean and std; returns-to-go from their own rewards, the hindsight relabelling), the oldest beyond the capacity
+  // evicted. New episodes that would be evicted at once are not copied. Throws, building nothing, on a length < 1,
+  // lengths not summing to n_steps, or a value that is not finite.
+  std::shared_ptr<TrajectorySampler> appended(const Episodes& episodes) const;
+  // Replay buffer only: a sampler with this one's options, mean and std holding exactly `episodes` (1 to capacity
+  // of them), whose observations are normalised states as copy_episodes gives them: resumes a saved buffer.
+  std::shared_ptr<TrajectorySampler> restored(const Episodes& episodes) const;
+  // The held episodes, oldest first: states [n_steps, state_dim] (normalised), actions [n_steps, act_dim],
+  // rewards [n_steps], lengths [n_episodes].
+  void copy_episodes(float* states, float* actions, float* rewards, int64_t* lengths) const;
 
   // Rows of batch `batch` of stream `key`: a step uniform over [0, n_steps), mapped to (episode, start).
   void draw(uint64_t key, uint64_t batch, int64_t* episode, int64_t* start) const;
@@ -49,22 +103,38 @@ class TrajectorySampler {
   void build(uint64_t key, uint64_t batch, Batch& out) const;
 
   const SamplerOptions& options() const { return options_; }
-  int64_t n_steps() const { return n_steps_; }
-  int64_t n_episodes() const { return static_cast<int64_t>(offsets_.size()) - 1; }
+  int64_t n_steps() const { return starts_.back(); }
+  int64_t n_episodes() const { return static_cast<int64_t>(episodes_.size()); }
   int64_t state_dim() const { return state_dim_; }
   int64_t act_dim() const { return act_dim_; }
 
  private:
+  // A held episode: `length` steps of `segment` from step `first`.
+  struct EpisodeRef {
+    const Segment* segment;
+    int64_t first, length;
+  };
+  // Episode e of a source: `length` steps of flat arrays from step `first`.
+  struct Range {
+    int64_t first, length;
+  };
+
+  // A segment of the source episodes `ranges` (observations normalised unless `normalised`), appended to the held
+  // episodes; returns-to-go computed per episode, as the constructor does for the offline data.
+  void add_segment(const float* observations, const float* actions, const float* rewards,
+                   const std::vector<Range>& ranges, bool normalised);
+  // appended / restored: `episodes` after the held ones (or instead of them), then FIFO eviction.
+  std::shared_ptr<TrajectorySampler> with_episodes(const Episodes& episodes, bool normalised, bool replace) const;
+  // Evict the oldest episodes beyond the capacity, drop segments no held episode uses, rebuild starts_.
+  void evict_and_index();
+
   SamplerOptions options_;
-  int64_t n_steps_, state_dim_, act_dim_;
-  std::vector<int64_t> offsets_;
-  template <typename T>
-  using HugeVector = std::vector<T, HugePageAllocator<T>>;
-  HugeVector<float> states_;         // [n_steps, state_dim], (obs - mean) / std
+  int64_t state_dim_, act_dim_;
+  std::vector<double> mean_, std_;   // [state_dim]
   std::vector<float> padded_state_;  // [state_dim], (0 - mean) / std: the blog pads before normalising
-  HugeVector<float> actions_;        // [n_steps, act_dim]
-  HugeVector<float> rewards_;        // [n_steps]
-  HugeVector<float> rtg_;            // [n_steps], discounted returns-to-go / scale
+  std::vector<std::shared_ptr<const Segment>> segments_;  // oldest first
+  std::vector<EpisodeRef> episodes_;                      // held episodes, oldest first
+  std::vector<int64_t> starts_;  // [n_episodes + 1]: episode e takes the draws [starts_[e], starts_[e + 1])
 };
 
 // Free batches shared by a Prefetcher and the batches it handed out, which return here when released.

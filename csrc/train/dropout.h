@@ -6,19 +6,11 @@
 
 #include <cstdint>
 
+#include "common/hash.h"
+
 namespace dt {
 
 class TrainContext;
-
-// lowbias32 (Chris Wellons' hash-prospector): a full-avalanche 32-bit integer hash.
-inline uint32_t hash32(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x7feb352dU;
-  x ^= x >> 15;
-  x *= 0x846ca68bU;
-  x ^= x >> 16;
-  return x;
-}
 
 // The keys of one block of 2^32 mask elements: element `i` of the block keeps with value `scale`.
 struct DropoutKey {

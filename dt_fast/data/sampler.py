@@ -15,6 +15,23 @@ the GIL released). A batch handed out is never written again: its buffer goes ba
 last tensor viewing it is freed. While the next batch is not ready, `sample()` builds batches itself instead of
 waiting, so a caller that consumes faster than the workers produce also works. The sampler copies the dataset
 into its C++ core (normalised states, actions, rewards, returns-to-go): the Trajectories may change afterwards.
+
+Replay buffer (`capacity`, the Online Decision Transformer's): the sampler then holds at most `capacity` whole
+episodes. It starts from the offline episodes (all of them in dataset order if they fit, else the `capacity` with
+the highest returns, lowest first, as ODT's ReplayBuffer); `add_episodes` appends episodes and evicts the oldest
+beyond the capacity, first in, first out (csrc/sampler/trajectory_sampler.h compares this with ODT's slot
+overwrite: the same episodes are kept). Windows are drawn as above over the episodes held; the returns-to-go of an
+appended episode are computed once from its own rewards (gamma, scale: hindsight relabelling) and its states are
+normalised with the offline data's mean and std, never recomputed. An append copies the new episodes only: the
+episodes already held are shared, not copied (see the C++ header). `episode` indices (`draws`, `windows`) are
+positions in the buffer, oldest first.
+
+Appends and the stream: `add_episodes` drops the batches built ahead and restarts the prefetch threads at the next
+batch number, so every batch sampled after the call is drawn from the buffer the call left, and batch k of the
+stream is a function of (seed, rank, k, the buffer's episodes): the same seed and the same sequence of
+`sample` and `add_episodes` calls give the same batches whatever num_threads. `state_dict` then also holds the
+buffer's episodes (oldest first: that order is also the eviction order, so no other position is needed), as torch
+tensors, which `torch.load(weights_only=True)` reads.
 """
 
 from __future__ import annotations
@@ -35,9 +52,13 @@ class TrajectorySampler:
 
     def __init__(self, trajectories: Trajectories, context_len: int = 20, batch_size: int = 64,
                  scale: float = 1000.0, gamma: float = 1.0, max_ep_len: int = 1000, seed: int = 0,
-                 num_threads: int = 1, device: str | torch.device = "cpu", rank: int = 0) -> None:
+                 num_threads: int = 1, device: str | torch.device = "cpu", rank: int = 0,
+                 capacity: int | None = None) -> None:
         if not isinstance(trajectories, Trajectories):
             raise TypeError(f"trajectories must be a dt_fast.Trajectories, got {type(trajectories).__name__}")
+        if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer))
+                                     or capacity < 1):
+            raise ValueError(f"capacity must be None (a fixed dataset) or an integer >= 1 (episodes), got {capacity!r}")
         for name, value in (("context_len", context_len), ("batch_size", batch_size),
                             ("max_ep_len", max_ep_len), ("num_threads", num_threads)):
             if not isinstance(value, (int, np.integer)) or value < 1:
@@ -58,13 +79,41 @@ class TrajectorySampler:
         self.scale, self.gamma = float(scale), float(gamma)
         self.num_threads, self.device = int(num_threads), torch.device(device)
         self.seed, self.rank = int(seed), int(rank)
+        self.capacity = None if capacity is None else int(capacity)
         self.state_mean, self.state_std = trajectories.state_mean, trajectories.state_std  # float64 [state_dim]
-        self.num_steps = trajectories.num_steps
+        self.num_steps = trajectories.num_steps  # of the offline data (held_steps counts what the buffer holds)
         self._core = _C.SamplerCore(trajectories.observations, trajectories.actions, trajectories.rewards,
                                     trajectories.offsets, self.state_mean, self.state_std, self.context_len,
-                                    self.batch_size, self.scale, self.gamma, self.max_ep_len)
+                                    self.batch_size, self.scale, self.gamma, self.max_ep_len, self.capacity or 0)
         self._next_batch = 0
         self._prefetcher: Any = None  # started by the first sample()
+
+    @property
+    def held_episodes(self) -> int:
+        """Episodes windows are drawn from now (the dataset's, or those the replay buffer holds)."""
+        return self._core.n_episodes
+
+    @property
+    def held_steps(self) -> int:
+        """Steps windows are drawn from now."""
+        return self._core.n_steps
+
+    def add_episodes(self, observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
+                     lengths: np.ndarray) -> None:
+        """Append whole episodes to the replay buffer, evicting the oldest beyond `capacity` (first in, first out).
+
+        Args:
+            observations: (N, state_dim) raw observations of the episodes one after another, float32 or float64
+                (rounded to float32, then normalised with the offline data's mean and std, as the offline data is).
+            actions: (N, act_dim). rewards: (N,). lengths: (E,) integers >= 1 summing to N, the episodes in order.
+        Raises ValueError naming the argument (shape, dtype, a length < 1, a non-finite value) before any change.
+        Batches built ahead are dropped: every batch sampled after the call comes from the new buffer.
+        """
+        if self.capacity is None:
+            raise ValueError("add_episodes needs a replay buffer: build the TrajectorySampler with capacity=...")
+        core = self._core.appended(observations, actions, rewards, lengths)
+        self.close()
+        self._core = core
 
     def sample(self) -> dict[str, torch.Tensor]:
         """The next batch of the stream: states (B,T,S), actions (B,T,A), rewards (B,T,1), returns_to_go (B,T,1),
@@ -94,18 +143,46 @@ class TrajectorySampler:
         """The windows of explicit draws (episode[i], start[i]), shaped as sample(); indices are checked."""
         return self._to_torch(self._core.windows(np.asarray(episode, np.int64), np.asarray(start, np.int64)))
 
-    def state_dict(self) -> dict[str, int]:
-        """What resumes the stream: seed, rank and the next batch number (plus shape checks)."""
-        return {"seed": self.seed, "rank": self.rank, "next_batch": self._next_batch,
-                "batch_size": self.batch_size, "context_len": self.context_len, "num_steps": self.num_steps}
+    def state_dict(self) -> dict[str, Any]:
+        """What resumes the stream: seed, rank and the next batch number (plus shape checks); with a capacity also
+        the replay buffer: its episodes, oldest first, as tensors (states normalised, as held), and what they were
+        computed with. torch.load(weights_only=True) reads it."""
+        state: dict[str, Any] = {"seed": self.seed, "rank": self.rank, "next_batch": self._next_batch,
+                                 "batch_size": self.batch_size, "context_len": self.context_len,
+                                 "num_steps": self.num_steps}
+        if self.capacity is not None:
+            states, actions, rewards, lengths = (torch.from_numpy(a) for a in self._core.episodes())
+            state["capacity"] = self.capacity
+            state["buffer"] = {"states": states, "actions": actions, "rewards": rewards, "lengths": lengths,
+                               "state_mean": torch.from_numpy(self.state_mean.copy()),
+                               "state_std": torch.from_numpy(self.state_std.copy()), "gamma": self.gamma,
+                               "scale": self.scale}
+        return state
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Resume the stream of `state` (from state_dict) at its next batch; batches built ahead are dropped."""
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume the stream of `state` (from state_dict) at its next batch, and the replay buffer's episodes with
+        it; batches built ahead are dropped. Raises ValueError, changing nothing, if `state` does not fit."""
         for key in ("batch_size", "context_len", "num_steps"):
             if state[key] != getattr(self, key):
                 raise ValueError(f"sampler state has {key}={state[key]} but this sampler has "
                                  f"{key}={getattr(self, key)}: the stream would differ")
+        if state.get("capacity") != self.capacity:
+            raise ValueError(f"sampler state has capacity={state.get('capacity')} but this sampler has "
+                             f"capacity={self.capacity}")
+        core = self._core
+        if self.capacity is not None:
+            buffer = state["buffer"]
+            for key, ours in (("state_mean", self.state_mean), ("state_std", self.state_std)):
+                if not np.array_equal(_numpy(buffer[key]), ours):
+                    raise ValueError(f"sampler state's buffer was normalised with another {key} than this "
+                                     f"sampler's (a different offline dataset)")
+            for key in ("gamma", "scale"):
+                if buffer[key] != getattr(self, key):
+                    raise ValueError(f"sampler state's buffer has {key}={buffer[key]} but this sampler has "
+                                     f"{key}={getattr(self, key)}: its returns-to-go would differ")
+            core = core.restored(*(_numpy(buffer[k]) for k in ("states", "actions", "rewards", "lengths")))
         self.close()
+        self._core = core
         self.seed, self.rank, self._next_batch = int(state["seed"]), int(state["rank"]), int(state["next_batch"])
 
     def close(self) -> None:
@@ -113,7 +190,9 @@ class TrajectorySampler:
         self._prefetcher = None
 
     def __repr__(self) -> str:
-        return (f"TrajectorySampler(steps={self.num_steps}, context_len={self.context_len}, "
+        buffer = "" if self.capacity is None else (f"capacity={self.capacity}, held_episodes={self.held_episodes}, "
+                                                   f"held_steps={self.held_steps}, ")
+        return (f"TrajectorySampler(steps={self.num_steps}, {buffer}context_len={self.context_len}, "
                 f"batch_size={self.batch_size}, scale={self.scale}, gamma={self.gamma}, "
                 f"max_ep_len={self.max_ep_len}, seed={self.seed}, rank={self.rank}, "
                 f"num_threads={self.num_threads}, next_batch={self._next_batch})")
@@ -124,3 +203,8 @@ class TrajectorySampler:
         if self.device.type != "cpu":
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         return batch
+
+
+def _numpy(x: Any) -> np.ndarray:
+    """A state-dict entry (a tensor on any device, or an array) as a numpy array."""
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
