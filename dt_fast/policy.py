@@ -85,7 +85,7 @@ class Policy:
         self.state_std = _vector("state_std", state_std, cfg.state_dim, positive=True)  # (S,) float64
         self.scale = _positive_number("scale", scale)
         self.n_threads = _thread_count(n_threads)
-        self.backend = _resolve(_choice("backend", backend, BACKENDS), next(model.parameters()).device)
+        self.backend = _resolve(_choice("backend", backend, BACKENDS), model)
         self._backend = _open_backend(self.backend, model, self.mode, self.num_envs, self.context_len,
                                       self.state_mean, self.state_std, self.scale, self.n_threads)
         self.set_target_return(target_return)
@@ -227,17 +227,22 @@ def _open_backend(name: str, model: DecisionTransformer, mode: str, num_envs: in
                   n_threads: int) -> CppBackend | TorchBackend:
     """The backend `name` ("cpp", "torch" or "triton") over `model`, from checked arguments."""
     if name == "cpp":
+        if model.stochastic:
+            raise ValueError("backend='cpp' cannot run a stochastic model yet: the C++ engine does not read its "
+                             "log-std head (predict_action_log_std); use backend='torch' or 'auto' (the mean action)")
         return CppBackend(model, mode, num_envs, context_len, state_mean, state_std, scale, n_threads)
     return TorchBackend(model, mode, num_envs, context_len, state_mean, state_std, scale, kernels=name)
 
 
-def _resolve(backend: str, device: torch.device) -> str:
-    """The backend that runs: `backend`, or for "auto" cpp on the CPU (torch without dt_fast._C), else
-    kernels.dispatch's choice for `device`."""
+def _resolve(backend: str, model: DecisionTransformer) -> str:
+    """The backend that runs: `backend`, or for "auto" cpp on the CPU (torch without dt_fast._C, or for a
+    stochastic model, whose log-std head the engine does not read yet: torch acts with its mean action), else
+    kernels.dispatch's choice for the model's device."""
+    device = next(model.parameters()).device
     if backend != "auto":
         return backend
     if device.type == "cpu":
-        return "cpp" if _C is not None else "torch"
+        return "cpp" if _C is not None and not model.stochastic else "torch"
     return resolve_backend(device, "auto")
 
 
