@@ -755,12 +755,13 @@ def time_collection(experiment: Experiment, target_explore: float = 7200.0) -> C
 
 def time_online_iteration(experiment: Experiment, num_updates: int,
                           target_explore: float = 7200.0) -> dict[str, float]:
-    """Wall time of one online iteration of the official loop: {"collect_s", "train_s", "total_s",
-    "transitions"}; train_s includes building the iteration's DataLoader."""
+    """Wall time of one online iteration of the official loop: {"collect_s", "train_s", "total_s", "transitions",
+    "env_steps"} (train_s includes building the iteration's DataLoader; counts as in CollectionTiming)."""
     start = time.perf_counter()
     out = experiment.augment_trajectories(target_explore)
     collected = time.perf_counter()
     experiment.train_iteration(num_updates)
     end = time.perf_counter()
     return {"collect_s": collected - start, "train_s": end - collected, "total_s": end - start,
-            "transitions": float(out["aug_traj/transitions"])}
+            "transitions": float(out["aug_traj/transitions"]),
+            "env_steps": float(experiment.online_envs.num_envs * out["aug_traj/max_length"])}
