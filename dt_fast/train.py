@@ -1,9 +1,11 @@
 """Trainer: one command from a dataset file to a checkpoint directory.
 
 The loop of the paper (kzl/decision-transformer, CORL dt.py): windows from the C++ sampler, masked MSE on the
-predicted actions, AdamW with linear warm-up, gradient clipping. Checkpoints are the directory format of
-DESIGN.md (config.json + model.safetensors + dt_fast.json) plus train_state.pt, the self-contained resume state
-(model, optimiser, scheduler, sampler, RNG), written last and atomically so that a killed run resumes exactly.
+predicted actions, AdamW with linear warm-up, gradient clipping. `--policy stochastic` trains the Online Decision
+Transformer's tanh-Gaussian head with its objective and entropy temperature instead (dt_fast/odt.py), with the
+same optimizer, schedule and clipping. Checkpoints are the directory format of DESIGN.md (config.json +
+model.safetensors + dt_fast.json) plus train_state.pt, the self-contained resume state (model, optimiser,
+scheduler, sampler, temperature, RNG), written last and atomically so that a killed run resumes exactly.
 Data parallel with torch.distributed (`torchrun --nproc_per_node=N -m dt_fast.train ...`): each rank samples
 its own seed stream, rank 0 writes checkpoints and logs.
 """
@@ -29,9 +31,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dt_fast import checkpoint, train_ops
+from dt_fast import checkpoint, odt, train_ops
 from dt_fast.config import ACTIVATIONS, DecisionTransformerConfig, describe_setting, parse_setting, setting
 from dt_fast.data import DEFAULT_DATASET, Trajectories
+from dt_fast.distributions import TanhNormal
 from dt_fast.model import DecisionTransformer
 
 DERIVED_CAP = 10_000
@@ -76,6 +79,9 @@ class TrainConfig:
     """Attention heads."""
     activation_function: str = setting("relu", choices=ACTIVATIONS)
     """MLP activation."""
+    policy: str = setting("deterministic", choices=checkpoint.ACTION_HEADS)
+    """Action head and objective: deterministic (the paper's masked MSE), or stochastic (the Online Decision
+    Transformer's tanh-Gaussian: negative log-likelihood minus a learned temperature times the entropy)."""
     max_ep_len: int = setting(1000, ge=1, units="env steps")
     """Rows of the timestep embedding; longer timesteps are clipped."""
     scale: float = setting(1000.0, gt=0)
@@ -276,7 +282,7 @@ class Trainer:
             state_dim=state_dim, act_dim=act_dim, hidden_size=cfg.hidden_size, n_layer=cfg.n_layer,
             n_head=cfg.n_head, activation_function=cfg.activation_function, max_ep_len=cfg.max_ep_len,
             n_positions=1024, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout)
-        self.model = DecisionTransformer(self.model_config).to(self.device)
+        self.model = DecisionTransformer(self.model_config, stochastic=cfg.policy == "stochastic").to(self.device)
         # CPU float32 eager training runs on dt_fast's C++ ops (train_ops), the optimizer too: AdamW and the
         # gradient clip in one call. Elsewhere torch's AdamW: on CPU its fused kernel (one pass over every
         # parameter) measured 2-3% of a step faster than the per-tensor loop, which beat the foreach kernels 2x.
@@ -290,6 +296,8 @@ class Trainer:
                                                **({"foreach": True} if self.device.type == "cuda" else {"fused": True}))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min((step + 1) / cfg.warmup_steps, 1.0))
+        # ODT's entropy temperature, with its own Adam (dt_fast/odt.py); None for the deterministic policy.
+        self.temperature = odt.Temperature(act_dim, device=self.device) if cfg.policy == "stochastic" else None
         self.sampler = TrajectorySampler(self.data, context_len=cfg.context_len, batch_size=cfg.batch_size,
                                          scale=cfg.scale, gamma=cfg.gamma, max_ep_len=cfg.max_ep_len,
                                          seed=cfg.seed, rank=self.rank, num_threads=cfg.sampler_threads)
@@ -297,11 +305,11 @@ class Trainer:
         if resume is not None:
             self.load_state(Path(resume))
         self.saved_step = self.step if resume is not None else None
-        self.forward = self.model
+        self.forward = self.model if self.temperature is None else odt.ActionDistribution(self.model)
         if self.world > 1:
             # The state and return heads get no gradient from the action loss: DDP must look for unused ones.
             self.forward = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                self.forward, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True)
         if cfg.compile:
             self.forward = torch.compile(self.forward)
@@ -312,18 +320,50 @@ class Trainer:
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         with train_ops.team_threads() if self.fused else contextlib.nullcontext():
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                _, action_preds, _ = self.forward(states=batch["states"], actions=batch["actions"],
-                                                  returns_to_go=batch["returns_to_go"], timesteps=batch["timesteps"],
-                                                  attention_mask=batch["attention_mask"], action_only=True)
-                loss = action_loss(action_preds.float(), batch["actions"], batch["attention_mask"])
+                loss = self.policy_loss(batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if not self.fused:  # FusedAdamW clips by itself
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optimizer.step()
+            self.update_temperature()
         self.scheduler.step()
         self.step += 1
         return loss.item()
+
+    def policy_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss of `config.policy` on a batch: the masked MSE of the action predictions, or ODT's objective
+        (dt_fast/odt.py; its nll and entropy are kept for `update_temperature` and the log)."""
+        if self.temperature is None:
+            _, action_preds, _ = self.forward(states=batch["states"], actions=batch["actions"],
+                                              returns_to_go=batch["returns_to_go"], timesteps=batch["timesteps"],
+                                              attention_mask=batch["attention_mask"], action_only=True)
+            return action_loss(action_preds.float(), batch["actions"], batch["attention_mask"])
+        loc, log_std = self.forward(states=batch["states"], actions=batch["actions"],
+                                    returns_to_go=batch["returns_to_go"], timesteps=batch["timesteps"],
+                                    attention_mask=batch["attention_mask"])  # (B, T, act_dim) each
+        loss, self.nll, self.entropy = odt.odt_loss(TanhNormal(loc.float(), log_std.float()), batch["actions"],
+                                                    batch["attention_mask"], self.temperature.value())
+        return loss
+
+    def update_temperature(self) -> None:
+        """ODT's temperature step on the entropy of the last `policy_loss`, averaged over the data-parallel ranks
+        so that every rank keeps the same temperature (nothing for the deterministic policy)."""
+        if self.temperature is None:
+            return
+        entropy = self.entropy.detach().clone()  # ()
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(entropy)
+            entropy = entropy / self.world
+        self.temperature.update(entropy)
+
+    def policy_log(self) -> dict[str, float]:
+        """The last step's nll, entropy and temperature, as ODT logs them (empty for the deterministic policy)."""
+        if self.temperature is None:
+            return {}
+        return {"nll": self.nll.item(), "entropy": self.entropy.item(), "temperature": self.temperature.value().item()}
 
     def run(self) -> Path:
         """Train to config.steps, logging and checkpointing; returns the run directory."""
@@ -365,6 +405,7 @@ class Trainer:
                 rate = window_steps / (time.perf_counter() - window_start)
                 row = {"step": self.step, "loss": window_loss / window_steps, "lr": self.scheduler.get_last_lr()[0],
                        "steps_per_s": rate}
+                row.update(self.policy_log())
                 bar.set_postfix(loss=f"{row['loss']:.4f}", steps_s=f"{rate:.1f}")
                 log.write(row)
                 window_loss, window_start, window_steps = 0.0, time.perf_counter(), 0
@@ -390,10 +431,12 @@ class Trainer:
             dist.destroy_process_group()
 
     def replica_max_diff(self) -> float:
-        """Largest parameter difference between this rank and every other (0.0 when DDP kept them in sync)."""
+        """Largest difference of a parameter (or of a stochastic policy's log-temperature) between this rank and
+        every other (0.0 when DDP kept them in sync)."""
         import torch.distributed as dist
 
-        flat = torch.cat([p.detach().reshape(-1).float().cpu() for p in self.model.parameters()])
+        tensors = [*self.model.parameters(), *([] if self.temperature is None else [self.temperature.log_temperature])]
+        flat = torch.cat([p.detach().reshape(-1).double().cpu() for p in tensors])
         gathered = [torch.empty_like(flat) for _ in range(self.world)]
         dist.all_gather(gathered, flat)
         return max(float((g - flat).abs().max()) for g in gathered)
@@ -428,20 +471,28 @@ class Trainer:
             scale=self.config.scale, context_len=self.config.context_len,
             target_return=self.config.target_return or float(returns.max()), env_id=self.env_id,
             dataset={"path": self.dataset_path, "summary": repr(self.data), "best_return": float(returns.max()),
-                     "mean_return": float(returns.mean())}))
+                     "mean_return": float(returns.mean())}, action_head=self.config.policy))
         checkpoint.write_train_state(self.out / checkpoint.TRAIN_STATE_NAME, {
             "step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "sampler": self.sampler.state_dict(),
-            "torch_rng": torch.get_rng_state(), "config": dataclasses.asdict(self.config)})
+            "torch_rng": torch.get_rng_state(), "config": dataclasses.asdict(self.config),
+            **({} if self.temperature is None else {"temperature": self.temperature.state_dict()})})
 
     def load_state(self, run_dir: Path) -> None:
-        """Continue from run_dir/train_state.pt: model, optimizer, scheduler, sampler, RNG and step."""
+        """Continue from run_dir/train_state.pt: model, optimizer, scheduler, sampler, temperature (stochastic
+        policy), RNG and step."""
         checkpoint.read_train_config(run_dir)
         state = checkpoint.read_train_state(run_dir / checkpoint.TRAIN_STATE_NAME, self.device)
+        trained = state["config"].get("policy", "deterministic")
+        if trained != self.config.policy:
+            raise ValueError(f"{run_dir}: the run was trained with --policy {trained}; it cannot resume with "
+                             f"--policy {self.config.policy}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
+        if self.temperature is not None:
+            self.temperature.load_state_dict(state["temperature"])
         torch.set_rng_state(state["torch_rng"].cpu())
         self.step = int(state["step"])
 

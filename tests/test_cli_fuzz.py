@@ -75,6 +75,7 @@ CASES = {
     "train device cuda without one": [*TRAIN, "--device", "cuda"],
     "train precision": [*TRAIN, "--precision", "fp8"],
     "train activation": [*TRAIN, "--activation-function", "swishy"],
+    "train policy": [*TRAIN, "--policy", "gaussian"],
     "train seed negative": [*TRAIN, "--seed", "-1"],
     "train sampler threads": [*TRAIN, "--sampler-threads", "1000"],
     "train save minutes": [*TRAIN, "--save-minutes", "-1"],

@@ -83,15 +83,64 @@ def test_training_reduces_loss_and_writes_a_checkpoint_both_libraries_load(hoppe
     assert saved["steps"] == 60 and saved["lr"] == 1e-3
 
 
+def test_stochastic_training_learns_and_its_checkpoint_acts_with_the_mean(hopper_file: Path, tmp_path) -> None:
+    from transformers import DecisionTransformerModel
+
+    from dt_fast import DecisionTransformer, Policy
+    from dt_fast.checkpoint import read_metadata
+
+    run = tmp_path / "run"
+    cfg = TrainConfig(dataset=str(hopper_file), out=str(run), steps=60, hidden_size=32, n_layer=1, batch_size=16,
+                      context_len=10, warmup_steps=10, lr=1e-3, log_every=10, save_every=30, policy="stochastic")
+    trainer = Trainer(cfg)
+    assert trainer.model.stochastic and trainer.temperature.target_entropy == -3.0
+    trainer.run()
+    rows = _log_rows(run)
+    nll = [float(r[2]) for r in rows if r[1] == "nll"]
+    temperature = [float(r[2]) for r in rows if r[1] == "temperature"]
+    entropy = [float(r[2]) for r in rows if r[1] == "entropy"]
+    assert len(nll) == len(entropy) == 6 and nll[-1] < 0.5 * nll[0], nll
+    # the entropy starts above the target (-act_dim = -3): the temperature first falls from ODT's 0.1
+    assert entropy[0] > -3.0 and temperature[0] < 0.1 and len(set(temperature)) == 6, (entropy, temperature)
+    assert read_metadata(run).action_head == "stochastic"
+    ours = DecisionTransformer.from_pretrained(run)
+    assert ours.stochastic
+    hf = DecisionTransformerModel.from_pretrained(run).eval()  # ignores the log-std head: the mean action
+    batch = trainer.sampler.sample()
+    with torch.no_grad():
+        mean = ours.action_distribution(batch["states"], batch["actions"], batch["returns_to_go"],
+                                        batch["timesteps"], batch["attention_mask"]).mean
+        torch.testing.assert_close(hf(**batch, return_dict=False)[1], mean, atol=1e-5, rtol=0)
+    policy = Policy.from_pretrained(run)  # backend auto: torch until the engine reads the log-std head
+    assert policy.backend == "torch"
+    obs = np.random.default_rng(0).normal(size=11).astype(np.float32)
+    meta = read_metadata(run)
+    state = torch.from_numpy((obs - np.array(meta.state_mean)) / np.array(meta.state_std)).float().reshape(1, 1, 11)
+    with torch.no_grad():
+        first = ours.action_distribution(state, torch.zeros(1, 1, 3), torch.full((1, 1, 1), meta.target_return
+                                         / meta.scale), torch.zeros(1, 1, dtype=torch.long)).mean[0, 0]
+    np.testing.assert_allclose(policy.act(obs), first.numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="backend='cpp' cannot run a stochastic model yet"):
+        Policy.from_pretrained(run, backend="cpp")
+
+
+def test_a_run_resumes_only_with_its_own_policy(hopper_file: Path, tmp_path) -> None:
+    run = tmp_path / "run"
+    Trainer(small_config(hopper_file, run, steps=2)).run()
+    with pytest.raises(ValueError, match="trained with --policy deterministic; it cannot resume with --policy "
+                                         "stochastic"):
+        Trainer(small_config(hopper_file, run, steps=4, policy="stochastic"), resume=run)
+
+
 def _log_rows(run: Path) -> list[list[str]]:
     return [line.split(",") for line in (run / "log.csv").read_text().splitlines()[1:]]
 
 
-def test_sigkill_then_resume_ends_with_the_same_weights(hopper_file: Path, tmp_path) -> None:
-    common = ["--dataset", str(hopper_file), "--steps", "120", "--save-every", "10"]
-    subprocess.run(train_cmd(*common, "--out", str(tmp_path / "straight")), check=True, env=env(),
-                   capture_output=True)
-    killed = tmp_path / "killed"
+@pytest.mark.parametrize("policy", ["deterministic", "stochastic"])
+def test_sigkill_then_resume_ends_with_the_same_weights(hopper_file: Path, tmp_path, policy: str) -> None:
+    common = ["--dataset", str(hopper_file), "--steps", "120", "--save-every", "10", "--policy", policy]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(train_cmd(*common, "--out", str(straight)), check=True, env=env(), capture_output=True)
     proc = subprocess.Popen(train_cmd(*common, "--out", str(killed)), env=env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -107,17 +156,26 @@ def test_sigkill_then_resume_ends_with_the_same_weights(hopper_file: Path, tmp_p
     killed_at = torch.load(killed / "train_state.pt", weights_only=True)["step"]
     assert killed_at < 120
     subprocess.run(train_cmd("--resume", str(killed)), check=True, env=env(), capture_output=True)
-    a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(killed / "model.safetensors")
+    a, b = load_file(straight / "model.safetensors"), load_file(killed / "model.safetensors")
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), f"{key} differs after resuming from step {killed_at}"
+    if policy == "stochastic":  # the temperature and its optimizer resume exactly too
+        assert "predict_action_log_std.weight" in a
+        a, b = (torch.load(run / "train_state.pt", weights_only=True)["temperature"] for run in (straight, killed))
+        assert torch.equal(a["log_temperature"], b["log_temperature"])
+        assert a["log_temperature"] != torch.tensor(0.1).log()
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(a["optimizer"]["state"][0][key], b["optimizer"]["state"][0][key])
 
 
-def test_two_process_data_parallel_keeps_replicas_identical(hopper_file: Path, tmp_path) -> None:
+@pytest.mark.parametrize("policy", ["deterministic", "stochastic"])
+def test_two_process_data_parallel_keeps_replicas_identical(hopper_file: Path, tmp_path, policy: str) -> None:
+    """Every parameter, and a stochastic policy's temperature (its entropy averaged over the ranks), stays equal."""
     out = tmp_path / "ddp"
     result = subprocess.run([sys.executable, "-m", "dt_fast.cli", "train", "--nproc", "2", *SMALL, "--dataset",
-                             str(hopper_file), "--steps", "40", "--lr", "1e-3", "--out", str(out)], env=env(),
-                            capture_output=True, text=True, timeout=300)
+                             str(hopper_file), "--steps", "40", "--lr", "1e-3", "--out", str(out), "--policy", policy],
+                            env=env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = _log_rows(out)
     assert [float(r[2]) for r in rows if r[1] == "ddp_replica_max_diff"] == [0.0]
