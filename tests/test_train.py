@@ -111,8 +111,8 @@ def test_stochastic_training_learns_and_its_checkpoint_acts_with_the_mean(hopper
         mean = ours.action_distribution(batch["states"], batch["actions"], batch["returns_to_go"],
                                         batch["timesteps"], batch["attention_mask"]).mean
         torch.testing.assert_close(hf(**batch, return_dict=False)[1], mean, atol=1e-5, rtol=0)
-    policy = Policy.from_pretrained(run)  # backend auto: torch until the engine reads the log-std head
-    assert policy.backend == "torch"
+    policy = Policy.from_pretrained(run)  # backend auto: the engine, which acts with the mean unless sampling is set
+    assert policy.backend == "cpp" and policy.stochastic
     obs = np.random.default_rng(0).normal(size=11).astype(np.float32)
     meta = read_metadata(run)
     state = torch.from_numpy((obs - np.array(meta.state_mean)) / np.array(meta.state_std)).float().reshape(1, 1, 11)
@@ -120,8 +120,6 @@ def test_stochastic_training_learns_and_its_checkpoint_acts_with_the_mean(hopper
         first = ours.action_distribution(state, torch.zeros(1, 1, 3), torch.full((1, 1, 1), meta.target_return
                                          / meta.scale), torch.zeros(1, 1, dtype=torch.long)).mean[0, 0]
     np.testing.assert_allclose(policy.act(obs), first.numpy(), rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="backend='cpp' cannot run a stochastic model yet"):
-        Policy.from_pretrained(run, backend="cpp")
 
 
 def test_a_run_resumes_only_with_its_own_policy(hopper_file: Path, tmp_path) -> None:
