@@ -11,7 +11,13 @@
                         eager incremental decoder on the same kernels (dt_fast/decode.py, no suffix), each timed
                         alone (inputs on the GPU, actions copied back to the host); and Policy.act (" Policy.act":
                         the graph plus the host round trip, numpy in and out): p50/p99 over --policy-steps steps
-Times are triton.testing.do_bench medians (p20/p80 beside) in milliseconds; "speedup" = reference / kernel.
+  train step            Trainer.train_step on bench_train's HalfCheetah-sized synthetic dataset (hidden 128, 3
+                        layers, context 20, fp32, the batch size of the row): eager ("eager") against the whole step
+                        captured in a CUDA graph ("graph", --cuda-graph, dt_fast/train_graph.py), each with the
+                        batch's copy to the GPU and the loss read back: p50/p99 over --train-steps steps after the
+                        warm-up and the capture
+Times are triton.testing.do_bench medians (p20/p80 beside) in milliseconds; "speedup" = reference (torch, eager) /
+kernel.
 Without a CUDA device (as on the machines dt_fast is built on) it prints that no GPU was found and exits 0:
 GPU speed is unmeasured until this has been run on one.
 
@@ -21,6 +27,8 @@ GPU speed is unmeasured until this has been run on one.
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -120,6 +128,28 @@ def bench_policy(batch: int, device: torch.device, steps: int) -> list[dict]:
     return rows
 
 
+def bench_train(batch: int, device: torch.device, steps: int) -> list[dict]:
+    """Training step wall time (p50/p99 ms over `steps` steps after warm-up), eager against the CUDA graph."""
+    from benchmarks.bench_train import CONTEXT, make_dataset
+    from benchmarks.harness import latencies
+    from dt_fast.train import TrainConfig, Trainer
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "halfcheetah_synthetic.hdf5"
+        make_dataset(path)
+        for provider, graph in (("eager", False), ("graph", True)):
+            cfg = TrainConfig(dataset=str(path), out=str(Path(tmp) / provider), batch_size=batch, context_len=CONTEXT,
+                              device=str(device), cuda_graph=graph, save_every=10**9, log_every=10**9)
+            trainer = Trainer(cfg)
+            trainer.model.train()
+            batches = iter(trainer.sampler)
+            times = latencies(lambda: trainer.train_step(next(batches)), n=steps, warmup=20)
+            rows.append(latency_row("train step", provider, batch, times))
+            trainer.close()
+    return rows
+
+
 def latency_row(bench: str, provider: str, batch: int, seconds: np.ndarray) -> dict:
     """One result row of per-call wall times: p50, p20, p80 and p99 in milliseconds."""
     ms = seconds * 1e3
@@ -132,6 +162,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64, 1024])
     parser.add_argument("--policy-steps", type=int, default=1000, help="timed Policy.act calls per case")
+    parser.add_argument("--train-steps", type=int, default=200, help="timed training steps per case")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("bench_gpu: no GPU found (torch.cuda.is_available() is False); GPU speed is unmeasured. Nothing run.")
@@ -141,7 +172,8 @@ def main() -> None:
     for batch in args.batch_sizes:
         rows += bench_embed(batch, device) + bench_attention(batch, device) + bench_policy(batch, device,
                                                                                           args.policy_steps)
-    reference = {(r["bench"], r["batch"]): r["p50_ms"] for r in rows if r["provider"] == "torch"}
+        rows += bench_train(batch, device, args.train_steps)
+    reference = {(r["bench"], r["batch"]): r["p50_ms"] for r in rows if r["provider"] in ("torch", "eager")}
     for r in rows:
         r["speedup"] = reference[(r["bench"], r["batch"])] / r["p50_ms"]
     print(f"device: {torch.cuda.get_device_name(device)}")

@@ -278,7 +278,7 @@ class DecisionTransformer(nn.Module):
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
                 timesteps: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                rewards: torch.Tensor | None = None, *, action_only: bool = False,
+                rewards: torch.Tensor | None = None, *, action_only: bool = False, check_timesteps: bool = True,
                 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
         """Predictions (state_preds (B,T,state_dim), action_preds (B,T,act_dim), return_preds (B,T,1)).
 
@@ -288,8 +288,10 @@ class DecisionTransformer(nn.Module):
             rewards: accepted for transformers compatibility and unused, as there.
             action_only: compute action_preds alone (the training loss's input), state_preds and return_preds
                 are None: the last block then runs only on the s_t tokens, a third of its rows.
+            check_timesteps: check that timesteps lie in [0, max_ep_len). That reads them back: on a GPU a host
+                synchronisation, which a CUDA graph cannot hold; the Trainer, whose sampler clips them, passes False.
         """
-        self.check_inputs(states, actions, returns_to_go, timesteps, attention_mask)
+        self.check_inputs(states, actions, returns_to_go, timesteps, attention_mask, values=check_timesteps)
         B, T = timesteps.shape
         x = self.embed(states, actions, returns_to_go, timesteps)  # (B, 3T, C)
         mask = None if attention_mask is None else attention_mask_3t(attention_mask)  # (B, 1, 3T, 3T)
@@ -316,8 +318,9 @@ class DecisionTransformer(nn.Module):
         return TanhNormal(loc, bounded_log_std(self.predict_action_log_std(h)))  # (B, T, act_dim)
 
     def check_inputs(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
-                     timesteps: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
-        """Raise ValueError naming the first argument whose shape, rank, dtype or range is wrong."""
+                     timesteps: torch.Tensor, attention_mask: torch.Tensor | None, values: bool = True) -> None:
+        """Raise ValueError naming the first argument whose shape, rank, dtype or range (values=True: the one check
+        that reads tensor values) is wrong."""
         cfg = self.config
         if not isinstance(timesteps, torch.Tensor) or timesteps.dim() != 2:
             raise ValueError(f"timesteps must be a (batch, steps) tensor, got {_describe(timesteps)}")
@@ -334,7 +337,7 @@ class DecisionTransformer(nn.Module):
         if attention_mask is not None and (not isinstance(attention_mask, torch.Tensor)
                                            or tuple(attention_mask.shape) != (B, T)):
             raise ValueError(f"attention_mask must have shape {(B, T)} (batch, steps), got {_describe(attention_mask)}")
-        if T and (int(timesteps.min()) < 0 or int(timesteps.max()) >= cfg.max_ep_len):
+        if values and T and (int(timesteps.min()) < 0 or int(timesteps.max()) >= cfg.max_ep_len):
             raise ValueError(f"timesteps must lie in [0, max_ep_len={cfg.max_ep_len}), got values in "
                              f"[{int(timesteps.min())}, {int(timesteps.max())}]")
 

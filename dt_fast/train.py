@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dt_fast import checkpoint, odt, train_ops
+from dt_fast import checkpoint, odt, train_graph, train_ops
 from dt_fast.config import ACTIVATIONS, DecisionTransformerConfig, describe_setting, parse_setting, setting
 from dt_fast.data import DEFAULT_DATASET, Trajectories
 from dt_fast.distributions import TanhNormal
@@ -98,6 +98,10 @@ class TrainConfig:
     """fp32, or bf16 (autocast)."""
     compile: bool = False
     """Wrap the model in torch.compile."""
+    cuda_graph: bool = False
+    """Capture the whole training step (forward, backward, clip, AdamW) in a CUDA graph after 3 eager steps and
+    replay it every step (dt_fast/train_graph.py): CUDA devices, one process, not with --compile. Opt-in while it
+    has not run on a GPU here; GPU speed unmeasured."""
     save_every: int | None = setting(None, ge=1, units="optimizer steps",
                                      derived=f"steps // 10, within [1, {DERIVED_CAP}]")
     """Write a checkpoint every this many steps (and at the end); unset, ten per run, at most 10,000 steps apart."""
@@ -118,6 +122,14 @@ class TrainConfig:
             setattr(self, f.name, parse_setting(TrainConfig, f.name, getattr(self, f.name), f"TrainConfig.{f.name}"))
         if self.hidden_size % self.n_head:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of n_head ({self.n_head})")
+        if self.cuda_graph and self.policy == "stochastic":
+            raise ValueError("cuda_graph captures the deterministic policy's step; --policy stochastic runs eagerly "
+                             "(ODT's temperature step reads the entropy between steps)")
+        if self.cuda_graph and not self.device.startswith("cuda"):
+            raise ValueError(f"cuda_graph needs a CUDA device, got device {self.device!r}")
+        if self.cuda_graph and self.compile:
+            raise ValueError("cuda_graph and compile are exclusive (torch.compile has its own CUDA graphs: "
+                             "mode='reduce-overhead')")
         if self.warmup_steps is None:
             self.warmup_steps = derived_interval(self.steps)
         if self.save_every is None:
@@ -243,6 +255,12 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**values)
 
 
+def warmup_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The paper's schedule: the learning rate rises linearly over warmup_steps steps (lr / warmup_steps at the first
+    step), then stays at lr; a tensor learning rate is filled in place."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min((step + 1) / warmup_steps, 1.0))
+
+
 def action_loss(action_preds: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean squared error over the actions of real (unpadded) steps, as in the blog's TrainableDT."""
     weight = mask.to(action_preds.dtype).unsqueeze(-1)  # (B, T, 1)
@@ -291,11 +309,13 @@ class Trainer:
         if self.fused:
             self.optimizer = train_ops.FusedAdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                                   max_grad_norm=cfg.grad_clip)
+        elif cfg.cuda_graph:
+            self.optimizer = train_graph.capturable_adamw(self.model.parameters(), cfg.lr, cfg.weight_decay,
+                                                          self.device)
         else:
             self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                                **({"foreach": True} if self.device.type == "cuda" else {"fused": True}))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min((step + 1) / cfg.warmup_steps, 1.0))
+        self.scheduler = warmup_schedule(self.optimizer, cfg.warmup_steps)
         # ODT's entropy temperature, with its own Adam (dt_fast/odt.py); None for the deterministic policy.
         self.temperature = odt.Temperature(act_dim, device=self.device) if cfg.policy == "stochastic" else None
         self.sampler = TrajectorySampler(self.data, context_len=cfg.context_len, batch_size=cfg.batch_size,
@@ -313,38 +333,50 @@ class Trainer:
                 find_unused_parameters=True)
         if cfg.compile:
             self.forward = torch.compile(self.forward)
+        if cfg.cuda_graph and self.world > 1:
+            raise ValueError("cuda_graph runs in one process: not with --nproc or torchrun")
+        self.graphed = train_graph.GraphedTrainStep(self.device_step, self.device) if cfg.cuda_graph else None
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> float:
-        """One optimizer step on one batch; returns the loss."""
-        cfg = self.config
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        """One optimizer step on one batch (the sampler's); returns the loss."""
         with train_ops.team_threads() if self.fused else contextlib.nullcontext():
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                loss = self.policy_loss(batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if not self.fused:  # FusedAdamW clips by itself
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            self.optimizer.step()
+            if self.graphed is not None:
+                loss = self.graphed(batch)
+            else:
+                loss = self.device_step({k: batch[k].to(self.device, non_blocking=True) for k in train_graph.STEP_KEYS})
             self.update_temperature()
         self.scheduler.step()
         self.step += 1
         return loss.item()
 
+    def device_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The device's work of one training step on a batch already there: the loss, its gradients, the clip and
+        the optimizer step; returns the loss (0-dim). No host synchronisation, no branch on tensor values: the same
+        function runs eagerly and as what train_graph.GraphedTrainStep captures."""
+        loss = self.policy_loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if not self.fused:  # FusedAdamW clips by itself
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        return loss.detach()
+
     def policy_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The loss of `config.policy` on a batch: the masked MSE of the action predictions, or ODT's objective
-        (dt_fast/odt.py; its nll and entropy are kept for `update_temperature` and the log)."""
-        if self.temperature is None:
-            _, action_preds, _ = self.forward(states=batch["states"], actions=batch["actions"],
-                                              returns_to_go=batch["returns_to_go"], timesteps=batch["timesteps"],
-                                              attention_mask=batch["attention_mask"], action_only=True)
-            return action_loss(action_preds.float(), batch["actions"], batch["attention_mask"])
-        loc, log_std = self.forward(states=batch["states"], actions=batch["actions"],
-                                    returns_to_go=batch["returns_to_go"], timesteps=batch["timesteps"],
-                                    attention_mask=batch["attention_mask"])  # (B, T, act_dim) each
-        loss, self.nll, self.entropy = odt.odt_loss(TanhNormal(loc.float(), log_std.float()), batch["actions"],
-                                                    batch["attention_mask"], self.temperature.value())
-        return loss
+        """The loss of `config.policy` on a batch (0-dim): the masked MSE of the action predictions, or ODT's
+        objective (dt_fast/odt.py; its nll and entropy are kept for `update_temperature` and the log). Timesteps
+        are not range-checked (the sampler clips them), which would read them back."""
+        # cache_enabled=False: a CUDA graph cannot capture autocast's weight cache (and each weight is cast once)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16",
+                            cache_enabled=False):
+            inputs = dict(states=batch["states"], actions=batch["actions"], returns_to_go=batch["returns_to_go"],
+                          timesteps=batch["timesteps"], attention_mask=batch["attention_mask"], check_timesteps=False)
+            if self.temperature is None:
+                _, action_preds, _ = self.forward(**inputs, action_only=True)
+                return action_loss(action_preds.float(), batch["actions"], batch["attention_mask"])
+            loc, log_std = self.forward(**inputs)  # (B, T, act_dim) each
+            loss, self.nll, self.entropy = odt.odt_loss(TanhNormal(loc.float(), log_std.float()), batch["actions"],
+                                                        batch["attention_mask"], self.temperature.value())
+            return loss
 
     def update_temperature(self) -> None:
         """ODT's temperature step on the entropy of the last `policy_loss`, averaged over the data-parallel ranks
@@ -403,7 +435,8 @@ class Trainer:
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 rate = window_steps / (time.perf_counter() - window_start)
-                row = {"step": self.step, "loss": window_loss / window_steps, "lr": self.scheduler.get_last_lr()[0],
+                row = {"step": self.step, "loss": window_loss / window_steps,
+                       "lr": float(self.scheduler.get_last_lr()[0]),
                        "steps_per_s": rate}
                 row.update(self.policy_log())
                 bar.set_postfix(loss=f"{row['loss']:.4f}", steps_s=f"{rate:.1f}")
@@ -488,13 +521,37 @@ class Trainer:
             raise ValueError(f"{run_dir}: the run was trained with --policy {trained}; it cannot resume with "
                              f"--policy {self.config.policy}")
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
         if self.temperature is not None:
             self.temperature.load_state_dict(state["temperature"])
         torch.set_rng_state(state["torch_rng"].cpu())
         self.step = int(state["step"])
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """optimizer.load_state_dict(state) keeping this optimizer's implementation and the form of its learning rate.
+
+    The saved run may have trained on another device or with(out) a CUDA graph: its foreach / fused / capturable
+    flags would replace this optimizer's, and its learning rate may be a float or the device tensor a graph reads.
+    The flags stay this optimizer's, the learning rate keeps its form (a tensor is filled in place), and the step
+    counts go where this implementation keeps them (torch's rule: on the parameter's device when fused or
+    capturable, else on the CPU)."""
+    own = [{k: g[k] for k in ("foreach", "fused", "capturable", "lr") if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, kept in zip(optimizer.param_groups, own):
+        lr = float(group["lr"])
+        group.update(kept)
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+        on_device = bool(group.get("fused") or group.get("capturable"))
+        for p in group["params"]:
+            st = optimizer.state.get(p, {})
+            if "step" in st:
+                st["step"] = st["step"].to(device=p.device if on_device else "cpu", dtype=torch.float32)
 
 
 class RunLog:
