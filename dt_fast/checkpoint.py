@@ -124,7 +124,12 @@ def check_output(path: str | os.PathLike, overwrite: bool, kind: str, directory:
 
 
 def read_config(path: str | os.PathLike) -> DecisionTransformerConfig:
-    """The config.json of checkpoint directory `path` (written by dt_fast or by transformers)."""
+    """The config.json of checkpoint directory `path` (written by dt_fast or by transformers).
+
+    Raises:
+        FileNotFoundError: `path` is not a directory or has no config.json.
+        ValueError: config.json is malformed; the message names the file and field.
+    """
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: not a checkpoint directory")
@@ -132,8 +137,13 @@ def read_config(path: str | os.PathLike) -> DecisionTransformerConfig:
 
 
 def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The weights of checkpoint directory `path` in transformers' layout: model.safetensors, else
-    pytorch_model.bin loaded without executing pickles."""
+    """The weights of checkpoint directory `path` in transformers' layout (name -> tensor on the CPU):
+    model.safetensors, else pytorch_model.bin loaded without executing pickles.
+
+    Raises:
+        FileNotFoundError: neither file exists.
+        ValueError: the file is unreadable (corrupt, or a pickle that is not plain tensors).
+    """
     path = Path(path)
     safe, pt = path / SAFE_WEIGHTS_NAME, path / TORCH_WEIGHTS_NAME
     if safe.is_file():
@@ -179,7 +189,11 @@ def hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def load_hf_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
-    """Load weights in transformers' layout into `model`; raise naming missing, unexpected or mis-shaped keys."""
+    """Load weights in transformers' layout into `model`.
+
+    Raises:
+        ValueError: missing, unexpected or mis-shaped keys; the message names `source` and the keys.
+    """
     state = {k: v for k, v in state.items() if not k.endswith(IGNORED_SUFFIXES)}
     expected = hf_state_dict(model)
     missing = sorted(set(expected) - set(state))
@@ -270,7 +284,13 @@ def write_metadata(path: str | os.PathLike, metadata: Metadata) -> Path:
 
 def read_metadata(path: str | os.PathLike) -> Metadata | None:
     """`path`/dt_fast.json (or the file itself), None if a checkpoint directory has none (a plain transformers
-    checkpoint); ValueError naming the file and the bad field if it is malformed."""
+    checkpoint).
+
+    Raises:
+        FileNotFoundError: `path` is a file path that does not exist.
+        ValueError: the file is not valid JSON, has another format_version, unknown or missing keys, or a bad
+            value; the message names the file and the field.
+    """
     path = Path(path)
     file = path / METADATA_NAME if path.is_dir() else path
     if path.is_dir() and not file.exists():
@@ -305,7 +325,12 @@ def write_train_state(path: str | os.PathLike, state: Mapping[str, Any]) -> None
 
 
 def read_train_state(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """The resume state written by `write_train_state`, loaded without executing pickles."""
+    """The resume state written by `write_train_state`, loaded onto `device` without executing pickles.
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        ValueError: the file is unreadable (truncated, corrupt, or holding more than tensors and plain values).
+    """
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
@@ -320,7 +345,12 @@ def write_train_config(run_dir: str | os.PathLike, config: Mapping[str, Any]) ->
 
 
 def read_train_config(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """The resolved config of an earlier run, or ValueError if `run_dir` is not a dt_fast run directory."""
+    """The resolved config (TrainConfig fields) of the run in `run_dir`.
+
+    Raises:
+        ValueError: `run_dir` is not a dt_fast run directory (no train_state.pt or train_config.json), or its
+            train_config.json is malformed.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / TRAIN_STATE_NAME).is_file() or not (run_dir / TRAIN_CONFIG_NAME).is_file():
         raise ValueError(f"{run_dir}: not a dt_fast run directory (expected {TRAIN_STATE_NAME} and "
