@@ -54,7 +54,7 @@ lint: install
 # The API reference in build/docs, offline: the public names (dt_fast.__all__) and the modules users touch beside
 # them. A pdoc warning (a name in __all__ that does not resolve, a module or annotation that does not import) fails
 # the build, and so does a backticked reference to a dt_fast name that pdoc could not link (tests/doc_links.py).
-DOC_MODULES := dt_fast dt_fast.data dt_fast.checkpoint dt_fast.collect
+DOC_MODULES := dt_fast dt_fast.data dt_fast.checkpoint
 docs: install
 	rm -rf build/docs
 	$(PY) -W error::UserWarning -W error::RuntimeWarning -m pdoc --docformat google --output-directory build/docs \

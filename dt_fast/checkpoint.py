@@ -62,9 +62,12 @@ TABLE_KEYS = {"encoder.wpe": "encoder.wpe.weight", "encoder.wte": "encoder.wte.w
 def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path` to write; on success it replaces `path` (fsync, rename).
 
-    On an OSError or RuntimeError (a full disk: torch.save raises the latter) the temporary file is removed and
-    an OSError names `path` and says whether an older version of it was kept; any other error (KeyboardInterrupt
-    included) removes the temporary file and propagates unchanged.
+    Any error (KeyboardInterrupt included) removes the temporary file.
+
+    Raises:
+        OSError: writing failed with an OSError or RuntimeError (a full disk: torch.save raises the latter); the
+            message names `path` and says whether an older version of it was kept. Other errors propagate
+            unchanged.
     """
     path = Path(path)
     # The temporary name keeps the suffix: writers such as ffmpeg choose the format from it.
@@ -89,7 +92,11 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` atomically."""
+    """Write `text` to `path` atomically.
+
+    Raises:
+        OSError: as `atomic_write`.
+    """
     with atomic_write(path) as tmp:
         tmp.write_text(text)
 
@@ -99,9 +106,19 @@ def check_output(path: str | os.PathLike, overwrite: bool, kind: str, directory:
 
     The one rule for what dt_fast writes: an existing `path` (a file, or a directory for outputs that are
     directories, such as a run) is an error unless `overwrite`; its parent directory must exist (it is not
-    created) and be writable. `kind` names the output in the messages, e.g. "--out".
-    Raises FileExistsError, FileNotFoundError (no parent directory), PermissionError (cannot write there) or
-    ValueError (a directory where a file is expected, or the reverse).
+    created) and be writable.
+
+    Args:
+        path: the output file, or directory when `directory`.
+        overwrite: allow an existing `path`.
+        kind: names the output in the messages, e.g. "--out".
+        directory: the output is a directory.
+
+    Raises:
+        FileExistsError: `path` exists and not `overwrite`.
+        FileNotFoundError: the parent directory does not exist.
+        PermissionError: the parent directory cannot be written.
+        ValueError: a directory where a file is expected, or the reverse.
     """
     path = Path(path)
     expected = "directory" if directory else "file"
@@ -367,7 +384,12 @@ def read_train_config(run_dir: str | os.PathLike) -> dict[str, Any]:
 def check_run_dir(path: str | os.PathLike, overwrite: bool = False,
                   resume: str | os.PathLike | None = None) -> Path:
     """`path` if a run may be written there: it holds no run, or it is the run being resumed, or `overwrite` is
-    set; FileExistsError saying how to continue otherwise (resume and overwrite exclude each other)."""
+    set.
+
+    Raises:
+        FileExistsError: `path` holds another run (the message says how to continue), or is a file.
+        ValueError: both `resume` and `overwrite` are given.
+    """
     path = Path(path)
     if resume is not None and overwrite:
         raise ValueError("--resume and --overwrite exclude each other: resume continues the run, overwrite starts "

@@ -42,7 +42,7 @@ def record_episodes(env: Any, obs: np.ndarray, num_episodes: int, act: Act,
     """Run exactly `num_episodes` complete episodes over the envs of `env`, recording every transition.
 
     Args:
-        env: a vector env from dt_fast.envs.make_vector_env; `obs` [B, obs_dim] its first observations.
+        env: a vector env from `dt_fast.envs.make_vector_env`; `obs` [B, obs_dim] its first observations.
         num_episodes: episodes to start and finish; episode k is the k-th one started.
         act: `act(obs [A, obs_dim], episode [A] int64) -> actions [A, act_dim]`, called only for the A envs that
             are inside an episode; `episode` lets a caller give each episode its own parameters.
