@@ -1,4 +1,5 @@
-"""Every ```python block of README.md runs as written from the repository root, in order, each in its own process."""
+"""README.md: every ```python block runs as written from the repository root (in order, each in its own process),
+and its layout table lists every module."""
 
 import re
 import subprocess
@@ -34,3 +35,33 @@ def test_readme_python_blocks_run():
             pytest.fail(f"{where} did not finish in {TIMEOUT_S} s")
         if proc.returncode != 0:
             pytest.fail(f"{where} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+def layout_rows(text: str) -> list[tuple[str, str]]:
+    """(path cell, description cell) of every row of the table under README's `## Layout` heading."""
+    section = text.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| `")]
+    return [(path.strip(), what.strip()) for path, what in rows]
+
+
+def test_layout_table_lists_every_module():
+    rows = layout_rows((ROOT / "README.md").read_text())
+    missing = []
+    for module in sorted((ROOT / "dt_fast").rglob("*.py")):
+        rel = module.relative_to(ROOT)
+        if len(rel.parts) == 2:  # dt_fast/x.py: named in a path cell, as dt_fast/x.py or beside it as x.py
+            found = any(f"`{rel.as_posix()}`" in path or (path.startswith("`dt_fast/") and f"`{rel.name}`" in path)
+                        for path, _ in rows)
+        elif rel.name == "__init__.py":  # a subpackage: its row is named after its directory
+            found = any(f"`{rel.parent.as_posix()}/`" in path for path, _ in rows)
+        else:  # dt_fast/sub/x.py: x.py described in the row of dt_fast/sub/
+            found = any(f"`{rel.parent.as_posix()}/`" in path and f"`{rel.name}`" in what for path, what in rows)
+        if not found:
+            missing.append(rel.as_posix())
+    for directory in sorted(p for p in (ROOT / "csrc").iterdir() if p.is_dir()):
+        if not any(f"`csrc/{directory.name}/`" in path for path, _ in rows):
+            missing.append(f"csrc/{directory.name}/")
+    for top in ("benchmarks", "examples", "tests"):
+        if not any(f"`{top}/`" in path for path, _ in rows):
+            missing.append(f"{top}/")
+    assert not missing, f"README.md's layout table does not list {missing}"
