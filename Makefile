@@ -33,7 +33,8 @@ install: $(BUILD)
 build: $(DEPS)
 	$(PY) setup.py -q build_ext --inplace
 
-test: install
+# The API docs build first (seconds): a docstring that pdoc cannot render fails the run before the tests.
+test: install docs
 	$(PY) -m pytest -q tests
 	tests/packaging/check_install.sh $(PY)
 
@@ -50,11 +51,15 @@ lint: install
 	$(VENV)/bin/clang-format --dry-run -Werror $(CXX_SOURCES) || status=1; \
 	exit $$status
 
-# The API reference of the public names (dt_fast.__all__) in build/docs, offline; a pdoc warning (a name in __all__
-# that does not resolve, a module or annotation that does not import) fails the build.
+# The API reference in build/docs, offline: the public names (dt_fast.__all__) and the modules users touch beside
+# them. A pdoc warning (a name in __all__ that does not resolve, a module or annotation that does not import) fails
+# the build, and so does a backticked reference to a dt_fast name that pdoc could not link (tests/doc_links.py).
+DOC_MODULES := dt_fast dt_fast.data dt_fast.checkpoint
 docs: install
 	rm -rf build/docs
-	$(PY) -W error::UserWarning -m pdoc --docformat google --output-directory build/docs dt_fast
+	$(PY) -W error::UserWarning -W error::RuntimeWarning -m pdoc --docformat google --output-directory build/docs \
+		$(DOC_MODULES)
+	$(PY) tests/doc_links.py build/docs
 
 demo: install
 	$(PY) -m dt_fast.cli demo

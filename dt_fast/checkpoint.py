@@ -62,9 +62,12 @@ TABLE_KEYS = {"encoder.wpe": "encoder.wpe.weight", "encoder.wte": "encoder.wte.w
 def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path` to write; on success it replaces `path` (fsync, rename).
 
-    On an OSError or RuntimeError (a full disk: torch.save raises the latter) the temporary file is removed and
-    an OSError names `path` and says whether an older version of it was kept; any other error (KeyboardInterrupt
-    included) removes the temporary file and propagates unchanged.
+    Any error (KeyboardInterrupt included) removes the temporary file.
+
+    Raises:
+        OSError: writing failed with an OSError or RuntimeError (a full disk: torch.save raises the latter); the
+            message names `path` and says whether an older version of it was kept. Other errors propagate
+            unchanged.
     """
     path = Path(path)
     # The temporary name keeps the suffix: writers such as ffmpeg choose the format from it.
@@ -89,7 +92,11 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` atomically."""
+    """Write `text` to `path` atomically.
+
+    Raises:
+        OSError: as `atomic_write`.
+    """
     with atomic_write(path) as tmp:
         tmp.write_text(text)
 
@@ -99,9 +106,19 @@ def check_output(path: str | os.PathLike, overwrite: bool, kind: str, directory:
 
     The one rule for what dt_fast writes: an existing `path` (a file, or a directory for outputs that are
     directories, such as a run) is an error unless `overwrite`; its parent directory must exist (it is not
-    created) and be writable. `kind` names the output in the messages, e.g. "--out".
-    Raises FileExistsError, FileNotFoundError (no parent directory), PermissionError (cannot write there) or
-    ValueError (a directory where a file is expected, or the reverse).
+    created) and be writable.
+
+    Args:
+        path: the output file, or directory when `directory`.
+        overwrite: allow an existing `path`.
+        kind: names the output in the messages, e.g. "--out".
+        directory: the output is a directory.
+
+    Raises:
+        FileExistsError: `path` exists and not `overwrite`.
+        FileNotFoundError: the parent directory does not exist.
+        PermissionError: the parent directory cannot be written.
+        ValueError: a directory where a file is expected, or the reverse.
     """
     path = Path(path)
     expected = "directory" if directory else "file"
@@ -124,7 +141,12 @@ def check_output(path: str | os.PathLike, overwrite: bool, kind: str, directory:
 
 
 def read_config(path: str | os.PathLike) -> DecisionTransformerConfig:
-    """The config.json of checkpoint directory `path` (written by dt_fast or by transformers)."""
+    """The config.json of checkpoint directory `path` (written by dt_fast or by transformers).
+
+    Raises:
+        FileNotFoundError: `path` is not a directory or has no config.json.
+        ValueError: config.json is malformed; the message names the file and field.
+    """
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: not a checkpoint directory")
@@ -132,8 +154,13 @@ def read_config(path: str | os.PathLike) -> DecisionTransformerConfig:
 
 
 def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The weights of checkpoint directory `path` in transformers' layout: model.safetensors, else
-    pytorch_model.bin loaded without executing pickles."""
+    """The weights of checkpoint directory `path` in transformers' layout (name -> tensor on the CPU):
+    model.safetensors, else pytorch_model.bin loaded without executing pickles.
+
+    Raises:
+        FileNotFoundError: neither file exists.
+        ValueError: the file is unreadable (corrupt, or a pickle that is not plain tensors).
+    """
     path = Path(path)
     safe, pt = path / SAFE_WEIGHTS_NAME, path / TORCH_WEIGHTS_NAME
     if safe.is_file():
@@ -179,7 +206,11 @@ def hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def load_hf_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
-    """Load weights in transformers' layout into `model`; raise naming missing, unexpected or mis-shaped keys."""
+    """Load weights in transformers' layout into `model`.
+
+    Raises:
+        ValueError: missing, unexpected or mis-shaped keys; the message names `source` and the keys.
+    """
     state = {k: v for k, v in state.items() if not k.endswith(IGNORED_SUFFIXES)}
     expected = hf_state_dict(model)
     missing = sorted(set(expected) - set(state))
@@ -270,7 +301,13 @@ def write_metadata(path: str | os.PathLike, metadata: Metadata) -> Path:
 
 def read_metadata(path: str | os.PathLike) -> Metadata | None:
     """`path`/dt_fast.json (or the file itself), None if a checkpoint directory has none (a plain transformers
-    checkpoint); ValueError naming the file and the bad field if it is malformed."""
+    checkpoint).
+
+    Raises:
+        FileNotFoundError: `path` is a file path that does not exist.
+        ValueError: the file is not valid JSON, has another format_version, unknown or missing keys, or a bad
+            value; the message names the file and the field.
+    """
     path = Path(path)
     file = path / METADATA_NAME if path.is_dir() else path
     if path.is_dir() and not file.exists():
@@ -305,7 +342,12 @@ def write_train_state(path: str | os.PathLike, state: Mapping[str, Any]) -> None
 
 
 def read_train_state(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """The resume state written by `write_train_state`, loaded without executing pickles."""
+    """The resume state written by `write_train_state`, loaded onto `device` without executing pickles.
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        ValueError: the file is unreadable (truncated, corrupt, or holding more than tensors and plain values).
+    """
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
@@ -320,7 +362,12 @@ def write_train_config(run_dir: str | os.PathLike, config: Mapping[str, Any]) ->
 
 
 def read_train_config(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """The resolved config of an earlier run, or ValueError if `run_dir` is not a dt_fast run directory."""
+    """The resolved config (TrainConfig fields) of the run in `run_dir`.
+
+    Raises:
+        ValueError: `run_dir` is not a dt_fast run directory (no train_state.pt or train_config.json), or its
+            train_config.json is malformed.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / TRAIN_STATE_NAME).is_file() or not (run_dir / TRAIN_CONFIG_NAME).is_file():
         raise ValueError(f"{run_dir}: not a dt_fast run directory (expected {TRAIN_STATE_NAME} and "
@@ -337,7 +384,12 @@ def read_train_config(run_dir: str | os.PathLike) -> dict[str, Any]:
 def check_run_dir(path: str | os.PathLike, overwrite: bool = False,
                   resume: str | os.PathLike | None = None) -> Path:
     """`path` if a run may be written there: it holds no run, or it is the run being resumed, or `overwrite` is
-    set; FileExistsError saying how to continue otherwise (resume and overwrite exclude each other)."""
+    set.
+
+    Raises:
+        FileExistsError: `path` holds another run (the message says how to continue), or is a file.
+        ValueError: both `resume` and `overwrite` are given.
+    """
     path = Path(path)
     if resume is not None and overwrite:
         raise ValueError("--resume and --overwrite exclude each other: resume continues the run, overwrite starts "

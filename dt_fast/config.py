@@ -28,7 +28,12 @@ _ALIASES = {"max_position_embeddings": "n_positions", "num_attention_heads": "n_
 
 @dataclass
 class DecisionTransformerConfig:
-    """Hyper-parameters of a Decision Transformer, with transformers' names and defaults."""
+    """Hyper-parameters of a Decision Transformer, with transformers' names and defaults (each field below).
+
+    Raises:
+        ValueError: a size that is not a positive int, hidden_size not a multiple of n_head, an unsupported
+            activation or a dropout rate outside [0, 1); the message names the field.
+    """
 
     state_dim: int = 17
     """Size of the observation vector."""
@@ -101,7 +106,17 @@ class DecisionTransformerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> DecisionTransformerConfig:
-        """Build a config from a config.json dict; `source` names the file in error messages."""
+        """Build a config from a config.json dict (transformers' aliases such as num_hidden_layers accepted; keys
+        that are not fields are kept in `extra`).
+
+        Args:
+            data: the parsed config.json.
+            source: names the file in error messages.
+
+        Raises:
+            ValueError: a model_type other than "decision_transformer", or a bad field value; the message names
+                `source` and the field.
+        """
         data = dict(data)
         model_type = data.pop("model_type", MODEL_TYPE)
         if model_type != MODEL_TYPE:
@@ -126,7 +141,12 @@ class DecisionTransformerConfig:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> DecisionTransformerConfig:
-        """Read a config.json written by dt_fast or by transformers."""
+        """Read a config.json written by dt_fast or by transformers.
+
+        Raises:
+            FileNotFoundError: no file at `path`.
+            ValueError: not a JSON object, or a bad field (as `from_dict`); the message names the file.
+        """
         path = Path(path)
         try:
             data = json.loads(path.read_text())

@@ -48,13 +48,21 @@ class EvalResult:
     """Per-episode returns and lengths of one target return, with summary statistics."""
 
     env_id: str
-    target_return: float  # in environment units
-    returns: np.ndarray  # [N] float64, undiscounted return of each episode, in episode order
-    lengths: np.ndarray  # [N] int64, steps of each episode
-    env_steps_per_s: float  # counted env steps of the whole batched run over its wall time
-    wall_s: float  # wall time of the whole batched loop (env creation and first reset excluded)
-    reference: tuple[float, float] | None = None  # (random, expert) returns for the normalised score
-    mode: str = ""  # the policy's inference mode, "rolling" is approximate (see DESIGN.md)
+    """The environment evaluated."""
+    target_return: float
+    """The return the policy was conditioned on, environment units."""
+    returns: np.ndarray
+    """(N,) float64, the undiscounted return of each episode, in episode order."""
+    lengths: np.ndarray
+    """(N,) int64, the steps of each episode."""
+    env_steps_per_s: float
+    """Counted env steps of the whole batched run over its wall time."""
+    wall_s: float
+    """Wall time of the whole batched loop (env creation and first reset excluded)."""
+    reference: tuple[float, float] | None = None
+    """(random, expert) returns for the normalised score."""
+    mode: str = ""
+    """The policy's inference mode; "rolling" is approximate."""
 
     @property
     def mean(self) -> float:
@@ -162,8 +170,18 @@ def evaluate(policy_or_checkpoint: Any, env: str = "Hopper-v4", episodes: int = 
         seed: env i is seeded seed + i.
         reference: (random, expert) returns for the normalised score; D4RL's are built in for hopper,
             halfcheetah and walker2d.
+        mode, backend: the Policy built from a checkpoint directory (see `dt_fast.Policy`).
+        progress: show a progress bar.
+
     Returns:
         An EvalResult, or a list of them (one per target) when `target_return` is a list.
+
+    Raises:
+        ValueError: a bad argument (episodes, num_envs, an empty or non-finite target list, a reference), an env
+            that dt_fast cannot drive (not Box observations and actions of rank 1), or an env whose sizes differ
+            from the checkpoint's; checked before any env starts.
+        FileNotFoundError: the checkpoint directory or its files are missing.
+        ImportError: envpool and gymnasium are missing (the `[envs]` extra).
     """
     many = isinstance(target_return, (list, tuple, np.ndarray))
     targets = list(target_return) if many else [target_return]

@@ -225,6 +225,13 @@ class DecisionTransformer(nn.Module):
     stochastic=True adds ODT's log-std head (`predict_action_log_std`, see dt_fast/distributions.py): the action
     head then gives the mean of a tanh-Gaussian policy. Every other weight, and the mean action, stay as in
     transformers' model.
+
+    Args:
+        config: the sizes and hyper-parameters (state_dim, act_dim, hidden_size, n_layer, ...).
+        stochastic: add the Online Decision Transformer's log-std head.
+
+    Raises:
+        ValueError: stochastic=True with config.action_tanh False (the tanh-Gaussian squashes with tanh).
     """
 
     def __init__(self, config: DecisionTransformerConfig, stochastic: bool = False) -> None:
@@ -261,7 +268,7 @@ class DecisionTransformer(nn.Module):
 
     def embed(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
               timesteps: torch.Tensor) -> torch.Tensor:
-        """Interleaved, normalised token embeddings (B, 3T, C): R_1, s_1, a_1, R_2, ...
+        """Interleaved, normalised token embeddings (B, 3T, C): R_1, s_1, a_1, R_2, ... (arguments as `forward`).
 
         In CPU float32 training the tokens before embed_ln come from C++ (train_ops.embed_tokens, forward and
         backward); otherwise kernels.dispatch runs the fused Triton kernel (CUDA, or DT_FAST_BACKEND=triton) or its
@@ -280,16 +287,27 @@ class DecisionTransformer(nn.Module):
                 timesteps: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 rewards: torch.Tensor | None = None, *, action_only: bool = False, check_timesteps: bool = True,
                 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
-        """Predictions (state_preds (B,T,state_dim), action_preds (B,T,act_dim), return_preds (B,T,1)).
+        """The predictions of every step, as transformers.DecisionTransformerModel returns them.
 
         Args:
-            states: (B, T, state_dim) float. actions: (B, T, act_dim) float. returns_to_go: (B, T, 1) float.
-            timesteps: (B, T) integer in [0, max_ep_len). attention_mask: (B, T), 1 = real step, 0 = padding.
+            states: (B, T, state_dim) float, normalised observations.
+            actions: (B, T, act_dim) float.
+            returns_to_go: (B, T, 1) float, divided by the reward scale.
+            timesteps: (B, T) integer in [0, max_ep_len).
+            attention_mask: (B, T), 1 = real step, 0 = padding; None = every step is real.
             rewards: accepted for transformers compatibility and unused, as there.
             action_only: compute action_preds alone (the training loss's input), state_preds and return_preds
                 are None: the last block then runs only on the s_t tokens, a third of its rows.
             check_timesteps: check that timesteps lie in [0, max_ep_len). That reads them back: on a GPU a host
                 synchronisation, which a CUDA graph cannot hold; the Trainer, whose sampler clips them, passes False.
+
+        Returns:
+            (state_preds (B, T, state_dim), action_preds (B, T, act_dim), return_preds (B, T, 1)); the action of
+            step t is read from the s_t token, the state and return predictions from the a_t token.
+
+        Raises:
+            ValueError: an argument's shape, rank or dtype is wrong, or a timestep is out of range; the message
+                names the argument.
         """
         self.check_inputs(states, actions, returns_to_go, timesteps, attention_mask, values=check_timesteps)
         B, T = timesteps.shape
@@ -307,7 +325,11 @@ class DecisionTransformer(nn.Module):
     def action_distribution(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
                             timesteps: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                             check_timesteps: bool = True) -> TanhNormal:
-        """The tanh-Gaussian policy at every step, (B, T, act_dim), of a stochastic model (arguments as forward)."""
+        """The tanh-Gaussian policy at every step, (B, T, act_dim), of a stochastic model (arguments as `forward`).
+
+        Raises:
+            ValueError: the model is deterministic, or an argument is wrong (as `forward`).
+        """
         if not self.stochastic:
             raise ValueError("action_distribution needs a stochastic model (DecisionTransformer(config, "
                              "stochastic=True)); this one has a deterministic action head")
@@ -320,8 +342,12 @@ class DecisionTransformer(nn.Module):
 
     def check_inputs(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
                      timesteps: torch.Tensor, attention_mask: torch.Tensor | None, values: bool = True) -> None:
-        """Raise ValueError naming the first argument whose shape, rank, dtype or range (values=True: the one check
-        that reads tensor values) is wrong."""
+        """Check the arguments of `forward`; values=True also checks the timesteps' range (the one check that reads
+        tensor values).
+
+        Raises:
+            ValueError: naming the first argument whose shape, rank, dtype or range is wrong.
+        """
         cfg = self.config
         if not isinstance(timesteps, torch.Tensor) or timesteps.dim() != 2:
             raise ValueError(f"timesteps must be a (batch, steps) tensor, got {_describe(timesteps)}")
@@ -345,7 +371,13 @@ class DecisionTransformer(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> DecisionTransformer:
         """Load a directory written by `save_pretrained` here or by transformers' DecisionTransformerModel (its
-        dt_fast.json, when there is one, says whether the action head is stochastic)."""
+        dt_fast.json, when there is one, says whether the action head is stochastic), in eval mode on the CPU.
+
+        Raises:
+            FileNotFoundError: `path` is not a directory, or holds no config.json or weights.
+            ValueError: a malformed config.json, dt_fast.json or weights file, or weights that do not match the
+                config (missing, unexpected or mis-shaped keys); the message names the file and key.
+        """
         meta = checkpoint.read_metadata(path) if os.path.isdir(path) else None
         stochastic = meta is not None and meta.action_head == "stochastic"
         model = cls(checkpoint.read_config(path), stochastic=stochastic)
@@ -353,7 +385,12 @@ class DecisionTransformer(nn.Module):
         return model.eval()
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write config.json and model.safetensors as transformers' save_pretrained does, each atomically."""
+        """Write config.json and model.safetensors into directory `path` (created if needed) as transformers'
+        save_pretrained does, each atomically.
+
+        Raises:
+            OSError: `path` cannot be written; a file being written is removed, the old one kept.
+        """
         checkpoint.write_model(path, self.config, checkpoint.hf_state_dict(self))
 
 

@@ -84,6 +84,10 @@ class Policy:
             clamped to it, with a warning). At num_envs 1 they split each matmul's columns and wait for the next
             step spinning (up to 2 ms, then asleep): lowest latency for a control loop, at the cost of a busy
             core; at larger batches they take rows.
+
+    Raises:
+        ValueError: an argument of the wrong type, shape or range (the message names it).
+        RuntimeError: backend="cpp" without the compiled extension dt_fast._C.
     """
 
     def __init__(self, model: DecisionTransformer, *, target_return: Any, state_mean: Any, state_std: Any,
@@ -110,9 +114,19 @@ class Policy:
     def from_pretrained(cls, path: str | os.PathLike, target_return: Any = None, mode: str = "exact",
                         backend: str = "auto", num_envs: int = 1, state_mean: Any = None, state_std: Any = None,
                         scale: float | None = None, context_len: int | None = None, n_threads: int = 0) -> Policy:
-        """Load a checkpoint directory; arguments left None default to its dt_fast.json (when present).
+        """A Policy over the checkpoint directory `path`; arguments left None default to its dt_fast.json.
 
-        A ValueError in building the Policy names the directory.
+        Args:
+            path: a directory written by dt_fast (config.json, model.safetensors, dt_fast.json) or a plain
+                transformers checkpoint, which has no dt_fast.json: then target_return, state_mean, state_std,
+                scale and context_len must be given.
+            target_return, mode, backend, num_envs, state_mean, state_std, scale, context_len, n_threads: as for
+                `Policy`.
+
+        Raises:
+            FileNotFoundError: `path` is not a directory, or holds no config.json or weights.
+            ValueError: a value is missing (no dt_fast.json), a file is malformed, or an argument is wrong; the
+                message names the directory.
         """
         path = Path(path)
         if not path.is_dir():
@@ -137,23 +151,40 @@ class Policy:
         return self._target.copy()
 
     def set_target_return(self, target_return: Any) -> None:
-        """Condition every row (a number) or each row (num_envs,) on a return, from the row's next reset."""
+        """Condition every row (a number) or each row (num_envs,) on a return, environment units, from the row's
+        next reset.
+
+        Raises:
+            ValueError: not a finite number or (num_envs,) array of them.
+        """
         target = _targets(target_return, self.num_envs)  # (B,) float64
         self._backend.set_target_return(target)
         self._target = target
 
     def reset(self, env_ids: Any = None) -> None:
-        """Start new episodes in the rows `env_ids` (ints in [0, num_envs)), or in every row."""
+        """Start new episodes in the rows `env_ids` (an int or a 1-D sequence of ints in [0, num_envs)), or in
+        every row (None).
+
+        Raises:
+            ValueError: an index out of range or not an int.
+        """
         self._backend.reset(_rows(env_ids, self.num_envs))
 
     def act(self, obs: Any, reward: Any = None) -> np.ndarray:
-        """The action for the current observation: (act_dim,) for obs (state_dim,), else (num_envs, act_dim).
+        """The action for the current observation of every row.
 
         Args:
-            obs: (state_dim,) when num_envs == 1, or (num_envs, state_dim): the current observations.
+            obs: (state_dim,) when num_envs == 1, or (num_envs, state_dim): the current observations, raw (the
+                Policy normalises them).
             reward: the reward each row received for its previous action: a number (num_envs == 1) or
                 (num_envs,); ignored on a row's first step after reset, so None is fine there.
-        Raises ValueError naming the first bad value before changing any state.
+
+        Returns:
+            float32 (act_dim,) for obs of shape (state_dim,), else (num_envs, act_dim).
+
+        Raises:
+            ValueError: a wrong shape or dtype, a NaN or inf, or a missing reward past a row's first step; the
+                message names the first bad value, and no state changes.
         """
         return self._backend.act(obs, reward)
 
@@ -169,7 +200,10 @@ class Policy:
         Row r's action at its d-th step since this call is tanh(loc + exp(log_std) * z), z =
         distributions.normal_noise(seed, r, d): d counts every step of the row (reset does not restart it, so
         each episode of a row draws new noise), and the sampled action is what the next step embeds as a_{t-1}.
-        Raises ValueError if the model has no log-std head (a deterministic checkpoint).
+
+        Raises:
+            ValueError: `seed` is not None or an integer in [0, 2**64), or the model has no log-std head (a
+                deterministic checkpoint).
         """
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
                                  or not 0 <= seed < UINT64):
@@ -189,6 +223,10 @@ class Policy:
         building a torch Policy does: a model that goes on training needs model.train() again). `model` must have
         the Policy's config (every field an action depends on) and action head; the sampling seed and draw counters
         are kept.
+
+        Raises:
+            ValueError: `model` is not a DecisionTransformer, differs from the Policy's in a config field or its
+                action head, or (torch backends) lies on another device.
         """
         if not isinstance(model, DecisionTransformer):
             raise ValueError(f"model must be a dt_fast.DecisionTransformer, got {type(model).__name__}")

@@ -45,7 +45,13 @@ DERIVED_CAP = 10_000
 class TrainConfig:
     """Everything a training run needs; defaults are the paper's (Chen et al. 2021, gym experiments), with warm-up
     and save interval scaled to the run length. Every field declares its valid values once (`setting`): the
-    command line, YAML/JSON files and TrainConfig(...) all pass through `parse_setting`."""
+    command line, YAML/JSON files and TrainConfig(...) all pass through `parse_setting`.
+
+    Raises:
+        ValueError: a field of the wrong type or out of its range (the message names the field and its valid
+            values), hidden_size not a multiple of n_head, or cuda_graph with a stochastic policy, a CPU device or
+            compile.
+    """
 
     dataset: str = setting(DEFAULT_DATASET, pattern=r"(?s).+", means="a non-empty path or name")
     """Dataset file or directory (any format of dt_fast.load_dataset), or the name of a bundled dataset."""
@@ -269,11 +275,28 @@ def action_loss(action_preds: torch.Tensor, actions: torch.Tensor, mask: torch.T
 
 
 class Trainer:
-    """Trains a DecisionTransformer on a dataset; `run()` loops to `config.steps`, checkpointing as it goes."""
+    """Trains a DecisionTransformer on a dataset; `run()` loops to `config.steps`, checkpointing as it goes.
+
+    Attributes after construction: `model` (the DecisionTransformer), `optimizer`, `scheduler`, `sampler` (the
+    TrajectorySampler), `data` (the Trajectories), `step` (optimizer steps done), `out` (the run directory).
+    """
 
     def __init__(self, config: TrainConfig, resume: str | Path | None = None, overwrite: bool = False) -> None:
-        """Check everything (run directory, data, env) and build the model, optimizer and sampler; `resume` is a
-        run directory to continue, `overwrite` allows an --out that holds another run (see `run`)."""
+        """Check everything (run directory, data, env) and build the model, optimizer and sampler; nothing is
+        written before `run`.
+
+        Args:
+            config: the run's settings; `config.out` is the run directory.
+            resume: a run directory whose train_state.pt to continue from (step, weights, optimizer, sampler, RNG).
+            overwrite: allow a `config.out` that holds another run: its run files are deleted when `run` starts.
+
+        Raises:
+            FileExistsError: `config.out` holds a run and neither `resume` nor `overwrite` is given.
+            FileNotFoundError: the dataset, or the run to resume, does not exist.
+            ValueError: a dataset without an env id (and `config.env` empty), an env whose sizes differ from the
+                data's, episodes shorter than the context, an unavailable device, or a resume state from another
+                run; the message names the file or argument.
+        """
         from dt_fast.data import TrajectorySampler, load_dataset
         from dt_fast.envs import check_env_matches
 
@@ -338,7 +361,7 @@ class Trainer:
         self.graphed = train_graph.GraphedTrainStep(self.device_step, self.device) if cfg.cuda_graph else None
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> float:
-        """One optimizer step on one batch (the sampler's); returns the loss."""
+        """One optimizer step on one batch (a dict shaped as `TrajectorySampler.sample`'s); returns the loss."""
         with train_ops.team_threads() if self.fused else contextlib.nullcontext():
             if self.graphed is not None:
                 loss = self.graphed(batch)
@@ -398,7 +421,12 @@ class Trainer:
         return {"nll": self.nll.item(), "entropy": self.entropy.item(), "temperature": self.temperature.value().item()}
 
     def run(self) -> Path:
-        """Train to config.steps, logging and checkpointing; returns the run directory."""
+        """Train to config.steps, logging and checkpointing; returns the run directory.
+
+        Raises:
+            FloatingPointError: the loss diverged (NaN or inf); the message says what to change.
+            OSError: a checkpoint could not be written; the message says which step `resume` continues from.
+        """
         from tqdm import tqdm
 
         cfg, main = self.config, self.rank == 0
@@ -475,7 +503,8 @@ class Trainer:
         return max(float((g - flat).abs().max()) for g in gathered)
 
     def evaluate(self, episodes: int) -> dict[str, float]:
-        """Return statistics of the current checkpoint over `episodes` episodes (rank 0 only)."""
+        """Return statistics of the last checkpoint written over `episodes` episodes (rank 0 only): keys
+        eval_return_mean, eval_return_std, eval_normalized_score."""
         from dt_fast.evaluation import evaluate
 
         result = evaluate(str(self.out), env=self.env_id, episodes=episodes, seed=self.config.seed)

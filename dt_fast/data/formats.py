@@ -25,14 +25,35 @@ DEFAULT_DATASET = "hopper-medium-v4"
 
 
 def load_dataset(source: str | os.PathLike, *, drop_nonfinite: bool = False) -> Trajectories:
-    """Load a bundled dataset by name (`BUNDLED`), a D4RL HDF5 file, an .npz, HF parquet / `save_to_disk` data or a
-    Minari dataset (format from the path)."""
+    """Load a dataset into `Trajectories`: a bundled one by name, or a file or directory (format from its suffix,
+    magic bytes or layout).
+
+    Args:
+        source: the name of a bundled dataset (a key of `BUNDLED`, e.g. "hopper-medium-v4"; a path that exists is
+            taken as a path first), a D4RL HDF5 file (.hdf5 / .h5), an .npz with the same keys, a Hugging Face
+            .parquet file or directory of them, a `datasets` `save_to_disk` directory, or a Minari dataset (a
+            directory or an id under the Minari root).
+        drop_nonfinite: drop the episodes holding a NaN or inf (with a warning) instead of raising.
+
+    Returns:
+        The episodes: observations (N, state_dim), actions (N, act_dim), rewards (N,), episode offsets (E + 1,).
+
+    Raises:
+        FileNotFoundError: `source` is neither a bundled name, an existing path nor a Minari id.
+        ValueError: an unknown format, or a malformed dataset; the message names the file, the key and the first
+            bad index.
+        ImportError: the format needs an extra that is not installed (`[formats]` for parquet, `datasets`, Minari).
+    """
     path = bundled_path(str(source)) if str(source) in BUNDLED and not Path(source).exists() else source
     return LOADERS[detect_format(path)](path, drop_nonfinite=drop_nonfinite)
 
 
 def bundled_path(name: str) -> Path:
-    """The file of the dataset shipped with dt_fast under `name`; ValueError listing the names otherwise."""
+    """The file of the dataset shipped with dt_fast under `name`.
+
+    Raises:
+        ValueError: `name` is not a key of `BUNDLED`; the message lists the bundled names.
+    """
     if name not in BUNDLED:
         raise ValueError(f"no bundled dataset named {name!r}; bundled: {', '.join(sorted(BUNDLED))}")
     return Path(__file__).resolve().parents[1] / "datasets" / BUNDLED[name]

@@ -48,7 +48,26 @@ UINT64 = 2**64
 
 
 class TrajectorySampler:
-    """Batches of training windows for DecisionTransformer.forward; iterate it for an endless prefetched stream."""
+    """Batches of training windows for DecisionTransformer.forward; iterate it for an endless prefetched stream.
+
+    Args:
+        trajectories: the dataset; it is copied into the C++ core (it may change afterwards).
+        context_len: K, steps per window (windows shorter at an episode's start are left-padded).
+        batch_size: B, windows per batch.
+        scale: returns-to-go are divided by it (1000 for MuJoCo); finite, non-zero.
+        gamma: discount of the returns-to-go, in [0, 1].
+        max_ep_len: timesteps are clipped to max_ep_len - 1 (the model's timestep embedding rows).
+        seed: seed of the stream, an integer in [0, 2**64).
+        num_threads: background threads building batches ahead.
+        device: where the batches' tensors are put (on the CPU they are zero-copy views of the C++ buffers).
+        rank: this process's stream in a data-parallel run (same seed, one rank each), in [0, 2**64).
+        capacity: None for a fixed dataset, or the replay buffer's size in episodes (`add_episodes`).
+
+    Raises:
+        TypeError: `trajectories` is not a `Trajectories`.
+        ValueError: an argument out of its range; the message names it.
+        RuntimeError: the C++ extension dt_fast._C is not built.
+    """
 
     def __init__(self, trajectories: Trajectories, context_len: int = 20, batch_size: int = 64,
                  scale: float = 1000.0, gamma: float = 1.0, max_ep_len: int = 1000, seed: int = 0,
@@ -102,12 +121,18 @@ class TrajectorySampler:
                      lengths: np.ndarray) -> None:
         """Append whole episodes to the replay buffer, evicting the oldest beyond `capacity` (first in, first out).
 
+        Batches built ahead are dropped: every batch sampled after the call comes from the new buffer.
+
         Args:
             observations: (N, state_dim) raw observations of the episodes one after another, float32 or float64
                 (rounded to float32, then normalised with the offline data's mean and std, as the offline data is).
-            actions: (N, act_dim). rewards: (N,). lengths: (E,) integers >= 1 summing to N, the episodes in order.
-        Raises ValueError naming the argument (shape, dtype, a length < 1, a non-finite value) before any change.
-        Batches built ahead are dropped: every batch sampled after the call comes from the new buffer.
+            actions: (N, act_dim) the actions taken.
+            rewards: (N,) the rewards received; each episode's returns-to-go are computed from them once.
+            lengths: (E,) integers >= 1 summing to N, the episodes in order.
+
+        Raises:
+            ValueError: the sampler has no capacity, or an argument's shape, dtype or values (a length < 1, a
+                non-finite value) are wrong; the message names the argument, and nothing changes.
         """
         if self.capacity is None:
             raise ValueError("add_episodes needs a replay buffer: build the TrajectorySampler with capacity=...")
@@ -116,8 +141,13 @@ class TrajectorySampler:
         self._core = core
 
     def sample(self) -> dict[str, torch.Tensor]:
-        """The next batch of the stream: states (B,T,S), actions (B,T,A), rewards (B,T,1), returns_to_go (B,T,1),
-        timesteps int64 (B,T), attention_mask (B,T)."""
+        """The next batch of the stream, the keyword arguments of `dt_fast.DecisionTransformer.forward`.
+
+        Returns:
+            states float32 (B, K, state_dim) normalised, actions float32 (B, K, act_dim), rewards float32 (B, K, 1),
+            returns_to_go float32 (B, K, 1) divided by scale, timesteps int64 (B, K), attention_mask float32 (B, K)
+            (1 = real step, 0 = left padding).
+        """
         if self._prefetcher is None:
             from dt_fast import _C
 
@@ -134,13 +164,21 @@ class TrajectorySampler:
         return self.sample()
 
     def draws(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(episode, start) int64 [batch_size] of the rows of batch number `batch` of this sampler's stream."""
+        """(episode, start), each int64 (batch_size,): the draws of the rows of batch number `batch` of the stream.
+
+        Raises:
+            ValueError: `batch` is outside [0, 2**64).
+        """
         if not 0 <= batch < UINT64:
             raise ValueError(f"batch must be in [0, 2**64), got {batch!r}")
         return self._core.draw(self.seed, self.rank, batch)
 
     def windows(self, episode: np.ndarray, start: np.ndarray) -> dict[str, torch.Tensor]:
-        """The windows of explicit draws (episode[i], start[i]), shaped as sample(); indices are checked."""
+        """The windows of explicit draws (episode[i], start[i]), each (n,), as a batch of n rows shaped as `sample`'s.
+
+        Raises:
+            ValueError: the arrays differ in length, or an episode or start index is out of range.
+        """
         return self._to_torch(self._core.windows(np.asarray(episode, np.int64), np.asarray(start, np.int64)))
 
     def state_dict(self) -> dict[str, Any]:
@@ -160,8 +198,13 @@ class TrajectorySampler:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume the stream of `state` (from state_dict) at its next batch, and the replay buffer's episodes with
-        it; batches built ahead are dropped. Raises ValueError, changing nothing, if `state` does not fit."""
+        """Resume the stream of `state` (from `state_dict`) at its next batch, and the replay buffer's episodes
+        with it; batches built ahead are dropped.
+
+        Raises:
+            ValueError: `state` was written by a sampler of another batch size, context length, dataset, capacity,
+                gamma or scale; nothing changes.
+        """
         for key in ("batch_size", "context_len", "num_steps"):
             if state[key] != getattr(self, key):
                 raise ValueError(f"sampler state has {key}={state[key]} but this sampler has "

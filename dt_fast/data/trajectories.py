@@ -17,10 +17,28 @@ CANONICAL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 class Trajectories:
     """Episodes as flat arrays; episode e is the steps offsets[e]:offsets[e + 1].
 
-    observations float32 [N, state_dim], actions float32 [N, act_dim], rewards float32 [N],
-    terminals / timeouts bool [N], offsets int64 [E + 1] (0, ..., N; every episode non-empty).
-    `env_id` and `metadata` (other attributes of the file, e.g. how it was collected) are kept and saved.
-    `source` (a file name) and `keys` (canonical name -> the file's key) only serve error messages.
+    Attributes hold observations float32 (N, state_dim), actions float32 (N, act_dim), rewards float32 (N,),
+    terminals / timeouts bool (N,), offsets int64 (E + 1,) (0, ..., N; every episode non-empty), env_id, metadata
+    and source. The arrays are validated once, here: every format `load_dataset` reads builds one.
+
+    Args:
+        observations: (N, state_dim) real numbers.
+        actions: (N, act_dim) real numbers.
+        rewards: (N,) real numbers.
+        terminals: (N,) booleans or 0/1, True where an episode ends in a terminal state; None = all False.
+        timeouts: (N,) booleans or 0/1, True where an episode is cut by a time limit; None = all False.
+        offsets: (E + 1,) integers from 0 to N, non-decreasing: the episode boundaries; None = split after every
+            terminal or timeout (a final unterminated episode is kept). Zero-length episodes are skipped with a
+            warning.
+        env_id: the environment the data came from, kept and saved.
+        metadata: other attributes of the file (e.g. how it was collected), kept and saved.
+        source: the file name that error messages start with.
+        keys: canonical name -> the file's key, for error messages.
+        drop_nonfinite: drop the episodes holding a NaN or inf (with a warning) instead of raising.
+
+    Raises:
+        ValueError: a wrong rank, row count or dtype, flags other than 0/1, bad offsets, a non-finite value (unless
+            drop_nonfinite), or no steps at all; the message names the source, the key and the first bad index.
     """
 
     def __init__(self, observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
@@ -111,7 +129,11 @@ class Trajectories:
         return np.std(self.observations.astype(np.float64), axis=0) + 1e-6
 
     def episode(self, index: int) -> dict[str, np.ndarray]:
-        """The arrays of one episode (views)."""
+        """The arrays of episode `index` (negative counts from the end), as views keyed like the D4RL file.
+
+        Raises:
+            IndexError: `index` is outside [-num_episodes, num_episodes).
+        """
         if not -self.num_episodes <= index < self.num_episodes:
             raise IndexError(f"episode {index} out of range for {self.num_episodes} episodes")
         start, end = self.offsets[index], self.offsets[index + 1]
@@ -125,8 +147,12 @@ class Trajectories:
                 f"return=[{returns.min():.4g}, {returns.max():.4g}]{env})")
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the D4RL HDF5 layout atomically; every episode end gets a terminal or timeout so episodes
-        round-trip."""
+        """Write the D4RL HDF5 layout to `path` atomically (the old file stays whole if the write fails); every
+        episode end gets a terminal or timeout so that `load_dataset(path)` gives the same episodes back.
+
+        Raises:
+            OSError: `path` cannot be written; nothing is left behind.
+        """
         import h5py
 
         timeouts = self.timeouts.copy()
