@@ -11,9 +11,14 @@ Side by side in one process, same model (hidden 128, 3 layers, 1 head), batch 64
   dt_fast bf16 / compile   torch's ops under bf16 autocast / torch.compile
 Reports optimizer steps/s, ratios to the blog and to d3rlpy, the data-loading share of step time, and the share of
 the bound reached: model FLOPs per step over the fastest fp32 matmul rate measured in the same run (torch's or
-the engine's own kernel, 2048^3, all threads). Then a profile of the fused path by op family (torch.profiler).
+the engine's own kernel, 2048^3, all threads). On a shared machine wall time counts the other tenants' load too,
+so every row also gives its process CPU time per step (every thread: the step's, the sampler's, torch's or the
+team's) and the share of the CPU-time bound: FLOPs over the fastest rate one core reaches by its own thread CPU
+time (torch or the engine's kernel, 2048^3 or the model's largest GEMM, whichever is faster), divided by the CPU
+seconds of a step. The dt_fast paths run in alternating rounds of steps (medians over rounds), each the same
+batches. Then a profile of the fused path by op family (torch.profiler).
 
-    python -m benchmarks.bench_train [--steps 40] [--quick]
+    python -m benchmarks.bench_train [--steps 40] [--rounds 5] [--quick]
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import h5py
@@ -55,8 +61,9 @@ def make_dataset(path: Path, seed: int = 0) -> list[dict]:
             for i in range(0, EPISODES * EP_LEN, EP_LEN)]
 
 
-def blog_trainer_rate(dataset: object, steps: int) -> tuple[float, float]:
-    """(optimizer steps/s, data-loading share) of the blog's Trainer set-up over `dataset`."""
+def blog_trainer_rate(dataset: object, steps: int) -> tuple[float, float, float]:
+    """(optimizer steps/s, data-loading share, process CPU seconds per step) of the blog's Trainer set-up over
+    `dataset`."""
     import transformers
     from transformers import DecisionTransformerConfig, Trainer, TrainerCallback, TrainingArguments
 
@@ -65,7 +72,7 @@ def blog_trainer_rate(dataset: object, steps: int) -> tuple[float, float]:
     transformers.logging.set_verbosity_error()
     collator = DecisionTransformerGymDataCollator(dataset)
     loading = [0.0]
-    stamps: list[tuple[float, float]] = []
+    stamps: list[tuple[float, float, float]] = []
 
     def timed_collator(features: list) -> dict:
         start = time.perf_counter()
@@ -87,7 +94,7 @@ def blog_trainer_rate(dataset: object, steps: int) -> tuple[float, float]:
 
     class Stamp(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003
-            stamps.append((time.perf_counter(), loading[0]))
+            stamps.append((time.perf_counter(), loading[0], time.process_time()))
 
     config = DecisionTransformerConfig(state_dim=collator.state_dim, act_dim=collator.act_dim)
     model = TrainableDT(config)
@@ -99,8 +106,8 @@ def blog_trainer_rate(dataset: object, steps: int) -> tuple[float, float]:
         trainer = Trainer(model=model, args=args, train_dataset=TimedRows(), data_collator=timed_collator,
                           callbacks=[Stamp()])
         trainer.train()
-    (t0, load0), (t1, load1) = stamps[4], stamps[-1]  # skip warm-up steps
-    return (len(stamps) - 5) / (t1 - t0), (load1 - load0) / (t1 - t0)
+    (t0, load0, cpu0), (t1, load1, cpu1) = stamps[4], stamps[-1]  # skip warm-up steps
+    return (len(stamps) - 5) / (t1 - t0), (load1 - load0) / (t1 - t0), (cpu1 - cpu0) / (len(stamps) - 5)
 
 
 @contextlib.contextmanager
@@ -118,10 +125,10 @@ def torch_path() -> Iterator[None]:
 
 
 def d3rlpy_rate(obs: np.ndarray, act: np.ndarray, rew: np.ndarray, timeouts: np.ndarray,
-                steps: int) -> tuple[float, float] | str:
-    """(optimizer steps/s, data-loading share) of d3rlpy's DecisionTransformer at the same sizes (hidden 128 from a
-    one-layer encoder, 3 layers, 1 head, batch 64, context 20, dropout 0.1), sampling its own trajectory batches;
-    or the reason it could not run."""
+                steps: int) -> tuple[float, float, float] | str:
+    """(optimizer steps/s, data-loading share, process CPU seconds per step) of d3rlpy's DecisionTransformer at the
+    same sizes (hidden 128 from a one-layer encoder, 3 layers, 1 head, batch 64, context 20, dropout 0.1), sampling
+    its own trajectory batches; or the reason it could not run."""
     try:
         import d3rlpy
     except ImportError as err:
@@ -134,17 +141,18 @@ def d3rlpy_rate(obs: np.ndarray, act: np.ndarray, rew: np.ndarray, timeouts: np.
     load = 0.0
     for i in range(steps + 5):
         if i == 5:  # warm-up steps done
-            load, start = 0.0, time.perf_counter()
+            load, start, cpu = 0.0, time.perf_counter(), time.process_time()
         t0 = time.perf_counter()
         batch = dataset.sample_trajectory_batch(BATCH, length=CONTEXT)
         load += time.perf_counter() - t0
         algo.update(batch)
     total = time.perf_counter() - start
-    return steps / total, load / total
+    return steps / total, load / total, (time.process_time() - cpu) / steps
 
 
-def eager_fixed_batch_rate(steps: int) -> float:
-    """Steps/s of plain eager torch on one fixed batch: our model on torch's ops, AdamW, masked MSE, clipping."""
+def eager_fixed_batch_rate(steps: int) -> tuple[float, float]:
+    """(steps/s, process CPU seconds per step) of plain eager torch on one fixed batch: our model on torch's ops,
+    AdamW, masked MSE, clipping."""
     from dt_fast import DecisionTransformer, DecisionTransformerConfig
     from dt_fast.train import action_loss
 
@@ -165,10 +173,10 @@ def eager_fixed_batch_rate(steps: int) -> float:
     with torch_path():
         for _ in range(3):
             step()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for _ in range(steps):
             step()
-        return steps / (time.perf_counter() - start)
+        return steps / (time.perf_counter() - start), (time.process_time() - cpu) / steps
 
 
 def dt_fast_rate(path: Path, steps: int, fused: bool = True, **options: object) -> tuple[float, float]:
@@ -194,6 +202,82 @@ def dt_fast_rate(path: Path, steps: int, fused: bool = True, **options: object) 
         total = time.perf_counter() - start
         trainer.close()
     return steps / total, load / total
+
+
+def dt_fast_rounds(path: Path, steps: int, rounds: int,
+                   configs: list[tuple[str, dict]]) -> dict[str, dict[str, float]]:
+    """Per configuration (name, Trainer options; fused=False for the torch path): medians over `rounds` alternating
+    rounds of `steps` steps each (every configuration runs one round, then the next round begins) of steps/s,
+    process CPU seconds per step (the sampler's thread included) and the data-loading share, each configuration
+    drawing its batches from its own sampler as dt_fast_rate does."""
+    from dt_fast.train import TrainConfig, Trainer
+
+    runs = {}
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as out:
+        for name, options in configs:
+            options = dict(options)
+            fused = options.pop("fused", True)
+            with contextlib.nullcontext() if fused else torch_path():
+                cfg = TrainConfig(dataset=str(path), out=str(Path(out) / str(len(runs))), steps=10**6,
+                                  batch_size=BATCH, context_len=CONTEXT, save_every=10**9, log_every=10**9, **options)
+                trainer = Trainer(cfg)
+                stack.callback(trainer.close)
+                trainer.model.train()
+                batches = iter(trainer.sampler)
+                for _ in range(5):  # warm-up (and compilation)
+                    trainer.train_step(next(batches))
+            runs[name] = (trainer, batches, fused, [])
+        for _ in range(rounds):
+            for trainer, batches, fused, samples in runs.values():
+                with contextlib.nullcontext() if fused else torch_path():
+                    load, start, cpu = 0.0, time.perf_counter(), time.process_time()
+                    for _ in range(steps):
+                        t0 = time.perf_counter()
+                        batch = next(batches)
+                        load += time.perf_counter() - t0
+                        trainer.train_step(batch)
+                    total = time.perf_counter() - start
+                    samples.append((steps / total, (time.process_time() - cpu) / steps, load / total))
+    return {name: {key: statistics.median(s[i] for s in samples)
+                   for i, key in enumerate(("steps_per_s", "cpu_s", "data_share"))}
+            for name, (_, _, _, samples) in runs.items()}
+
+
+def cpu_matmul_rate(min_time: float = 1.0) -> dict[str, float]:
+    """FLOP per second of thread CPU time of the fastest single fp32 matmul call on one thread (a load-independent
+    per-core rate): torch and the engine's packed kernel at 2048^3, and the engine's kernel at the model's largest
+    GEMM shape (M = BATCH * 3 * CONTEXT tokens, K 128, N 512), where its operands stay in cache."""
+    from dt_fast import _C
+
+    def fastest_cpu(fn: Callable[[], object], flops: float) -> float:
+        fn()
+        best, start = float("inf"), time.perf_counter()
+        while time.perf_counter() - start < min_time:
+            t0 = time.thread_time()
+            fn()
+            best = min(best, time.thread_time() - t0)
+        return flops / best
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        n = 2048
+        a, b, out = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+        rates = {"torch 2048^3": fastest_cpu(lambda: torch.matmul(a, b, out=out), 2.0 * n**3)}
+    finally:
+        torch.set_num_threads(previous)
+    packed = _C.PackedMatmul(b.numpy())
+    rates["engine 2048^3"] = fastest_cpu(lambda: packed(a.numpy(), 1), 2.0 * n**3)
+    M, K, N = BATCH * 3 * CONTEXT, 128, 512
+    x = torch.randn(M, K).numpy()
+    packed_model = _C.PackedMatmul(torch.randn(K, N).numpy())
+    rates[f"engine {M}x{K}x{N}"] = fastest_cpu(lambda: packed_model(x, 1), 2.0 * M * K * N)
+    return rates
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages (as `uptime` prints them)."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 # torch.profiler event names of each op family. The linear layers' C++ ops carry their fused epilogues (bias, ReLU,
@@ -265,10 +349,12 @@ def train_flops_per_step(action_only: bool = False) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40, help="timed optimizer steps per configuration")
+    parser.add_argument("--steps", type=int, default=40, help="timed optimizer steps per configuration (and round)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of the dt_fast configurations")
     parser.add_argument("--quick", action="store_true", help="skip the compile, bf16 and datasets.Dataset runs")
     args = parser.parse_args()
     steps = args.steps
+    load_before = load_average()
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "halfcheetah_synthetic.hdf5"
@@ -276,47 +362,59 @@ def main() -> None:
         flops, flops_ours = train_flops_per_step(), train_flops_per_step(action_only=True)
         rates = matmul_rates(threads=torch.get_num_threads(), min_time=2.0)
         peak = max(rates.values())
+        core_rates = cpu_matmul_rate()
+        core_peak = max(core_rates.values())
         rows = []
-        blog_lists, blog_lists_load = blog_trainer_rate(ListDataset(rows_py), steps)
-        rows.append(dict(setup="blog/lists", steps_per_s=blog_lists, data_share=blog_lists_load))
+        blog_lists, blog_lists_load, blog_lists_cpu = blog_trainer_rate(ListDataset(rows_py), steps)
+        rows.append(dict(setup="blog/lists", steps_per_s=blog_lists, data_share=blog_lists_load,
+                         cpu_ms=1e3 * blog_lists_cpu))
         if not args.quick:
             from datasets import Dataset
 
             hf = Dataset.from_list(rows_py)
-            blog_ds, blog_ds_load = blog_trainer_rate(hf, max(steps // 4, 8))
-            rows.append(dict(setup="blog/datasets", steps_per_s=blog_ds, data_share=blog_ds_load))
+            blog_ds, blog_ds_load, blog_ds_cpu = blog_trainer_rate(hf, max(steps // 4, 8))
+            rows.append(dict(setup="blog/datasets", steps_per_s=blog_ds, data_share=blog_ds_load,
+                             cpu_ms=1e3 * blog_ds_cpu))
         with h5py.File(path) as f:
             arrays = [f[k][()] for k in ("observations", "actions", "rewards", "timeouts")]
         peer = d3rlpy_rate(*arrays, steps)
         if isinstance(peer, str):
             print(f"d3rlpy row skipped: {peer}")
         else:
-            rows.append(dict(setup="d3rlpy", steps_per_s=peer[0], data_share=peer[1]))
-        rows.append(dict(setup="eager/fixed-batch", steps_per_s=eager_fixed_batch_rate(steps), data_share=0.0))
+            rows.append(dict(setup="d3rlpy", steps_per_s=peer[0], data_share=peer[1], cpu_ms=1e3 * peer[2]))
+        eager, eager_cpu = eager_fixed_batch_rate(steps)
+        rows.append(dict(setup="eager/fixed-batch", steps_per_s=eager, data_share=0.0, cpu_ms=1e3 * eager_cpu))
         configs = [("dt_fast torch", {"fused": False}), ("dt_fast fused", {})]
         if not args.quick:
             configs += [("dt_fast bf16", {"fused": False, "precision": "bf16"}),
                         ("dt_fast compile", {"fused": False, "compile": True})]
-        for name, options in configs:
-            r, load = dt_fast_rate(path, steps, **options)
-            rows.append(dict(setup=name, steps_per_s=r, data_share=load))
+        for name, r in dt_fast_rounds(path, steps, args.rounds, configs).items():
+            rows.append(dict(setup=name, steps_per_s=r["steps_per_s"], data_share=r["data_share"],
+                             cpu_ms=1e3 * r["cpu_s"]))
         profiles = {name: profile_breakdown(path, max(steps // 2, 10), fused=fused)
                     for name, fused in (("dt_fast torch", False), ("dt_fast fused", True))}
-    by = {r["setup"]: r["steps_per_s"] for r in rows}
+    by = {r["setup"]: r for r in rows}
     for r in rows:
-        r["x_blog_lists"] = r["steps_per_s"] / by["blog/lists"]
+        r["x_blog_lists"] = r["steps_per_s"] / by["blog/lists"]["steps_per_s"]
         if "blog/datasets" in by:
-            r["x_blog_datasets"] = r["steps_per_s"] / by["blog/datasets"]
+            r["x_blog_datasets"] = r["steps_per_s"] / by["blog/datasets"]["steps_per_s"]
         if "d3rlpy" in by:
-            r["x_d3rlpy"] = r["steps_per_s"] / by["d3rlpy"]
-        r["of_bound"] = r["steps_per_s"] * (flops_ours if r["setup"].startswith("dt_fast") else flops) / peak
-    bound = dict(setup="bound", steps_per_s=peak / flops_ours, of_bound=1.0)
+            r["x_d3rlpy"] = r["steps_per_s"] / by["d3rlpy"]["steps_per_s"]
+            r["x_d3rlpy_cpu"] = by["d3rlpy"]["cpu_ms"] / r["cpu_ms"]
+        step_flops = flops_ours if r["setup"].startswith("dt_fast") else flops
+        r["of_bound"] = r["steps_per_s"] * step_flops / peak
+        r["of_bound_cpu"] = step_flops / core_peak / (r["cpu_ms"] / 1e3)
+    bound = dict(setup="bound", steps_per_s=peak / flops_ours, cpu_ms=1e3 * flops_ours / core_peak, of_bound=1.0,
+                 of_bound_cpu=1.0)
+    print(f"load average before {load_before}, after {load_average()} (1, 5, 15 min) on {os.cpu_count()} CPUs")
     print(f"model FLOPs per step {flops / 1e9:.2f} GFLOP ({flops_ours / 1e9:.2f} as dt_fast computes only the "
           f"action loss's inputs); fp32 matmul 2048^3 on {torch.get_num_threads()} threads: torch "
           f"{rates['torch'] / 1e9:.1f}, the engine's kernel {rates['engine'] / 1e9:.1f} GFLOP/s -> bound "
           f"{peak / flops:.1f} steps/s ({peak / flops_ours:.1f} for dt_fast)")
-    print_table(rows + [bound], ["setup", "steps_per_s", "x_blog_datasets", "x_blog_lists", "x_d3rlpy", "data_share",
-                                 "of_bound"])
+    print("one core by its thread CPU time: " + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in core_rates.items())
+          + f" GFLOP/s -> CPU-time bound {1e3 * flops_ours / core_peak:.1f} CPU ms per dt_fast step")
+    print_table(rows + [bound], ["setup", "steps_per_s", "cpu_ms", "x_blog_datasets", "x_blog_lists", "x_d3rlpy",
+                                 "x_d3rlpy_cpu", "data_share", "of_bound", "of_bound_cpu"])
     families = ["GEMM", "attention", "elementwise", "optimizer", "data", "framework"]
     print("\nshare of step time by op family (torch.profiler self CPU time; GEMM on the fused path: the Linear "
           "layers' C++ ops whole, epilogues included)")
@@ -324,7 +422,8 @@ def main() -> None:
                 ["setup", *families])
     print("results:", save_results("train", rows + [bound], {
         "flops_per_step": flops, "flops_per_step_dt_fast": flops_ours, "matmul_flops_per_s": peak,
-        "matmul_rates": rates, "profile_shares": profiles}))
+        "matmul_rates": rates, "matmul_flops_per_cpu_s": core_peak, "matmul_rates_per_core": core_rates,
+        "rounds": args.rounds, "load_average": [load_before, load_average()], "profile_shares": profiles}))
 
 
 if __name__ == "__main__":
