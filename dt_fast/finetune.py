@@ -417,6 +417,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve_config(args: argparse.Namespace) -> FinetuneConfig:
     """Defaults, then the resumed run's config, then flags; every value checked where it comes from."""
     values: dict[str, Any] = {}
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite exclude each other: resume continues the run, overwrite starts "
+                         "it over")
     if args.resume:
         saved = checkpoint.read_train_config(args.resume)
         if saved.pop("stage", None) != STAGE:
