@@ -234,3 +234,21 @@ def test_bad_starts_are_one_line_errors_that_write_nothing(checkpoints: dict[str
         with pytest.raises((ValueError, FileExistsError), match=message):
             Finetuner(config)
     assert not (tmp_path / "r").exists()
+
+
+def test_demo_online_prints_both_scores_and_writes_the_learning_curve(checkpoints: dict[str, Path], tmp_path: Path,
+                                                                      capsys) -> None:
+    from dt_fast.cli import main
+
+    out = tmp_path / "online"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["demo", "--online", "--from", str(checkpoints["deterministic"]), "--online-steps", "30",
+                     "--online-episodes", "2", "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    text = capsys.readouterr().out
+    assert "pretrained" in text and "fine-tuned (" in text and "fine-tuned - pretrained:" in text
+    assert (out / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert checkpoint.read_metadata(out).action_head == "stochastic"
