@@ -410,7 +410,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--from" if f.name == "checkpoint" else "--" + f.name.replace("_", "-")
         valid = f"; valid: {describe_setting(f.metadata)}" if f.metadata else ""
         default = "required" if f.name == "checkpoint" else f"{f.default!r} {f.metadata.get('units', '')}".strip()
-        parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(),
+        metavar = "RUN_DIR" if f.name == "checkpoint" else f.name.upper()
+        parser.add_argument(flag, dest=f.name, default=None, metavar=metavar,
                             help=f"{docs.get(f.name, '')} (default: {default}{valid})".replace("%", "%%"))
 
 

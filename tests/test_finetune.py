@@ -101,12 +101,13 @@ def log_keys(run: Path) -> set[str]:
     return {line.split(",")[1] for line in (run / checkpoint.LOG_NAME).read_text().splitlines()[1:]}
 
 
-def test_collect_episodes_returns_whole_episodes_in_step_order(checkpoints: dict[str, Path]) -> None:
+@pytest.mark.parametrize("mode", ["rolling", "exact"])
+def test_collect_episodes_returns_whole_episodes_in_step_order(checkpoints: dict[str, Path], mode: str) -> None:
     """Each episode's rows replay its env: the same actions from the same start give the same observations."""
     from dt_fast.envs import env_spec, make_vector_env
     from dt_fast.policy import Policy
 
-    policy = Policy.from_pretrained(checkpoints["stochastic"], num_envs=3, mode="rolling")
+    policy = Policy.from_pretrained(checkpoints["stochastic"], num_envs=3, mode=mode)
     policy.set_sampling(7)
     vec, obs = make_vector_env(env_spec("Hopper-v4"), 3, seed=11)
     episodes = collect_episodes(policy, vec, obs, 5)
