@@ -235,6 +235,11 @@ def test_bad_starts_are_one_line_errors_that_write_nothing(checkpoints: dict[str
         with pytest.raises((ValueError, FileExistsError), match=message):
             Finetuner(config)
     assert not (tmp_path / "r").exists()
+    source = checkpoints["deterministic"]
+    before = {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()}
+    with pytest.raises(ValueError, match="is the checkpoint to start from"):
+        Finetuner(FinetuneConfig(checkpoint=str(source), out=str(source)), overwrite=True)
+    assert {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()} == before
 
 
 def test_demo_online_prints_both_scores_and_writes_the_learning_curve(checkpoints: dict[str, Path], tmp_path: Path,
