@@ -191,11 +191,6 @@ class Finetuner:
         start = Path(resume) if resume is not None else Path(cfg.checkpoint)
         meta = read_start(start, "--resume" if resume is not None else "--from")
         self.data, self.dataset_path = load_offline_data(cfg.dataset, meta, start)
-        if meta is not None and not (np.allclose(meta.state_mean, self.data.state_mean, rtol=1e-5, atol=1e-6)
-                                     and np.allclose(meta.state_std, self.data.state_std, rtol=1e-5, atol=1e-6)):
-            warnings.warn(f"{self.dataset_path}: its state mean and std differ from those in {start}'s "
-                          f"{checkpoint.METADATA_NAME} (trained on other data?); fine-tuning normalises with the "
-                          f"dataset's, as the replay buffer does", stacklevel=2)
         model_config = checkpoint.read_config(start)
         if (self.data.state_dim, self.data.act_dim) != (model_config.state_dim, model_config.act_dim):
             raise ValueError(f"{self.dataset_path} has state_dim={self.data.state_dim}, act_dim={self.data.act_dim} "
@@ -207,6 +202,11 @@ class Finetuner:
                              f"--env")
         self.spec: EnvSpec = check_env_matches(self.env_id, model_config.state_dim, model_config.act_dim,
                                                source=f"checkpoint {start}")
+        if meta is not None and not (np.allclose(meta.state_mean, self.data.state_mean, rtol=1e-5, atol=1e-6)
+                                     and np.allclose(meta.state_std, self.data.state_std, rtol=1e-5, atol=1e-6)):
+            warnings.warn(f"{self.dataset_path}: its state mean and std differ from those in {start}'s "
+                          f"{checkpoint.METADATA_NAME} (trained on other data?); fine-tuning normalises with the "
+                          f"dataset's, as the replay buffer does", stacklevel=2)
         context_len = meta.context_len if meta is not None else cfg.context_len
         scale = meta.scale if meta is not None else 1000.0
         self.eval_target = cfg.eval_target or (meta.target_return if meta is not None
