@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from dt_fast import bench, demo, evaluation, train
+from dt_fast import bench, demo, evaluation, finetune, train
 from dt_fast.collect import collector
 
 KNOWN_ERRORS = (ValueError, OSError, ImportError, FloatingPointError)
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         "collect": (collector, "roll a behaviour policy out in envpool and write a D4RL HDF5 dataset"),
         "demo": (demo, "train on the embedded dataset, then evaluate (what `make demo` runs)"),
         "train": (train, "train a Decision Transformer on a dataset file into a checkpoint directory"),
+        "finetune": (finetune, "fine-tune a checkpoint online (Online Decision Transformer) over envpool envs"),
         "eval": (evaluation, "evaluate a checkpoint over batched envs: returns, scores, plot, video"),
         "bench": (bench, "run the benchmark suite of a source checkout: one table against the blog and the hardware"),
     }

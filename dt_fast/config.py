@@ -226,3 +226,17 @@ def _convert(kind: type, value: Any, where: str) -> Any:
     if not number.is_integer():
         raise ValueError(f"{where} must be {wanted}, got {value!r}")
     return int(number)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of dataclass `cls`, for --help: read from the class's own lines of its source
+    file (parsing the whole module, as inspect.getsource does, slows the command's start-up)."""
+    import ast
+    import sys
+
+    source = Path(sys.modules[cls.__module__].__file__).read_text()
+    start = source.index(f"\nclass {cls.__name__}") + 1
+    end = start + re.search(r"\n(?=\S)", source[start:]).end()  # the next top-level line
+    body = ast.parse(source[start:end]).body[0].body
+    return {node.target.id: " ".join(nxt.value.value.split()) for node, nxt in zip(body, body[1:])
+            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)}

@@ -305,12 +305,13 @@ class DecisionTransformer(nn.Module):
         return state_preds, action_preds, return_preds
 
     def action_distribution(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
-                            timesteps: torch.Tensor, attention_mask: torch.Tensor | None = None) -> TanhNormal:
+                            timesteps: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                            check_timesteps: bool = True) -> TanhNormal:
         """The tanh-Gaussian policy at every step, (B, T, act_dim), of a stochastic model (arguments as forward)."""
         if not self.stochastic:
             raise ValueError("action_distribution needs a stochastic model (DecisionTransformer(config, "
                              "stochastic=True)); this one has a deterministic action head")
-        self.check_inputs(states, actions, returns_to_go, timesteps, attention_mask)
+        self.check_inputs(states, actions, returns_to_go, timesteps, attention_mask, values=check_timesteps)
         x = self.embed(states, actions, returns_to_go, timesteps)  # (B, 3T, C)
         mask = None if attention_mask is None else attention_mask_3t(attention_mask)  # (B, 1, 3T, 3T)
         h = self.encoder(x, mask, rows=slice(1, None, 3))  # (B, T, C): the s_t tokens

@@ -102,7 +102,9 @@ class ActionDistribution(nn.Module):
         self.model = model
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
-                timesteps: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                timesteps: torch.Tensor, attention_mask: torch.Tensor, *,
+                check_timesteps: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """(loc, log_std), each (B, T, act_dim), of the policy at every step (arguments as model.forward)."""
-        dist = self.model.action_distribution(states, actions, returns_to_go, timesteps, attention_mask)
+        dist = self.model.action_distribution(states, actions, returns_to_go, timesteps, attention_mask,
+                                              check_timesteps=check_timesteps)
         return dist.loc, dist.log_std

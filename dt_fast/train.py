@@ -301,6 +301,31 @@ class Trainer:
             n_head=cfg.n_head, activation_function=cfg.activation_function, max_ep_len=cfg.max_ep_len,
             n_positions=1024, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout)
         self.model = DecisionTransformer(self.model_config, stochastic=cfg.policy == "stochastic").to(self.device)
+        self.sampler = TrajectorySampler(self.data, context_len=cfg.context_len, batch_size=cfg.batch_size,
+                                         scale=cfg.scale, gamma=cfg.gamma, max_ep_len=cfg.max_ep_len,
+                                         seed=cfg.seed, rank=self.rank, num_threads=cfg.sampler_threads)
+        self.init_step()
+        self.step = 0
+        if resume is not None:
+            self.load_state(Path(resume))
+        self.saved_step = self.step if resume is not None else None
+
+    @classmethod
+    def stepping(cls, config: TrainConfig, model: DecisionTransformer, sampler: Any) -> Trainer:
+        """A Trainer whose `train_step` optimises an existing `model` on batches of an existing `sampler`, in one
+        process, with no dataset, run directory or checkpoint of its own: what online fine-tuning drives
+        (dt_fast/finetune.py). `config` gives the optimizer, schedule, clip, precision and policy."""
+        trainer = cls.__new__(cls)
+        trainer.config, trainer.rank, trainer.world = config, 0, 1
+        trainer.device = torch.device(config.device)
+        trainer.model, trainer.sampler, trainer.step = model.to(trainer.device), sampler, 0
+        trainer.init_step()
+        return trainer
+
+    def init_step(self) -> None:
+        """What `train_step` needs beside the model: the optimizer, the warm-up schedule, ODT's temperature
+        (stochastic policy) and the forward the loss calls (DDP-wrapped, compiled or graph-captured as asked)."""
+        cfg = self.config
         # CPU float32 eager training runs on dt_fast's C++ ops (train_ops), the optimizer too: AdamW and the
         # gradient clip in one call. Elsewhere torch's AdamW: on CPU its fused kernel (one pass over every
         # parameter) measured 2-3% of a step faster than the per-tensor loop, which beat the foreach kernels 2x.
@@ -317,14 +342,8 @@ class Trainer:
                                                **({"foreach": True} if self.device.type == "cuda" else {"fused": True}))
         self.scheduler = warmup_schedule(self.optimizer, cfg.warmup_steps)
         # ODT's entropy temperature, with its own Adam (dt_fast/odt.py); None for the deterministic policy.
+        act_dim = self.model.config.act_dim
         self.temperature = odt.Temperature(act_dim, device=self.device) if cfg.policy == "stochastic" else None
-        self.sampler = TrajectorySampler(self.data, context_len=cfg.context_len, batch_size=cfg.batch_size,
-                                         scale=cfg.scale, gamma=cfg.gamma, max_ep_len=cfg.max_ep_len,
-                                         seed=cfg.seed, rank=self.rank, num_threads=cfg.sampler_threads)
-        self.step = 0
-        if resume is not None:
-            self.load_state(Path(resume))
-        self.saved_step = self.step if resume is not None else None
         self.forward = self.model if self.temperature is None else odt.ActionDistribution(self.model)
         if self.world > 1:
             # The state and return heads get no gradient from the action loss: DDP must look for unused ones.

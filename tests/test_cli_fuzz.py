@@ -25,6 +25,7 @@ SERVER = r"""
 import json, os, runpy, sys, traceback
 import argparse
 import dt_fast, dt_fast.bench, dt_fast.collect, dt_fast.demo, dt_fast.envs, dt_fast.train  # what dt_fast.cli imports
+import dt_fast.finetune
 dt_fast.train.add_arguments(argparse.ArgumentParser())  # reads the fields' help once
 dt_fast.envs.close_env_ids("Hopper-v4")  # imports envpool and gymnasium once
 for line in sys.stdin:
@@ -58,6 +59,9 @@ TRAIN = ["train", "--dataset", "{tmp}/data.hdf5", "--steps", "2", "--hidden-size
          "--out", "{tmp}/new_run"]
 EVAL = ["eval", "{tmp}/run"]
 COLLECT = ["collect", "--env", "Hopper-v4", "--policy", "random", "--episodes", "2", "--out", "{tmp}/new.hdf5"]
+# Fine-tuning cases start from a valid tiny run too (one iteration of one env, 2 evaluation episodes).
+FINETUNE = ["finetune", "--from", "{tmp}/run", "--dataset", "{tmp}/data.hdf5", "--online-steps", "1",
+            "--envs-per-iteration", "1", "--eval-episodes", "2", "--batch-size", "4", "--out", "{tmp}/new_ft"]
 
 CASES = {
     # train: values of the wrong type or range, as flags
@@ -115,7 +119,27 @@ CASES = {
     "train resume not a run": [*TRAIN, "--resume", "{tmp}/empty_dir"],
     "train resume missing": [*TRAIN, "--resume", "{tmp}/missing_run"],
     "train resume and overwrite": [*TRAIN, "--resume", "{tmp}/run", "--overwrite"],
+    # finetune
+    "finetune no from": ["finetune", "--out", "{tmp}/new_ft"],
+    "finetune from missing": [*FINETUNE, "--from", "{tmp}/missing_run"],
+    "finetune from not a checkpoint": [*FINETUNE, "--from", "{tmp}/empty_dir"],
+    "finetune from a file": [*FINETUNE, "--from", "{tmp}/notes.txt"],
+    "finetune no dataset named": [a for a in FINETUNE if a not in ("--dataset", "{tmp}/data.hdf5")],
+    "finetune dataset missing": [*FINETUNE, "--dataset", "{tmp}/missing.hdf5"],
+    "finetune env of other sizes": [*FINETUNE, "--env", "HalfCheetah-v4"],
+    "finetune unknown env": [*FINETUNE, "--env", "Hoper-v4"],
+    "finetune online steps zero": [*FINETUNE, "--online-steps", "0"],
+    "finetune online steps word": [*FINETUNE, "--online-steps", "many"],
+    "finetune capacity zero": [*FINETUNE, "--capacity", "0"],
+    "finetune mode": [*FINETUNE, "--mode", "fast"],
+    "finetune updates per step zero": [*FINETUNE, "--updates-per-step", "0"],
+    "finetune out existing run": [*FINETUNE, "--out", "{tmp}/run"],
+    "finetune resume a training run": [*FINETUNE, "--resume", "{tmp}/run"],
+    "finetune resume and overwrite": [*FINETUNE, "--resume", "{tmp}/run", "--overwrite"],
     # demo
+    "demo online steps zero": ["demo", "--online", "--online-steps", "0"],
+    "demo online from missing": ["demo", "--online", "--from", "{tmp}/missing_run"],
+    "demo from without online": ["demo", "--from", "{tmp}/run"],
     "demo steps zero": ["demo", "--steps", "0"],
     "demo steps word": ["demo", "--steps", "abc"],
     "demo episodes zero": ["demo", "--episodes", "0"],
@@ -311,7 +335,7 @@ def test_help_of_every_subcommand_shows_its_defaults(capsys) -> None:
     from dt_fast.cli import build_parser, main
 
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
-    assert set(commands) == {"collect", "demo", "train", "eval", "bench"}
+    assert set(commands) == {"collect", "demo", "train", "finetune", "eval", "bench"}
     for name, parser in commands.items():
         with pytest.raises(SystemExit):
             main([name, "--help"])
