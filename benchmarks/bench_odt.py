@@ -14,7 +14,8 @@
              updates of batch 256 per iteration; that is ~15 minutes per reference iteration on 2 shared cores, so
              the defaults scale it to 30 updates of batch 64, the same for both sides. Each round runs one
              iteration of every side, the order alternating between rounds; it reports the collection's env
-             steps/s and the iteration's wall time per side and their median ratios over the rounds. torch
+             steps/s and the iteration's wall time per side and their median ratios over the rounds, beside
+             envpool's own rate with random actions (the bound of any collector on envpool). torch
              runs on 1 thread on both sides by default (--threads): on a loaded 2-core machine torch's second
              thread waits for a core at every op, which makes the reference's small forwards ~25x slower.
 
@@ -35,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import print_table, save_results
+from benchmarks.bench_eval import envpool_random
+from benchmarks.harness import cpu_model, print_table, save_results
 
 BATCH, CONTEXT, HIDDEN, LAYERS = 64, 20, 128, 3
 ENVS, UPDATES, TARGET_EXPLORE, PRETRAIN_STEPS = 64, 30, 7200.0, 500
@@ -253,14 +255,17 @@ def online_main(checkpoint: Path | None, envs: int, updates: int, batch: int, ro
             checkpoint = make_checkpoint(Path(tmp) / "pretrained")
         context = read_metadata(checkpoint).context_len
         load = os.getloadavg()
+        bound = [envpool_random(envs, 300, seed=0)]
         rows = online_rounds(checkpoint, envs, updates, batch, rounds)
+        bound.append(envpool_random(envs, 300, seed=0))
     print_table(rows, ["round", "side", "transitions", "env_steps", "collect_s", "env_steps_per_s", "train_s",
                        "updates_per_s", "total_s"])
     summary = online_summary(rows)
     print(f"Hopper-v4, {envs} envs (one episode each, exploration return {TARGET_EXPLORE:g}), {updates} updates of "
           f"batch {batch} per iteration, context {context} (ODT: 300 updates of batch 256, scaled to this machine "
           f"alike for both sides); {threads} torch thread(s), the engine's default (every hardware thread); "
-          f"load average {load[0]:.1f} at the start; medians over {rounds} rounds:")
+          f"load average {load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; {cpu_model()}; medians over "
+          f"{rounds} rounds:")
     for mode in MODES:
         s = summary[f"dt_fast {mode}"]
         print(f"  dt_fast {mode:7s}: collection {s['env_steps_per_s']:,.0f} env steps/s = "
@@ -270,9 +275,13 @@ def online_main(checkpoint: Path | None, envs: int, updates: int, batch: int, ro
     ref = summary[REFERENCE]
     print(f"  reference      : collection {ref['env_steps_per_s']:,.0f} env steps/s; iteration {ref['total_s']:.2f} s "
           f"(collect {ref['collect_s']:.2f} + updates {ref['train_s']:.2f})")
+    print(f"  bound          : envpool stepping {envs} envs with random actions, {max(bound):,.0f} env steps/s (the "
+          f"faster of before and after the rounds) = {max(bound) / ref['env_steps_per_s']:.1f}x the reference's "
+          f"collection")
     return save_results("odt_online", rows, {
         "env": "Hopper-v4", "envs": envs, "updates": updates, "batch": batch, "context": context,
-        "target_explore": TARGET_EXPLORE, "rounds": rounds, "load_average_start": load, "checkpoint": source,
+        "target_explore": TARGET_EXPLORE, "rounds": rounds, "load_average_start": load,
+        "load_average_end": os.getloadavg(), "checkpoint": source, "envpool_random_env_steps_per_s": bound,
         "summary": summary})
 
 
