@@ -13,7 +13,6 @@ from dt_fast.data import DEFAULT_DATASET, bundled_path, load_dataset
 pytest.importorskip("gymnasium")
 pytest.importorskip("mujoco")
 pytest.importorskip("envpool")
-pytest.importorskip("dt_fast.finetune")
 
 
 def tiny_hopper_checkpoint(path) -> None:
