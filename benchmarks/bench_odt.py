@@ -241,7 +241,8 @@ def reference_timings(checkpoint: Path, envs: int, updates: int, batch: int, ite
 
 
 def online_main(checkpoint: Path | None, envs: int, updates: int, batch: int, rounds: int, threads: int) -> Path:
-    """The `online` bench on `threads` torch threads: rounds, table, medians, results/odt_online.json."""
+    """The `online` bench on `threads` torch threads: rounds, table, medians, results/odt_online.json (with the
+    settings in the name when they are not the defaults)."""
     import os
 
     import torch
@@ -278,7 +279,9 @@ def online_main(checkpoint: Path | None, envs: int, updates: int, batch: int, ro
     print(f"  bound          : envpool stepping {envs} envs with random actions, {max(bound):,.0f} env steps/s (the "
           f"faster of before and after the rounds) = {max(bound) / ref['env_steps_per_s']:.1f}x the reference's "
           f"collection")
-    return save_results("odt_online", rows, {
+    default = (envs, updates, batch) == (ENVS, UPDATES, BATCH)
+    name = "odt_online" if default else f"odt_online_{envs}envs_{updates}x{batch}"
+    return save_results(name, rows, {
         "env": "Hopper-v4", "envs": envs, "updates": updates, "batch": batch, "context": context,
         "target_explore": TARGET_EXPLORE, "rounds": rounds, "load_average_start": load,
         "load_average_end": os.getloadavg(), "checkpoint": source, "envpool_random_env_steps_per_s": bound,
