@@ -3,6 +3,7 @@
 from dt_fast.config import DecisionTransformerConfig
 from dt_fast.data import Trajectories, TrajectorySampler, load_dataset
 from dt_fast.evaluation import EvalResult, evaluate
+from dt_fast.finetune import FinetuneConfig, Finetuner
 from dt_fast.model import DecisionTransformer
 from dt_fast.policy import Policy
 from dt_fast.train import TrainConfig, Trainer
@@ -15,5 +16,5 @@ except ImportError:
     HAS_C_EXT = False
 
 __version__ = "0.1.0"
-__all__ = ["DecisionTransformer", "DecisionTransformerConfig", "EvalResult", "HAS_C_EXT", "Policy", "TrainConfig",
-           "Trainer", "Trajectories", "TrajectorySampler", "evaluate", "load_dataset"]
+__all__ = ["DecisionTransformer", "DecisionTransformerConfig", "EvalResult", "FinetuneConfig", "Finetuner", "HAS_C_EXT",
+           "Policy", "TrainConfig", "Trainer", "Trajectories", "TrajectorySampler", "evaluate", "load_dataset"]

@@ -16,8 +16,8 @@ from dt_fast.train import TrainConfig, Trainer
 
 DEMO_DIR = "runs/demo"
 ONLINE_DIR = "runs/demo-online"
-ONLINE_STEPS = 30_000
-ONLINE_EVAL_EVERY = 5  # iterations between evaluations of the learning curve
+ONLINE_STEPS = 15_000
+ONLINE_EVAL_EVERY = 2  # iterations between evaluations of the learning curve
 """The default budget of `demo --online` in collected transitions (see README "Online fine-tuning" for its time)."""
 
 

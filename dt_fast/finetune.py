@@ -39,6 +39,7 @@ import dataclasses
 import hashlib
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,9 +185,17 @@ class Finetuner:
         self.config = cfg = config
         self.out, self.overwrite = Path(cfg.out), overwrite
         checkpoint.check_run_dir(self.out, overwrite=overwrite, resume=resume)
+        if resume is None and self.out.resolve() == Path(cfg.checkpoint).resolve():
+            raise ValueError(f"--out {self.out} is the checkpoint to start from (--from): fine-tune into another "
+                             f"directory")
         start = Path(resume) if resume is not None else Path(cfg.checkpoint)
         meta = read_start(start, "--resume" if resume is not None else "--from")
         self.data, self.dataset_path = load_offline_data(cfg.dataset, meta, start)
+        if meta is not None and not (np.allclose(meta.state_mean, self.data.state_mean, rtol=1e-5, atol=1e-6)
+                                     and np.allclose(meta.state_std, self.data.state_std, rtol=1e-5, atol=1e-6)):
+            warnings.warn(f"{self.dataset_path}: its state mean and std differ from those in {start}'s "
+                          f"{checkpoint.METADATA_NAME} (trained on other data?); fine-tuning normalises with the "
+                          f"dataset's, as the replay buffer does", stacklevel=2)
         model_config = checkpoint.read_config(start)
         if (self.data.state_dim, self.data.act_dim) != (model_config.state_dim, model_config.act_dim):
             raise ValueError(f"{self.dataset_path} has state_dim={self.data.state_dim}, act_dim={self.data.act_dim} "
@@ -410,7 +419,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--from" if f.name == "checkpoint" else "--" + f.name.replace("_", "-")
         valid = f"; valid: {describe_setting(f.metadata)}" if f.metadata else ""
         default = "required" if f.name == "checkpoint" else f"{f.default!r} {f.metadata.get('units', '')}".strip()
-        parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(),
+        metavar = "RUN_DIR" if f.name == "checkpoint" else f.name.upper()
+        parser.add_argument(flag, dest=f.name, default=None, metavar=metavar,
                             help=f"{docs.get(f.name, '')} (default: {default}{valid})".replace("%", "%%"))
 
 

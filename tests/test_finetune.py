@@ -101,12 +101,13 @@ def log_keys(run: Path) -> set[str]:
     return {line.split(",")[1] for line in (run / checkpoint.LOG_NAME).read_text().splitlines()[1:]}
 
 
-def test_collect_episodes_returns_whole_episodes_in_step_order(checkpoints: dict[str, Path]) -> None:
+@pytest.mark.parametrize("mode", ["rolling", "exact"])
+def test_collect_episodes_returns_whole_episodes_in_step_order(checkpoints: dict[str, Path], mode: str) -> None:
     """Each episode's rows replay its env: the same actions from the same start give the same observations."""
     from dt_fast.envs import env_spec, make_vector_env
     from dt_fast.policy import Policy
 
-    policy = Policy.from_pretrained(checkpoints["stochastic"], num_envs=3, mode="rolling")
+    policy = Policy.from_pretrained(checkpoints["stochastic"], num_envs=3, mode=mode)
     policy.set_sampling(7)
     vec, obs = make_vector_env(env_spec("Hopper-v4"), 3, seed=11)
     episodes = collect_episodes(policy, vec, obs, 5)
@@ -234,3 +235,26 @@ def test_bad_starts_are_one_line_errors_that_write_nothing(checkpoints: dict[str
         with pytest.raises((ValueError, FileExistsError), match=message):
             Finetuner(config)
     assert not (tmp_path / "r").exists()
+    source = checkpoints["deterministic"]
+    before = {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()}
+    with pytest.raises(ValueError, match="is the checkpoint to start from"):
+        Finetuner(FinetuneConfig(checkpoint=str(source), out=str(source)), overwrite=True)
+    assert {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()} == before
+
+
+def test_demo_online_prints_both_scores_and_writes_the_learning_curve(checkpoints: dict[str, Path], tmp_path: Path,
+                                                                      capsys) -> None:
+    from dt_fast.cli import main
+
+    out = tmp_path / "online"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["demo", "--online", "--from", str(checkpoints["deterministic"]), "--online-steps", "30",
+                     "--online-episodes", "2", "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    text = capsys.readouterr().out
+    assert "pretrained" in text and "fine-tuned (" in text and "fine-tuned - pretrained:" in text
+    assert (out / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert checkpoint.read_metadata(out).action_head == "stochastic"
