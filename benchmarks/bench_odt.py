@@ -7,10 +7,23 @@
   reference  the official ODT online loop (benchmarks/reference_odt.py) on Hopper-v4 from a dt_fast stochastic
              checkpoint: env steps/s of the collection over N envs and the wall time of one online iteration
              (collection + U updates), at ODT's settings scaled to a 2-core machine
+  online     dt_fast's online fine-tuning (dt_fast/finetune.py: Finetuner.collect over envpool with the engine's
+             sampled actions, in both engine modes, then Finetuner.update) against the official loop, side by side
+             in one process from the same checkpoint at the same settings: 64 envs, one whole episode each,
+             exploration return 7200 (ODT's online_rtg for Hopper), context 20, U updates of batch B. ODT runs 300
+             updates of batch 256 per iteration; that is ~15 minutes per reference iteration on 2 shared cores, so
+             the defaults scale it to 30 updates of batch 64, the same for both sides. Each round runs one
+             iteration of every side, the order alternating between rounds; it reports the collection's env
+             steps/s and the iteration's wall time per side and their median ratios over the rounds, beside
+             envpool's own rate with random actions (the bound of any collector on envpool). torch
+             runs on 1 thread on both sides by default (--threads): on a loaded 2-core machine torch's second
+             thread waits for a core at every op, which makes the reference's small forwards ~25x slower.
 
     python -m benchmarks.bench_odt train [--steps 40] [--rounds 3]
     python -m benchmarks.bench_odt reference --checkpoint RUN_DIR [--envs 64] [--updates 300] [--batch 64]
         [--iterations 3] [--num-workers 0]
+    python -m benchmarks.bench_odt online [--checkpoint RUN_DIR] [--envs 64] [--updates 30] [--batch 64]
+        [--rounds 3]   (without --checkpoint: `dt-fast train --policy stochastic` for 500 steps first)
 """
 
 from __future__ import annotations
@@ -23,9 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import print_table, save_results
+from benchmarks.bench_eval import envpool_random
+from benchmarks.harness import cpu_model, print_table, save_results
 
 BATCH, CONTEXT, HIDDEN, LAYERS = 64, 20, 128, 3
+ENVS, UPDATES, TARGET_EXPLORE, PRETRAIN_STEPS = 64, 30, 7200.0, 500
+MODES = ("exact", "rolling")
+REFERENCE = "reference"
 
 
 def dataset_trajectories(path: str) -> list[dict]:
@@ -78,31 +95,197 @@ def train_rates(steps: int, rounds: int) -> list[dict]:
     return rows
 
 
+def make_checkpoint(path: Path, steps: int = PRETRAIN_STEPS, seed: int = 0) -> Path:
+    """`dt-fast train --policy stochastic --steps STEPS` on the embedded Hopper dataset into `path`; returns it."""
+    from dt_fast.data import DEFAULT_DATASET
+    from dt_fast.train import TrainConfig, Trainer
+
+    trainer = Trainer(TrainConfig(dataset=DEFAULT_DATASET, out=str(path), steps=steps, policy="stochastic",
+                                  seed=seed))
+    try:
+        trainer.run()
+    finally:
+        trainer.close()
+    return path
+
+
+class ReferenceSide:
+    """The official ODT loop (reference_odt.Experiment) from a dt_fast stochastic checkpoint: the checkpoint's env,
+    K and dataset (its state statistics and the replay buffer's offline trajectories)."""
+
+    name = REFERENCE
+
+    def __init__(self, checkpoint: Path, envs: int, batch: int, eval_context_length: int | None = None,
+                 num_workers: int = 0, seed: int = 0) -> None:
+        import transformers
+
+        from benchmarks.reference_odt import Experiment
+        from dt_fast.checkpoint import read_metadata
+
+        transformers.logging.set_verbosity_error()
+        meta = read_metadata(checkpoint)
+        self.experiment = Experiment(dataset_trajectories(meta.dataset["path"]), meta.env_id or "Hopper-v4",
+                                     num_envs=envs, K=meta.context_len,
+                                     eval_context_length=eval_context_length or meta.context_len, batch_size=batch,
+                                     checkpoint=checkpoint, num_workers=num_workers, seed=seed)
+
+    def iteration(self, updates: int) -> dict[str, float]:
+        """One online iteration (reference_odt.time_online_iteration)."""
+        from benchmarks.reference_odt import time_online_iteration
+
+        return time_online_iteration(self.experiment, updates, TARGET_EXPLORE)
+
+    def close(self) -> None:
+        self.experiment.close()
+
+
+class DtFastSide:
+    """dt_fast's online fine-tuning (dt_fast.finetune.Finetuner) from a checkpoint, collecting in one engine mode;
+    nothing is written to `out`."""
+
+    def __init__(self, checkpoint: Path, out: Path, mode: str, envs: int, batch: int, seed: int = 0) -> None:
+        from dt_fast.finetune import FinetuneConfig, Finetuner
+
+        self.name = f"dt_fast {mode}"
+        self.finetuner = Finetuner(FinetuneConfig(checkpoint=str(checkpoint), out=str(out), envs_per_iteration=envs,
+                                                  batch_size=batch, mode=mode, online_target=TARGET_EXPLORE,
+                                                  seed=seed))
+
+    def iteration(self, updates: int) -> dict[str, float]:
+        """One online iteration as Finetuner.iterate runs it (collect, add the episodes to the replay buffer,
+        update, hand the weights to the engine) but with exactly `updates` updates; the keys of
+        reference_odt.time_online_iteration."""
+        ft = self.finetuner
+        start = time.perf_counter()
+        episodes = ft.collect()
+        collected = time.perf_counter()
+        ft.sampler.add_episodes(episodes.observations, episodes.actions, episodes.rewards, episodes.lengths)
+        ft.iteration += 1  # the next collection's env and noise seeds
+        ft.update(updates)
+        ft.explore.update_weights(ft.model)
+        end = time.perf_counter()
+        return {"collect_s": collected - start, "train_s": end - collected, "total_s": end - start,
+                "transitions": float(episodes.transitions), "env_steps": float(episodes.env_steps)}
+
+    def close(self) -> None:
+        self.finetuner.close()
+
+
+def online_rounds(checkpoint: Path, envs: int = ENVS, updates: int = UPDATES, batch: int = BATCH, rounds: int = 3,
+                  warmup_updates: int = 2) -> list[dict]:
+    """One online iteration of the reference and of dt_fast in each engine mode per round, all from `checkpoint` in
+    one process, after a warm-up iteration of each (`warmup_updates` updates); the order of the sides is reversed
+    every other round. One row per side and round."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        sides: list = []
+        try:
+            sides.append(ReferenceSide(checkpoint, envs, batch))
+            sides += [DtFastSide(checkpoint, Path(tmp) / mode, mode, envs, batch) for mode in MODES]
+            for side in sides:
+                side.iteration(warmup_updates)
+            for r in range(rounds):
+                for side in sides if r % 2 == 0 else sides[::-1]:
+                    t = side.iteration(updates)
+                    rows.append({"round": r, "side": side.name, **t,
+                                 "env_steps_per_s": t["env_steps"] / t["collect_s"],
+                                 "transitions_per_s": t["transitions"] / t["collect_s"],
+                                 "updates_per_s": updates / t["train_s"]})
+                    print(rows[-1], flush=True)
+        finally:
+            for side in sides:
+                side.close()
+    return rows
+
+
+def online_summary(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Per dt_fast mode, the medians over rounds of: the collection's env steps/s (and its ratio to the
+    reference's in the same round), the iteration's wall time (and the reference's over it), the update phase's
+    time (and the reference's over it); and the reference's own medians."""
+    by_round: dict[int, dict[str, dict]] = {}
+    for r in rows:
+        by_round.setdefault(r["round"], {})[r["side"]] = r
+    out = {}
+    for side in (REFERENCE, *(f"dt_fast {mode}" for mode in MODES)):
+        mine = [sides[side] for sides in by_round.values()]
+        refs = [sides[REFERENCE] for sides in by_round.values()]
+        out[side] = {
+            "env_steps_per_s": statistics.median(r["env_steps_per_s"] for r in mine),
+            "transitions_per_s": statistics.median(r["transitions_per_s"] for r in mine),
+            "collect_s": statistics.median(r["collect_s"] for r in mine),
+            "train_s": statistics.median(r["train_s"] for r in mine),
+            "total_s": statistics.median(r["total_s"] for r in mine),
+            "collection_x_reference": statistics.median(r["env_steps_per_s"] / ref["env_steps_per_s"]
+                                                        for r, ref in zip(mine, refs)),
+            "iteration_x_reference": statistics.median(ref["total_s"] / r["total_s"] for r, ref in zip(mine, refs)),
+            "updates_x_reference": statistics.median(ref["train_s"] / r["train_s"] for r, ref in zip(mine, refs))}
+    return out
+
+
 def reference_timings(checkpoint: Path, envs: int, updates: int, batch: int, iterations: int,
                       num_workers: int) -> list[dict]:
     """The official loop's collection rate and online-iteration time, `iterations` iterations after one warm-up
-    iteration, starting from `checkpoint`."""
-    import transformers
-
-    from benchmarks.reference_odt import Experiment, time_online_iteration
-    from dt_fast.checkpoint import read_metadata
-
-    transformers.logging.set_verbosity_error()
-    meta = read_metadata(checkpoint)
-    trajectories = dataset_trajectories(meta.dataset["path"])
-    exp = Experiment(trajectories, meta.env_id or "Hopper-v4", num_envs=envs, K=meta.context_len, batch_size=batch,
-                     checkpoint=checkpoint, num_workers=num_workers)
+    iteration, starting from `checkpoint` (ODT's eval_context_length 5)."""
+    side = ReferenceSide(checkpoint, envs, batch, eval_context_length=5, num_workers=num_workers)
     rows = []
     try:
         for i in range(iterations + 1):
-            t = time_online_iteration(exp, updates)
+            t = side.iteration(updates)
             row = {"iteration": i, "warm_up": i == 0, **t, "env_steps_per_s": t["env_steps"] / t["collect_s"],
                    "transitions_per_s": t["transitions"] / t["collect_s"], "updates_per_s": updates / t["train_s"]}
             rows.append(row)
             print(row, flush=True)
     finally:
-        exp.close()
+        side.close()
     return rows
+
+
+def online_main(checkpoint: Path | None, envs: int, updates: int, batch: int, rounds: int, threads: int) -> Path:
+    """The `online` bench on `threads` torch threads: rounds, table, medians, results/odt_online.json (with the
+    settings in the name when they are not the defaults)."""
+    import os
+
+    import torch
+
+    from dt_fast.checkpoint import read_metadata
+
+    torch.set_num_threads(threads)
+    source = str(checkpoint) if checkpoint else f"{PRETRAIN_STEPS} steps of `dt-fast train --policy stochastic`"
+    with tempfile.TemporaryDirectory() as tmp:
+        if checkpoint is None:
+            checkpoint = make_checkpoint(Path(tmp) / "pretrained")
+        context = read_metadata(checkpoint).context_len
+        load = os.getloadavg()
+        bound = [envpool_random(envs, 300, seed=0)]
+        rows = online_rounds(checkpoint, envs, updates, batch, rounds)
+        bound.append(envpool_random(envs, 300, seed=0))
+    print_table(rows, ["round", "side", "transitions", "env_steps", "collect_s", "env_steps_per_s", "train_s",
+                       "updates_per_s", "total_s"])
+    summary = online_summary(rows)
+    print(f"Hopper-v4, {envs} envs (one episode each, exploration return {TARGET_EXPLORE:g}), {updates} updates of "
+          f"batch {batch} per iteration, context {context} (ODT: 300 updates of batch 256, scaled to this machine "
+          f"alike for both sides); {threads} torch thread(s), the engine's default (every hardware thread); "
+          f"load average {load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; {cpu_model()}; medians over "
+          f"{rounds} rounds:")
+    for mode in MODES:
+        s = summary[f"dt_fast {mode}"]
+        print(f"  dt_fast {mode:7s}: collection {s['env_steps_per_s']:,.0f} env steps/s = "
+              f"{s['collection_x_reference']:.1f}x the reference's; iteration {s['total_s']:.2f} s "
+              f"(collect {s['collect_s']:.2f} + updates {s['train_s']:.2f}) = {s['iteration_x_reference']:.1f}x "
+              f"faster; update phase {s['updates_x_reference']:.1f}x faster")
+    ref = summary[REFERENCE]
+    print(f"  reference      : collection {ref['env_steps_per_s']:,.0f} env steps/s; iteration {ref['total_s']:.2f} s "
+          f"(collect {ref['collect_s']:.2f} + updates {ref['train_s']:.2f})")
+    print(f"  bound          : envpool stepping {envs} envs with random actions, {max(bound):,.0f} env steps/s (the "
+          f"faster of before and after the rounds) = {max(bound) / ref['env_steps_per_s']:.1f}x the reference's "
+          f"collection")
+    default = (envs, updates, batch) == (ENVS, UPDATES, BATCH)
+    name = "odt_online" if default else f"odt_online_{envs}envs_{updates}x{batch}"
+    return save_results(name, rows, {
+        "env": "Hopper-v4", "envs": envs, "updates": updates, "batch": batch, "context": context,
+        "target_explore": TARGET_EXPLORE, "rounds": rounds, "load_average_start": load,
+        "load_average_end": os.getloadavg(), "checkpoint": source, "envpool_random_env_steps_per_s": bound,
+        "summary": summary})
 
 
 def main() -> None:
@@ -118,7 +301,19 @@ def main() -> None:
     ref.add_argument("--batch", type=int, default=BATCH)
     ref.add_argument("--iterations", type=int, default=3)
     ref.add_argument("--num-workers", type=int, default=0)
+    online = sub.add_parser("online")
+    online.add_argument("--checkpoint", type=Path, help="a dt_fast stochastic checkpoint directory (default: "
+                        f"`dt-fast train --policy stochastic --steps {PRETRAIN_STEPS}` into a temporary one)")
+    online.add_argument("--envs", type=int, default=ENVS)
+    online.add_argument("--updates", type=int, default=UPDATES)
+    online.add_argument("--batch", type=int, default=BATCH)
+    online.add_argument("--rounds", type=int, default=3)
+    online.add_argument("--threads", type=int, default=1, help="torch threads of both sides (default: 1)")
     args = parser.parse_args()
+    if args.bench == "online":
+        path = online_main(args.checkpoint, args.envs, args.updates, args.batch, args.rounds, args.threads)
+        print(f"wrote {path}")
+        return
     if args.bench == "train":
         rows = train_rates(args.steps, args.rounds)
         print_table(rows, list(rows[0]))

@@ -11,6 +11,9 @@ each beside its reference from benchmarks/reference.py:
               on one, vs the blog's get_action (one torch thread, its fastest here)
   throughput  Policy.act actions/s at batch 64 and 256, one thread and all threads, vs the blog's loop
   evaluation  dt_fast.evaluate env-steps/s with 64 envs vs the blog's rollout loop; bound: envpool random actions
+  online      dt_fast's ODT fine-tuning (Finetuner) vs the official ODT loop from one briefly trained stochastic
+              checkpoint, Hopper-v4, 64 envs: collection env-steps/s per engine mode (bound: envpool random
+              actions) and one online iteration's wall time (collection + 30 updates of batch 64), one round
   micro       pytest-benchmark over benchmarks/micro (kernels reference path, sampler, engine step, dropout mask)
 "x reference" is the speed-up (rate / reference rate, or reference latency / latency); "of bound" is the share of
 the bound reached. It prints one table, writes benchmarks/results/suite.json (CPU model, date, git revision,
@@ -32,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks import bench_eval, bench_policy, bench_sampler, bench_train
+from benchmarks import bench_eval, bench_odt, bench_policy, bench_sampler, bench_train
 from benchmarks.harness import (RESULTS_DIR, matmul_flops_per_s, memcpy_bytes_per_s, print_table, rate,
                                 save_results)
 from benchmarks.reference import DecisionTransformerGymDataCollator, ListDataset
@@ -45,6 +48,7 @@ COLUMNS = ["measure", "dt_fast", "reference", "x_reference", "bound", "of_bound"
 HEADERS = ["measure", "dt_fast", "reference", "x reference", "bound", "of bound", "reference is", "bound is"]
 SECONDS = 2.0  # timing window of each rate measurement
 TRAIN_STEPS, LATENCY_STEPS, EVAL_ENVS, EVAL_EPISODES, BLOG_EVAL_STEPS = 40, 1000, 64, 128, 400
+ODT_PRETRAIN_STEPS = 200
 
 
 def row(measure: str, ours: float, reference: float | None, bound: float | None, reference_is: str,
@@ -176,6 +180,24 @@ def eval_rows() -> list[dict]:
                 for mode in ("exact", "rolling")]
 
 
+def odt_rows() -> list[dict]:
+    """dt_fast's online fine-tuning vs the official ODT loop (bench_odt.online_rounds, one round after warm-up) from
+    a stochastic checkpoint trained for ODT_PRETRAIN_STEPS steps: collection env-steps/s, online iteration seconds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = bench_odt.make_checkpoint(Path(tmp) / "odt", steps=ODT_PRETRAIN_STEPS)
+        summary = bench_odt.online_summary(bench_odt.online_rounds(ckpt, rounds=1))
+    ceiling = bench_eval.envpool_random(bench_odt.ENVS, 500, seed=0)
+    ref = summary[bench_odt.REFERENCE]
+    envs, updates, batch = bench_odt.ENVS, bench_odt.UPDATES, bench_odt.BATCH
+    rows = [row(f"ODT collection env-steps/s, {envs} envs, {mode}", summary[f"dt_fast {mode}"]["env_steps_per_s"],
+                ref["env_steps_per_s"], ceiling, "official ODT loop, gymnasium SyncVectorEnv",
+                f"envpool stepping {envs} envs with random actions") for mode in bench_odt.MODES]
+    rows += [row(f"ODT online iteration s, {envs} envs + {updates} updates x batch {batch}, {mode}",
+                 summary[f"dt_fast {mode}"]["total_s"], ref["total_s"], None, "official ODT loop (LAMB, DataLoader)",
+                 lower_is_better=True) for mode in bench_odt.MODES]
+    return rows
+
+
 def micro_rows(json_path: Path) -> list[dict]:
     """Run benchmarks/micro under pytest-benchmark into json_path; one row per case, median us vs its group's
     reference case."""
@@ -245,6 +267,8 @@ def run_suite() -> Path:
         rows += policy_rows(hw)
         print("evaluation", flush=True)
         rows += eval_rows()
+        print("online fine-tuning (ODT)", flush=True)
+        rows += odt_rows()
     finally:
         torch.set_num_threads(threads)
     print("micro-benchmarks (pytest-benchmark)", flush=True)
