@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import print_table, save_results
+from benchmarks import RESULTS_DIR
+from dt_fast.bench.harness import print_table, save_results
 
 BATCH, CONTEXT, HIDDEN, LAYERS = 64, 20, 128, 3
 
@@ -126,7 +127,7 @@ def main() -> None:
         print(f"stochastic / deterministic steps/s: median {ratio:.3f} over {len(rows)} rounds")
         path = save_results("odt_train", rows, {"batch": BATCH, "context": CONTEXT, "hidden": HIDDEN,
                                                 "n_layer": LAYERS, "steps_per_round": args.steps,
-                                                "median_ratio": ratio})
+                                                "median_ratio": ratio}, directory=RESULTS_DIR)
     else:
         rows = reference_timings(args.checkpoint, args.envs, args.updates, args.batch, args.iterations,
                                  args.num_workers)
@@ -136,7 +137,8 @@ def main() -> None:
         path = save_results("odt_reference", rows, {
             "envs": args.envs, "updates": args.updates, "batch": args.batch, "num_workers": args.num_workers,
             "checkpoint": str(args.checkpoint), "median_total_s": statistics.median(r["total_s"] for r in measured),
-            "median_env_steps_per_s": statistics.median(r["env_steps_per_s"] for r in measured)})
+            "median_env_steps_per_s": statistics.median(r["env_steps_per_s"] for r in measured)},
+            directory=RESULTS_DIR)
     print(f"wrote {path}")
 
 

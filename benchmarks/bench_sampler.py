@@ -1,6 +1,6 @@
 """Training-window sampling: dt_fast's C++ TrajectorySampler against the blog's collator, side by side.
 
-The collator (benchmarks/reference.py) is fed (a) Python lists, one dict of lists per trajectory (what
+The collator (dt_fast/bench/reference.py) is fed (a) Python lists, one dict of lists per trajectory (what
 `dataset.to_list()` gives), and (b) a `datasets.Dataset` in the layout of the blog's hub dataset, as in the
 blog. Both datasets are synthetic with a fixed seed: D4RL-sized (1,000 episodes x 1,000 steps, HalfCheetah
 sizes 17 / 6) and ragged (2,000 episodes of 50..1,000 steps). A plain memcpy (numpy copy of a 256 MiB array,
@@ -31,58 +31,22 @@ from collections.abc import Callable
 
 import numpy as np
 
-from benchmarks.harness import memcpy_bytes_per_s, print_table, rate, save_results
-from benchmarks.reference import DecisionTransformerGymDataCollator, ListDataset
+from benchmarks import RESULTS_DIR
 from dt_fast import Trajectories, TrajectorySampler
+from dt_fast.bench.harness import memcpy_bytes_per_s, print_table, rate, save_results
+from dt_fast.bench.reference import DecisionTransformerGymDataCollator, ListDataset
+from dt_fast.bench.sampler import (
+    ACT_DIM,
+    BATCH_SIZE,
+    CONTEXT_LEN,
+    STATE_DIM,
+    as_hf_dataset,
+    as_rows,
+    rate_and_cpu,
+    synthetic,
+)
 
-STATE_DIM, ACT_DIM, BATCH_SIZE, CONTEXT_LEN = 17, 6, 64, 20
 HOPPER = (11, 3)  # state and action sizes of the replay-buffer rows
-
-
-def synthetic(lengths: np.ndarray, seed: int, state_dim: int = STATE_DIM, act_dim: int = ACT_DIM) -> Trajectories:
-    """Random float32 episodes of the given lengths (normal states, uniform actions in [-1, 1])."""
-    rng = np.random.default_rng(seed)
-    n = int(lengths.sum())
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return Trajectories(rng.standard_normal((n, state_dim), dtype=np.float32),
-                        rng.uniform(-1, 1, (n, act_dim)).astype(np.float32),
-                        rng.standard_normal(n, dtype=np.float32), offsets=offsets)
-
-
-def as_rows(t: Trajectories) -> list[dict]:
-    """One dict of Python lists per trajectory: the HF row layout (observations, actions, rewards, dones)."""
-    return [{"observations": ep["observations"].tolist(), "actions": ep["actions"].tolist(),
-             "rewards": ep["rewards"].tolist(), "dones": ep["terminals"].tolist()}
-            for ep in (t.episode(i) for i in range(t.num_episodes))]
-
-
-def as_hf_dataset(t: Trajectories) -> datasets.Dataset:
-    """A datasets.Dataset with list<list<float32>> columns, one row per trajectory, built through pyarrow."""
-    import datasets
-    import pyarrow as pa
-
-    outer = t.offsets.astype(np.int32)
-
-    def nested(values: np.ndarray) -> pa.Array:
-        dim = values.shape[1]
-        steps = pa.ListArray.from_arrays(np.arange(0, values.size + 1, dim, dtype=np.int32), values.reshape(-1))
-        return pa.ListArray.from_arrays(outer, steps)
-
-    table = pa.table({"observations": nested(t.observations), "actions": nested(t.actions),
-                      "rewards": pa.ListArray.from_arrays(outer, t.rewards),
-                      "dones": pa.ListArray.from_arrays(outer, t.terminals)})
-    return datasets.Dataset(datasets.table.InMemoryTable(table))
-
-
-def rate_and_cpu(fn: Callable[[], object], seconds: float, warmup: int) -> tuple[float, float]:
-    """Calls per second of fn (wall clock) and process CPU seconds per call (all threads), after warm-up."""
-    for _ in range(warmup):
-        fn()
-    n, wall, cpu = 0, time.perf_counter(), time.process_time()
-    while time.perf_counter() - wall < seconds:
-        fn()
-        n += 1
-    return n / (time.perf_counter() - wall), (time.process_time() - cpu) / n
 
 
 def median_seconds(fn: Callable[[], object], calls: int, warmup: int = 2) -> float:
@@ -185,7 +149,8 @@ def main() -> None:
     print_table(buffer_rows, ["dataset", "method", "ms_per_call", "vs_append", "of_memcpy"])
     rows += buffer_rows
     path = save_results("bench_sampler", rows, extra={"batch_size": BATCH_SIZE, "context_len": CONTEXT_LEN,
-                                                      "quick": args.quick})
+                                                      "quick": args.quick},
+                        directory=RESULTS_DIR)
     print(f"\nsaved {path}")
 
 

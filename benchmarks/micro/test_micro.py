@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.reference import DecisionTransformerGymDataCollator, ListDataset, get_action
 from dt_fast import DecisionTransformer, DecisionTransformerConfig, Trajectories, TrajectorySampler
+from dt_fast.bench.reference import DecisionTransformerGymDataCollator, ListDataset, get_action
 from dt_fast.checkpoint import hf_state_dict
 from dt_fast.kernels.reference import attention_masked_ref, embed_ref
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-RESULTS_DIR = Path(__file__).parent / "results"
+import dt_fast
+from dt_fast.checkpoint import atomic_write
 
 
 def cpu_model() -> str:
@@ -32,13 +33,17 @@ def cpu_model() -> str:
 
 
 def git_revision() -> str:
-    """Short git revision of the working tree, with -dirty when it has uncommitted changes."""
+    """Short git revision of the checkout this file is tracked in, with -dirty when it has uncommitted changes;
+    "unknown" for an installed package (its version is recorded beside)."""
+    here = Path(__file__).parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=here, check=True).stdout.strip()
+
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
-        return rev + ("-dirty" if dirty else "")
+        git("ls-files", "--error-unmatch", Path(__file__).name)  # a site-packages inside some other repository
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return git("rev-parse", "--short", "HEAD") + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -114,14 +119,16 @@ def memcpy_bytes_per_s(nbytes: int = 256 << 20, min_time: float = 1.0) -> float:
     return 2.0 * nbytes * calls
 
 
-def save_results(name: str, rows: list[dict], extra: dict | None = None) -> Path:
-    """Write rows plus machine facts to benchmarks/results/<name>.json; returns the path."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+def save_results(name: str, rows: list[dict], extra: dict | None = None, *, directory: Path) -> Path:
+    """Write rows plus machine facts (date, CPU model, threads, versions) to directory/<name>.json, atomically;
+    returns the path."""
     doc = {"benchmark": name, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "cpu": cpu_model(), "git": git_revision(), "torch": torch.__version__,
+           "cpu": cpu_model(), "git": git_revision(), "dt_fast": dt_fast.__version__, "torch": torch.__version__,
            "torch_threads": torch.get_num_threads(), **(extra or {}), "rows": rows}
-    path = RESULTS_DIR / f"{name}.json"
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
     return path
 
 
