@@ -30,7 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dt_fast.bench import evaluation, policy, sampler, train
+from dt_fast.bench import evaluation as bench_eval  # the names of the scripts these workloads came from
+from dt_fast.bench import policy as bench_policy
+from dt_fast.bench import sampler as bench_sampler
+from dt_fast.bench import train as bench_train
 from dt_fast.bench.harness import matmul_flops_per_s, memcpy_bytes_per_s, print_table, rate, save_results
 from dt_fast.bench.reference import DecisionTransformerGymDataCollator, ListDataset
 from dt_fast.checkpoint import atomic_write
@@ -66,17 +69,18 @@ def sampler_rows(hw: dict) -> list[dict]:
     """TrajectorySampler vs the blog's collator on a D4RL-sized dataset (1,000 x 1,000 steps), batch 64."""
     from dt_fast import TrajectorySampler
 
-    t = sampler.synthetic(np.full(1000, 1000), seed=1)
-    features = [None] * sampler.BATCH_SIZE  # the collator samples by itself; only len() matters
-    collator = DecisionTransformerGymDataCollator(ListDataset(sampler.as_rows(t)),
-                                                  max_len=sampler.CONTEXT_LEN)
+    t = bench_sampler.synthetic(np.full(1000, 1000), seed=1)
+    features = [None] * bench_sampler.BATCH_SIZE  # the collator samples by itself; only len() matters
+    collator = DecisionTransformerGymDataCollator(ListDataset(bench_sampler.as_rows(t)),
+                                                  max_len=bench_sampler.CONTEXT_LEN)
     lists_rate = rate(lambda: collator(features), min_time=SECONDS)
-    collator.dataset = sampler.as_hf_dataset(t)  # the same statistics; only the data source differs
+    collator.dataset = bench_sampler.as_hf_dataset(t)  # the same statistics; only the data source differs
     dataset_rate = rate(lambda: collator(features), min_time=SECONDS)
-    windows = TrajectorySampler(t, context_len=sampler.CONTEXT_LEN, batch_size=sampler.BATCH_SIZE, num_threads=1)
-    nbytes = sum(v.numel() * v.element_size() for v in windows.sample().values())
-    ours, _ = sampler.rate_and_cpu(windows.sample, SECONDS, warmup=200)
-    windows.close()
+    sampler = TrajectorySampler(t, context_len=bench_sampler.CONTEXT_LEN, batch_size=bench_sampler.BATCH_SIZE,
+                                num_threads=1)
+    nbytes = sum(v.numel() * v.element_size() for v in sampler.sample().values())
+    ours, _ = bench_sampler.rate_and_cpu(sampler.sample, SECONDS, warmup=200)
+    sampler.close()
     bound = hw["memcpy_bytes_per_s"] / 2 / nbytes  # copying the batch's bytes once (memcpy counts read + write)
     what = f"memcpy of the batch ({nbytes / 1e3:.0f} KB)"
     return [row("sampler batches/s, batch 64 x K 20", ours, lists_rate, bound, "blog collator, Python lists", what),
@@ -93,22 +97,22 @@ def train_rows(hw: dict) -> list[dict]:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "halfcheetah_synthetic.hdf5"
-        rows_py = train.make_dataset(path)
+        rows_py = bench_train.make_dataset(path)
         refs = {"blog TrainableDT + transformers.Trainer, lists":
-                train.blog_trainer_rate(ListDataset(rows_py), TRAIN_STEPS)[0],
+                bench_train.blog_trainer_rate(ListDataset(rows_py), TRAIN_STEPS)[0],
                 "blog TrainableDT + transformers.Trainer, datasets.Dataset":
-                train.blog_trainer_rate(Dataset.from_list(rows_py), TRAIN_STEPS // 4)[0]}
+                bench_train.blog_trainer_rate(Dataset.from_list(rows_py), TRAIN_STEPS // 4)[0]}
         with h5py.File(path) as f:
-            peer = train.d3rlpy_rate(*[f[k][()] for k in ("observations", "actions", "rewards", "timeouts")],
+            peer = bench_train.d3rlpy_rate(*[f[k][()] for k in ("observations", "actions", "rewards", "timeouts")],
                                            TRAIN_STEPS)
         if isinstance(peer, str):
             print(f"training: d3rlpy skipped: {peer}")
         else:
             refs["d3rlpy DecisionTransformer, same sizes"] = peer[0]
-        ours = {"fp32, C++ training ops": train.dt_fast_rate(path, TRAIN_STEPS)[0],
-                "fp32, torch ops": train.dt_fast_rate(path, TRAIN_STEPS, fused=False)[0],
-                "bf16 autocast": train.dt_fast_rate(path, TRAIN_STEPS, fused=False, precision="bf16")[0]}
-    flops = train.train_flops_per_step(action_only=True)  # what dt_fast's Trainer computes
+        ours = {"fp32, C++ training ops": bench_train.dt_fast_rate(path, TRAIN_STEPS)[0],
+                "fp32, torch ops": bench_train.dt_fast_rate(path, TRAIN_STEPS, fused=False)[0],
+                "bf16 autocast": bench_train.dt_fast_rate(path, TRAIN_STEPS, fused=False, precision="bf16")[0]}
+    flops = bench_train.train_flops_per_step(action_only=True)  # what dt_fast's Trainer computes
     bound = hw["matmul_flops_per_s_all_threads"] / flops
     what = f"{flops / 1e9:.1f} GFLOP/step at the matmul rate, {hw['torch_threads']} threads"
     return [row(f"training steps/s, {name}", rate_, ref_rate, bound, ref, what)
@@ -135,22 +139,22 @@ def policy_rows(hw: dict) -> list[dict]:
     """
     from dt_fast.policy import Policy
 
-    S, A = policy.ENVS["Hopper"]
-    K = policy.K
+    S, A = bench_policy.ENVS["Hopper"]
+    K = bench_policy.K
     rng = np.random.default_rng(0)
-    hf, ours = policy.paired_models(S, A)
-    common = dict(target_return=3600.0, state_mean=np.zeros(S), state_std=np.ones(S), scale=policy.SCALE,
+    hf, ours = bench_policy.paired_models(S, A)
+    common = dict(target_return=3600.0, state_mean=np.zeros(S), state_std=np.ones(S), scale=bench_policy.SCALE,
                   context_len=K)
     with one_torch_thread():
-        blog = policy.blog_latencies(hf, LATENCY_STEPS, "t>=K", rng)
+        blog = bench_policy.blog_latencies(hf, LATENCY_STEPS, "t>=K", rng)
     blog_p50, blog_p99 = np.median(blog), np.percentile(blog, 99)
     ref = "blog get_action on transformers"
     rows = []
     all_threads = hw["torch_threads"]
     for mode in ("exact", "rolling"):
-        flops, _ = policy.step_cost(ours.config, mode, K + 30, absorbed=True)
+        flops, _ = bench_policy.step_cost(ours.config, mode, K + 30, absorbed=True)
         for threads in (all_threads, 1):
-            lat = policy.policy_latencies(Policy(ours, mode=mode, backend="cpp", n_threads=threads, **common),
+            lat = bench_policy.policy_latencies(Policy(ours, mode=mode, backend="cpp", n_threads=threads, **common),
                                           LATENCY_STEPS, "t>=K", rng)
             bound = flops / hw["matmul_flops_per_s_1_thread" if threads == 1 else "matmul_flops_per_s_all_threads"]
             what = f"{flops / 1e6:.1f} MFLOP at {threads}-thread matmul"
@@ -160,14 +164,14 @@ def policy_rows(hw: dict) -> list[dict]:
             rows.append(row(f"step latency p99 us, {name}", np.percentile(lat, 99) * 1e6, blog_p99 * 1e6,
                             None, ref, lower_is_better=True))
     for mode in ("exact", "rolling"):
-        flops, _ = policy.step_cost(ours.config, mode, K + 30, absorbed=True)
+        flops, _ = bench_policy.step_cost(ours.config, mode, K + 30, absorbed=True)
         for batch in (64, 256):
             for threads in (1, all_threads):
-                batched = Policy(ours, mode=mode, backend="cpp", num_envs=batch, n_threads=threads, **common)
+                policy = Policy(ours, mode=mode, backend="cpp", num_envs=batch, n_threads=threads, **common)
                 steps = (4 if mode == "exact" else 40) * (256 // batch)
                 rate = hw["matmul_flops_per_s_1_thread" if threads == 1 else "matmul_flops_per_s_all_threads"]
                 rows.append(row(f"actions/s, batch {batch}, {mode}, {threads} thread{'s' if threads > 1 else ''}",
-                                policy.throughput(batched, steps, rng, SECONDS), 1.0 / blog_p50, rate / flops,
+                                bench_policy.throughput(policy, steps, rng, SECONDS), 1.0 / blog_p50, rate / flops,
                                 "blog get_action loop, 1 env", f"{flops / 1e6:.1f} MFLOP/action at {threads}-thread "
                                 "matmul"))
     return rows
@@ -177,11 +181,11 @@ def eval_rows() -> list[dict]:
     """dt_fast.evaluate env-steps/s over 64 envpool Hopper-v4 envs vs the blog's rollout loop; envpool as bound."""
     with tempfile.TemporaryDirectory() as tmp, one_torch_thread():
         ckpt = Path(tmp)
-        evaluation.make_checkpoint(ckpt)
-        ceiling = evaluation.envpool_random(EVAL_ENVS, 500, seed=0)
-        blog = evaluation.blog_loop(ckpt, BLOG_EVAL_STEPS, seed=0)["rate"]
+        bench_eval.make_checkpoint(ckpt)
+        ceiling = bench_eval.envpool_random(EVAL_ENVS, 500, seed=0)
+        blog = bench_eval.blog_loop(ckpt, BLOG_EVAL_STEPS, seed=0)["rate"]
         return [row(f"evaluation env-steps/s, {EVAL_ENVS} envs, {mode}",
-                    evaluation.evaluator(ckpt, mode, EVAL_ENVS, EVAL_EPISODES, seed=0)["rate"], blog, ceiling,
+                    bench_eval.evaluator(ckpt, mode, EVAL_ENVS, EVAL_EPISODES, seed=0)["rate"], blog, ceiling,
                     "blog rollout loop, 1 gymnasium env", f"envpool stepping {EVAL_ENVS} envs with random actions")
                 for mode in ("exact", "rolling")]
 
