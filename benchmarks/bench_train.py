@@ -3,7 +3,7 @@
 Side by side in one process, same model (hidden 128, 3 layers, 1 head), batch 64, context 20, HalfCheetah sizes:
   blog/datasets   the blog as it runs: the collator over a `datasets.Dataset`
   blog/lists      the same set-up fed Python lists
-  d3rlpy          d3rlpy's DecisionTransformer at the same sizes (an optional peer: pip install "dt-fast[bench]";
+  d3rlpy          d3rlpy's DecisionTransformer at the same sizes (an optional peer that `make bench` installs;
                   skipped with the reason printed when it does not import)
   eager/fixed     plain eager torch (our model on torch's ops, AdamW) on one fixed batch: no data loading at all
   dt_fast torch   dt_fast.train.Trainer (C++ sampler) on torch's ops (DT_FAST_BACKEND=torch): the torch path

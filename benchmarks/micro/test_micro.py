@@ -1,7 +1,8 @@
 """Micro-benchmarks (pytest-benchmark): dt_fast's kernels reference path, sampler, engine step and dropout mask,
 each beside the baseline it replaces where there is one (same benchmark group, extra_info "reference").
 
-Outside `tests/` on purpose (pytest's testpaths), so `make test` never collects them. Run by the suite, or:
+Outside `tests/` on purpose (pytest's testpaths), so `make test` never collects them. Run them with (the JSON
+stays out of git):
 
     .venv/bin/python -m pytest benchmarks/micro --benchmark-json benchmarks/results/micro.json
 """
