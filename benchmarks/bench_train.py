@@ -182,7 +182,8 @@ def main() -> None:
                 ["setup", *families])
     print("results:", save_results("train", rows + [bound], {
         "flops_per_step": flops, "flops_per_step_dt_fast": flops_ours, "matmul_flops_per_s": peak,
-        "matmul_rates": rates, "profile_shares": profiles}, directory=RESULTS_DIR))
+        "matmul_rates": rates, "profile_shares": profiles, "steps": steps, "quick": args.quick},
+        directory=RESULTS_DIR))
 
 
 if __name__ == "__main__":
