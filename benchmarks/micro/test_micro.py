@@ -53,7 +53,7 @@ def test_sampler_sample(benchmark, trajectories: Trajectories) -> None:
 
 @pytest.mark.benchmark(group="sampler: batch 64 x context 20")
 def test_sampler_blog_collator(benchmark, trajectories: Trajectories) -> None:
-    """The blog's collator fed Python lists (benchmarks/reference.py)."""
+    """The blog's collator fed Python lists (dt_fast/bench/reference.py)."""
     rows = [{"observations": ep["observations"].tolist(), "actions": ep["actions"].tolist(),
              "rewards": ep["rewards"].tolist(), "dones": ep["terminals"].tolist()}
             for ep in (trajectories.episode(i) for i in range(trajectories.num_episodes))]
