@@ -11,7 +11,8 @@ Side by side in one process, same model (hidden 128, 3 layers, 1 head), batch 64
   dt_fast bf16 / compile   torch's ops under bf16 autocast / torch.compile
 Reports optimizer steps/s, ratios to the blog and to d3rlpy, the data-loading share of step time, and the share of
 the bound reached: model FLOPs per step over the fastest fp32 matmul rate measured in the same run (torch's or
-the engine's own kernel, 2048^3, all threads). Then a profile of the fused path by op family (torch.profiler).
+the engine's own kernel, the fastest 512^3 or 2048^3 call, all threads). Then a profile of the fused path by op
+family (torch.profiler).
 
     python -m benchmarks.bench_train [--steps 40] [--quick]
 """
@@ -170,7 +171,8 @@ def main() -> None:
         r["of_bound"] = r["steps_per_s"] * (flops_ours if r["setup"].startswith("dt_fast") else flops) / peak
     bound = dict(setup="bound", steps_per_s=peak / flops_ours, of_bound=1.0)
     print(f"model FLOPs per step {flops / 1e9:.2f} GFLOP ({flops_ours / 1e9:.2f} as dt_fast computes only the "
-          f"action loss's inputs); fp32 matmul 2048^3 on {torch.get_num_threads()} threads: torch "
+          f"action loss's inputs); fp32 matmul (fastest 512^3 or 2048^3 call) on {torch.get_num_threads()} threads: "
+          f"torch "
           f"{rates['torch'] / 1e9:.1f}, the engine's kernel {rates['engine'] / 1e9:.1f} GFLOP/s -> bound "
           f"{peak / flops:.1f} steps/s ({peak / flops_ours:.1f} for dt_fast)")
     print_table(rows + [bound], ["setup", "steps_per_s", "x_blog_datasets", "x_blog_lists", "x_d3rlpy", "data_share",

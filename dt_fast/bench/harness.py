@@ -85,30 +85,38 @@ def latencies(fn: Callable[[], object], n: int, warmup: int = 50) -> np.ndarray:
     return out
 
 
-def matmul_rates(n: int = 2048, threads: int | None = None, min_time: float = 1.0) -> dict[str, float]:
-    """FLOP/s of the fastest n x n x n float32 matmul over `min_time` seconds on `threads` threads (None = torch's
-    setting), by torch and by the engine's own kernel (dt_fast._C.PackedMatmul, weights packed once). Either can be
-    the faster: torch's MKL takes a slower path on some CPUs (AMD), so the machine's rate is the larger of the two."""
+def matmul_rates(threads: int | None = None, min_time: float = 1.0, sizes: tuple[int, ...] = (512, 2048)
+                 ) -> dict[str, float]:
+    """FLOP/s of the fastest n x n x n float32 matmul over `min_time` seconds per size on `threads` threads (None =
+    torch's setting), the best over `sizes`, by torch and by the engine's own kernel (dt_fast._C.PackedMatmul,
+    weights packed once). Either can be the faster: torch's MKL takes a slower path on some CPUs (AMD), so the
+    machine's rate is the larger of the two. A 512^3 call (about 1 ms) fits in a scheduler time slice, so its
+    fastest call holds on a loaded machine, where every 2048^3 call (tens of ms) is disturbed and would make the
+    rate, and every bound built on it, too low."""
     from dt_fast import _C
 
     threads = threads or torch.get_num_threads()
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        out = torch.empty(n, n)
-        torch_calls = fastest_rate(lambda: torch.matmul(a, b, out=out), min_time=min_time)
-    finally:
-        torch.set_num_threads(previous)
-    packed, a_np = _C.PackedMatmul(b.numpy()), a.numpy()
-    engine_calls = fastest_rate(lambda: packed(a_np, threads), min_time=min_time)
-    return {"torch": 2.0 * n**3 * torch_calls, "engine": 2.0 * n**3 * engine_calls}
+    best = {"torch": 0.0, "engine": 0.0}
+    for n in sizes:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            a, b = torch.randn(n, n), torch.randn(n, n)
+            out = torch.empty(n, n)
+            torch_calls = fastest_rate(lambda: torch.matmul(a, b, out=out), min_time=min_time)
+        finally:
+            torch.set_num_threads(previous)
+        packed, a_np = _C.PackedMatmul(b.numpy()), a.numpy()
+        engine_calls = fastest_rate(lambda: packed(a_np, threads), min_time=min_time)
+        best = {"torch": max(best["torch"], 2.0 * n**3 * torch_calls),
+                "engine": max(best["engine"], 2.0 * n**3 * engine_calls)}
+    return best
 
 
-def matmul_flops_per_s(n: int = 2048, threads: int | None = None, min_time: float = 1.0) -> float:
-    """This machine's float32 matmul rate on `threads` threads: the faster of torch and the engine's kernel on an
-    n x n x n product (matmul_rates)."""
-    return max(matmul_rates(n, threads, min_time).values())
+def matmul_flops_per_s(threads: int | None = None, min_time: float = 1.0) -> float:
+    """This machine's float32 matmul rate on `threads` threads: the faster of torch and the engine's kernel
+    (matmul_rates)."""
+    return max(matmul_rates(threads, min_time).values())
 
 
 def memcpy_bytes_per_s(nbytes: int = 256 << 20, min_time: float = 1.0) -> float:

@@ -1,8 +1,9 @@
 """The benchmark suite: dt_fast against the blog's workflow and against this machine, in one job, one table.
 
-What `dt-fast bench` (and `make bench`) runs. It measures the machine once (fp32 2048^3 matmul, the faster of torch
-and the engine's kernel, on one thread and on all threads; numpy copy of 256 MiB), then runs groups of rows with
-short windows, each beside its reference from dt_fast/bench/reference.py (`--rows` picks groups, all by default):
+What `dt-fast bench` (and `make bench`) runs. It measures the machine once (fp32 matmul: the fastest 512^3 or
+2048^3 call of torch and of the engine's kernel, on one thread and on all threads; numpy copy of 256 MiB), then runs
+groups of rows with short windows, each beside its reference from dt_fast/bench/reference.py (`--rows` picks
+groups, all by default):
   sampler  TrajectorySampler batches/s vs the blog's collator (Python lists; datasets.Dataset), D4RL-sized data
   train    dt_fast Trainer steps/s (fp32 on its C++ ops, fp32 on torch's, bf16) vs the blog's TrainableDT +
            collator + transformers.Trainer (fed Python lists; a datasets.Dataset, over a quarter of the steps: it
