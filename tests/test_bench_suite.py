@@ -78,7 +78,7 @@ def test_bench_writes_only_into_out(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     doc = json.loads((tmp_path / "results" / "suite.json").read_text())
     assert doc["groups"] == ["sampler", "eval"] and doc["hardware"] == HARDWARE
     assert doc["command"] == "dt-fast bench --rows sampler,eval --out results"
-    assert {"date", "cpu", "torch_threads", "dt_fast"} <= set(doc)
+    assert {"date", "cpu", "torch_threads", "dt_fast", "load_average"} <= set(doc)
     assert [r["measure"] for r in doc["rows"]] == ["sampler rate", "eval rate"]
     md = (tmp_path / "results" / "suite.md").read_text()
     assert md.startswith("`dt-fast bench --rows sampler,eval --out results`") and "| sampler rate | 2 | 1 |" in md

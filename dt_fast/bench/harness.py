@@ -7,6 +7,7 @@ dt_fast side by side in one process and report ratios, and measure the hardware 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import time
@@ -30,6 +31,15 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def load_average() -> list[float] | None:
+    """The machine's 1, 5 and 15-minute load averages (None where the OS has none): a run on a machine whose load
+    exceeds its cores measures the other tenants too."""
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return None
 
 
 def git_revision() -> str:
@@ -132,7 +142,7 @@ def save_results(name: str, rows: list[dict], extra: dict | None = None, *, dire
     returns the path."""
     doc = {"benchmark": name, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "cpu": cpu_model(), "git": git_revision(), "dt_fast": dt_fast.__version__, "torch": torch.__version__,
-           "torch_threads": torch.get_num_threads(), **(extra or {}), "rows": rows}
+           "torch_threads": torch.get_num_threads(), "load_average": load_average(), **(extra or {}), "rows": rows}
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.json"
     with atomic_write(path) as tmp:
