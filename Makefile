@@ -64,12 +64,14 @@ docs: install
 demo: install
 	$(PY) -m dt_fast.cli demo
 
-# One table against the blog's workflow and this machine's bounds (a few minutes); rewrites README's Performance.
-# d3rlpy, the training peer, without its pins (it pins gymnasium==1.0.0), with its other requirements.
-D3RLPY := d3rlpy==2.8.1 click colorama dataclasses-json structlog scikit-learn gym==0.26.2
+# `dt-fast bench`: one table against the blog's workflow and this machine's bounds (a few minutes), written to
+# benchmarks/results/suite.json and suite.md (replaced). d3rlpy, the training peer, without its pins (it pins
+# gymnasium==1.0.0), with its other requirements and theirs.
+D3RLPY := d3rlpy==2.8.1 click colorama dataclasses-json "marshmallow>=3.18,<4" typing-inspect mypy-extensions \
+	structlog scikit-learn scipy joblib threadpoolctl narwhals gym==0.26.2 gym-notices
 bench: install
 	$(PY) -m pip install -q --no-deps $(D3RLPY)
-	$(PY) -m benchmarks.suite
+	$(VENV)/bin/dt-fast bench --out benchmarks/results --overwrite
 
 # The sampler and engine tests against a copy of dt_fast._C built with AddressSanitizer + UBSan in build/sanitize
 # (the in-place module stays untouched): a shadow package links every dt_fast file but _C. Python itself is not

@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.harness import print_table, save_results
+from benchmarks import RESULTS_DIR
+from dt_fast.bench.harness import print_table, save_results
 
 QUANTILES = [0.5, 0.2, 0.8]
 
@@ -94,8 +95,8 @@ def bench_policy(batch: int, device: torch.device, steps: int) -> list[dict]:
     """Decoder step latency (p50/p99 ms over `steps` steps after warm-up), kernels torch vs triton, both modes:
     the CUDA graph of the static step Policy captures, that static step eagerly, the incremental decoder, and
     Policy.act."""
-    from benchmarks.harness import latencies
     from dt_fast import DecisionTransformer, DecisionTransformerConfig, Policy
+    from dt_fast.bench.harness import latencies
     from dt_fast.cuda_graph import GraphedStep
     from dt_fast.decode import KVCacheDecoder
 
@@ -130,8 +131,8 @@ def bench_policy(batch: int, device: torch.device, steps: int) -> list[dict]:
 
 def bench_train(batch: int, device: torch.device, steps: int) -> list[dict]:
     """Training step wall time (p50/p99 ms over `steps` steps after warm-up), eager against the CUDA graph."""
-    from benchmarks.bench_train import CONTEXT, make_dataset
-    from benchmarks.harness import latencies
+    from dt_fast.bench.harness import latencies
+    from dt_fast.bench.train import CONTEXT, make_dataset
     from dt_fast.train import TrainConfig, Trainer
 
     rows = []
@@ -178,7 +179,8 @@ def main() -> None:
         r["speedup"] = reference[(r["bench"], r["batch"])] / r["p50_ms"]
     print(f"device: {torch.cuda.get_device_name(device)}")
     print_table(rows, ["bench", "provider", "batch", "p50_ms", "p20_ms", "p80_ms", "p99_ms", "speedup", "GB_per_s"])
-    print(f"saved {save_results('bench_gpu', rows, {'gpu': torch.cuda.get_device_name(device)})}")
+    path = save_results("bench_gpu", rows, {"gpu": torch.cuda.get_device_name(device)}, directory=RESULTS_DIR)
+    print(f"saved {path}")
 
 
 if __name__ == "__main__":

@@ -36,8 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench_eval import envpool_random
-from benchmarks.harness import cpu_model, print_table, save_results
+from benchmarks import RESULTS_DIR
+from dt_fast.bench.evaluation import envpool_random
+from dt_fast.bench.harness import cpu_model, print_table, save_results
 
 BATCH, CONTEXT, HIDDEN, LAYERS = 64, 20, 128, 3
 ENVS, UPDATES, TARGET_EXPLORE, PRETRAIN_STEPS = 64, 30, 7200.0, 500
@@ -285,7 +286,7 @@ def online_main(checkpoint: Path | None, envs: int, updates: int, batch: int, ro
         "env": "Hopper-v4", "envs": envs, "updates": updates, "batch": batch, "context": context,
         "target_explore": TARGET_EXPLORE, "rounds": rounds, "load_average_start": load,
         "load_average_end": os.getloadavg(), "checkpoint": source, "envpool_random_env_steps_per_s": bound,
-        "summary": summary})
+        "summary": summary}, directory=RESULTS_DIR)
 
 
 def main() -> None:
@@ -321,7 +322,7 @@ def main() -> None:
         print(f"stochastic / deterministic steps/s: median {ratio:.3f} over {len(rows)} rounds")
         path = save_results("odt_train", rows, {"batch": BATCH, "context": CONTEXT, "hidden": HIDDEN,
                                                 "n_layer": LAYERS, "steps_per_round": args.steps,
-                                                "median_ratio": ratio})
+                                                "median_ratio": ratio}, directory=RESULTS_DIR)
     else:
         rows = reference_timings(args.checkpoint, args.envs, args.updates, args.batch, args.iterations,
                                  args.num_workers)
@@ -331,7 +332,8 @@ def main() -> None:
         path = save_results("odt_reference", rows, {
             "envs": args.envs, "updates": args.updates, "batch": args.batch, "num_workers": args.num_workers,
             "checkpoint": str(args.checkpoint), "median_total_s": statistics.median(r["total_s"] for r in measured),
-            "median_env_steps_per_s": statistics.median(r["env_steps_per_s"] for r in measured)})
+            "median_env_steps_per_s": statistics.median(r["env_steps_per_s"] for r in measured)},
+            directory=RESULTS_DIR)
     print(f"wrote {path}")
 
 

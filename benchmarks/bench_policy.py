@@ -9,7 +9,7 @@ All in one process, one torch thread: for Hopper (11/3) and HalfCheetah (17/6) s
 - p50 / p99 latency of one step at batch 1, while the window fills (t < K) and once it slides (t >= K), for the
   Policy on the C++ engine (exact, rolling; on every core, the default, which splits each matmul's columns, and
   on one thread), the Policy on the torch decoder (exact, rolling), the engine's step alone (one thread), and
-  the blog's per-step `get_action` (benchmarks/reference.py) on transformers'
+  the blog's per-step `get_action` (dt_fast/bench/reference.py) on transformers'
   DecisionTransformerModel (timed around the get_action call only, without the loop's torch.cat bookkeeping,
   which favours the blog); at least 1,000 timed steps each after warm-up;
 - the cost of the engine's lock (csrc/engine/engine.h, "Thread safety") at batch 1: p50 / p99 of Engine.step
@@ -17,22 +17,23 @@ All in one process, one torch thread: for Hopper (11/3) and HalfCheetah (17/6) s
   per step), alternated in rounds of 50 steps on one engine;
 - actions per second at batch 64 and 256 (window sliding) for the engine, one thread and all threads (the fastest
   of repeated runs over 1.5 s);
-- the bound of each case: max(FLOPs of the step / matmul rate on the case's threads, bytes read per step /
-  memory bandwidth), both rates measured in the same run (the fastest 2048^3 GEMM by torch or by the engine's own
-  kernel, on 1 and on all threads; numpy copy of 256 MB). The bytes term is DRAM bandwidth; the model's
-  2.4 MB of weights mostly stay in cache, so the engine can beat that term (a cache-bandwidth bound would be
-  tighter, and is not measured here).
+- the bound of each case: the FLOPs of the engine's plan for the step over the matmul rate on the case's threads
+  (the fastest 512^3 or 2048^3 fp32 GEMM call by torch or by the engine's own kernel, on 1 and on all threads,
+  measured in the same run); "of bound" = bound / p50 (latency) or actions/s / bound (throughput), at most 1. No
+  bytes term: the 2.4 MB of weights and the window's cache stay in cache between steps, so DRAM bandwidth does not
+  limit a step.
 - online fine-tuning (the Online Decision Transformer's exploration rollouts), on a stochastic Hopper-sized model:
   p50 / p99 of Policy.act (cpp) with sampled actions (set_sampling) beside the mean action, at batch 1 and 64,
   window sliding, in alternating rounds of steps on two Policies over the same weights; and the time to load new
   weights into an existing Policy (update_weights) and Engine (load_weights) beside building a new one, the
   median of repeated calls.
-FLOPs count 2 per multiply-add of every matmul and attention product the mode must do (exact: the pruned window
-recompute; rolling: the 3 new tokens); bytes count the weights the step reads plus the KV cache it reads. The
-engine does fewer FLOPs than that plan: where it caches ln_1 outputs instead of keys and values (every layer in
-rolling mode, the last layer in exact mode; csrc/engine/engine.h, "Cached inputs") a query costs two C x C
-products instead of four. The throughput table also prints the FLOPs the engine does per second and their share
-of the matmul rate, the honest measure of how well it uses the hardware.
+FLOPs count 2 per multiply-add of every matmul and attention product the mode must do. The MFLOP column is the
+pruned plan of the inference issue (exact: the window recompute; rolling: the 3 new tokens); the engine does fewer:
+where it caches ln_1 outputs instead of keys and values (every layer in rolling mode, the last layer in exact mode;
+csrc/engine/engine.h, "Cached inputs") a query costs two C x C products instead of four. The bounds use the
+engine's (smaller) count, so a faster plan cannot beat its bound. KB counts the weights plus the cache a step reads.
+Every table is saved to benchmarks/results/bench_policy.json (date, CPU, threads); the online fine-tuning rows
+are printed only.
 """
 
 from __future__ import annotations
@@ -43,78 +44,13 @@ import time
 
 import numpy as np
 import torch
-from transformers import DecisionTransformerConfig as HFConfig
-from transformers import DecisionTransformerModel
 
-from benchmarks.harness import fastest_rate, matmul_rates, memcpy_bytes_per_s
-from benchmarks.reference import get_action
+from benchmarks import RESULTS_DIR
 from dt_fast import DecisionTransformer, DecisionTransformerConfig
-from dt_fast.checkpoint import hf_state_dict, load_hf_state_dict
+from dt_fast.bench.harness import matmul_rates, save_results
+from dt_fast.bench.policy import ENVS, SCALE, K, blog_latencies, paired_models, policy_latencies, step_cost, throughput
+from dt_fast.checkpoint import hf_state_dict
 from dt_fast.policy import Policy
-
-ENVS = {"Hopper": (11, 3), "HalfCheetah": (17, 6)}
-K = 20
-SCALE = 1000.0
-
-
-def step_cost(cfg: DecisionTransformerConfig, mode: str, t: int, absorbed: bool = False) -> tuple[float, float]:
-    """(FLOPs, bytes) one step at episode step t must do in `mode`: the pruned plan of the inference issue, or with
-    `absorbed` the engine's, whose layers that cache ln_1 outputs never form keys and values and fold W_q W_k^T and
-    W_v W_o into one product each (every layer in rolling mode, the last in exact; csrc/engine/engine.h)."""
-    C, I, L, S, A = cfg.hidden_size, cfg.inner_dim, cfg.n_layer, cfg.state_dim, cfg.act_dim
-    end, new_lo = 3 * t + 1, max(0, 3 * t - 1)
-    recompute = mode == "exact" and t >= K
-    lo = 3 * (t - K + 1) if recompute else new_lo
-    n_new, n_h = end - new_lo + 1, end - lo + 1
-
-    def span(p: int) -> int:  # keys a query at position p attends to
-        floor = max(0, 3 * (t - K + 1)) if mode == "exact" else max(0, 3 * (p // 3 - K + 1))
-        return p - floor + 1
-
-    macs = n_new * C * (S + A) / 3  # token embeddings (one state, one action and one return per step)
-    weights = (S + A) * C + 2 * C
-    for l in range(L):
-        last = l == L - 1
-        n_kv = n_new if l == 0 else n_h
-        queries = [end] if last else list(range(lo, end + 1))
-        if absorbed and (mode == "rolling" or (last and l > 0)):  # W_qk, scores and sums over C, W_vo; per head
-            H = cfg.n_head
-            macs += len(queries) * 2 * H * C * C + sum(2 * span(p) * C * H for p in queries)
-        else:
-            macs += n_kv * (2 if last and l > 0 else 3) * C * C + (C * C if last and l > 0 else 0)  # c_attn
-            macs += sum(2 * span(p) * C for p in queries)  # q.k and attention-weighted v
-            macs += len(queries) * C * C  # c_proj
-        macs += len(queries) * 2 * C * I  # the MLP
-        weights += 4 * C * C + 2 * C * I
-    macs += C * A  # action head
-    weights += C * A
-    cache = L * 2 * 3 * K * C  # keys and values of the window, every layer
-    return 2.0 * macs, 4.0 * (weights + cache)
-
-
-def blog_latencies(model: DecisionTransformerModel, n: int, phase: str, rng: np.random.Generator) -> np.ndarray:
-    """Seconds per get_action call of the blog loop, window filling (t < K) or sliding (t >= K)."""
-    S, A = model.config.state_dim, model.config.act_dim
-    out = []
-    while len(out) < n:
-        states, actions = torch.zeros(0, S), torch.zeros(0, A)
-        rtg, timesteps, rewards = torch.zeros(1, 0), torch.zeros(1, 0, dtype=torch.long), torch.zeros(0)
-        for t in range(K if phase == "t<K" else K + 30 + n):
-            states = torch.cat([states, torch.from_numpy(rng.normal(size=(1, S)).astype(np.float32))])
-            actions = torch.cat([actions, torch.zeros(1, A)])
-            rewards = torch.cat([rewards, torch.zeros(1)])
-            rtg = torch.cat([rtg, torch.full((1, 1), 3.6)], dim=1)
-            timesteps = torch.cat([timesteps, torch.full((1, 1), min(t, 999), dtype=torch.long)], dim=1)
-            with torch.no_grad():
-                start = time.perf_counter()
-                action = get_action(model, states, actions, rewards, rtg, timesteps, max_length=K)
-                elapsed = time.perf_counter() - start
-            actions[-1] = action
-            if phase == "t<K" or t >= K + 30:
-                out.append(elapsed)
-            if len(out) >= n:
-                break
-    return np.array(out)
 
 
 def batch1_engine(model: DecisionTransformer, mode: str, threads: int):
@@ -123,35 +59,6 @@ def batch1_engine(model: DecisionTransformer, mode: str, threads: int):
 
     tensors = {k: v.detach().numpy() for k, v in hf_state_dict(model).items()}
     return _C.Engine(model.config.to_json_string(), tensors, 1, K, mode, threads)
-
-
-def policy_latencies(policy: Policy, n: int, phase: str, rng: np.random.Generator, engine=None) -> np.ndarray:
-    """Seconds per Policy.act (or per step of `engine`, a batch-1 dt_fast._C.Engine, alone) at batch 1, window
-    filling (t < K) or sliding (t >= K)."""
-    S = policy.state_dim
-    obs = rng.normal(size=(n + K + 30, S))
-    out = []
-    reset = policy.reset if engine is None else lambda: engine.reset(0)
-    reset()
-    reward = None
-    for i in range(len(obs)):
-        if phase == "t<K" and i % K == 0:
-            reset()
-            reward = None
-        if engine is not None:
-            states = obs[i:i + 1].astype(np.float32)
-            rtg, ts = np.full(1, 3.6, np.float32), np.array([min(i, 999)], np.int64)
-            start = time.perf_counter()
-            engine.step(states, rtg, ts)
-            elapsed = time.perf_counter() - start
-        else:
-            start = time.perf_counter()
-            policy.act(obs[i], reward)
-            elapsed = time.perf_counter() - start
-        reward = 1.0
-        if phase == "t<K" or i >= K + 30:
-            out.append(elapsed)
-    return np.array(out[:n])
 
 
 def lock_latencies(policy: Policy, n: int, rng: np.random.Generator) -> dict[bool, np.ndarray]:
@@ -166,25 +73,6 @@ def lock_latencies(policy: Policy, n: int, rng: np.random.Generator) -> dict[boo
         for lock_per_step in (True, False):
             out[lock_per_step].append(engine._step_latencies(states, rtg, ts, 50, lock_per_step))
     return {k: np.concatenate(v) for k, v in out.items()}
-
-
-def throughput(policy: Policy, steps: int, rng: np.random.Generator, min_time: float = 1.5) -> float:
-    """Actions per second of Policy.act over num_envs rows, window sliding (after K + 5 warm-up steps): the fastest
-    run of `steps` steps over at least `min_time` seconds and three runs (the machine is shared; the fastest run is
-    the least disturbed, as the matmul rate it is compared with is the fastest product)."""
-    B, S = policy.num_envs, policy.state_dim
-    obs = rng.normal(size=(B, S))
-    reward = np.ones(B)
-    policy.reset()
-    policy.act(obs)
-    for _ in range(K + 5):
-        policy.act(obs, reward)
-
-    def run() -> None:
-        for _ in range(steps):
-            policy.act(obs, reward)
-
-    return B * steps * fastest_rate(run, min_time=min_time, warmup=0)
 
 
 def stochastic_hopper() -> DecisionTransformer:
@@ -268,16 +156,6 @@ def weight_refresh(repeats: int) -> None:
                   f"{new / load:>11.2f}")
 
 
-def paired_models(S: int, A: int) -> tuple[DecisionTransformerModel, DecisionTransformer]:
-    """A seeded transformers DecisionTransformerModel (hidden 128, 3 layers) and dt_fast's copy of its weights."""
-    torch.manual_seed(0)
-    hf = DecisionTransformerModel(HFConfig(state_dim=S, act_dim=A, hidden_size=128, n_layer=3, n_head=1,
-                                           max_ep_len=1000)).eval()
-    ours = DecisionTransformer(DecisionTransformerConfig.from_dict(hf.config.to_dict()))
-    load_hf_state_dict(ours, hf.state_dict())
-    return hf, ours.eval()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="200 timed steps instead of 1,000 (smoke run)")
@@ -293,13 +171,13 @@ def main() -> None:
     cores = os.cpu_count() or 1
     by_impl = {threads: matmul_rates(threads=threads) for threads in sorted({1, cores})}
     rates = {threads: max(r.values()) for threads, r in by_impl.items()}
-    bw = memcpy_bytes_per_s()
     for threads, r in by_impl.items():
-        print(f"matmul rate (2048^3 fp32, {threads} thr): torch {r['torch'] / 1e9:.1f} GFLOP/s, engine kernel "
-              f"{r['engine'] / 1e9:.1f}; the bounds use {rates[threads] / 1e9:.1f}")
-    print(f"memory bandwidth (numpy 256 MB copy): {bw / 1e9:.1f} GB/s; K = {K}, {n} timed steps per case")
+        print(f"matmul rate (fastest 512^3 or 2048^3 fp32 call, {threads} thr): torch {r['torch'] / 1e9:.1f} "
+              f"GFLOP/s, engine kernel {r['engine'] / 1e9:.1f}; the bounds use {rates[threads] / 1e9:.1f}")
+    print(f"K = {K}, {n} timed steps per case")
     print(f"\n{'case':<46}{'phase':>6}{'p50 us':>10}{'p99 us':>10}{'vs blog':>9}{'MFLOP':>8}{'KB':>7}"
-          f"{'bound us':>10}{'p50/bound':>10}")
+          f"{'bound us':>10}{'of bound':>10}")
+    latency_rows, lock_rows, throughput_rows = [], [], []
     for env, (S, A) in ENVS.items():
         hf, ours = paired_models(S, A)
         common = dict(target_return=3600.0, state_mean=np.zeros(S), state_std=np.ones(S), scale=SCALE, context_len=K)
@@ -313,16 +191,21 @@ def main() -> None:
             t_cost = K // 2 if phase == "t<K" else K + 30
             print(f"{env + ' blog get_action (1 thr)':<46}{phase:>6}{blog * 1e6:>10.0f}"
                   f"{np.percentile(blog_lat, 99) * 1e6:>10.0f}{1.0:>9.2f}")
+            latency_rows.append(dict(env=env, case="blog get_action (1 thr)", phase=phase, p50_us=blog * 1e6,
+                                     p99_us=np.percentile(blog_lat, 99) * 1e6, x_blog=1.0))
             for name, backend, mode, threads, engine_only in cases:
                 policy = Policy(ours, mode=mode, backend=backend, n_threads=threads, **common)
                 engine = batch1_engine(ours, mode, threads) if engine_only else None
                 lat = policy_latencies(policy, n, phase, rng, engine)
                 flops, nbytes = step_cost(ours.config, mode, t_cost)
-                bound = max(flops / rates[threads], nbytes / bw)
-                p50 = np.median(lat)
-                print(f"{env + ' ' + name:<46}{phase:>6}{p50 * 1e6:>10.0f}{np.percentile(lat, 99) * 1e6:>10.0f}"
+                bound = step_cost(ours.config, mode, t_cost, absorbed=True)[0] / rates[threads]
+                p50, p99 = np.median(lat), np.percentile(lat, 99)
+                print(f"{env + ' ' + name:<46}{phase:>6}{p50 * 1e6:>10.0f}{p99 * 1e6:>10.0f}"
                       f"{blog / p50:>9.2f}{flops / 1e6:>8.1f}{nbytes / 1024:>7.0f}{bound * 1e6:>10.0f}"
-                      f"{p50 / bound:>10.2f}")
+                      f"{bound / p50:>10.2f}")
+                latency_rows.append(dict(env=env, case=name, phase=phase, p50_us=p50 * 1e6, p99_us=p99 * 1e6,
+                                         x_blog=blog / p50, plan_mflop=flops / 1e6, kbytes=nbytes / 1024,
+                                         bound_us=bound * 1e6, of_bound=bound / p50))
     print(f"\n{'lock cost (Hopper, batch 1, t>=K, Engine.step)':<48}{'p50 us':>9}{'p99 us':>9}{'p50 no lock':>12}"
           f"{'p99 no lock':>12}{'p50 diff ns':>12}")
     S, A = ENVS["Hopper"]
@@ -334,23 +217,31 @@ def main() -> None:
             locked, free = (np.percentile(lat[k], [50, 99]) * 1e6 for k in (True, False))
             print(f"{f'cpp {mode} ({threads} thr), lock per step vs none':<48}{locked[0]:>9.1f}{locked[1]:>9.1f}"
                   f"{free[0]:>12.1f}{free[1]:>12.1f}{(locked[0] - free[0]) * 1e3:>12.0f}")
+            lock_rows.append(dict(mode=mode, threads=threads, p50_us=locked[0], p99_us=locked[1],
+                                  p50_no_lock_us=free[0], p99_no_lock_us=free[1]))
     print(f"\n{'throughput (Hopper, window sliding)':<40}{'B':>5}{'threads':>8}{'actions/s':>11}{'bound a/s':>11}"
-          f"{'of bound':>9}{'GFLOP/s':>9}{'of rate':>8}")
+          f"{'of bound':>9}{'GFLOP/s':>9}")
     S, A = ENVS["Hopper"]
     ours = DecisionTransformer(DecisionTransformerConfig(state_dim=S, act_dim=A, hidden_size=128, n_layer=3, n_head=1,
                                                          max_ep_len=1000)).eval()
     common = dict(target_return=3600.0, state_mean=np.zeros(S), state_std=np.ones(S), scale=SCALE, context_len=K)
     for mode in ("exact", "rolling"):
-        flops, _ = step_cost(ours.config, mode, K + 30)
         done, _ = step_cost(ours.config, mode, K + 30, absorbed=True)
         for B in (64, 256):
             for threads in sorted(rates):
                 policy = Policy(ours, mode=mode, backend="cpp", num_envs=B, n_threads=threads, **common)
                 steps = (4 if mode == "exact" else 40) * (256 // B)
                 aps = throughput(policy, steps, rng)
-                bound = rates[threads] / flops
+                bound = rates[threads] / done
                 print(f"{'cpp ' + mode:<40}{B:>5}{threads:>8}{aps:>11.0f}{bound:>11.0f}{aps / bound:>9.2f}"
-                      f"{aps * done / 1e9:>9.1f}{aps * done / rates[threads]:>8.2f}")
+                      f"{aps * done / 1e9:>9.1f}")
+                throughput_rows.append(dict(mode=mode, batch=B, threads=threads, actions_per_s=aps,
+                                            bound_actions_per_s=bound, of_bound=aps / bound,
+                                            gflop_per_s=aps * done / 1e9))
+    path = save_results("bench_policy", latency_rows, {
+        "lock": lock_rows, "throughput": throughput_rows, "matmul_flops_per_s": rates, "matmul_rates": by_impl,
+        "context_len": K, "timed_steps": n, "cores": cores}, directory=RESULTS_DIR)
+    print(f"saved {path}")
     sampled_vs_mean(n, rng)
     weight_refresh(5 if args.quick else 20)
 

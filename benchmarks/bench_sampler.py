@@ -1,13 +1,14 @@
 """Training-window sampling: dt_fast's C++ TrajectorySampler against the blog's collator, side by side.
 
-The collator (benchmarks/reference.py) is fed (a) Python lists, one dict of lists per trajectory (what
-`dataset.to_list()` gives), and (b) a `datasets.Dataset` in the layout of the blog's hub dataset, as in the
-blog. Both datasets are synthetic with a fixed seed: D4RL-sized (1,000 episodes x 1,000 steps, HalfCheetah
-sizes 17 / 6) and ragged (2,000 episodes of 50..1,000 steps). A plain memcpy (numpy copy of a 256 MiB array,
-bytes copied per second) is measured in the same run; the sampler's bandwidth is the bytes of a batch over the
-time per batch. The collator's statistics (computed at construction, untimed) are shared by both of its feeds.
-num_threads=N means N background workers, plus the calling thread, which builds batches itself whenever the next
-one is not ready; cpu_us_per_batch is the process CPU time (all threads) per batch.
+The collator (dt_fast/bench/reference.py) is fed (a) Python lists, one dict of lists per trajectory (what
+`dataset.to_list()` gives), and (b) a `datasets.Dataset` in the layout of the blog's hub dataset, as in the blog.
+Both datasets are synthetic with a fixed seed: D4RL-sized (1,000 episodes x 1,000 steps, HalfCheetah sizes 17 / 6)
+and ragged (2,000 episodes of 50..1,000 steps). A plain memcpy (the fastest numpy copy of a 64 MiB array, bytes read
++ written per second) is measured in the same run; the sampler's bandwidth is the bytes of a batch over the time per
+batch, and of_memcpy its share of the copy's traffic: the windows are read from a dataset larger than the caches
+into a batch that stays in cache. The collator's statistics (computed at construction, untimed) are shared by both
+of its feeds. num_threads=N means N background workers, plus the calling thread, which builds batches itself
+whenever the next one is not ready; cpu_us_per_batch is the process CPU time (all threads) per batch.
 
 Replay buffer (ODT's online loop appends the episodes of each rollout): TrajectorySampler.add_episodes of 64
 Hopper-sized episodes (1,000 steps each, state 11, action 3) into a full buffer of 1,000 such episodes (64 evicted),
@@ -31,58 +32,22 @@ from collections.abc import Callable
 
 import numpy as np
 
-from benchmarks.harness import memcpy_bytes_per_s, print_table, rate, save_results
-from benchmarks.reference import DecisionTransformerGymDataCollator, ListDataset
+from benchmarks import RESULTS_DIR
 from dt_fast import Trajectories, TrajectorySampler
+from dt_fast.bench.harness import memcpy_bytes_per_s, print_table, rate, save_results
+from dt_fast.bench.reference import DecisionTransformerGymDataCollator, ListDataset
+from dt_fast.bench.sampler import (
+    ACT_DIM,
+    BATCH_SIZE,
+    CONTEXT_LEN,
+    STATE_DIM,
+    as_hf_dataset,
+    as_rows,
+    rate_and_cpu,
+    synthetic,
+)
 
-STATE_DIM, ACT_DIM, BATCH_SIZE, CONTEXT_LEN = 17, 6, 64, 20
 HOPPER = (11, 3)  # state and action sizes of the replay-buffer rows
-
-
-def synthetic(lengths: np.ndarray, seed: int, state_dim: int = STATE_DIM, act_dim: int = ACT_DIM) -> Trajectories:
-    """Random float32 episodes of the given lengths (normal states, uniform actions in [-1, 1])."""
-    rng = np.random.default_rng(seed)
-    n = int(lengths.sum())
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return Trajectories(rng.standard_normal((n, state_dim), dtype=np.float32),
-                        rng.uniform(-1, 1, (n, act_dim)).astype(np.float32),
-                        rng.standard_normal(n, dtype=np.float32), offsets=offsets)
-
-
-def as_rows(t: Trajectories) -> list[dict]:
-    """One dict of Python lists per trajectory: the HF row layout (observations, actions, rewards, dones)."""
-    return [{"observations": ep["observations"].tolist(), "actions": ep["actions"].tolist(),
-             "rewards": ep["rewards"].tolist(), "dones": ep["terminals"].tolist()}
-            for ep in (t.episode(i) for i in range(t.num_episodes))]
-
-
-def as_hf_dataset(t: Trajectories) -> datasets.Dataset:
-    """A datasets.Dataset with list<list<float32>> columns, one row per trajectory, built through pyarrow."""
-    import datasets
-    import pyarrow as pa
-
-    outer = t.offsets.astype(np.int32)
-
-    def nested(values: np.ndarray) -> pa.Array:
-        dim = values.shape[1]
-        steps = pa.ListArray.from_arrays(np.arange(0, values.size + 1, dim, dtype=np.int32), values.reshape(-1))
-        return pa.ListArray.from_arrays(outer, steps)
-
-    table = pa.table({"observations": nested(t.observations), "actions": nested(t.actions),
-                      "rewards": pa.ListArray.from_arrays(outer, t.rewards),
-                      "dones": pa.ListArray.from_arrays(outer, t.terminals)})
-    return datasets.Dataset(datasets.table.InMemoryTable(table))
-
-
-def rate_and_cpu(fn: Callable[[], object], seconds: float, warmup: int) -> tuple[float, float]:
-    """Calls per second of fn (wall clock) and process CPU seconds per call (all threads), after warm-up."""
-    for _ in range(warmup):
-        fn()
-    n, wall, cpu = 0, time.perf_counter(), time.process_time()
-    while time.perf_counter() - wall < seconds:
-        fn()
-        n += 1
-    return n / (time.perf_counter() - wall), (time.process_time() - cpu) / n
 
 
 def median_seconds(fn: Callable[[], object], calls: int, warmup: int = 2) -> float:
@@ -159,7 +124,8 @@ def main() -> None:
         hf_rate = rate(lambda: hf_collator(features), min_time=seconds / 3)  # ~0.05 s per batch
         del collator, hf_collator
         gc.collect()
-        copy_rate = memcpy_bytes_per_s() / 2  # bytes copied per second (the harness counts read + write)
+        copy_rate = memcpy_bytes_per_s()  # memory traffic of a copy (read + write): the batch's windows are read
+        # from a dataset larger than the caches into a batch that stays in cache
         cases_of = [("collator, Python lists", lists_rate, lists_cpu, 0),
                     ("collator, datasets.Dataset", hf_rate, None, 0)]
         for num_threads in (1, 2):
@@ -175,17 +141,18 @@ def main() -> None:
                          "GB_per_s": batches_per_s * nbytes / 1e9 if nbytes else "",
                          "of_memcpy": batches_per_s * nbytes / copy_rate if nbytes else "",
                          "batch_bytes": nbytes or ""})
-        rows.append({"dataset": name, "method": "memcpy (numpy copy of 256 MiB)", "GB_per_s": copy_rate / 1e9,
-                     "of_memcpy": 1.0})
+        rows.append({"dataset": name, "method": "memcpy traffic (numpy copy of 64 MiB, read + write)",
+                     "GB_per_s": copy_rate / 1e9, "of_memcpy": 1.0})
     print(f"\nbatch {BATCH_SIZE} x context {CONTEXT_LEN}, state {STATE_DIM}, action {ACT_DIM}; GB/s = batch bytes "
-          f"x batches/s; memcpy = bytes copied per second\n")
+          f"x batches/s; memcpy = bytes read + written per second by a copy\n")
     print_table(rows, ["dataset", "method", "batches_per_s", "vs_lists", "vs_dataset", "GB_per_s", "of_memcpy",
                        "cpu_us_per_batch"])
     print()
     print_table(buffer_rows, ["dataset", "method", "ms_per_call", "vs_append", "of_memcpy"])
     rows += buffer_rows
     path = save_results("bench_sampler", rows, extra={"batch_size": BATCH_SIZE, "context_len": CONTEXT_LEN,
-                                                      "quick": args.quick})
+                                                      "quick": args.quick},
+                        directory=RESULTS_DIR)
     print(f"\nsaved {path}")
 
 

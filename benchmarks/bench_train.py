@@ -11,7 +11,7 @@ Side by side in one process, same model (hidden 128, 3 layers, 1 head), batch 64
   dt_fast bf16 / compile   torch's ops under bf16 autocast / torch.compile
 Reports optimizer steps/s, ratios to the blog and to d3rlpy, the data-loading share of step time, and the share of
 the bound reached: model FLOPs per step over the fastest fp32 matmul rate measured in the same run (torch's or
-the engine's own kernel, 2048^3, all threads). On a shared machine wall time counts the other tenants' load too,
+the engine's own kernel, the fastest 512^3 or 2048^3 call, all threads). On a shared machine wall time counts the other tenants' load too,
 so every row also gives its process CPU time per step (every thread: the step's, the sampler's, torch's or the
 team's) and the share of the CPU-time bound: FLOPs over the fastest rate one core reaches by its own thread CPU
 time (torch or the engine's kernel, 2048^3 or the model's largest GEMM, whichever is faster), divided by the CPU
@@ -29,125 +29,27 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
-import numpy as np
 import torch
 
-from benchmarks.harness import matmul_rates, print_table, save_results
-from benchmarks.reference import ListDataset
-
-STATE_DIM, ACT_DIM, EPISODES, EP_LEN = 17, 6, 100, 1000
-BATCH, CONTEXT = 64, 20
-
-
-def make_dataset(path: Path, seed: int = 0) -> list[dict]:
-    """A HalfCheetah-sized synthetic dataset: written as D4RL HDF5 to `path`, returned as trajectory dicts."""
-    rng = np.random.default_rng(seed)
-    obs = rng.normal(size=(EPISODES * EP_LEN, STATE_DIM)).astype(np.float32)
-    act = rng.uniform(-1, 1, size=(EPISODES * EP_LEN, ACT_DIM)).astype(np.float32)
-    rew = rng.normal(size=EPISODES * EP_LEN).astype(np.float32)
-    timeouts = np.zeros(EPISODES * EP_LEN, dtype=bool)
-    timeouts[EP_LEN - 1 :: EP_LEN] = True
-    with h5py.File(path, "w") as f:
-        f.attrs["env_id"] = "HalfCheetah-v4"
-        for key, value in dict(observations=obs, actions=act, rewards=rew, terminals=np.zeros_like(timeouts),
-                               timeouts=timeouts).items():
-            f.create_dataset(key, data=value)
-    return [dict(observations=obs[i:i + EP_LEN].tolist(), actions=act[i:i + EP_LEN].tolist(),
-                 rewards=rew[i:i + EP_LEN].tolist(), dones=[False] * EP_LEN)
-            for i in range(0, EPISODES * EP_LEN, EP_LEN)]
-
-
-def blog_trainer_rate(dataset: object, steps: int) -> tuple[float, float, float]:
-    """(optimizer steps/s, data-loading share, process CPU seconds per step) of the blog's Trainer set-up over
-    `dataset`."""
-    import transformers
-    from transformers import DecisionTransformerConfig, Trainer, TrainerCallback, TrainingArguments
-
-    from benchmarks.reference import DecisionTransformerGymDataCollator, TrainableDT
-
-    transformers.logging.set_verbosity_error()
-    collator = DecisionTransformerGymDataCollator(dataset)
-    loading = [0.0]
-    stamps: list[tuple[float, float, float]] = []
-
-    def timed_collator(features: list) -> dict:
-        start = time.perf_counter()
-        out = collator(features)
-        loading[0] += time.perf_counter() - start
-        return out
-
-    class TimedRows:
-        """The Trainer's DataLoader fetches `batch_size` rows per step (the collator then ignores them)."""
-
-        def __len__(self) -> int:
-            return len(dataset)
-
-        def __getitem__(self, i: int) -> object:
-            start = time.perf_counter()
-            row = dataset[i]
-            loading[0] += time.perf_counter() - start
-            return row
-
-    class Stamp(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003
-            stamps.append((time.perf_counter(), loading[0], time.process_time()))
-
-    config = DecisionTransformerConfig(state_dim=collator.state_dim, act_dim=collator.act_dim)
-    model = TrainableDT(config)
-    with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(output_dir=out, remove_unused_columns=False, per_device_train_batch_size=BATCH,
-                                 learning_rate=1e-4, weight_decay=1e-4, warmup_steps=0.1, optim="adamw_torch",
-                                 max_grad_norm=0.25, max_steps=steps + 5, report_to="none", save_strategy="no",
-                                 logging_strategy="no", use_cpu=True, disable_tqdm=True)
-        trainer = Trainer(model=model, args=args, train_dataset=TimedRows(), data_collator=timed_collator,
-                          callbacks=[Stamp()])
-        trainer.train()
-    (t0, load0, cpu0), (t1, load1, cpu1) = stamps[4], stamps[-1]  # skip warm-up steps
-    return (len(stamps) - 5) / (t1 - t0), (load1 - load0) / (t1 - t0), (cpu1 - cpu0) / (len(stamps) - 5)
-
-
-@contextlib.contextmanager
-def torch_path() -> Iterator[None]:
-    """Inside: dt_fast's model and Trainer on torch's ops (DT_FAST_BACKEND=torch), not its C++ training ops."""
-    before = os.environ.get("DT_FAST_BACKEND")
-    os.environ["DT_FAST_BACKEND"] = "torch"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ["DT_FAST_BACKEND"]
-        else:
-            os.environ["DT_FAST_BACKEND"] = before
-
-
-def d3rlpy_rate(obs: np.ndarray, act: np.ndarray, rew: np.ndarray, timeouts: np.ndarray,
-                steps: int) -> tuple[float, float, float] | str:
-    """(optimizer steps/s, data-loading share, process CPU seconds per step) of d3rlpy's DecisionTransformer at the
-    same sizes (hidden 128 from a one-layer encoder, 3 layers, 1 head, batch 64, context 20, dropout 0.1), sampling
-    its own trajectory batches; or the reason it could not run."""
-    try:
-        import d3rlpy
-    except ImportError as err:
-        return f"d3rlpy is not installed ({err}); pip install \"dt-fast[bench]\""
-    dataset = d3rlpy.dataset.MDPDataset(obs, act, rew, np.zeros_like(timeouts), timeouts=timeouts)
-    algo = d3rlpy.algos.DecisionTransformerConfig(
-        batch_size=BATCH, context_size=CONTEXT, encoder_factory=d3rlpy.models.VectorEncoderFactory([128]),
-        num_heads=1, num_layers=3, max_timestep=EP_LEN).create(device="cpu:0")
-    algo.build_with_dataset(dataset)
-    load = 0.0
-    for i in range(steps + 5):
-        if i == 5:  # warm-up steps done
-            load, start, cpu = 0.0, time.perf_counter(), time.process_time()
-        t0 = time.perf_counter()
-        batch = dataset.sample_trajectory_batch(BATCH, length=CONTEXT)
-        load += time.perf_counter() - t0
-        algo.update(batch)
-    total = time.perf_counter() - start
-    return steps / total, load / total, (time.process_time() - cpu) / steps
+from benchmarks import RESULTS_DIR
+from dt_fast.bench.harness import load_average, matmul_rates, print_table, save_results
+from dt_fast.bench.reference import ListDataset
+from dt_fast.bench.train import (
+    ACT_DIM,
+    BATCH,
+    CONTEXT,
+    STATE_DIM,
+    blog_trainer_rate,
+    d3rlpy_rate,
+    dt_fast_rate,
+    make_dataset,
+    torch_path,
+    train_flops_per_step,
+)
 
 
 def eager_fixed_batch_rate(steps: int) -> tuple[float, float]:
@@ -177,31 +79,6 @@ def eager_fixed_batch_rate(steps: int) -> tuple[float, float]:
         for _ in range(steps):
             step()
         return steps / (time.perf_counter() - start), (time.process_time() - cpu) / steps
-
-
-def dt_fast_rate(path: Path, steps: int, fused: bool = True, **options: object) -> tuple[float, float]:
-    """(optimizer steps/s, data-loading share) of dt_fast's Trainer on the HDF5 file, on its C++ training ops
-    (fused) or on torch's."""
-    from dt_fast.train import TrainConfig, Trainer
-
-    with contextlib.nullcontext() if fused else torch_path(), tempfile.TemporaryDirectory() as out:
-        cfg = TrainConfig(dataset=str(path), out=out, steps=steps + 5, batch_size=BATCH, context_len=CONTEXT,
-                          save_every=10**9, log_every=10**9, **options)
-        trainer = Trainer(cfg)
-        trainer.model.train()
-        batches = iter(trainer.sampler)
-        for _ in range(5):  # warm-up (and compilation)
-            trainer.train_step(next(batches))
-        load = 0.0
-        start = time.perf_counter()
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            batch = next(batches)
-            load += time.perf_counter() - t0
-            trainer.train_step(batch)
-        total = time.perf_counter() - start
-        trainer.close()
-    return steps / total, load / total
 
 
 def dt_fast_rounds(path: Path, steps: int, rounds: int,
@@ -275,11 +152,6 @@ def cpu_matmul_rate(min_time: float = 1.0) -> dict[str, float]:
     return rates
 
 
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages (as `uptime` prints them)."""
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 # torch.profiler event names of each op family. The linear layers' C++ ops carry their fused epilogues (bias, ReLU,
 # dropout + residual, the gradient's masks and sums): on the fused path "GEMM" is those ops whole.
 FAMILIES = {
@@ -328,23 +200,6 @@ def profile_breakdown(path: Path, steps: int, fused: bool = True) -> dict[str, f
             seconds[family] = seconds.get(family, 0.0) + event.self_cpu_time_total / 1e6
     seconds["framework"] = max(total - sum(seconds.values()), 0.0)
     return {family: value / total for family, value in seconds.items()}
-
-
-def train_flops_per_step(action_only: bool = False) -> float:
-    """Model FLOPs of one training step (forward + backward = 3x forward), matmuls and attention.
-
-    action_only: as dt_fast's Trainer computes it (DecisionTransformer.forward(action_only=True)): the last block
-    runs queries, projections and MLP on the s_t tokens only, and only the action head runs.
-    """
-    H, L, T = 128, 3, 3 * CONTEXT
-    tokens = BATCH * T
-    last = 1 / 3 if action_only else 1.0  # share of the last block's rows that are queries
-    # c_attn: queries H^2, keys and values 2H^2; then c_proj (H^2) + MLP (8H^2) per query row
-    linear = 2 * tokens * ((L - 1) * 12 + 2 + last * 10) * H * H
-    heads = ACT_DIM if action_only else STATE_DIM + ACT_DIM + 1
-    embed_heads = 2 * BATCH * CONTEXT * H * (STATE_DIM + ACT_DIM + 1 + heads)  # embeddings in, predictions out
-    attention = 2 * 2 * BATCH * (L - 1 + last) * T * T * H // 2  # QK^T and AV, causal half
-    return 3.0 * (linear + embed_heads + attention)
 
 
 def main() -> None:
@@ -408,7 +263,8 @@ def main() -> None:
                  of_bound_cpu=1.0)
     print(f"load average before {load_before}, after {load_average()} (1, 5, 15 min) on {os.cpu_count()} CPUs")
     print(f"model FLOPs per step {flops / 1e9:.2f} GFLOP ({flops_ours / 1e9:.2f} as dt_fast computes only the "
-          f"action loss's inputs); fp32 matmul 2048^3 on {torch.get_num_threads()} threads: torch "
+          f"action loss's inputs); fp32 matmul (fastest 512^3 or 2048^3 call) on {torch.get_num_threads()} threads: "
+          f"torch "
           f"{rates['torch'] / 1e9:.1f}, the engine's kernel {rates['engine'] / 1e9:.1f} GFLOP/s -> bound "
           f"{peak / flops:.1f} steps/s ({peak / flops_ours:.1f} for dt_fast)")
     print("one core by its thread CPU time: " + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in core_rates.items())
@@ -423,7 +279,8 @@ def main() -> None:
     print("results:", save_results("train", rows + [bound], {
         "flops_per_step": flops, "flops_per_step_dt_fast": flops_ours, "matmul_flops_per_s": peak,
         "matmul_rates": rates, "matmul_flops_per_cpu_s": core_peak, "matmul_rates_per_core": core_rates,
-        "rounds": args.rounds, "load_average": [load_before, load_average()], "profile_shares": profiles}))
+        "rounds": args.rounds, "load_average": [load_before, load_average()], "profile_shares": profiles,
+        "steps": steps, "quick": args.quick}, directory=RESULTS_DIR))
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train": (train, "train a Decision Transformer on a dataset file into a checkpoint directory"),
         "finetune": (finetune, "fine-tune a checkpoint online (Online Decision Transformer) over envpool envs"),
         "eval": (evaluation, "evaluate a checkpoint over batched envs: returns, scores, plot, video"),
-        "bench": (bench, "run the benchmark suite of a source checkout: one table against the blog and the hardware"),
+        "bench": (bench, "run the benchmark suite: one table against the blog's workflow and the hardware bounds"),
     }
     for name, (module, help_text) in stages.items():
         p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)

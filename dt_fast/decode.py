@@ -14,7 +14,7 @@ read from s_t; the blog's zero a_t placeholder comes after s_t and, by causality
 is skipped.
 
 Modes:
-- "exact": the action of the blog's `get_action` window recompute (benchmarks/reference.py), to float tolerance.
+- "exact": the action of the blog's `get_action` window recompute (dt_fast/bench/reference.py), to float tolerance.
   While t < K the cache is exact and only the new tokens are computed. Once the window slides, layers >= 1 are
   recomputed over the 3K - 1 window tokens, layer 0 is not (a token's layer-0 query, key and value depend on its
   own embedding only and stay cached), and the last layer runs attention and MLP for s_t alone.

@@ -14,6 +14,8 @@ EXTRAS = {
     "pyarrow": ("formats", "pyarrow"),
     "datasets": ("formats", "datasets"),
     "minari": ("formats", "minari"),
+    "transformers": ("bench", "transformers"),
+    "accelerate": ("bench", "accelerate"),
 }
 
 

@@ -12,7 +12,7 @@ tanh-Gaussian, `set_sampling(seed)`, with counter-based noise per row (distribut
 actions for the same seed whatever the engine's threads, and on both backends to float tolerance), and
 `update_weights(model)` loads the weights of a training step into the Policy without building a new one.
 
-It keeps what the blog's `get_action` loop (benchmarks/reference.py) keeps: states normalised with the dataset's
+It keeps what the blog's `get_action` loop (dt_fast/bench/reference.py) keeps: states normalised with the dataset's
 mean and std, the return-to-go (target / scale, minus reward / scale after every step), timesteps (clipped to
 max_ep_len - 1), the actions taken, and a KV cache per row. Modes (see dt_fast/decode.py and csrc/engine/engine.h):
 "exact" returns the blog's actions to float tolerance; "rolling" is O(1) per step and APPROXIMATE once an episode

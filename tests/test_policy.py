@@ -1,6 +1,6 @@
 """Policy(mode="exact") acts as the blog's get_action loop on transformers.DecisionTransformerModel, every step.
 
-The reference is benchmarks/reference.py::rollout on a Hopper-v4 episode (gymnasium, fixed seed, no early
+The reference is dt_fast/bench/reference.py::rollout on a Hopper-v4 episode (gymnasium, fixed seed, no early
 termination so that it lasts 1,000 steps). The Policy is then fed the same observations and rewards, so a float
 rounding difference in one action cannot grow through the chaotic dynamics into a different episode; each of its
 actions must be within 1e-4 of the reference's at the same step.
@@ -18,7 +18,7 @@ from transformers import DecisionTransformerConfig as HFConfig
 from transformers import DecisionTransformerModel
 
 import dt_fast
-from benchmarks.reference import rollout
+from dt_fast.bench.reference import rollout
 from dt_fast.checkpoint import Metadata, load_hf_state_dict, write_metadata
 from dt_fast.policy import Policy
 

@@ -63,7 +63,7 @@ def test_cpp_batches_equal_the_numpy_reference(context_len: int, scale: float, g
 def test_equal_to_the_blog_collator_for_the_same_draws(monkeypatch: pytest.MonkeyPatch) -> None:
     import datasets
 
-    from benchmarks.reference import DecisionTransformerGymDataCollator
+    from dt_fast.bench.reference import DecisionTransformerGymDataCollator
 
     rows = [{"observations": DATA.episode(i)["observations"].tolist(), "actions": DATA.episode(i)["actions"].tolist(),
              "rewards": DATA.episode(i)["rewards"].tolist(), "dones": DATA.episode(i)["terminals"].tolist()}

@@ -1,7 +1,8 @@
 """Micro-benchmarks (pytest-benchmark): dt_fast's kernels reference path, sampler, engine step and dropout mask,
 each beside the baseline it replaces where there is one (same benchmark group, extra_info "reference").
 
-Outside `tests/` on purpose (pytest's testpaths), so `make test` never collects them. Run by the suite, or:
+Outside `tests/` on purpose (pytest's testpaths), so `make test` never collects them. Run them with (the JSON
+stays out of git):
 
     .venv/bin/python -m pytest benchmarks/micro --benchmark-json benchmarks/results/micro.json
 """
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.reference import DecisionTransformerGymDataCollator, ListDataset, get_action
 from dt_fast import DecisionTransformer, DecisionTransformerConfig, Trajectories, TrajectorySampler
+from dt_fast.bench.reference import DecisionTransformerGymDataCollator, ListDataset, get_action
 from dt_fast.checkpoint import hf_state_dict
 from dt_fast.kernels.reference import attention_masked_ref, embed_ref
 
@@ -52,7 +53,7 @@ def test_sampler_sample(benchmark, trajectories: Trajectories) -> None:
 
 @pytest.mark.benchmark(group="sampler: batch 64 x context 20")
 def test_sampler_blog_collator(benchmark, trajectories: Trajectories) -> None:
-    """The blog's collator fed Python lists (benchmarks/reference.py)."""
+    """The blog's collator fed Python lists (dt_fast/bench/reference.py)."""
     rows = [{"observations": ep["observations"].tolist(), "actions": ep["actions"].tolist(),
              "rewards": ep["rewards"].tolist(), "dones": ep["terminals"].tolist()}
             for ep in (trajectories.episode(i) for i in range(trajectories.num_episodes))]

@@ -3,10 +3,13 @@
 #   1. `python -m build` makes the sdist, then the wheel from the sdist in an isolated environment (cmake and ninja
 #      come from the build requirements); the sdist holds every tracked file of csrc/ and dt_fast/ (datasets
 #      included) and nothing generated; the wheel holds dt_fast._C and the datasets;
-#   2. the wheel with the [envs] extra goes into a fresh venv (torch pinned to the CPU build on disk);
+#   2. the wheel with the [bench] extra (which holds [envs]) goes into a fresh venv (torch pinned to the CPU build
+#      on disk);
 #   3. from a directory outside the source tree: dt_fast._C imports from the venv, `dt-fast --help` and every
 #      subcommand's --help run, `dt-fast train` runs a few steps on the embedded dataset, `dt-fast eval` runs a
-#      few episodes, and its --video (the [video] extra, not installed) fails with an error naming the extra.
+#      few episodes, and its --video (the [video] extra, not installed) fails with an error naming the extra;
+#      `dt-fast bench --rows sampler` (one group of the suite) writes its results into the --out directory and
+#      nothing into the installed package.
 # Usage: tests/packaging/check_install.sh PYTHON   (a Python with the `build` package, e.g. .venv/bin/python)
 set -euo pipefail
 
@@ -69,8 +72,8 @@ done
 
 "$PY" -m venv "$WORK/venv"
 VPY="$WORK/venv/bin/python"
-run pip.log "$VPY" -m pip install -q --no-compile torch==2.13.0 "$wheel[envs]"
-step "fresh venv with the wheel and [envs]"
+run pip.log "$VPY" -m pip install -q --no-compile torch==2.13.0 "$wheel[bench]"
+step "fresh venv with the wheel and [bench]"
 
 mkdir "$WORK/user" && cd "$WORK/user"
 dt=$WORK/venv/bin/dt-fast
@@ -112,4 +115,14 @@ if "$dt" eval run --episodes 2 --num-envs 2 --no-progress --video run.mp4 >"$WOR
 fi
 expect eval.log "^Hopper-v4, mode exact"
 expect eval.log "needs imageio-ffmpeg: pip install 'dt-fast\[video\]'"
-step "eval 2 episodes; --video without [video] names the extra; passed"
+step "eval 2 episodes; --video without [video] names the extra"
+
+# The suite's cheapest group from the installed package: results in --out, nothing written inside the package.
+touch "$WORK/before-bench"
+run bench.log "$dt" bench --rows sampler --out results
+expect bench.log "^sampler batches/s, batch 64 x K 20"
+[ "$(ls results)" = "$(printf 'suite.json\nsuite.md')" ] || fail "dt-fast bench wrote $(ls results) in results/"
+package=$("$VPY" -c "import dt_fast, os; print(os.path.dirname(dt_fast.__file__))")
+written=$(find "$package" -newer "$WORK/before-bench" -type f ! -name '*.pyc')
+[ -z "$written" ] || fail "dt-fast bench wrote into the installed package: $written"
+step "dt-fast bench --rows sampler wrote results/suite.json and suite.md; passed"
