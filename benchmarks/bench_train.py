@@ -173,7 +173,8 @@ def main() -> None:
     print(f"model FLOPs per step {flops / 1e9:.2f} GFLOP ({flops_ours / 1e9:.2f} as dt_fast computes only the "
           f"action loss's inputs); fp32 matmul (fastest 512^3 or 2048^3 call) on 1 thread, times "
           f"{torch.get_num_threads()} for the bound: torch {rates['torch'] / 1e9:.1f}, the engine's kernel "
-          f"{rates['engine'] / 1e9:.1f} GFLOP/s -> bound {peak / flops:.1f} steps/s ({peak / flops_ours:.1f} for dt_fast)")
+          f"{rates['engine'] / 1e9:.1f} GFLOP/s -> bound {peak / flops:.1f} steps/s ({peak / flops_ours:.1f} for "
+          f"dt_fast)")
     print_table(rows + [bound], ["setup", "steps_per_s", "x_blog_datasets", "x_blog_lists", "x_d3rlpy", "data_share",
                                  "of_bound"])
     families = ["GEMM", "attention", "elementwise", "optimizer", "data", "framework"]
