@@ -1,5 +1,6 @@
-"""benchmarks/bench_odt.py's online bench runs both sides (the official ODT loop and dt_fast's Finetuner) from one
-checkpoint at tiny settings and reports positive rates and ratios for every side (not its speed)."""
+"""dt_fast/bench/odt.py (the suite's odt rows, benchmarks/bench_odt.py online) runs both sides (the official ODT
+loop and dt_fast's Finetuner) from one checkpoint at tiny settings and reports positive rates and ratios for every
+side (not its speed)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def tiny_hopper_checkpoint(path) -> None:
 
 
 def test_the_online_bench_runs_every_side_and_reports_positive_rates(tmp_path, one_torch_thread) -> None:
-    from benchmarks.bench_odt import MODES, REFERENCE, online_rounds, online_summary
+    from dt_fast.bench.odt import MODES, REFERENCE, online_rounds, online_summary
 
     tiny_hopper_checkpoint(tmp_path)
     rows = online_rounds(tmp_path, envs=2, updates=2, batch=4, rounds=2, warmup_updates=1)

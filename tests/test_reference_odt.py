@@ -1,4 +1,4 @@
-"""benchmarks/reference_odt.py, the official ODT loop: it runs (a tiny online iteration on Hopper-v4), its model is
+"""dt_fast/bench/reference_odt.py, the official ODT loop: it runs (a tiny online iteration on Hopper-v4), its model is
 dt_fast's stochastic model on the same checkpoint, and its LAMB, buffer and windows behave as the official code's."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.reference_odt import (
+from dt_fast import DecisionTransformer, DecisionTransformerConfig
+from dt_fast.bench.reference_odt import (
     Experiment,
     Lamb,
     ReplayBuffer,
@@ -16,7 +17,6 @@ from benchmarks.reference_odt import (
     time_collection,
     time_online_iteration,
 )
-from dt_fast import DecisionTransformer, DecisionTransformerConfig
 from dt_fast.checkpoint import Metadata, hf_state_dict, write_metadata
 
 pytest.importorskip("gymnasium")

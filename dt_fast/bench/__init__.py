@@ -1,7 +1,8 @@
 """`dt-fast bench`: the benchmark suite (dt_fast/bench/suite.py), against the blog's workflow and this machine.
 
 The suite, the blog's reference workflow (reference.py), the timing helpers (harness.py) and the workloads the
-suite times (sampler.py, train.py, policy.py, evaluation.py) ship with the package; they need the `[bench]` extra
+suite times (sampler.py, train.py, policy.py, evaluation.py, odt.py with the official ODT loop in
+reference_odt.py) ship with the package; they need the `[bench]` extra
 (transformers and its Trainer). The per-component scripts with longer runs live in the source tree's benchmarks/.
 """
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from dt_fast.extras import require
 
-GROUPS = ("sampler", "train", "policy", "eval")
+GROUPS = ("sampler", "train", "policy", "eval", "odt")
 """The suite's groups of rows (suite.ROWS, which imports transformers: not imported to build the parser)."""
 
 

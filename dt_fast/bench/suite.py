@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dt_fast.bench import evaluation as bench_eval  # the names of the scripts these workloads came from
+from dt_fast.bench import evaluation as bench_eval
+from dt_fast.bench import odt as bench_odt  # the names of the scripts these workloads came from
 from dt_fast.bench import policy as bench_policy
 from dt_fast.bench import sampler as bench_sampler
 from dt_fast.bench import train as bench_train
@@ -43,6 +44,7 @@ COLUMNS = ["measure", "dt_fast", "reference", "x_reference", "bound", "of_bound"
 HEADERS = ["measure", "dt_fast", "reference", "x reference", "bound", "of bound", "reference is", "bound is"]
 SECONDS = 2.0  # timing window of each rate measurement
 TRAIN_STEPS, LATENCY_STEPS, EVAL_ENVS, EVAL_EPISODES, BLOG_EVAL_STEPS = 40, 1000, 64, 128, 400
+ODT_PRETRAIN_STEPS = 200  # the stochastic checkpoint both ODT sides start from
 OUTPUTS = ("suite.json", "suite.md")
 
 
@@ -200,6 +202,24 @@ def eval_rows() -> list[dict]:
                 for mode in ("exact", "rolling")]
 
 
+def odt_rows() -> list[dict]:
+    """dt_fast's online fine-tuning vs the official ODT loop (odt.online_rounds, one round after warm-up) from a
+    stochastic checkpoint trained for ODT_PRETRAIN_STEPS steps: collection env-steps/s, online iteration seconds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = bench_odt.make_checkpoint(Path(tmp) / "odt", steps=ODT_PRETRAIN_STEPS)
+        summary = bench_odt.online_summary(bench_odt.online_rounds(ckpt, rounds=1))
+    ceiling = bench_eval.envpool_random(bench_odt.ENVS, 500, seed=0)
+    ref = summary[bench_odt.REFERENCE]
+    envs, updates, batch = bench_odt.ENVS, bench_odt.UPDATES, bench_odt.BATCH
+    rows = [row(f"ODT collection env-steps/s, {envs} envs, {mode}", summary[f"dt_fast {mode}"]["env_steps_per_s"],
+                ref["env_steps_per_s"], ceiling, "official ODT loop, gymnasium SyncVectorEnv",
+                f"envpool stepping {envs} envs with random actions") for mode in bench_odt.MODES]
+    rows += [row(f"ODT online iteration s, {envs} envs + {updates} updates x batch {batch}, {mode}",
+                 summary[f"dt_fast {mode}"]["total_s"], ref["total_s"], None, "official ODT loop (LAMB, DataLoader)",
+                 lower_is_better=True) for mode in bench_odt.MODES]
+    return rows
+
+
 def markdown_table(rows: list[dict]) -> str:
     """The rows as a Markdown table (numbers to 3 significant digits)."""
     def fmt(v: object) -> str:
@@ -219,6 +239,7 @@ ROWS: dict[str, Callable[[dict], list[dict]]] = {
     "train": train_rows,
     "policy": policy_rows,
     "eval": lambda hw: eval_rows(),  # its bound is envpool's own rate, measured inside
+    "odt": lambda hw: odt_rows(),  # the same
 }
 """The groups of rows, in the order they run (dt_fast.bench.GROUPS names them for `--rows`)."""
 
