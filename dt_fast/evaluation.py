@@ -35,8 +35,15 @@ from typing import Any
 
 import numpy as np
 
-from dt_fast.checkpoint import (CONFIG_NAME, METADATA_NAME, SAFE_WEIGHTS_NAME, atomic_write, check_output,
-                                read_metadata, write_text)
+from dt_fast.checkpoint import (
+    CONFIG_NAME,
+    METADATA_NAME,
+    SAFE_WEIGHTS_NAME,
+    atomic_write,
+    check_output,
+    read_metadata,
+    write_text,
+)
 from dt_fast.envs import check_env_matches, make_vector_env, normalized_score, reference_scores, run_episodes
 from dt_fast.extras import require
 

@@ -26,6 +26,7 @@ from dt_fast.kernels.dispatch import embed_tokens, embedding_weights, resolve_ba
 from dt_fast.train_ops import attention, draw_seed, dropout_add, fused_cpu, layer_norm, layer_norm_residual, linear
 from dt_fast.train_ops import embed_tokens as tokens_before_ln
 
+
 def activation(name: str, x: torch.Tensor) -> torch.Tensor:
     """Apply the transformers activation called `name` (see config.ACTIVATIONS)."""
     if name == "relu":

@@ -54,7 +54,7 @@ def tensors_of(model: DecisionTransformer) -> dict[str, np.ndarray]:
     return {k: v.detach().numpy() for k, v in hf_state_dict(model).items()}
 
 
-def make_engine(model: DecisionTransformer, batch: int, K: int, mode: str, **kwargs) -> "dt_fast._C.Engine":
+def make_engine(model: DecisionTransformer, batch: int, K: int, mode: str, **kwargs) -> dt_fast._C.Engine:
     """An engine with the model's weights handed over from Python."""
     return dt_fast._C.Engine(model.config.to_json_string(), tensors_of(model), batch, K, mode, **kwargs)
 

@@ -13,9 +13,17 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from dt_fast.evaluation import (EvalResult, assign_slots, check_reference, evaluate, format_table, plot_returns,
-                                record_video, returns_figure)
 from dt_fast.envs import D4RL_REFERENCE
+from dt_fast.evaluation import (
+    EvalResult,
+    assign_slots,
+    check_reference,
+    evaluate,
+    format_table,
+    plot_returns,
+    record_video,
+    returns_figure,
+)
 
 ENV_ID = "DtFastRandomLength-v0"
 SHORT, LONG, P_LONG = 1, 60, 0.1  # episode lengths; LONG is drawn with probability P_LONG at reset

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from dt_fast.evaluation import assign_slots, evaluate
 from dt_fast.checkpoint import Metadata, write_metadata
 from dt_fast.config import DecisionTransformerConfig
 from dt_fast.envs import check_env_matches
+from dt_fast.evaluation import assign_slots, evaluate
 from dt_fast.model import DecisionTransformer
 from dt_fast.policy import Policy
 

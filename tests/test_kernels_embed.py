@@ -1,8 +1,8 @@
 """Fused embedding kernel (Triton interpreter on CPU) against reference.embed_ref and DecisionTransformer.
 
-Forward within 1e-5 and every gradient within 1e-4 + 1e-5 relative (fp32) over a grid of batch 1..9, hidden 64/128 (and an odd
-one), the MuJoCo state/action sizes and odd ones, lengths 1..60 with left padding; DT_FAST_FULL_GRID=1 runs a
-larger product grid.
+Forward within 1e-5 and every gradient within 1e-4 + 1e-5 relative (fp32) over a grid of batch 1..9, hidden 64/128
+(and an odd one), the MuJoCo state/action sizes and odd ones, lengths 1..60 with left padding; DT_FAST_FULL_GRID=1
+runs a larger product grid.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ def random_hf_model(seed: int, state_dim: int = 11, act_dim: int = 3, std: float
     config = HFConfig(state_dim=state_dim, act_dim=act_dim, max_ep_len=1000, **kwargs)
     model = DecisionTransformerModel(config).eval()
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             p.normal_(0.0, std if p.dim() > 1 else 0.1)
     return model
 
@@ -84,8 +84,8 @@ def test_exact_matches_blog_loop_1000_steps(hopper_1000, backend: str, tmp_path)
     model, (first_obs, ref, observations, rewards, (mean, std)) = hopper_1000
     assert len(ref) == 1000 and np.abs(np.diff(ref, axis=0)).max() > 1e-2  # the actions really vary
     model.save_pretrained(tmp_path)
-    write_metadata(tmp_path, Metadata(state_mean=mean, state_std=std, scale=1000.0, context_len=20, target_return=3600.0,
-                   env_id="Hopper-v4"))
+    write_metadata(tmp_path, Metadata(state_mean=mean, state_std=std, scale=1000.0, context_len=20,
+                                      target_return=3600.0, env_id="Hopper-v4"))
     policy = Policy.from_pretrained(tmp_path, mode="exact", backend=backend)
     assert policy.backend == backend
     got = replay(policy, first_obs, observations, rewards, 1000)

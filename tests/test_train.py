@@ -428,8 +428,9 @@ def test_a_failed_save_after_a_good_one_says_where_resume_starts(hopper_file: Pa
 
     real_write = checkpoint.write_train_state
     monkeypatch.setattr(checkpoint, "write_train_state", full_disk)
-    with pytest.raises(OSError, match=r"training stopped at step 4: .*train_state.pt: could not write the file .*; "
-                                      r"the previous train_state.pt is unchanged; --resume .*run continues from step 2"):
+    message = (r"training stopped at step 4: .*train_state.pt: could not write the file .*; "
+               r"the previous train_state.pt is unchanged; --resume .*run continues from step 2")
+    with pytest.raises(OSError, match=message):
         trainer.run()
     assert torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)["step"] == 2
     assert sorted(p.name for p in (tmp_path / "run").iterdir() if ".tmp" in p.name) == []

@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dt_fast.train_ops.runtime import array, context
 from dt_fast.train_ops.dropout import dropout_mask_reference
+from dt_fast.train_ops.runtime import array, context
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
