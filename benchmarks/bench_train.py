@@ -18,7 +18,6 @@ reaches by its own thread CPU time (torch or the engine's kernel, 2048^3 or the 
 faster), divided by the CPU seconds of a step. The dt_fast paths run in alternating rounds of steps (medians over
 rounds), each the same batches. Then a profile of the fused path by op family (torch.profiler).
 
-
     python -m benchmarks.bench_train [--steps 40] [--rounds 5] [--quick]
 """
 
