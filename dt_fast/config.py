@@ -6,6 +6,7 @@ the command line, YAML/JSON files and Python.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import numbers
@@ -248,6 +249,7 @@ def _convert(kind: type, value: Any, where: str) -> Any:
     return int(number)
 
 
+@functools.cache
 def field_docs(cls: type) -> dict[str, str]:
     """The docstring under each field of dataclass `cls`, for --help: read from the class's own lines of its source
     file (parsing the whole module, as inspect.getsource does, slows the command's start-up)."""

@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import csv
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -32,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from dt_fast import checkpoint, odt, train_graph, train_ops
-from dt_fast.config import ACTIVATIONS, DecisionTransformerConfig, describe_setting, parse_setting, setting
+from dt_fast.config import ACTIVATIONS, DecisionTransformerConfig, describe_setting, field_docs, parse_setting, setting
 from dt_fast.data import DEFAULT_DATASET, Trajectories
 from dt_fast.distributions import TanhNormal
 from dt_fast.model import DecisionTransformer
@@ -225,22 +224,7 @@ def _help(f: dataclasses.Field) -> str:
 
 def _doc(name: str) -> str:
     """The docstring under a TrainConfig field, for --help."""
-    return _field_docs().get(name, "")
-
-
-@functools.cache
-def _field_docs() -> dict[str, str]:
-    """The docstring under each TrainConfig field, read once from the class's lines of this file (parsing the
-    whole file, as inspect.getsource does, costs a noticeable part of the command's start-up)."""
-    import ast
-    import re
-
-    source = Path(__file__).read_text()
-    start = source.index("\nclass TrainConfig") + 1
-    end = start + re.search(r"\n(?=\S)", source[start:]).end()  # the next top-level line
-    body = ast.parse(source[start:end]).body[0].body
-    return {node.target.id: " ".join(nxt.value.value.split()) for node, nxt in zip(body, body[1:])
-            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)}
+    return field_docs(TrainConfig).get(name, "")
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
