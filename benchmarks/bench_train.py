@@ -11,12 +11,12 @@ Side by side in one process, same model (hidden 128, 3 layers, 1 head), batch 64
   dt_fast bf16 / compile   torch's ops under bf16 autocast / torch.compile
 Reports optimizer steps/s, ratios to the blog and to d3rlpy, the data-loading share of step time, and the share of
 the bound reached: model FLOPs per step over the fastest fp32 matmul rate measured in the same run (torch's or
-the engine's own kernel, the fastest 512^3 or 2048^3 call, all threads). On a shared machine wall time counts the other tenants' load too,
-so every row also gives its process CPU time per step (every thread: the step's, the sampler's, torch's or the
-team's) and the share of the CPU-time bound: FLOPs over the fastest rate one core reaches by its own thread CPU
-time (torch or the engine's kernel, 2048^3 or the model's largest GEMM, whichever is faster), divided by the CPU
-seconds of a step. The dt_fast paths run in alternating rounds of steps (medians over rounds), each the same
-batches. Then a profile of the fused path by op family (torch.profiler).
+the engine's own kernel, the fastest 512^3 or 2048^3 call, all threads). On a shared machine wall time counts the
+other tenants' load too, so every row also gives its process CPU time per step (every thread: the step's, the
+sampler's, torch's or the team's) and the share of the CPU-time bound: FLOPs over the fastest rate one core reaches
+by its own thread CPU time (torch or the engine's kernel, 2048^3 or the model's largest GEMM, whichever is faster),
+divided by the CPU seconds of a step. The dt_fast paths run in alternating rounds of steps (medians over rounds),
+each the same batches. Then a profile of the fused path by op family (torch.profiler).
 
     python -m benchmarks.bench_train [--steps 40] [--rounds 5] [--quick]
 """
@@ -45,7 +45,6 @@ from dt_fast.bench.train import (
     STATE_DIM,
     blog_trainer_rate,
     d3rlpy_rate,
-    dt_fast_rate,
     make_dataset,
     torch_path,
     train_flops_per_step,

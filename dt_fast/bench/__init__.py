@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dt_fast.extras import require
 
-GROUPS = ("sampler", "train", "policy", "eval")
+GROUPS = ("sampler", "train", "policy", "eval", "peers")
 """The suite's groups of rows (suite.ROWS, which imports transformers: not imported to build the parser)."""
 
 
@@ -39,7 +39,7 @@ def parse_rows(text: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Run the suite's groups of rows and write the results into --out."""
     groups = parse_rows(args.rows)
-    for module in ("transformers", "accelerate"):
+    for module in ("transformers", "accelerate") + (("onnx", "onnxruntime") if "peers" in groups else ()):
         require(module, "dt-fast bench")
     from dt_fast.bench import suite
 
