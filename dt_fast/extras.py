@@ -16,6 +16,8 @@ EXTRAS = {
     "minari": ("formats", "minari"),
     "transformers": ("bench", "transformers"),
     "accelerate": ("bench", "accelerate"),
+    "onnx": ("bench", "onnx"),
+    "onnxruntime": ("bench", "onnxruntime"),
 }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dt_fast.extras import require
 
-GROUPS = ("sampler", "train", "policy", "eval", "odt")
+GROUPS = ("sampler", "train", "policy", "eval", "peers", "odt")
 """The suite's groups of rows (suite.ROWS, which imports transformers: not imported to build the parser)."""
 
 
@@ -40,7 +40,7 @@ def parse_rows(text: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Run the suite's groups of rows and write the results into --out."""
     groups = parse_rows(args.rows)
-    for module in ("transformers", "accelerate"):
+    for module in ("transformers", "accelerate") + (("onnx", "onnxruntime") if "peers" in groups else ()):
         require(module, "dt-fast bench")
     from dt_fast.bench import suite
 

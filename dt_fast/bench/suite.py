@@ -11,11 +11,16 @@ groups, all by default):
   policy   Policy.act p50/p99 at batch 1, window sliding, exact and rolling, on all threads (the default) and on
            one, vs the blog's get_action (one torch thread, its fastest here); actions/s at batch 64 and 256
   eval     dt_fast.evaluate env-steps/s with 64 envs vs the blog's rollout loop; bound: envpool random actions
+  peers    Policy.act p50 at batch 1 (the blog's window sliding) and actions/s at batch 64, exact and rolling, all
+           threads, vs ONNX Runtime running transformers' model exported to ONNX (same weights, same threads)
+  odt      dt_fast's online fine-tuning (Finetuner) vs the official ODT loop (reference_odt.py) from one briefly
+           trained stochastic checkpoint, Hopper-v4, 64 envs: collection env-steps/s per engine mode (bound:
+           envpool random actions) and one online iteration's wall time (collection + 30 updates of batch 64)
 "x reference" is the speed-up (rate / reference rate, or reference latency / latency); "of bound" is the share of
 the bound reached (at most 1). It prints one table and writes OUT/suite.json (CPU model, date, threads, versions,
 hardware rates, every row) and OUT/suite.md (the same table in Markdown); nothing else.
 
-    dt-fast bench --out results                 # every group, ~2 minutes on 2 quiet cores
+    dt-fast bench --out results                 # every group, ~10 minutes on 2 quiet cores (odt ~5)
     dt-fast bench --rows sampler --out results  # one group (~30 s)
 """
 
@@ -31,8 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dt_fast.bench import evaluation as bench_eval
-from dt_fast.bench import odt as bench_odt  # the names of the scripts these workloads came from
+from dt_fast.bench import evaluation as bench_eval  # the names of the scripts these workloads came from
+from dt_fast.bench import odt as bench_odt
+from dt_fast.bench import peers
 from dt_fast.bench import policy as bench_policy
 from dt_fast.bench import sampler as bench_sampler
 from dt_fast.bench import train as bench_train
@@ -102,8 +108,8 @@ def sampler_rows(hw: dict) -> list[dict]:
 
 def train_rows(hw: dict) -> list[dict]:
     """dt_fast's Trainer (fp32 on its C++ training ops, fp32 on torch's ops, bf16 autocast) vs the blog's
-    transformers.Trainer set-up fed Python lists and a datasets.Dataset, and vs d3rlpy's Decision Transformer when
-    it is installed, batch 64."""
+    transformers.Trainer set-up fed Python lists and a datasets.Dataset; fp32 on the C++ ops vs d3rlpy's Decision
+    Transformer (a row without a reference that says why when d3rlpy does not import), batch 64."""
     import h5py
     from datasets import Dataset
 
@@ -117,18 +123,18 @@ def train_rows(hw: dict) -> list[dict]:
         with h5py.File(path) as f:
             peer = bench_train.d3rlpy_rate(*[f[k][()] for k in ("observations", "actions", "rewards", "timeouts")],
                                            TRAIN_STEPS)
-        if isinstance(peer, str):
-            print(f"training: d3rlpy skipped: {peer}")
-        else:
-            refs["d3rlpy DecisionTransformer, same sizes"] = peer[0]
         ours = {"fp32, C++ training ops": bench_train.dt_fast_rate(path, TRAIN_STEPS)[0],
                 "fp32, torch ops": bench_train.dt_fast_rate(path, TRAIN_STEPS, fused=False)[0],
                 "bf16 autocast": bench_train.dt_fast_rate(path, TRAIN_STEPS, fused=False, precision="bf16")[0]}
     flops = bench_train.train_flops_per_step(action_only=True)  # what dt_fast's Trainer computes
     bound = peak_rate(hw, hw["torch_threads"]) / flops
     what = f"{flops / 1e9:.1f} GFLOP/step at the matmul rate, {hw['torch_threads']} threads"
-    return [row(f"training steps/s, {name}", rate_, ref_rate, bound, ref, what)
+    rows = [row(f"training steps/s, {name}", rate_, ref_rate, bound, ref, what)
             for name, rate_ in ours.items() for ref, ref_rate in refs.items()]
+    d3rlpy = "d3rlpy DecisionTransformer, same sizes" if isinstance(peer, tuple) else f"d3rlpy: {peer}"
+    rows.append(row("training steps/s, fp32, C++ training ops", ours["fp32, C++ training ops"],
+                    peer[0] if isinstance(peer, tuple) else None, bound, d3rlpy, what))
+    return rows
 
 
 @contextlib.contextmanager
@@ -202,6 +208,40 @@ def eval_rows() -> list[dict]:
                 for mode in ("exact", "rolling")]
 
 
+def peer_rows(hw: dict) -> list[dict]:
+    """Policy.act (C++ engine, all threads) vs ONNX Runtime running transformers' model (the same weights) exported
+    to ONNX, on the same threads: batch-1 step p50 latency with the blog's window sliding, actions/s at batch 64.
+    ONNX Runtime's actions are checked against transformers' get_action (1e-4) on every timed step."""
+    import onnxruntime
+
+    from dt_fast.policy import Policy
+
+    S, A = bench_policy.ENVS["Hopper"]
+    K, threads = bench_policy.K, hw["torch_threads"]
+    rng = np.random.default_rng(0)
+    hf, ours = bench_policy.paired_models(S, A)
+    with tempfile.TemporaryDirectory() as tmp:
+        session = peers.ort_session(peers.export_onnx(hf, Path(tmp) / "dt.onnx", K), threads)
+        ort_latency, worst = peers.ort_latencies(session, hf, LATENCY_STEPS, K, rng)
+        if worst > 1e-4:
+            raise AssertionError(f"ONNX Runtime's actions differ from transformers' get_action by {worst:.2e} > 1e-4")
+        ort_rate = peers.ort_throughput(session, S, A, 64, K, rng, SECONDS)
+    ref = f"ONNX Runtime {onnxruntime.__version__}, {threads} threads (|action - transformers'| <= {worst:.0e})"
+    common = dict(target_return=3600.0, state_mean=np.zeros(S), state_std=np.ones(S), scale=bench_policy.SCALE,
+                  context_len=K, backend="cpp", n_threads=threads)
+    rows = []
+    for mode in ("exact", "rolling"):
+        policy = Policy(ours, mode=mode, **common)
+        latency = bench_policy.policy_latencies(policy, LATENCY_STEPS, "t>=K", rng)
+        rows.append(row(f"step latency p50 us, batch 1, {mode}, {threads} threads", np.median(latency) * 1e6,
+                        np.median(ort_latency) * 1e6, None, ref, lower_is_better=True))
+    for mode in ("exact", "rolling"):
+        policy = Policy(ours, mode=mode, num_envs=64, **common)
+        rows.append(row(f"actions/s, batch 64, {mode}, {threads} threads",
+                        bench_policy.throughput(policy, 4 if mode == "exact" else 40, rng, SECONDS), ort_rate, None,
+                        ref))
+
+
 def odt_rows() -> list[dict]:
     """dt_fast's online fine-tuning vs the official ODT loop (odt.online_rounds, one round after warm-up) from a
     stochastic checkpoint trained for ODT_PRETRAIN_STEPS steps: collection env-steps/s, online iteration seconds."""
@@ -239,6 +279,7 @@ ROWS: dict[str, Callable[[dict], list[dict]]] = {
     "train": train_rows,
     "policy": policy_rows,
     "eval": lambda hw: eval_rows(),  # its bound is envpool's own rate, measured inside
+    "peers": peer_rows,
     "odt": lambda hw: odt_rows(),  # the same
 }
 """The groups of rows, in the order they run (dt_fast.bench.GROUPS names them for `--rows`)."""

@@ -109,7 +109,7 @@ def d3rlpy_rate(obs: np.ndarray, act: np.ndarray, rew: np.ndarray, timeouts: np.
     try:
         import d3rlpy
     except ImportError as err:
-        return f"d3rlpy is not installed ({err}); pip install \"dt-fast[bench]\""
+        return f"d3rlpy does not import ({err}); `make bench` installs it (pip install --no-deps, see the Makefile)"
     dataset = d3rlpy.dataset.MDPDataset(obs, act, rew, np.zeros_like(timeouts), timeouts=timeouts)
     algo = d3rlpy.algos.DecisionTransformerConfig(
         batch_size=BATCH, context_size=CONTEXT, encoder_factory=d3rlpy.models.VectorEncoderFactory([128]),
