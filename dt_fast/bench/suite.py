@@ -240,6 +240,7 @@ def peer_rows(hw: dict) -> list[dict]:
         rows.append(row(f"actions/s, batch 64, {mode}, {threads} threads",
                         bench_policy.throughput(policy, 4 if mode == "exact" else 40, rng, SECONDS), ort_rate, None,
                         ref))
+    return rows
 
 
 def odt_rows() -> list[dict]:
