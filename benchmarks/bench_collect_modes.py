@@ -32,9 +32,17 @@ def main() -> None:
     rates: dict[str, list[float]] = {"rolling": [], "exact": []}
     for r in range(args.rounds):
         for mode in ("rolling", "exact") if r % 2 == 0 else ("exact", "rolling"):
-            policy = Policy(model, target_return=2 * meta.target_return, state_mean=meta.state_mean,
-                            state_std=meta.state_std, scale=meta.scale, context_len=meta.context_len, mode=mode,
-                            backend="cpp", num_envs=args.envs)
+            policy = Policy(
+                model,
+                target_return=2 * meta.target_return,
+                state_mean=meta.state_mean,
+                state_std=meta.state_std,
+                scale=meta.scale,
+                context_len=meta.context_len,
+                mode=mode,
+                backend="cpp",
+                num_envs=args.envs,
+            )
             policy.set_sampling(r)
             env, obs = make_vector_env(spec, args.envs, seed=1000 * r)
             start = time.perf_counter()
@@ -42,11 +50,16 @@ def main() -> None:
             seconds = time.perf_counter() - start
             env.close()
             rates[mode].append(episodes.env_steps / seconds)
-            print(f"round {r} {mode:<8} {episodes.env_steps:>7} env steps {seconds:6.2f} s "
-                  f"{rates[mode][-1]:>8.0f} env steps/s, mean return {episodes.returns.mean():7.1f}", flush=True)
+            print(
+                f"round {r} {mode:<8} {episodes.env_steps:>7} env steps {seconds:6.2f} s "
+                f"{rates[mode][-1]:>8.0f} env steps/s, mean return {episodes.returns.mean():7.1f}",
+                flush=True,
+            )
     ratios = [a / b for a, b in zip(rates["rolling"], rates["exact"])]
-    print(f"rolling / exact env steps per second: median {statistics.median(ratios):.2f}x "
-          f"(rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
+    print(
+        f"rolling / exact env steps per second: median {statistics.median(ratios):.2f}x "
+        f"(rounds: {', '.join(f'{x:.2f}' for x in ratios)})"
+    )
 
 
 if __name__ == "__main__":

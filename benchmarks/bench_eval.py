@@ -71,23 +71,52 @@ def main() -> None:
         blog = blog_loop(ckpt, args.blog_steps, args.seed)
         act_only = {m: policy_only(ckpt, m, args.num_envs, args.policy_steps, args.seed) for m in ("exact", "rolling")}
     rows = [
-        dict(case="envpool/random", envs=args.num_envs, env_steps_per_s=random_rate, vs_envpool=1.0,
-             vs_blog=random_rate / blog["rate"], mean_len="", full_window=""),
+        dict(
+            case="envpool/random",
+            envs=args.num_envs,
+            env_steps_per_s=random_rate,
+            vs_envpool=1.0,
+            vs_blog=random_rate / blog["rate"],
+            mean_len="",
+            full_window="",
+        ),
     ]
     for name, r in (("dt_fast/exact", exact), ("dt_fast/rolling", rolling), ("blog/get_action", blog)):
-        rows.append(dict(case=name, envs=1 if name.startswith("blog") else args.num_envs,
-                         env_steps_per_s=r["rate"], vs_envpool=r["rate"] / random_rate,
-                         vs_blog=r["rate"] / blog["rate"],
-                         mean_len=float(r["lengths"].mean()), full_window=full_window_share(r["lengths"])))
+        rows.append(
+            dict(
+                case=name,
+                envs=1 if name.startswith("blog") else args.num_envs,
+                env_steps_per_s=r["rate"],
+                vs_envpool=r["rate"] / random_rate,
+                vs_blog=r["rate"] / blog["rate"],
+                mean_len=float(r["lengths"].mean()),
+                full_window=full_window_share(r["lengths"]),
+            )
+        )
     for m, r in act_only.items():
-        rows.append(dict(case=f"act only/{m}", envs=args.num_envs, env_steps_per_s=r, vs_envpool=r / random_rate,
-                         vs_blog=r / blog["rate"], mean_len="", full_window=1.0))
+        rows.append(
+            dict(
+                case=f"act only/{m}",
+                envs=args.num_envs,
+                env_steps_per_s=r,
+                vs_envpool=r / random_rate,
+                vs_blog=r / blog["rate"],
+                mean_len="",
+                full_window=1.0,
+            )
+        )
     print(f"{ENV_ID}, random checkpoint, torch threads {torch.get_num_threads()}, policy backend {exact['backend']}")
     print_table(rows, ["case", "envs", "env_steps_per_s", "vs_envpool", "vs_blog", "mean_len", "full_window"])
-    print(f"targets: rolling >= 0.40 x envpool ({rolling['rate'] / random_rate:.2f}), exact >= 8x blog "
-          f"({exact['rate'] / blog['rate']:.1f}x), rolling >= 30x blog ({rolling['rate'] / blog['rate']:.1f}x)")
-    path = save_results("bench_eval", rows, extra=dict(env=ENV_ID, num_envs=args.num_envs, episodes=args.episodes,
-                                                      blog_steps=args.blog_steps), directory=RESULTS_DIR)
+    print(
+        f"targets: rolling >= 0.40 x envpool ({rolling['rate'] / random_rate:.2f}), exact >= 8x blog "
+        f"({exact['rate'] / blog['rate']:.1f}x), rolling >= 30x blog ({rolling['rate'] / blog['rate']:.1f}x)"
+    )
+    path = save_results(
+        "bench_eval",
+        rows,
+        extra=dict(env=ENV_ID, num_envs=args.num_envs, episodes=args.episodes, blog_steps=args.blog_steps),
+        directory=RESULTS_DIR,
+    )
     print(f"saved {path}")
 
 

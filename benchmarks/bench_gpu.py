@@ -48,8 +48,15 @@ def timed(fn) -> tuple[float, float, float]:
 
 def row(bench: str, provider: str, batch: int, times: tuple[float, float, float], **extra) -> dict:
     """One result row."""
-    return {"bench": bench, "provider": provider, "batch": batch, "p50_ms": times[0], "p20_ms": times[1],
-            "p80_ms": times[2], **extra}
+    return {
+        "bench": bench,
+        "provider": provider,
+        "batch": batch,
+        "p50_ms": times[0],
+        "p20_ms": times[1],
+        "p80_ms": times[2],
+        **extra,
+    }
 
 
 def bench_embed(batch: int, device: torch.device) -> list[dict]:
@@ -58,10 +65,16 @@ def bench_embed(batch: int, device: torch.device) -> list[dict]:
     from dt_fast.kernels.reference import embed_ref
 
     T, S, A, C, E = 20, 17, 6, 128, 1000
-    inputs = [torch.randn(batch, T, S, device=device), torch.randn(batch, T, A, device=device),
-              torch.randn(batch, T, 1, device=device), torch.randint(0, E, (batch, T), device=device)]
-    weights = [torch.randn(*s, device=device, requires_grad=True)
-               for s in [(C, 1), (C,), (C, S), (C,), (C, A), (C,), (E, C), (C,), (C,), (C,)]]
+    inputs = [
+        torch.randn(batch, T, S, device=device),
+        torch.randn(batch, T, A, device=device),
+        torch.randn(batch, T, 1, device=device),
+        torch.randint(0, E, (batch, T), device=device),
+    ]
+    weights = [
+        torch.randn(*s, device=device, requires_grad=True)
+        for s in [(C, 1), (C,), (C, S), (C,), (C, A), (C,), (E, C), (C,), (C,), (C,)]
+    ]
     n_bytes = 4 * (batch * T * (S + A + 1) + batch * 3 * T * C) + 8 * batch * T  # inputs + output, fp32
     grad = torch.randn(batch, 3 * T, C, device=device)
     rows = []
@@ -109,10 +122,22 @@ def bench_policy(batch: int, device: torch.device, steps: int) -> list[dict]:
     for mode in ("exact", "rolling"):
         for name in ("triton", "torch"):
             static = KVCacheDecoder(model, batch, 20, mode, static=True, backend=name)
-            policy = Policy(model, target_return=3600.0, mode=mode, backend=name, num_envs=batch,
-                            state_mean=np.zeros(11), state_std=np.ones(11), scale=1000.0, context_len=20)
-            for provider, decoder in ((f"{name}+graph", GraphedStep(static)), (f"{name} static", static),
-                                      (name, KVCacheDecoder(model, batch, 20, mode, backend=name))):
+            policy = Policy(
+                model,
+                target_return=3600.0,
+                mode=mode,
+                backend=name,
+                num_envs=batch,
+                state_mean=np.zeros(11),
+                state_std=np.ones(11),
+                scale=1000.0,
+                context_len=20,
+            )
+            for provider, decoder in (
+                (f"{name}+graph", GraphedStep(static)),
+                (f"{name} static", static),
+                (name, KVCacheDecoder(model, batch, 20, mode, backend=name)),
+            ):
                 decoder.reset()
                 it = iter(states)
                 t = torch.zeros(batch, dtype=torch.long, device=device)  # (B,) steps since reset
@@ -140,8 +165,16 @@ def bench_train(batch: int, device: torch.device, steps: int) -> list[dict]:
         path = Path(tmp) / "halfcheetah_synthetic.hdf5"
         make_dataset(path)
         for provider, graph in (("eager", False), ("graph", True)):
-            cfg = TrainConfig(dataset=str(path), out=str(Path(tmp) / provider), batch_size=batch, context_len=CONTEXT,
-                              device=str(device), cuda_graph=graph, save_every=10**9, log_every=10**9)
+            cfg = TrainConfig(
+                dataset=str(path),
+                out=str(Path(tmp) / provider),
+                batch_size=batch,
+                context_len=CONTEXT,
+                device=str(device),
+                cuda_graph=graph,
+                save_every=10**9,
+                log_every=10**9,
+            )
             trainer = Trainer(cfg)
             trainer.model.train()
             batches = iter(trainer.sampler)
@@ -154,8 +187,13 @@ def bench_train(batch: int, device: torch.device, steps: int) -> list[dict]:
 def latency_row(bench: str, provider: str, batch: int, seconds: np.ndarray) -> dict:
     """One result row of per-call wall times: p50, p20, p80 and p99 in milliseconds."""
     ms = seconds * 1e3
-    return row(bench, provider, batch, tuple(float(np.percentile(ms, p)) for p in (50, 20, 80)),
-               p99_ms=float(np.percentile(ms, 99)))
+    return row(
+        bench,
+        provider,
+        batch,
+        tuple(float(np.percentile(ms, p)) for p in (50, 20, 80)),
+        p99_ms=float(np.percentile(ms, 99)),
+    )
 
 
 def main() -> None:
@@ -171,8 +209,9 @@ def main() -> None:
     device = torch.device("cuda")
     rows = []
     for batch in args.batch_sizes:
-        rows += bench_embed(batch, device) + bench_attention(batch, device) + bench_policy(batch, device,
-                                                                                          args.policy_steps)
+        rows += (
+            bench_embed(batch, device) + bench_attention(batch, device) + bench_policy(batch, device, args.policy_steps)
+        )
         rows += bench_train(batch, device, args.train_steps)
     reference = {(r["bench"], r["batch"]): r["p50_ms"] for r in rows if r["provider"] in ("torch", "eager")}
     for r in rows:

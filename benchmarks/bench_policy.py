@@ -79,8 +79,10 @@ def stochastic_hopper() -> DecisionTransformer:
     """A seeded Hopper-sized stochastic model (hidden 128, 3 layers, ODT's log-std head)."""
     S, A = ENVS["Hopper"]
     torch.manual_seed(0)
-    return DecisionTransformer(DecisionTransformerConfig(state_dim=S, act_dim=A, hidden_size=128, n_layer=3, n_head=1,
-                                                         max_ep_len=1000), stochastic=True).eval()
+    return DecisionTransformer(
+        DecisionTransformerConfig(state_dim=S, act_dim=A, hidden_size=128, n_layer=3, n_head=1, max_ep_len=1000),
+        stochastic=True,
+    ).eval()
 
 
 def sampled_vs_mean(n: int, rng: np.random.Generator) -> None:
@@ -88,14 +90,26 @@ def sampled_vs_mean(n: int, rng: np.random.Generator) -> None:
     model = stochastic_hopper()
     S = model.config.state_dim
     cores = os.cpu_count() or 1
-    print(f"\n{'sampled vs mean action (Hopper, t>=K, Policy.act)':<52}{'B':>4}{'thr':>4}{'mean p50':>10}"
-          f"{'p99':>8}{'sampled p50':>13}{'p99':>8}{'ratio p50':>10}")
+    print(
+        f"\n{'sampled vs mean action (Hopper, t>=K, Policy.act)':<52}{'B':>4}{'thr':>4}{'mean p50':>10}"
+        f"{'p99':>8}{'sampled p50':>13}{'p99':>8}{'ratio p50':>10}"
+    )
     for mode in ("exact", "rolling"):
         for B, threads in ((1, 1), (1, cores), (64, 1), (64, cores)):
             policies = {}
             for sampled in (False, True):
-                policy = Policy(model, target_return=3600.0, state_mean=np.zeros(S), state_std=np.ones(S),
-                                scale=SCALE, context_len=K, mode=mode, backend="cpp", num_envs=B, n_threads=threads)
+                policy = Policy(
+                    model,
+                    target_return=3600.0,
+                    state_mean=np.zeros(S),
+                    state_std=np.ones(S),
+                    scale=SCALE,
+                    context_len=K,
+                    mode=mode,
+                    backend="cpp",
+                    num_envs=B,
+                    n_threads=threads,
+                )
                 if sampled:
                     policy.set_sampling(1)
                 obs = rng.normal(size=(B, S))
@@ -114,8 +128,9 @@ def sampled_vs_mean(n: int, rng: np.random.Generator) -> None:
                         policy.act(obs, reward)
                         times[sampled].append(time.perf_counter() - start)
             (m50, m99), (s50, s99) = (np.percentile(times[k], [50, 99]) * 1e6 for k in (False, True))
-            print(f"{f'cpp {mode}':<52}{B:>4}{threads:>4}{m50:>10.1f}{m99:>8.1f}{s50:>13.1f}{s99:>8.1f}"
-                  f"{s50 / m50:>10.3f}")
+            print(
+                f"{f'cpp {mode}':<52}{B:>4}{threads:>4}{m50:>10.1f}{m99:>8.1f}{s50:>13.1f}{s99:>8.1f}{s50 / m50:>10.3f}"
+            )
 
 
 def weight_refresh(repeats: int) -> None:
@@ -142,18 +157,31 @@ def weight_refresh(repeats: int) -> None:
     print(f"\n{'weight refresh (Hopper, stochastic), median ms':<52}{'B':>4}{'update':>9}{'new':>9}{'new/update':>11}")
     for mode in ("exact", "rolling"):
         for B in (1, 64):
-            args = dict(target_return=3600.0, state_mean=np.zeros(S), state_std=np.ones(S), scale=SCALE,
-                        context_len=K, mode=mode, backend="cpp", num_envs=B, n_threads=1)
+            args = dict(
+                target_return=3600.0,
+                state_mean=np.zeros(S),
+                state_std=np.ones(S),
+                scale=SCALE,
+                context_len=K,
+                mode=mode,
+                backend="cpp",
+                num_envs=B,
+                n_threads=1,
+            )
             policy = Policy(model, **args)
             update = median(lambda: policy.update_weights(other))
             build = median(lambda: Policy(other, **args))
-            print(f"{f'Policy.update_weights vs Policy(...), {mode}':<52}{B:>4}{update * 1e3:>9.2f}"
-                  f"{build * 1e3:>9.2f}{build / update:>11.2f}")
+            print(
+                f"{f'Policy.update_weights vs Policy(...), {mode}':<52}{B:>4}{update * 1e3:>9.2f}"
+                f"{build * 1e3:>9.2f}{build / update:>11.2f}"
+            )
             engine = _C.Engine(config, tensors, B, K, mode, 1)
             load = median(lambda: engine.load_weights(config, tensors))
             new = median(lambda: _C.Engine(config, tensors, B, K, mode, 1))
-            print(f"{f'Engine.load_weights vs Engine(...), {mode}':<52}{B:>4}{load * 1e3:>9.2f}{new * 1e3:>9.2f}"
-                  f"{new / load:>11.2f}")
+            print(
+                f"{f'Engine.load_weights vs Engine(...), {mode}':<52}{B:>4}{load * 1e3:>9.2f}{new * 1e3:>9.2f}"
+                f"{new / load:>11.2f}"
+            )
 
 
 def main() -> None:
@@ -173,27 +201,43 @@ def main() -> None:
     # N cores cannot beat N x one core, and the one-thread rate holds under load: the bounds use threads x it
     rates = {threads: threads * max(by_impl[1].values()) for threads in by_impl}
     for threads, r in by_impl.items():
-        print(f"matmul rate (fastest 512^3 or 2048^3 fp32 call, {threads} thr): torch {r['torch'] / 1e9:.1f} "
-              f"GFLOP/s, engine kernel {r['engine'] / 1e9:.1f}; the bounds use {rates[threads] / 1e9:.1f}")
+        print(
+            f"matmul rate (fastest 512^3 or 2048^3 fp32 call, {threads} thr): torch {r['torch'] / 1e9:.1f} "
+            f"GFLOP/s, engine kernel {r['engine'] / 1e9:.1f}; the bounds use {rates[threads] / 1e9:.1f}"
+        )
     print(f"K = {K}, {n} timed steps per case")
-    print(f"\n{'case':<46}{'phase':>6}{'p50 us':>10}{'p99 us':>10}{'vs blog':>9}{'MFLOP':>8}{'KB':>7}"
-          f"{'bound us':>10}{'of bound':>10}")
+    print(
+        f"\n{'case':<46}{'phase':>6}{'p50 us':>10}{'p99 us':>10}{'vs blog':>9}{'MFLOP':>8}{'KB':>7}"
+        f"{'bound us':>10}{'of bound':>10}"
+    )
     latency_rows, lock_rows, throughput_rows = [], [], []
     for env, (S, A) in ENVS.items():
         hf, ours = paired_models(S, A)
         common = dict(target_return=3600.0, state_mean=np.zeros(S), state_std=np.ones(S), scale=SCALE, context_len=K)
-        cases = [(f"cpp {mode} ({what}, {threads} thr)", "cpp", mode, threads, what == "Engine.step")
-                 for mode in ("exact", "rolling") for what, threads in
-                 (("Policy.act", cores), ("Policy.act", 1), ("Engine.step", 1))]
+        cases = [
+            (f"cpp {mode} ({what}, {threads} thr)", "cpp", mode, threads, what == "Engine.step")
+            for mode in ("exact", "rolling")
+            for what, threads in (("Policy.act", cores), ("Policy.act", 1), ("Engine.step", 1))
+        ]
         cases += [(f"torch {mode} (Policy.act, 1 thr)", "torch", mode, 1, False) for mode in ("exact", "rolling")]
         for phase in ("t<K", "t>=K"):
             blog_lat = blog_latencies(hf, n, phase, rng)
             blog = np.median(blog_lat)
             t_cost = K // 2 if phase == "t<K" else K + 30
-            print(f"{env + ' blog get_action (1 thr)':<46}{phase:>6}{blog * 1e6:>10.0f}"
-                  f"{np.percentile(blog_lat, 99) * 1e6:>10.0f}{1.0:>9.2f}")
-            latency_rows.append(dict(env=env, case="blog get_action (1 thr)", phase=phase, p50_us=blog * 1e6,
-                                     p99_us=np.percentile(blog_lat, 99) * 1e6, x_blog=1.0))
+            print(
+                f"{env + ' blog get_action (1 thr)':<46}{phase:>6}{blog * 1e6:>10.0f}"
+                f"{np.percentile(blog_lat, 99) * 1e6:>10.0f}{1.0:>9.2f}"
+            )
+            latency_rows.append(
+                dict(
+                    env=env,
+                    case="blog get_action (1 thr)",
+                    phase=phase,
+                    p50_us=blog * 1e6,
+                    p99_us=np.percentile(blog_lat, 99) * 1e6,
+                    x_blog=1.0,
+                )
+            )
             for name, backend, mode, threads, engine_only in cases:
                 policy = Policy(ours, mode=mode, backend=backend, n_threads=threads, **common)
                 engine = batch1_engine(ours, mode, threads) if engine_only else None
@@ -201,14 +245,29 @@ def main() -> None:
                 flops, nbytes = step_cost(ours.config, mode, t_cost)
                 bound = step_cost(ours.config, mode, t_cost, absorbed=True)[0] / rates[threads]
                 p50, p99 = np.median(lat), np.percentile(lat, 99)
-                print(f"{env + ' ' + name:<46}{phase:>6}{p50 * 1e6:>10.0f}{p99 * 1e6:>10.0f}"
-                      f"{blog / p50:>9.2f}{flops / 1e6:>8.1f}{nbytes / 1024:>7.0f}{bound * 1e6:>10.0f}"
-                      f"{bound / p50:>10.2f}")
-                latency_rows.append(dict(env=env, case=name, phase=phase, p50_us=p50 * 1e6, p99_us=p99 * 1e6,
-                                         x_blog=blog / p50, plan_mflop=flops / 1e6, kbytes=nbytes / 1024,
-                                         bound_us=bound * 1e6, of_bound=bound / p50))
-    print(f"\n{'lock cost (Hopper, batch 1, t>=K, Engine.step)':<48}{'p50 us':>9}{'p99 us':>9}{'p50 no lock':>12}"
-          f"{'p99 no lock':>12}{'p50 diff ns':>12}")
+                print(
+                    f"{env + ' ' + name:<46}{phase:>6}{p50 * 1e6:>10.0f}{p99 * 1e6:>10.0f}"
+                    f"{blog / p50:>9.2f}{flops / 1e6:>8.1f}{nbytes / 1024:>7.0f}{bound * 1e6:>10.0f}"
+                    f"{bound / p50:>10.2f}"
+                )
+                latency_rows.append(
+                    dict(
+                        env=env,
+                        case=name,
+                        phase=phase,
+                        p50_us=p50 * 1e6,
+                        p99_us=p99 * 1e6,
+                        x_blog=blog / p50,
+                        plan_mflop=flops / 1e6,
+                        kbytes=nbytes / 1024,
+                        bound_us=bound * 1e6,
+                        of_bound=bound / p50,
+                    )
+                )
+    print(
+        f"\n{'lock cost (Hopper, batch 1, t>=K, Engine.step)':<48}{'p50 us':>9}{'p99 us':>9}{'p50 no lock':>12}"
+        f"{'p99 no lock':>12}{'p50 diff ns':>12}"
+    )
     S, A = ENVS["Hopper"]
     _, ours = paired_models(S, A)
     common = dict(target_return=3600.0, state_mean=np.zeros(S), state_std=np.ones(S), scale=SCALE, context_len=K)
@@ -216,15 +275,28 @@ def main() -> None:
         for threads in sorted({1, cores}):
             lat = lock_latencies(Policy(ours, mode=mode, backend="cpp", n_threads=threads, **common), n, rng)
             locked, free = (np.percentile(lat[k], [50, 99]) * 1e6 for k in (True, False))
-            print(f"{f'cpp {mode} ({threads} thr), lock per step vs none':<48}{locked[0]:>9.1f}{locked[1]:>9.1f}"
-                  f"{free[0]:>12.1f}{free[1]:>12.1f}{(locked[0] - free[0]) * 1e3:>12.0f}")
-            lock_rows.append(dict(mode=mode, threads=threads, p50_us=locked[0], p99_us=locked[1],
-                                  p50_no_lock_us=free[0], p99_no_lock_us=free[1]))
-    print(f"\n{'throughput (Hopper, window sliding)':<40}{'B':>5}{'threads':>8}{'actions/s':>11}{'bound a/s':>11}"
-          f"{'of bound':>9}{'GFLOP/s':>9}")
+            print(
+                f"{f'cpp {mode} ({threads} thr), lock per step vs none':<48}{locked[0]:>9.1f}{locked[1]:>9.1f}"
+                f"{free[0]:>12.1f}{free[1]:>12.1f}{(locked[0] - free[0]) * 1e3:>12.0f}"
+            )
+            lock_rows.append(
+                dict(
+                    mode=mode,
+                    threads=threads,
+                    p50_us=locked[0],
+                    p99_us=locked[1],
+                    p50_no_lock_us=free[0],
+                    p99_no_lock_us=free[1],
+                )
+            )
+    print(
+        f"\n{'throughput (Hopper, window sliding)':<40}{'B':>5}{'threads':>8}{'actions/s':>11}{'bound a/s':>11}"
+        f"{'of bound':>9}{'GFLOP/s':>9}"
+    )
     S, A = ENVS["Hopper"]
-    ours = DecisionTransformer(DecisionTransformerConfig(state_dim=S, act_dim=A, hidden_size=128, n_layer=3, n_head=1,
-                                                         max_ep_len=1000)).eval()
+    ours = DecisionTransformer(
+        DecisionTransformerConfig(state_dim=S, act_dim=A, hidden_size=128, n_layer=3, n_head=1, max_ep_len=1000)
+    ).eval()
     common = dict(target_return=3600.0, state_mean=np.zeros(S), state_std=np.ones(S), scale=SCALE, context_len=K)
     for mode in ("exact", "rolling"):
         done, _ = step_cost(ours.config, mode, K + 30, absorbed=True)
@@ -234,14 +306,35 @@ def main() -> None:
                 steps = (4 if mode == "exact" else 40) * (256 // B)
                 aps = throughput(policy, steps, rng)
                 bound = rates[threads] / done
-                print(f"{'cpp ' + mode:<40}{B:>5}{threads:>8}{aps:>11.0f}{bound:>11.0f}{aps / bound:>9.2f}"
-                      f"{aps * done / 1e9:>9.1f}")
-                throughput_rows.append(dict(mode=mode, batch=B, threads=threads, actions_per_s=aps,
-                                            bound_actions_per_s=bound, of_bound=aps / bound,
-                                            gflop_per_s=aps * done / 1e9))
-    path = save_results("bench_policy", latency_rows, {
-        "lock": lock_rows, "throughput": throughput_rows, "matmul_flops_per_s": rates, "matmul_rates": by_impl,
-        "context_len": K, "timed_steps": n, "cores": cores}, directory=RESULTS_DIR)
+                print(
+                    f"{'cpp ' + mode:<40}{B:>5}{threads:>8}{aps:>11.0f}{bound:>11.0f}{aps / bound:>9.2f}"
+                    f"{aps * done / 1e9:>9.1f}"
+                )
+                throughput_rows.append(
+                    dict(
+                        mode=mode,
+                        batch=B,
+                        threads=threads,
+                        actions_per_s=aps,
+                        bound_actions_per_s=bound,
+                        of_bound=aps / bound,
+                        gflop_per_s=aps * done / 1e9,
+                    )
+                )
+    path = save_results(
+        "bench_policy",
+        latency_rows,
+        {
+            "lock": lock_rows,
+            "throughput": throughput_rows,
+            "matmul_flops_per_s": rates,
+            "matmul_rates": by_impl,
+            "context_len": K,
+            "timed_steps": n,
+            "cores": cores,
+        },
+        directory=RESULTS_DIR,
+    )
     print(f"saved {path}")
     sampled_vs_mean(n, rng)
     weight_refresh(5 if args.quick else 20)

@@ -71,31 +71,47 @@ def replay_buffer_rows(calls: int) -> list[dict]:
     new = synthetic(np.full(64, 1000), seed=3, state_dim=HOPPER[0], act_dim=HOPPER[1])
     options = dict(context_len=CONTEXT_LEN, batch_size=BATCH_SIZE)
     buffer = TrajectorySampler(offline, capacity=1000, **options)
-    append = median_seconds(lambda: buffer.add_episodes(new.observations, new.actions, new.rewards,
-                                                        new.episode_lengths), calls)
+    append = median_seconds(
+        lambda: buffer.add_episodes(new.observations, new.actions, new.rewards, new.episode_lengths), calls
+    )
     assert buffer.held_episodes == 1000
     kept = slice(64 * 1000, None)  # the buffer's 936 oldest episodes stay, then the 64 new ones
 
     def rebuild() -> TrajectorySampler:
-        t = Trajectories(np.concatenate([offline.observations[kept], new.observations]),
-                         np.concatenate([offline.actions[kept], new.actions]),
-                         np.concatenate([offline.rewards[kept], new.rewards]), offsets=offline.offsets)
+        t = Trajectories(
+            np.concatenate([offline.observations[kept], new.observations]),
+            np.concatenate([offline.actions[kept], new.actions]),
+            np.concatenate([offline.rewards[kept], new.rewards]),
+            offsets=offline.offsets,
+        )
         return TrajectorySampler(t, capacity=1000, **options)
 
-    arrays = [np.concatenate([getattr(offline, k)[kept], getattr(new, k)]) for k in ("observations", "actions",
-                                                                                      "rewards")]
+    arrays = [
+        np.concatenate([getattr(offline, k)[kept], getattr(new, k)]) for k in ("observations", "actions", "rewards")
+    ]
     mean, std = offline.state_mean, offline.state_std
-    core = median_seconds(lambda: _C.SamplerCore(*arrays, offline.offsets, mean, std, CONTEXT_LEN, BATCH_SIZE, 1000.0,
-                                                 1.0, 1000, 1000), calls)
+    core = median_seconds(
+        lambda: _C.SamplerCore(*arrays, offline.offsets, mean, std, CONTEXT_LEN, BATCH_SIZE, 1000.0, 1.0, 1000, 1000),
+        calls,
+    )
     python = median_seconds(rebuild, max(3, calls // 4), warmup=1)
     new_bytes = new.num_steps * 4 * (HOPPER[0] + HOPPER[1] + 1)  # float32 observations, actions, rewards
     copy_s = 2 * new_bytes / memcpy_bytes_per_s()  # read them, write the buffer's copy (returns-to-go not counted)
     name = "buffer 1000x1000 Hopper, +64 episodes"
-    return [{"dataset": name, "method": method, "ms_per_call": t * 1e3, "vs_append": t / append,
-             "of_memcpy": copy_s / t if method.startswith("add") else ""}
-            for method, t in (("add_episodes (64 appended, 64 evicted)", append),
-                              ("rebuild: concatenate + Trajectories + TrajectorySampler", python),
-                              ("rebuild: C++ core from concatenated arrays", core))]
+    return [
+        {
+            "dataset": name,
+            "method": method,
+            "ms_per_call": t * 1e3,
+            "vs_append": t / append,
+            "of_memcpy": copy_s / t if method.startswith("add") else "",
+        }
+        for method, t in (
+            ("add_episodes (64 appended, 64 evicted)", append),
+            ("rebuild: concatenate + Trajectories + TrajectorySampler", python),
+            ("rebuild: C++ core from concatenated arrays", core),
+        )
+    ]
 
 
 def main() -> None:
@@ -127,33 +143,60 @@ def main() -> None:
         gc.collect()
         copy_rate = memcpy_bytes_per_s()  # memory traffic of a copy (read + write): the batch's windows are read
         # from a dataset larger than the caches into a batch that stays in cache
-        cases_of = [("collator, Python lists", lists_rate, lists_cpu, 0),
-                    ("collator, datasets.Dataset", hf_rate, None, 0)]
+        cases_of = [
+            ("collator, Python lists", lists_rate, lists_cpu, 0),
+            ("collator, datasets.Dataset", hf_rate, None, 0),
+        ]
         for num_threads in (1, 2):
             sampler = TrajectorySampler(t, context_len=CONTEXT_LEN, batch_size=BATCH_SIZE, num_threads=num_threads)
             nbytes = sum(v.numel() * v.element_size() for v in sampler.sample().values())
-            cases_of.append((f"TrajectorySampler, num_threads={num_threads}",
-                             *rate_and_cpu(sampler.sample, seconds, warmup=200), nbytes))
+            cases_of.append(
+                (
+                    f"TrajectorySampler, num_threads={num_threads}",
+                    *rate_and_cpu(sampler.sample, seconds, warmup=200),
+                    nbytes,
+                )
+            )
             sampler.close()
         for method, batches_per_s, cpu, nbytes in cases_of:
-            rows.append({"dataset": name, "method": method, "batches_per_s": batches_per_s,
-                         "cpu_us_per_batch": cpu * 1e6 if cpu is not None else "",
-                         "vs_lists": batches_per_s / lists_rate, "vs_dataset": batches_per_s / hf_rate,
-                         "GB_per_s": batches_per_s * nbytes / 1e9 if nbytes else "",
-                         "of_memcpy": batches_per_s * nbytes / copy_rate if nbytes else "",
-                         "batch_bytes": nbytes or ""})
-        rows.append({"dataset": name, "method": "memcpy traffic (numpy copy of 64 MiB, read + write)",
-                     "GB_per_s": copy_rate / 1e9, "of_memcpy": 1.0})
-    print(f"\nbatch {BATCH_SIZE} x context {CONTEXT_LEN}, state {STATE_DIM}, action {ACT_DIM}; GB/s = batch bytes "
-          f"x batches/s; memcpy = bytes read + written per second by a copy\n")
-    print_table(rows, ["dataset", "method", "batches_per_s", "vs_lists", "vs_dataset", "GB_per_s", "of_memcpy",
-                       "cpu_us_per_batch"])
+            rows.append(
+                {
+                    "dataset": name,
+                    "method": method,
+                    "batches_per_s": batches_per_s,
+                    "cpu_us_per_batch": cpu * 1e6 if cpu is not None else "",
+                    "vs_lists": batches_per_s / lists_rate,
+                    "vs_dataset": batches_per_s / hf_rate,
+                    "GB_per_s": batches_per_s * nbytes / 1e9 if nbytes else "",
+                    "of_memcpy": batches_per_s * nbytes / copy_rate if nbytes else "",
+                    "batch_bytes": nbytes or "",
+                }
+            )
+        rows.append(
+            {
+                "dataset": name,
+                "method": "memcpy traffic (numpy copy of 64 MiB, read + write)",
+                "GB_per_s": copy_rate / 1e9,
+                "of_memcpy": 1.0,
+            }
+        )
+    print(
+        f"\nbatch {BATCH_SIZE} x context {CONTEXT_LEN}, state {STATE_DIM}, action {ACT_DIM}; GB/s = batch bytes "
+        f"x batches/s; memcpy = bytes read + written per second by a copy\n"
+    )
+    print_table(
+        rows,
+        ["dataset", "method", "batches_per_s", "vs_lists", "vs_dataset", "GB_per_s", "of_memcpy", "cpu_us_per_batch"],
+    )
     print()
     print_table(buffer_rows, ["dataset", "method", "ms_per_call", "vs_append", "of_memcpy"])
     rows += buffer_rows
-    path = save_results("bench_sampler", rows, extra={"batch_size": BATCH_SIZE, "context_len": CONTEXT_LEN,
-                                                      "quick": args.quick},
-                        directory=RESULTS_DIR)
+    path = save_results(
+        "bench_sampler",
+        rows,
+        extra={"batch_size": BATCH_SIZE, "context_len": CONTEXT_LEN, "quick": args.quick},
+        directory=RESULTS_DIR,
+    )
     print(f"\nsaved {path}")
 
 

@@ -59,9 +59,13 @@ def eager_fixed_batch_rate(steps: int) -> tuple[float, float]:
 
     model = DecisionTransformer(DecisionTransformerConfig(state_dim=STATE_DIM, act_dim=ACT_DIM, max_ep_len=1000))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
-    b = dict(states=torch.randn(BATCH, CONTEXT, STATE_DIM), actions=torch.randn(BATCH, CONTEXT, ACT_DIM),
-             returns_to_go=torch.randn(BATCH, CONTEXT, 1), timesteps=torch.randint(0, 1000, (BATCH, CONTEXT)),
-             attention_mask=torch.ones(BATCH, CONTEXT))
+    b = dict(
+        states=torch.randn(BATCH, CONTEXT, STATE_DIM),
+        actions=torch.randn(BATCH, CONTEXT, ACT_DIM),
+        returns_to_go=torch.randn(BATCH, CONTEXT, 1),
+        timesteps=torch.randint(0, 1000, (BATCH, CONTEXT)),
+        attention_mask=torch.ones(BATCH, CONTEXT),
+    )
 
     def step() -> None:
         _, a, _ = model(**b)
@@ -80,8 +84,7 @@ def eager_fixed_batch_rate(steps: int) -> tuple[float, float]:
         return steps / (time.perf_counter() - start), (time.process_time() - cpu) / steps
 
 
-def dt_fast_rounds(path: Path, steps: int, rounds: int,
-                   configs: list[tuple[str, dict]]) -> dict[str, dict[str, float]]:
+def dt_fast_rounds(path: Path, steps: int, rounds: int, configs: list[tuple[str, dict]]) -> dict[str, dict[str, float]]:
     """Per configuration (name, Trainer options; fused=False for the torch path): medians over `rounds` alternating
     rounds of `steps` steps each (every configuration runs one round, then the next round begins) of steps/s,
     process CPU seconds per step (the sampler's thread included) and the data-loading share, each configuration
@@ -94,8 +97,16 @@ def dt_fast_rounds(path: Path, steps: int, rounds: int,
             options = dict(options)
             fused = options.pop("fused", True)
             with contextlib.nullcontext() if fused else torch_path():
-                cfg = TrainConfig(dataset=str(path), out=str(Path(out) / str(len(runs))), steps=10**6,
-                                  batch_size=BATCH, context_len=CONTEXT, save_every=10**9, log_every=10**9, **options)
+                cfg = TrainConfig(
+                    dataset=str(path),
+                    out=str(Path(out) / str(len(runs))),
+                    steps=10**6,
+                    batch_size=BATCH,
+                    context_len=CONTEXT,
+                    save_every=10**9,
+                    log_every=10**9,
+                    **options,
+                )
                 trainer = Trainer(cfg)
                 stack.callback(trainer.close)
                 trainer.model.train()
@@ -114,9 +125,13 @@ def dt_fast_rounds(path: Path, steps: int, rounds: int,
                         trainer.train_step(batch)
                     total = time.perf_counter() - start
                     samples.append((steps / total, (time.process_time() - cpu) / steps, load / total))
-    return {name: {key: statistics.median(s[i] for s in samples)
-                   for i, key in enumerate(("steps_per_s", "cpu_s", "data_share"))}
-            for name, (_, _, _, samples) in runs.items()}
+    return {
+        name: {
+            key: statistics.median(s[i] for s in samples)
+            for i, key in enumerate(("steps_per_s", "cpu_s", "data_share"))
+        }
+        for name, (_, _, _, samples) in runs.items()
+    }
 
 
 def cpu_matmul_rate(min_time: float = 1.0) -> dict[str, float]:
@@ -155,13 +170,30 @@ def cpu_matmul_rate(min_time: float = 1.0) -> dict[str, float]:
 # dropout + residual, the gradient's masks and sums): on the fused path "GEMM" is those ops whole.
 FAMILIES = {
     "GEMM": ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul", "_Linear", "_LinearBackward"),
-    "attention": ("aten::bmm", "aten::baddbmm", "aten::_softmax", "aten::_softmax_backward_data",
-                  "aten::scaled_dot_product_attention", "aten::_scaled_dot_product_attention_math",
-                  "aten::_scaled_dot_product_flash_attention_for_cpu",
-                  "aten::_scaled_dot_product_flash_attention_for_cpu_backward", "_Attention", "_AttentionBackward"),
-    "optimizer": ("aten::_fused_adamw_", "aten::_foreach_norm", "aten::linalg_vector_norm", "aten::_foreach_mul_",
-                  "aten::clamp", "aten::_foreach_add_", "Optimizer.step#AdamW.step", "Optimizer.step#FusedAdamW.step",
-                  "Optimizer.zero_grad#AdamW.zero_grad", "Optimizer.zero_grad#FusedAdamW.zero_grad"),
+    "attention": (
+        "aten::bmm",
+        "aten::baddbmm",
+        "aten::_softmax",
+        "aten::_softmax_backward_data",
+        "aten::scaled_dot_product_attention",
+        "aten::_scaled_dot_product_attention_math",
+        "aten::_scaled_dot_product_flash_attention_for_cpu",
+        "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+        "_Attention",
+        "_AttentionBackward",
+    ),
+    "optimizer": (
+        "aten::_fused_adamw_",
+        "aten::_foreach_norm",
+        "aten::linalg_vector_norm",
+        "aten::_foreach_mul_",
+        "aten::clamp",
+        "aten::_foreach_add_",
+        "Optimizer.step#AdamW.step",
+        "Optimizer.step#FusedAdamW.step",
+        "Optimizer.zero_grad#AdamW.zero_grad",
+        "Optimizer.zero_grad#FusedAdamW.zero_grad",
+    ),
 }
 
 
@@ -174,8 +206,15 @@ def profile_breakdown(path: Path, steps: int, fused: bool = True) -> dict[str, f
     from dt_fast.train import TrainConfig, Trainer
 
     with contextlib.nullcontext() if fused else torch_path(), tempfile.TemporaryDirectory() as out:
-        cfg = TrainConfig(dataset=str(path), out=out, steps=steps + 5, batch_size=BATCH, context_len=CONTEXT,
-                          save_every=10**9, log_every=10**9)
+        cfg = TrainConfig(
+            dataset=str(path),
+            out=out,
+            steps=steps + 5,
+            batch_size=BATCH,
+            context_len=CONTEXT,
+            save_every=10**9,
+            log_every=10**9,
+        )
         trainer = Trainer(cfg)
         batches = iter(trainer.sampler)
         for _ in range(5):
@@ -220,15 +259,17 @@ def main() -> None:
         core_peak = max(core_rates.values())
         rows = []
         blog_lists, blog_lists_load, blog_lists_cpu = blog_trainer_rate(ListDataset(rows_py), steps)
-        rows.append(dict(setup="blog/lists", steps_per_s=blog_lists, data_share=blog_lists_load,
-                         cpu_ms=1e3 * blog_lists_cpu))
+        rows.append(
+            dict(setup="blog/lists", steps_per_s=blog_lists, data_share=blog_lists_load, cpu_ms=1e3 * blog_lists_cpu)
+        )
         if not args.quick:
             from datasets import Dataset
 
             hf = Dataset.from_list(rows_py)
             blog_ds, blog_ds_load, blog_ds_cpu = blog_trainer_rate(hf, max(steps // 4, 8))
-            rows.append(dict(setup="blog/datasets", steps_per_s=blog_ds, data_share=blog_ds_load,
-                             cpu_ms=1e3 * blog_ds_cpu))
+            rows.append(
+                dict(setup="blog/datasets", steps_per_s=blog_ds, data_share=blog_ds_load, cpu_ms=1e3 * blog_ds_cpu)
+            )
         with h5py.File(path) as f:
             arrays = [f[k][()] for k in ("observations", "actions", "rewards", "timeouts")]
         peer = d3rlpy_rate(*arrays, steps)
@@ -240,13 +281,18 @@ def main() -> None:
         rows.append(dict(setup="eager/fixed-batch", steps_per_s=eager, data_share=0.0, cpu_ms=1e3 * eager_cpu))
         configs = [("dt_fast torch", {"fused": False}), ("dt_fast fused", {})]
         if not args.quick:
-            configs += [("dt_fast bf16", {"fused": False, "precision": "bf16"}),
-                        ("dt_fast compile", {"fused": False, "compile": True})]
+            configs += [
+                ("dt_fast bf16", {"fused": False, "precision": "bf16"}),
+                ("dt_fast compile", {"fused": False, "compile": True}),
+            ]
         for name, r in dt_fast_rounds(path, steps, args.rounds, configs).items():
-            rows.append(dict(setup=name, steps_per_s=r["steps_per_s"], data_share=r["data_share"],
-                             cpu_ms=1e3 * r["cpu_s"]))
-        profiles = {name: profile_breakdown(path, max(steps // 2, 10), fused=fused)
-                    for name, fused in (("dt_fast torch", False), ("dt_fast fused", True))}
+            rows.append(
+                dict(setup=name, steps_per_s=r["steps_per_s"], data_share=r["data_share"], cpu_ms=1e3 * r["cpu_s"])
+            )
+        profiles = {
+            name: profile_breakdown(path, max(steps // 2, 10), fused=fused)
+            for name, fused in (("dt_fast torch", False), ("dt_fast fused", True))
+        }
     by = {r["setup"]: r for r in rows}
     for r in rows:
         r["x_blog_lists"] = r["steps_per_s"] / by["blog/lists"]["steps_per_s"]
@@ -258,28 +304,70 @@ def main() -> None:
         step_flops = flops_ours if r["setup"].startswith("dt_fast") else flops
         r["of_bound"] = r["steps_per_s"] * step_flops / peak
         r["of_bound_cpu"] = step_flops / core_peak / (r["cpu_ms"] / 1e3)
-    bound = dict(setup="bound", steps_per_s=peak / flops_ours, cpu_ms=1e3 * flops_ours / core_peak, of_bound=1.0,
-                 of_bound_cpu=1.0)
+    bound = dict(
+        setup="bound",
+        steps_per_s=peak / flops_ours,
+        cpu_ms=1e3 * flops_ours / core_peak,
+        of_bound=1.0,
+        of_bound_cpu=1.0,
+    )
     print(f"load average before {load_before}, after {load_average()} (1, 5, 15 min) on {os.cpu_count()} CPUs")
-    print(f"model FLOPs per step {flops / 1e9:.2f} GFLOP ({flops_ours / 1e9:.2f} as dt_fast computes only the "
-          f"action loss's inputs); fp32 matmul (fastest 512^3 or 2048^3 call) on 1 thread, times "
-          f"{torch.get_num_threads()} for the bound: torch {rates['torch'] / 1e9:.1f}, the engine's kernel "
-          f"{rates['engine'] / 1e9:.1f} GFLOP/s -> bound {peak / flops:.1f} steps/s ({peak / flops_ours:.1f} for "
-          f"dt_fast)")
-    print("one core by its thread CPU time: " + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in core_rates.items())
-          + f" GFLOP/s -> CPU-time bound {1e3 * flops_ours / core_peak:.1f} CPU ms per dt_fast step")
-    print_table(rows + [bound], ["setup", "steps_per_s", "cpu_ms", "x_blog_datasets", "x_blog_lists", "x_d3rlpy",
-                                 "x_d3rlpy_cpu", "data_share", "of_bound", "of_bound_cpu"])
+    print(
+        f"model FLOPs per step {flops / 1e9:.2f} GFLOP ({flops_ours / 1e9:.2f} as dt_fast computes only the "
+        f"action loss's inputs); fp32 matmul (fastest 512^3 or 2048^3 call) on 1 thread, times "
+        f"{torch.get_num_threads()} for the bound: torch {rates['torch'] / 1e9:.1f}, the engine's kernel "
+        f"{rates['engine'] / 1e9:.1f} GFLOP/s -> bound {peak / flops:.1f} steps/s ({peak / flops_ours:.1f} for "
+        f"dt_fast)"
+    )
+    print(
+        "one core by its thread CPU time: "
+        + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in core_rates.items())
+        + f" GFLOP/s -> CPU-time bound {1e3 * flops_ours / core_peak:.1f} CPU ms per dt_fast step"
+    )
+    print_table(
+        rows + [bound],
+        [
+            "setup",
+            "steps_per_s",
+            "cpu_ms",
+            "x_blog_datasets",
+            "x_blog_lists",
+            "x_d3rlpy",
+            "x_d3rlpy_cpu",
+            "data_share",
+            "of_bound",
+            "of_bound_cpu",
+        ],
+    )
     families = ["GEMM", "attention", "elementwise", "optimizer", "data", "framework"]
-    print("\nshare of step time by op family (torch.profiler self CPU time; GEMM on the fused path: the Linear "
-          "layers' C++ ops whole, epilogues included)")
-    print_table([{"setup": name, **{f: p.get(f, 0.0) for f in families}} for name, p in profiles.items()],
-                ["setup", *families])
-    print("results:", save_results("train", rows + [bound], {
-        "flops_per_step": flops, "flops_per_step_dt_fast": flops_ours, "matmul_flops_per_s": peak,
-        "matmul_rates": rates, "matmul_flops_per_cpu_s": core_peak, "matmul_rates_per_core": core_rates,
-        "rounds": args.rounds, "load_average": [load_before, load_average()], "profile_shares": profiles,
-        "steps": steps, "quick": args.quick}, directory=RESULTS_DIR))
+    print(
+        "\nshare of step time by op family (torch.profiler self CPU time; GEMM on the fused path: the Linear "
+        "layers' C++ ops whole, epilogues included)"
+    )
+    print_table(
+        [{"setup": name, **{f: p.get(f, 0.0) for f in families}} for name, p in profiles.items()], ["setup", *families]
+    )
+    print(
+        "results:",
+        save_results(
+            "train",
+            rows + [bound],
+            {
+                "flops_per_step": flops,
+                "flops_per_step_dt_fast": flops_ours,
+                "matmul_flops_per_s": peak,
+                "matmul_rates": rates,
+                "matmul_flops_per_cpu_s": core_peak,
+                "matmul_rates_per_core": core_rates,
+                "rounds": args.rounds,
+                "load_average": [load_before, load_average()],
+                "profile_shares": profiles,
+                "steps": steps,
+                "quick": args.quick,
+            },
+            directory=RESULTS_DIR,
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -16,5 +16,18 @@ except ImportError:
     HAS_C_EXT = False
 
 __version__ = "0.1.0"
-__all__ = ["DecisionTransformer", "DecisionTransformerConfig", "EvalResult", "FinetuneConfig", "Finetuner", "HAS_C_EXT",
-           "Policy", "TrainConfig", "Trainer", "Trajectories", "TrajectorySampler", "evaluate", "load_dataset"]
+__all__ = [
+    "DecisionTransformer",
+    "DecisionTransformerConfig",
+    "EvalResult",
+    "FinetuneConfig",
+    "Finetuner",
+    "HAS_C_EXT",
+    "Policy",
+    "TrainConfig",
+    "Trainer",
+    "Trajectories",
+    "TrajectorySampler",
+    "evaluate",
+    "load_dataset",
+]

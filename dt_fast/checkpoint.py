@@ -44,8 +44,15 @@ TRAIN_STATE_NAME = "train_state.pt"
 TRAIN_CONFIG_NAME = "train_config.json"
 LOG_NAME = "log.csv"
 TENSORBOARD_NAME = "tensorboard"
-RUN_NAMES = (TRAIN_STATE_NAME, TRAIN_CONFIG_NAME, LOG_NAME, TENSORBOARD_NAME, CONFIG_NAME, SAFE_WEIGHTS_NAME,
-             METADATA_NAME)
+RUN_NAMES = (
+    TRAIN_STATE_NAME,
+    TRAIN_CONFIG_NAME,
+    LOG_NAME,
+    TENSORBOARD_NAME,
+    CONFIG_NAME,
+    SAFE_WEIGHTS_NAME,
+    METADATA_NAME,
+)
 """What a run directory holds; any of them marks a directory as a dt_fast run (or checkpoint)."""
 METADATA_VERSION = 1
 ACTION_HEADS = ("deterministic", "stochastic")
@@ -179,8 +186,9 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(f"{path}: no weights: expected {SAFE_WEIGHTS_NAME} or {TORCH_WEIGHTS_NAME}")
 
 
-def write_model(path: str | os.PathLike, config: DecisionTransformerConfig,
-                tensors: Mapping[str, torch.Tensor]) -> None:
+def write_model(
+    path: str | os.PathLike, config: DecisionTransformerConfig, tensors: Mapping[str, torch.Tensor]
+) -> None:
     """Write config.json and model.safetensors (transformers' layout, as `hf_state_dict` gives) into `path`."""
     from safetensors import SafetensorError
     from safetensors.torch import save_file
@@ -216,16 +224,19 @@ def load_hf_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor]
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise ValueError(f"{source}: weights do not match the config: missing keys {missing[:5]}"
-                         f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
-                         f"{'...' if len(unexpected) > 5 else ''}")
+        raise ValueError(
+            f"{source}: weights do not match the config: missing keys {missing[:5]}"
+            f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
+            f"{'...' if len(unexpected) > 5 else ''}"
+        )
     own_keys = {hf: own for own, hf in TABLE_KEYS.items()}
     own = {}
     for key, ref in expected.items():
         value = state[key]
         if tuple(value.shape) != tuple(ref.shape):
-            raise ValueError(f"{source}: weight {key!r} has shape {tuple(value.shape)}, the config implies "
-                             f"{tuple(ref.shape)}")
+            raise ValueError(
+                f"{source}: weight {key!r} has shape {tuple(value.shape)}, the config implies {tuple(ref.shape)}"
+            )
         own[own_keys.get(key, key)] = value.t() if key.endswith(CONV1D_SUFFIXES) else value
     model.load_state_dict(own)
 
@@ -268,8 +279,11 @@ class Metadata:
             raise ValueError(f"state_std must be positive, state_std[{bad[0]}] = {self.state_std[bad[0]]}")
         if not _is_number(self.scale) or not math.isfinite(self.scale) or self.scale <= 0:
             raise ValueError(f"scale must be a positive number, got {self.scale!r}")
-        if not isinstance(self.context_len, (int, np.integer)) or isinstance(self.context_len, bool) \
-                or self.context_len < 1:
+        if (
+            not isinstance(self.context_len, (int, np.integer))
+            or isinstance(self.context_len, bool)
+            or self.context_len < 1
+        ):
             raise ValueError(f"context_len must be a positive int, got {self.context_len!r}")
         if not _is_number(self.target_return) or not math.isfinite(self.target_return):
             raise ValueError(f"target_return must be a finite number, got {self.target_return!r}")
@@ -324,11 +338,14 @@ def read_metadata(path: str | os.PathLike) -> Metadata | None:
         raise ValueError(f"{file}: format_version must be {METADATA_VERSION}, got {data.get('format_version')!r}")
     fields = set(Metadata.__dataclass_fields__)
     unknown = sorted(set(data) - fields - {"format_version"})
-    missing = sorted(name for name in ("state_mean", "state_std", "scale", "context_len", "target_return")
-                     if name not in data)
+    missing = sorted(
+        name for name in ("state_mean", "state_std", "scale", "context_len", "target_return") if name not in data
+    )
     if unknown or missing:
-        raise ValueError(f"{file}: {'unknown keys ' + str(unknown) if unknown else ''}"
-                         f"{'; ' if unknown and missing else ''}{'missing keys ' + str(missing) if missing else ''}")
+        raise ValueError(
+            f"{file}: {'unknown keys ' + str(unknown) if unknown else ''}"
+            f"{'; ' if unknown and missing else ''}{'missing keys ' + str(missing) if missing else ''}"
+        )
     try:
         return Metadata(**{k: v for k, v in data.items() if k in fields})
     except ValueError as err:
@@ -370,8 +387,9 @@ def read_train_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     """
     run_dir = Path(run_dir)
     if not (run_dir / TRAIN_STATE_NAME).is_file() or not (run_dir / TRAIN_CONFIG_NAME).is_file():
-        raise ValueError(f"{run_dir}: not a dt_fast run directory (expected {TRAIN_STATE_NAME} and "
-                         f"{TRAIN_CONFIG_NAME})")
+        raise ValueError(
+            f"{run_dir}: not a dt_fast run directory (expected {TRAIN_STATE_NAME} and {TRAIN_CONFIG_NAME})"
+        )
     try:
         data = json.loads((run_dir / TRAIN_CONFIG_NAME).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -381,8 +399,7 @@ def read_train_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def check_run_dir(path: str | os.PathLike, overwrite: bool = False,
-                  resume: str | os.PathLike | None = None) -> Path:
+def check_run_dir(path: str | os.PathLike, overwrite: bool = False, resume: str | os.PathLike | None = None) -> Path:
     """`path` if a run may be written there: it holds no run, or it is the run being resumed, or `overwrite` is
     set.
 
@@ -392,16 +409,19 @@ def check_run_dir(path: str | os.PathLike, overwrite: bool = False,
     """
     path = Path(path)
     if resume is not None and overwrite:
-        raise ValueError("--resume and --overwrite exclude each other: resume continues the run, overwrite starts "
-                         "it over")
+        raise ValueError(
+            "--resume and --overwrite exclude each other: resume continues the run, overwrite starts it over"
+        )
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"--out {path}: exists and is not a directory")
     found = run_files(path)
     if not found or overwrite or (resume is not None and path.resolve() == Path(resume).resolve()):
         return path
-    raise FileExistsError(f"--out {path} already holds a dt_fast run ({', '.join(found)}): pass --resume {path} "
-                          f"to continue it, --overwrite to start over (its run files are deleted when training "
-                          f"starts), or another --out")
+    raise FileExistsError(
+        f"--out {path} already holds a dt_fast run ({', '.join(found)}): pass --resume {path} "
+        f"to continue it, --overwrite to start over (its run files are deleted when training "
+        f"starts), or another --out"
+    )
 
 
 def run_files(path: str | os.PathLike) -> list[str]:

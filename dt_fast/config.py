@@ -18,13 +18,22 @@ from typing import Any
 
 MODEL_TYPE = "decision_transformer"
 
-ACTIVATIONS = ("relu", "gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "quick_gelu", "silu", "swish",
-               "tanh", "sigmoid")
+ACTIVATIONS = (
+    "relu",
+    "gelu",
+    "gelu_new",
+    "gelu_pytorch_tanh",
+    "gelu_fast",
+    "quick_gelu",
+    "silu",
+    "swish",
+    "tanh",
+    "sigmoid",
+)
 """Activation names (transformers' ACT2FN keys) that dt_fast implements."""
 
 # config.json keys that transformers renames through `attribute_map`.
-_ALIASES = {"max_position_embeddings": "n_positions", "num_attention_heads": "n_head",
-            "num_hidden_layers": "n_layer"}
+_ALIASES = {"max_position_embeddings": "n_positions", "num_attention_heads": "n_head", "num_hidden_layers": "n_layer"}
 
 
 @dataclass
@@ -78,19 +87,31 @@ class DecisionTransformerConfig:
     """Other config.json keys (written by transformers), kept so that a load-save round trip loses nothing."""
 
     def __post_init__(self) -> None:
-        for name in ("state_dim", "act_dim", "hidden_size", "max_ep_len", "n_layer", "n_head", "n_positions",
-                     "vocab_size"):
+        for name in (
+            "state_dim",
+            "act_dim",
+            "hidden_size",
+            "max_ep_len",
+            "n_layer",
+            "n_head",
+            "n_positions",
+            "vocab_size",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"DecisionTransformerConfig.{name} must be a positive int, got {value!r}")
         if self.hidden_size % self.n_head:
-            raise ValueError(f"DecisionTransformerConfig.hidden_size ({self.hidden_size}) must be divisible by "
-                             f"n_head ({self.n_head})")
+            raise ValueError(
+                f"DecisionTransformerConfig.hidden_size ({self.hidden_size}) must be divisible by "
+                f"n_head ({self.n_head})"
+            )
         if self.n_inner is not None and (not isinstance(self.n_inner, int) or self.n_inner < 1):
             raise ValueError(f"DecisionTransformerConfig.n_inner must be a positive int or None, got {self.n_inner!r}")
         if self.activation_function not in ACTIVATIONS:
-            raise ValueError(f"DecisionTransformerConfig.activation_function {self.activation_function!r} is not "
-                             f"supported; choose one of {', '.join(ACTIVATIONS)}")
+            raise ValueError(
+                f"DecisionTransformerConfig.activation_function {self.activation_function!r} is not "
+                f"supported; choose one of {', '.join(ACTIVATIONS)}"
+            )
         for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"DecisionTransformerConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
@@ -164,13 +185,35 @@ class DecisionTransformerConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
 
-def setting(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
-            lt: float | None = None, choices: tuple[str, ...] = (), pattern: str = "", means: str = "",
-            units: str = "", derived: str = "") -> Any:
+def setting(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: tuple[str, ...] = (),
+    pattern: str = "",
+    means: str = "",
+    units: str = "",
+    derived: str = "",
+) -> Any:
     """A dataclass field that declares its valid values: bounds (ge/gt/le/lt), choices, or a regex `pattern`
     described by `means`; `units` and, for a None default computed later, how it is `derived`, for --help."""
-    return field(default=default, metadata={"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices,
-                                            "pattern": pattern, "means": means, "units": units, "derived": derived})
+    return field(
+        default=default,
+        metadata={
+            "ge": ge,
+            "gt": gt,
+            "le": le,
+            "lt": lt,
+            "choices": choices,
+            "pattern": pattern,
+            "means": means,
+            "units": units,
+            "derived": derived,
+        },
+    )
 
 
 def parse_setting(cls: type, name: str, value: Any, where: str) -> Any:
@@ -196,8 +239,11 @@ def describe_setting(meta: typing.Mapping[str, Any]) -> str:
         return "one of " + ", ".join(meta["choices"])
     if meta.get("pattern"):
         return meta["means"]
-    bounds = [f"{op} {meta[key]}" for key, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
-              if meta.get(key) is not None]
+    bounds = [
+        f"{op} {meta[key]}"
+        for key, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+        if meta.get(key) is not None
+    ]
     return " and ".join(bounds) or "any value"
 
 
@@ -207,8 +253,12 @@ def _allowed(value: Any, meta: typing.Mapping[str, Any]) -> bool:
         return False
     if meta["pattern"] and not re.fullmatch(meta["pattern"], value):
         return False
-    return not ((meta["ge"] is not None and value < meta["ge"]) or (meta["gt"] is not None and value <= meta["gt"])
-                or (meta["le"] is not None and value > meta["le"]) or (meta["lt"] is not None and value >= meta["lt"]))
+    return not (
+        (meta["ge"] is not None and value < meta["ge"])
+        or (meta["gt"] is not None and value <= meta["gt"])
+        or (meta["le"] is not None and value > meta["le"])
+        or (meta["lt"] is not None and value >= meta["lt"])
+    )
 
 
 def _convert(kind: type, value: Any, where: str) -> Any:
@@ -260,5 +310,8 @@ def field_docs(cls: type) -> dict[str, str]:
     start = source.index(f"\nclass {cls.__name__}") + 1
     end = start + re.search(r"\n(?=\S)", source[start:]).end()  # the next top-level line
     body = ast.parse(source[start:end]).body[0].body
-    return {node.target.id: " ".join(nxt.value.value.split()) for node, nxt in zip(body, body[1:])
-            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)}
+    return {
+        node.target.id: " ".join(nxt.value.value.split())
+        for node, nxt in zip(body, body[1:])
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)
+    }

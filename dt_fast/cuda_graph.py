@@ -42,20 +42,28 @@ class GraphedStep:
             x.copy_(old)  # warm-up steps must not count
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.actions = decoder.step(self.states, self.returns_to_go, self.timesteps,
-                                        self.noise)  # (B, A) static output
+            self.actions = decoder.step(
+                self.states, self.returns_to_go, self.timesteps, self.noise
+            )  # (B, A) static output
 
     def reset(self, rows: torch.Tensor | None = None) -> None:
         """Start new episodes in `rows` (long indices), or in every row (in place: the graph keeps its tensors)."""
         self.decoder.reset(rows)
 
-    def step(self, states: torch.Tensor, returns_to_go: torch.Tensor, timesteps: torch.Tensor,
-             noise: torch.Tensor | None = None) -> torch.Tensor:
+    def step(
+        self,
+        states: torch.Tensor,
+        returns_to_go: torch.Tensor,
+        timesteps: torch.Tensor,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """One environment step for every row by graph replay: the actions (B, A), a fresh tensor; sampled with
         `noise` (B, A) (a stochastic model only), else the mean action."""
         if noise is not None and self.noise is None:
-            raise ValueError("sampled actions need a stochastic model (a log-std head, predict_action_log_std); "
-                             "this model's action head is deterministic")
+            raise ValueError(
+                "sampled actions need a stochastic model (a log-std head, predict_action_log_std); "
+                "this model's action head is deterministic"
+            )
         self.states.copy_(states)
         self.returns_to_go.copy_(returns_to_go.reshape(-1))
         self.timesteps.copy_(timesteps)

@@ -61,8 +61,15 @@ class KVCacheDecoder:
             auto), resolved here by kernels.dispatch.resolve_backend, which raises if Triton cannot run.
     """
 
-    def __init__(self, model: DecisionTransformer, num_envs: int, context_len: int, mode: str = "exact",
-                 static: bool = False, backend: str | None = None) -> None:
+    def __init__(
+        self,
+        model: DecisionTransformer,
+        num_envs: int,
+        context_len: int,
+        mode: str = "exact",
+        static: bool = False,
+        backend: str | None = None,
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if not isinstance(num_envs, int) or num_envs < 1:
@@ -87,8 +94,16 @@ class KVCacheDecoder:
 
     def state(self) -> list[torch.Tensor]:
         """Every tensor a step or a reset updates (in place)."""
-        return [self.k_cache, self.v_cache, self.x0_cache, self.q0_cache, self.slot_pos, self.n_steps,
-                self.prev_action, self.prev_timestep]
+        return [
+            self.k_cache,
+            self.v_cache,
+            self.x0_cache,
+            self.q0_cache,
+            self.slot_pos,
+            self.n_steps,
+            self.prev_action,
+            self.prev_timestep,
+        ]
 
     def reset(self, rows: torch.Tensor | None = None) -> None:
         """Start new episodes in `rows` (long indices), or in every row."""
@@ -96,8 +111,14 @@ class KVCacheDecoder:
         self.n_steps[rows] = 0
         self.slot_pos[rows] = -1
 
-    def embed(self, prev_actions: torch.Tensor, returns_to_go: torch.Tensor, states: torch.Tensor,
-              prev_timesteps: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    def embed(
+        self,
+        prev_actions: torch.Tensor,
+        returns_to_go: torch.Tensor,
+        states: torch.Tensor,
+        prev_timesteps: torch.Tensor,
+        timesteps: torch.Tensor,
+    ) -> torch.Tensor:
         """Layer-0 inputs of the step's new tokens (a_{t-1}, R_t, s_t): (b, 3, C), by kernels.dispatch.embed_tokens.
 
         Each token is its Linear embedding plus the timestep embedding, then embed_ln, plus GPT-2's wpe[0]. The
@@ -107,16 +128,24 @@ class KVCacheDecoder:
         Args: prev_actions (b, A), returns_to_go (b, 1), states (b, S) float; prev_timesteps (b,) and
         timesteps (b,) long (a_{t-1} uses the previous step's timestep).
         """
-        x = embed_tokens(F.pad(states[:, None], (0, 0, 1, 0)),  # (b, 2, S): 0, s_t
-                         F.pad(prev_actions[:, None], (0, 0, 0, 1)),  # (b, 2, A): a_{t-1}, 0
-                         F.pad(returns_to_go[:, None], (0, 0, 1, 0)),  # (b, 2, 1): 0, R_t
-                         torch.stack((prev_timesteps, timesteps), dim=1),  # (b, 2)
-                         **self.embedding, backend=self.backend)  # (b, 6, C): R, s, a at t-1, then at t
+        x = embed_tokens(
+            F.pad(states[:, None], (0, 0, 1, 0)),  # (b, 2, S): 0, s_t
+            F.pad(prev_actions[:, None], (0, 0, 0, 1)),  # (b, 2, A): a_{t-1}, 0
+            F.pad(returns_to_go[:, None], (0, 0, 1, 0)),  # (b, 2, 1): 0, R_t
+            torch.stack((prev_timesteps, timesteps), dim=1),  # (b, 2)
+            **self.embedding,
+            backend=self.backend,
+        )  # (b, 6, C): R, s, a at t-1, then at t
         return x[:, 2:5]  # (b, 3, C): a_{t-1}, R_t, s_t
 
     @torch.no_grad()
-    def step(self, states: torch.Tensor, returns_to_go: torch.Tensor, timesteps: torch.Tensor,
-             noise: torch.Tensor | None = None) -> torch.Tensor:
+    def step(
+        self,
+        states: torch.Tensor,
+        returns_to_go: torch.Tensor,
+        timesteps: torch.Tensor,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """One environment step for every row: the actions (B, A).
 
         Args: states (B, S) normalised float; returns_to_go (B,) float, already divided by scale; timesteps (B,)
@@ -125,8 +154,10 @@ class KVCacheDecoder:
         """
         if noise is not None:
             if not self.model.stochastic:
-                raise ValueError("sampled actions need a stochastic model (a log-std head, predict_action_log_std); "
-                                 "this model's action head is deterministic")
+                raise ValueError(
+                    "sampled actions need a stochastic model (a log-std head, predict_action_log_std); "
+                    "this model's action head is deterministic"
+                )
             noise = noise.to(self.device, torch.float32)  # (B, A)
         B = self.B
         states = states.to(self.device, torch.float32)  # (B, S)
@@ -136,8 +167,7 @@ class KVCacheDecoder:
         new_pos = 3 * t[:, None] + torch.arange(-1, 2, device=self.device)  # (B, 3): a_{t-1}, R_t, s_t
         new_pos = torch.where(new_pos >= 0, new_pos, -1)  # a_{-1} does not exist
         self._embed_new(new_pos, states, returns_to_go, timesteps)
-        actions = (self._static_actions(t, new_pos, noise) if self.static
-                   else self._actions(t, new_pos, noise))  # (B, A)
+        actions = self._static_actions(t, new_pos, noise) if self.static else self._actions(t, new_pos, noise)  # (B, A)
         self.prev_action.copy_(actions)
         self.prev_timestep.copy_(timesteps)
         self.n_steps += 1
@@ -152,8 +182,9 @@ class KVCacheDecoder:
         recompute = (t >= K) if self.mode == "exact" else torch.zeros_like(t, dtype=torch.bool)  # (B,)
         if bool((~recompute).any()):
             inc = rows[~recompute]  # (b,)
-            actions[inc] = self._forward(inc, new_pos[inc], self._rolling_floor(new_pos[inc]),
-                                         None if noise is None else noise[inc])
+            actions[inc] = self._forward(
+                inc, new_pos[inc], self._rolling_floor(new_pos[inc]), None if noise is None else noise[inc]
+            )
         if bool(recompute.any()):
             rec = rows[recompute]  # (b,)
             w0 = 3 * (t[rec] - K + 1)  # (b,) first token of the window
@@ -182,8 +213,9 @@ class KVCacheDecoder:
         """Cache slot of each position (any shape): p % R, or the spare slot R for -1 (no token)."""
         return torch.where(pos >= 0, pos % self.R, self.R)
 
-    def _embed_new(self, new_pos: torch.Tensor, states: torch.Tensor, returns_to_go: torch.Tensor,
-                   timesteps: torch.Tensor) -> None:
+    def _embed_new(
+        self, new_pos: torch.Tensor, states: torch.Tensor, returns_to_go: torch.Tensor, timesteps: torch.Tensor
+    ) -> None:
         """Embed every row's new tokens `new_pos` (B, 3) (-1: none) into the layer-0 caches."""
         x0 = self.embed(self.prev_action, returns_to_go, states, self.prev_timestep, timesteps)  # (B, 3, C)
         r_idx = torch.arange(self.B, device=self.device)[:, None].expand(self.B, 3)  # (B, 3)
@@ -196,8 +228,9 @@ class KVCacheDecoder:
         self.k_cache[0, r_idx, slots] = k
         self.v_cache[0, r_idx, slots] = v
 
-    def _forward(self, rows: torch.Tensor, pos: torch.Tensor, floor: torch.Tensor,
-                 noise: torch.Tensor | None) -> torch.Tensor:
+    def _forward(
+        self, rows: torch.Tensor, pos: torch.Tensor, floor: torch.Tensor, noise: torch.Tensor | None
+    ) -> torch.Tensor:
         """Actions (b, A) of `rows`, running the residual stream of tokens `pos` (b, n) (-1 = none; the last
         column is s_t), each query attending to cached positions in [floor, itself]; layer 0 reads the cache. The
         mean action, or sampled with `noise` (b, A)."""

@@ -73,17 +73,31 @@ def env_spec(env_id: str) -> EnvSpec:
     raise ValueError(f"unknown env id {env_id!r}; closest known ids: {', '.join(close_env_ids(env_id)) or 'none'}")
 
 
-def spec_from_spaces(env_id: str, observation_space: Any, action_space: Any, max_episode_steps: int,
-                     backend: str) -> EnvSpec:
+def spec_from_spaces(
+    env_id: str, observation_space: Any, action_space: Any, max_episode_steps: int, backend: str
+) -> EnvSpec:
     """The EnvSpec of an env with these (single-env) spaces; ValueError naming the env if dt_fast cannot drive it."""
     from gymnasium.spaces import Box
 
-    if not (isinstance(observation_space, Box) and len(observation_space.shape) == 1
-            and isinstance(action_space, Box) and len(action_space.shape) == 1):
-        raise ValueError(f"{env_id} has observation space {space_text(observation_space)} and action space "
-                         f"{space_text(action_space)}; dt_fast supports {SUPPORTED}")
-    return EnvSpec(env_id, int(observation_space.shape[0]), int(action_space.shape[0]), max_episode_steps, backend,
-                   tuple(float(x) for x in action_space.low), tuple(float(x) for x in action_space.high))
+    if not (
+        isinstance(observation_space, Box)
+        and len(observation_space.shape) == 1
+        and isinstance(action_space, Box)
+        and len(action_space.shape) == 1
+    ):
+        raise ValueError(
+            f"{env_id} has observation space {space_text(observation_space)} and action space "
+            f"{space_text(action_space)}; dt_fast supports {SUPPORTED}"
+        )
+    return EnvSpec(
+        env_id,
+        int(observation_space.shape[0]),
+        int(action_space.shape[0]),
+        max_episode_steps,
+        backend,
+        tuple(float(x) for x in action_space.low),
+        tuple(float(x) for x in action_space.high),
+    )
 
 
 def space_text(space: Any) -> str:
@@ -119,13 +133,16 @@ def check_env_matches(env_id: str, state_dim: int, act_dim: int, source: str) ->
     """Raise if `env_id` is unknown or unsupported, or its observation/action sizes differ from those of `source`."""
     spec = env_spec(env_id)
     if (spec.state_dim, spec.act_dim) != (state_dim, act_dim):
-        raise ValueError(f"{source} has state_dim={state_dim}, act_dim={act_dim} but {env_id} has "
-                         f"state_dim={spec.state_dim}, act_dim={spec.act_dim}")
+        raise ValueError(
+            f"{source} has state_dim={state_dim}, act_dim={act_dim} but {env_id} has "
+            f"state_dim={spec.state_dim}, act_dim={spec.act_dim}"
+        )
     return spec
 
 
-def make_vector_env(spec: EnvSpec, num_envs: int, seed: int,
-                    max_episode_steps: int | None = None) -> tuple[Any, np.ndarray]:
+def make_vector_env(
+    spec: EnvSpec, num_envs: int, seed: int, max_episode_steps: int | None = None
+) -> tuple[Any, np.ndarray]:
     """`num_envs` copies of `spec`'s env stepped at once, NEXT_STEP auto-reset, just reset: (env, obs [B, state_dim]).
 
     envpool when it has the id, else gymnasium's synchronous vector env; env i is seeded `seed + i` in both (envpool
@@ -142,8 +159,13 @@ def make_vector_env(spec: EnvSpec, num_envs: int, seed: int,
         return env, obs
     import gymnasium as gym
 
-    env = gym.make_vec(spec.env_id, num_envs=num_envs, vectorization_mode="sync",
-                       vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}, **kwargs)
+    env = gym.make_vec(
+        spec.env_id,
+        num_envs=num_envs,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP},
+        **kwargs,
+    )
     obs, _ = env.reset(seed=seed)  # [B, state_dim], env i seeded seed + i
     return env, obs
 
@@ -152,9 +174,15 @@ Act = Callable[[np.ndarray, "np.ndarray | None", np.ndarray, np.ndarray], np.nda
 Record = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
 
 
-def run_episodes(env: Any, obs: np.ndarray, num_episodes: int, next_episode: Callable[[int], int], act: Act,
-                 record: Record | None = None,
-                 progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def run_episodes(
+    env: Any,
+    obs: np.ndarray,
+    num_episodes: int,
+    next_episode: Callable[[int], int],
+    act: Act,
+    record: Record | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Continuous batching: step every env until episodes 0 .. num_episodes - 1 have all ended.
 
     Args:

@@ -96,8 +96,9 @@ def check_arguments(episodes: int, num_envs: int | None, targets: Sequence[float
     """ValueError naming the argument if an episode count, env count or target return is invalid."""
     if isinstance(episodes, bool) or not isinstance(episodes, numbers.Integral) or episodes < 1:
         raise ValueError(f"episodes must be an integer >= 1, got {episodes!r}")
-    if num_envs is not None and (isinstance(num_envs, bool) or not isinstance(num_envs, numbers.Integral)
-                                 or num_envs < 1):
+    if num_envs is not None and (
+        isinstance(num_envs, bool) or not isinstance(num_envs, numbers.Integral) or num_envs < 1
+    ):
         raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
     for i, target in enumerate(targets):
         if target is None and len(targets) == 1:
@@ -105,8 +106,10 @@ def check_arguments(episodes: int, num_envs: int | None, targets: Sequence[float
         if isinstance(target, bool) or not isinstance(target, numbers.Real) or not math.isfinite(target):
             raise ValueError(f"target_return[{i}] must be a finite number, got {target!r}")
     if num_envs is not None and num_envs < len(targets):
-        raise ValueError(f"num_envs={num_envs} is smaller than the number of target returns ({len(targets)}): "
-                         "each target needs at least one env slot")
+        raise ValueError(
+            f"num_envs={num_envs} is smaller than the number of target returns ({len(targets)}): "
+            "each target needs at least one env slot"
+        )
 
 
 def assign_slots(num_envs: int, episodes: int, num_targets: int) -> tuple[np.ndarray, list[list[int]]]:
@@ -128,8 +131,15 @@ def default_num_envs(episodes: int, num_targets: int) -> int:
     return max(num_targets, min(DEFAULT_NUM_ENVS, episodes * num_targets))
 
 
-def run_batched(env: Any, obs: np.ndarray, policy: Any, slot_target: np.ndarray, queues: list[list[int]],
-                episodes: int, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def run_batched(
+    env: Any,
+    obs: np.ndarray,
+    policy: Any,
+    slot_target: np.ndarray,
+    queues: list[list[int]],
+    episodes: int,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """Run every scheduled episode to its end; returns and lengths, each [T, N] indexed (target, episode).
 
     Args:
@@ -160,10 +170,18 @@ def run_batched(env: Any, obs: np.ndarray, policy: Any, slot_target: np.ndarray,
     return returns.reshape(num_targets, episodes), lengths.reshape(num_targets, episodes)  # [T, N]
 
 
-def evaluate(policy_or_checkpoint: Any, env: str = "Hopper-v4", episodes: int = 100, num_envs: int | None = None,
-             target_return: float | Sequence[float] | None = None, seed: int = 0, mode: str = "exact",
-             backend: str = "auto", reference: tuple[float, float] | None = None,
-             progress: bool = True) -> EvalResult | list[EvalResult]:
+def evaluate(
+    policy_or_checkpoint: Any,
+    env: str = "Hopper-v4",
+    episodes: int = 100,
+    num_envs: int | None = None,
+    target_return: float | Sequence[float] | None = None,
+    seed: int = 0,
+    mode: str = "exact",
+    backend: str = "auto",
+    reference: tuple[float, float] | None = None,
+    progress: bool = True,
+) -> EvalResult | list[EvalResult]:
     """Run `episodes` complete episodes per target return over a batch of envs; one EvalResult per target.
 
     Args:
@@ -207,11 +225,15 @@ def evaluate(policy_or_checkpoint: Any, env: str = "Hopper-v4", episodes: int = 
         policy = policy_or_checkpoint
         spec = check_env_matches(env, policy.state_dim, policy.act_dim, source="policy")
         if num_envs is not None and num_envs != policy.num_envs:
-            raise ValueError(f"num_envs={num_envs} but the policy has num_envs={policy.num_envs}: a Policy's own "
-                             "rows are the env slots (leave num_envs out)")
+            raise ValueError(
+                f"num_envs={num_envs} but the policy has num_envs={policy.num_envs}: a Policy's own "
+                "rows are the env slots (leave num_envs out)"
+            )
         if policy.num_envs < len(targets):
-            raise ValueError(f"the policy has num_envs={policy.num_envs}, fewer than the number of target "
-                             f"returns ({len(targets)}): each target needs at least one env slot")
+            raise ValueError(
+                f"the policy has num_envs={policy.num_envs}, fewer than the number of target "
+                f"returns ({len(targets)}): each target needs at least one env slot"
+            )
         slot_target, queues = assign_slots(policy.num_envs, episodes, len(targets))
     own_targets = policy.target_return  # [B], restored after the run
     if targets == [None]:
@@ -226,8 +248,10 @@ def evaluate(policy_or_checkpoint: Any, env: str = "Hopper-v4", episodes: int = 
         vec.close()
         policy.set_target_return(own_targets)
     rate = float(lengths.sum()) / wall
-    results = [EvalResult(env, float(t), returns[j], lengths[j], rate, wall, reference, policy.mode)
-               for j, t in enumerate(targets)]
+    results = [
+        EvalResult(env, float(t), returns[j], lengths[j], rate, wall, reference, policy.mode)
+        for j, t in enumerate(targets)
+    ]
     return results if many else results[0]
 
 
@@ -242,8 +266,10 @@ def policy_target(policy: Any) -> float:
     """The one target return (env units) all rows of `policy` condition on; ValueError if the rows differ."""
     targets = np.asarray(policy.target_return, dtype=np.float64).reshape(-1)  # [B]
     if not np.all(targets == targets[0]):
-        raise ValueError(f"the policy's rows condition on different target returns ({np.unique(targets).tolist()}):"
-                         " pass target_return to evaluate")
+        raise ValueError(
+            f"the policy's rows condition on different target returns ({np.unique(targets).tolist()}):"
+            " pass target_return to evaluate"
+        )
     return float(targets[0])
 
 
@@ -265,8 +291,10 @@ def checkpoint_sizes(path: Path) -> tuple[int, int]:
     from dt_fast.config import DecisionTransformerConfig
 
     if not (path / CONFIG_NAME).is_file():
-        raise FileNotFoundError(f"{path}: not a checkpoint directory (expected {CONFIG_NAME} and {SAFE_WEIGHTS_NAME}, "
-                                f"plus {METADATA_NAME} from dt_fast)")
+        raise FileNotFoundError(
+            f"{path}: not a checkpoint directory (expected {CONFIG_NAME} and {SAFE_WEIGHTS_NAME}, "
+            f"plus {METADATA_NAME} from dt_fast)"
+        )
     config = DecisionTransformerConfig.from_json_file(path / CONFIG_NAME)
     return config.state_dim, config.act_dim
 
@@ -286,8 +314,14 @@ def returns_figure(results: Sequence[EvalResult], best_return: float | None = No
     targets = np.array([r.target_return for r in results], dtype=np.float64)  # [T]
     means = np.array([r.mean for r in results])  # [T]
     ci = np.array([r.ci95 for r in results])  # [T]
-    ax.errorbar(targets, means, yerr=ci, fmt="o-", capsize=3,
-                label=f"achieved ({results[0].mode}, {len(results[0].returns)} episodes, 95% CI)")
+    ax.errorbar(
+        targets,
+        means,
+        yerr=ci,
+        fmt="o-",
+        capsize=3,
+        label=f"achieved ({results[0].mode}, {len(results[0].returns)} episodes, 95% CI)",
+    )
     lims = [min(targets.min(), means.min(), 0.0), max(targets.max(), means.max())]
     ax.plot(lims, lims, "k--", lw=1, label="achieved = target")
     shown = [*lims, (means - ci).min(), (means + ci).max()]
@@ -317,17 +351,45 @@ def write_results(path: str | os.PathLike, results: Sequence[EvalResult], seed: 
     JSON for a .json path (a "summary" and an "episodes" list), else CSV (one row per episode, the summary of its
     target repeated on each row)."""
     run = {"env_id": results[0].env_id, "mode": results[0].mode, "seed": seed, "num_envs": num_envs}
-    summary = [{"target_return": r.target_return, "episodes": len(r.returns), "mean": r.mean, "std": r.std,
-                "ci95": r.ci95, "normalized_score": r.normalized_score, "mean_length": float(r.lengths.mean()),
-                "env_steps_per_s": r.env_steps_per_s, "wall_s": r.wall_s} for r in results]
-    episodes = [[{"target_return": r.target_return, "episode": k, "return": float(ret), "length": int(length)}
-                 for k, (ret, length) in enumerate(zip(r.returns, r.lengths))] for r in results]  # [T][N]
+    summary = [
+        {
+            "target_return": r.target_return,
+            "episodes": len(r.returns),
+            "mean": r.mean,
+            "std": r.std,
+            "ci95": r.ci95,
+            "normalized_score": r.normalized_score,
+            "mean_length": float(r.lengths.mean()),
+            "env_steps_per_s": r.env_steps_per_s,
+            "wall_s": r.wall_s,
+        }
+        for r in results
+    ]
+    episodes = [
+        [
+            {"target_return": r.target_return, "episode": k, "return": float(ret), "length": int(length)}
+            for k, (ret, length) in enumerate(zip(r.returns, r.lengths))
+        ]
+        for r in results
+    ]  # [T][N]
     if Path(path).suffix.lower() == ".json":
         flat = [row for rows in episodes for row in rows]
         write_text(path, json.dumps({**run, "summary": summary, "episodes": flat}, indent=2) + "\n")
         return
-    columns = ["target_return", "episode", "return", "length", "mean", "std", "ci95", "normalized_score",
-               "env_id", "mode", "seed", "num_envs"]
+    columns = [
+        "target_return",
+        "episode",
+        "return",
+        "length",
+        "mean",
+        "std",
+        "ci95",
+        "normalized_score",
+        "env_id",
+        "mode",
+        "seed",
+        "num_envs",
+    ]
     text = io.StringIO()
     writer = csv.DictWriter(text, columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -352,8 +414,9 @@ def record_video(policy: Any, env_id: str, path: str | os.PathLike, seed: int = 
         simplify_mujoco_rendering(env)
         frame = env.render()  # [H, W, 3] uint8
         with atomic_write(path) as tmp:
-            writer = imageio_ffmpeg.write_frames(str(tmp), (frame.shape[1], frame.shape[0]),
-                                                 fps=env.metadata.get("render_fps", 30), macro_block_size=1)
+            writer = imageio_ffmpeg.write_frames(
+                str(tmp), (frame.shape[1], frame.shape[0]), fps=env.metadata.get("render_fps", 30), macro_block_size=1
+            )
             writer.send(None)
             try:
                 writer.send(np.ascontiguousarray(frame))
@@ -394,23 +457,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="checkpoint directory (config.json, model.safetensors, dt_fast.json)")
     parser.add_argument("--env", default=None, help="environment id (default: the one stored with the checkpoint)")
     parser.add_argument("--episodes", type=int, default=100, help="episodes per target return")
-    parser.add_argument("--target-return", type=float, nargs="+", default=None, metavar="R",
-                        help="one or more returns to condition on, env units (default: the checkpoint's)")
-    parser.add_argument("--context-len", type=int, default=None, metavar="K",
-                        help="steps in the model's window (default: the checkpoint's dt_fast.json)")
-    parser.add_argument("--scale", type=float, default=None,
-                        help="returns-to-go are divided by it, 1000 for MuJoCo (default: the checkpoint's)")
-    parser.add_argument("--dataset", default=None, metavar="FILE_OR_NAME",
-                        help="training data (a dataset file or a bundled name such as hopper-medium-v4) to take the "
-                             "state mean and std from (default: the checkpoint's dt_fast.json)")
-    parser.add_argument("--num-envs", type=int, default=None,
-                        help="envs stepped at once (default min(64, episodes x targets))")
-    parser.add_argument("--mode", choices=["exact", "rolling"], default="exact",
-                        help="inference mode; rolling is O(1) per step but approximate once the window slides")
+    parser.add_argument(
+        "--target-return",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="R",
+        help="one or more returns to condition on, env units (default: the checkpoint's)",
+    )
+    parser.add_argument(
+        "--context-len",
+        type=int,
+        default=None,
+        metavar="K",
+        help="steps in the model's window (default: the checkpoint's dt_fast.json)",
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help="returns-to-go are divided by it, 1000 for MuJoCo (default: the checkpoint's)",
+    )
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        metavar="FILE_OR_NAME",
+        help="training data (a dataset file or a bundled name such as hopper-medium-v4) to take the "
+        "state mean and std from (default: the checkpoint's dt_fast.json)",
+    )
+    parser.add_argument(
+        "--num-envs", type=int, default=None, help="envs stepped at once (default min(64, episodes x targets))"
+    )
+    parser.add_argument(
+        "--mode",
+        choices=["exact", "rolling"],
+        default="exact",
+        help="inference mode; rolling is O(1) per step but approximate once the window slides",
+    )
     parser.add_argument("--backend", default="auto", help="policy backend: auto (fastest available), cpp or torch")
     parser.add_argument("--seed", type=int, default=0, help="env i is seeded seed + i")
-    parser.add_argument("--results", default=None, metavar="FILE.json|FILE.csv",
-                        help="write every episode's target, index, return and length, and the summary")
+    parser.add_argument(
+        "--results",
+        default=None,
+        metavar="FILE.json|FILE.csv",
+        help="write every episode's target, index, return and length, and the summary",
+    )
     parser.add_argument("--plot", default=None, metavar="FILE.png", help="plot achieved against target return")
     parser.add_argument("--video", default=None, metavar="FILE.mp4", help="render one episode to this mp4")
     parser.add_argument("--overwrite", action="store_true", help="replace existing --results, --plot, --video files")
@@ -433,12 +524,19 @@ def check_policy_inputs(path: Path, meta: Any, env_id: str | None, args: argpars
     --context-len or --scale."""
     missing = [] if env_id is not None else ["--env"]
     if meta is None:
-        given = (("--target-return", args.target_return), ("--context-len", args.context_len),
-                 ("--scale", args.scale), ("--dataset", args.dataset))
+        given = (
+            ("--target-return", args.target_return),
+            ("--context-len", args.context_len),
+            ("--scale", args.scale),
+            ("--dataset", args.dataset),
+        )
         missing += [flag for flag, value in given if value is None]
     if missing:
-        where = (f"{path} has no {METADATA_NAME} (a plain transformers checkpoint)" if meta is None
-                 else f"{path / METADATA_NAME} has no env id")
+        where = (
+            f"{path} has no {METADATA_NAME} (a plain transformers checkpoint)"
+            if meta is None
+            else f"{path / METADATA_NAME} has no env id"
+        )
         rest = missing[1:]
         also = f", as {'is' if len(rest) == 1 else 'are'} {', '.join(rest)}" if rest else ""
         raise ValueError(f"{missing[0]} is required{also}: {where} to take {'them' if also else 'it'} from")
@@ -455,8 +553,10 @@ def dataset_statistics(name: str, state_dim: int, path: Path) -> tuple[np.ndarra
 
     data = load_dataset(name)
     if data.observations.shape[1] != state_dim:
-        raise ValueError(f"--dataset {name}: observations of size {data.observations.shape[1]}, but checkpoint "
-                         f"{path} has state_dim={state_dim}")
+        raise ValueError(
+            f"--dataset {name}: observations of size {data.observations.shape[1]}, but checkpoint "
+            f"{path} has state_dim={state_dim}"
+        )
     return data.state_mean, data.state_std, float(data.episode_returns.max())
 
 
@@ -479,10 +579,17 @@ def run(args: argparse.Namespace) -> int:
     if args.dataset is not None:
         stats["state_mean"], stats["state_std"], best_return = dataset_statistics(args.dataset, state_dim, path)
     num_envs = args.num_envs or default_num_envs(args.episodes, len(targets))
-    policy = Policy.from_pretrained(path, target_return=targets[0], mode=args.mode, backend=args.backend,
-                                    num_envs=num_envs, **stats)
-    results = evaluate(policy, env=env_id, episodes=args.episodes, target_return=args.target_return, seed=args.seed,
-                       progress=not args.no_progress)
+    policy = Policy.from_pretrained(
+        path, target_return=targets[0], mode=args.mode, backend=args.backend, num_envs=num_envs, **stats
+    )
+    results = evaluate(
+        policy,
+        env=env_id,
+        episodes=args.episodes,
+        target_return=args.target_return,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
     results = results if isinstance(results, list) else [results]
     print(format_table(results))
     if args.results:
@@ -492,24 +599,33 @@ def run(args: argparse.Namespace) -> int:
         plot_returns(results, args.plot, best_return=best_return)
         print(f"plot: {args.plot}")
     if args.video:
-        policy = Policy.from_pretrained(path, target_return=results[0].target_return, mode=args.mode,
-                                        backend=args.backend, num_envs=1, **stats)
+        policy = Policy.from_pretrained(
+            path, target_return=results[0].target_return, mode=args.mode, backend=args.backend, num_envs=1, **stats
+        )
         ret, length, frames = record_video(policy, env_id, args.video, seed=args.seed)
-        print(f"video: {args.video} ({frames} frames, one episode of return {ret:.1f} over {length} steps, "
-              f"target {results[0].target_return:g}, gymnasium seed {args.seed})")
+        print(
+            f"video: {args.video} ({frames} frames, one episode of return {ret:.1f} over {length} steps, "
+            f"target {results[0].target_return:g}, gymnasium seed {args.seed})"
+        )
     return 0
 
 
 def format_table(results: Sequence[EvalResult]) -> str:
     """A text table with one row per target return."""
-    head = (f"{'target':>9} {'episodes':>8} {'mean':>9} {'std':>8} {'ci95':>8} {'norm':>7} {'mean len':>8} "
-            f"{'env-steps/s':>11}")
+    head = (
+        f"{'target':>9} {'episodes':>8} {'mean':>9} {'std':>8} {'ci95':>8} {'norm':>7} {'mean len':>8} "
+        f"{'env-steps/s':>11}"
+    )
     rows = [head, "-" * len(head)]
     for r in results:
         norm = "-" if r.normalized_score is None else f"{r.normalized_score:.1f}"
-        rows.append(f"{r.target_return:>9.1f} {len(r.returns):>8} {r.mean:>9.1f} {r.std:>8.1f} {r.ci95:>8.1f} "
-                    f"{norm:>7} {r.lengths.mean():>8.1f} {r.env_steps_per_s:>11.0f}")
+        rows.append(
+            f"{r.target_return:>9.1f} {len(r.returns):>8} {r.mean:>9.1f} {r.std:>8.1f} {r.ci95:>8.1f} "
+            f"{norm:>7} {r.lengths.mean():>8.1f} {r.env_steps_per_s:>11.0f}"
+        )
     first = results[0]
-    rows.append(f"{first.env_id}, mode {first.mode}{' (approximate)' if first.mode == 'rolling' else ''}, "
-                f"{first.wall_s:.1f} s wall for the whole batched run; ci95 = 1.96 std / sqrt(episodes)")
+    rows.append(
+        f"{first.env_id}, mode {first.mode}{' (approximate)' if first.mode == 'rolling' else ''}, "
+        f"{first.wall_s:.1f} s wall for the whole batched run; ci95 = 1.96 std / sqrt(episodes)"
+    )
     return "\n".join(rows)

@@ -133,8 +133,9 @@ class Episodes:
         return int(self.lengths.sum())
 
 
-def collect_episodes(policy: Policy, env: Any, obs: np.ndarray, num_episodes: int,
-                     progress: Callable[[int], None] | None = None) -> Episodes:
+def collect_episodes(
+    policy: Policy, env: Any, obs: np.ndarray, num_episodes: int, progress: Callable[[int], None] | None = None
+) -> Episodes:
     """Run `num_episodes` whole episodes with `policy` over the vector env `env` (continuous batching,
     dt_fast.envs.run_episodes) and return them, each in step order, episodes in id order.
 
@@ -154,17 +155,28 @@ def collect_episodes(policy: Policy, env: Any, obs: np.ndarray, num_episodes: in
             policy.reset(np.flatnonzero(fresh))
         return policy.act(obs, reward)  # (B, act_dim)
 
-    def record(obs: np.ndarray, action: np.ndarray, reward: np.ndarray, _next_obs: np.ndarray,
-               _terminated: np.ndarray, _truncated: np.ndarray, episode: np.ndarray) -> None:
+    def record(
+        obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        _next_obs: np.ndarray,
+        _terminated: np.ndarray,
+        _truncated: np.ndarray,
+        episode: np.ndarray,
+    ) -> None:
         steps.append((obs.copy(), np.array(action, np.float32), np.array(reward, np.float32), episode))
 
     returns, lengths = run_episodes(env, obs, num_episodes, next_episode, act, record, progress)
     episode = np.concatenate([s[3] for s in steps])  # (calls * B,) -1 = not counted
-    order = np.argsort(episode, kind="stable")[np.sum(episode < 0):]  # by episode, each in step order
-    return Episodes(observations=np.concatenate([s[0] for s in steps])[order].astype(np.float32),
-                    actions=np.concatenate([s[1] for s in steps])[order],
-                    rewards=np.concatenate([s[2] for s in steps])[order], lengths=lengths, returns=returns,
-                    env_steps=len(steps) * len(obs))
+    order = np.argsort(episode, kind="stable")[np.sum(episode < 0) :]  # by episode, each in step order
+    return Episodes(
+        observations=np.concatenate([s[0] for s in steps])[order].astype(np.float32),
+        actions=np.concatenate([s[1] for s in steps])[order],
+        rewards=np.concatenate([s[2] for s in steps])[order],
+        lengths=lengths,
+        returns=returns,
+        env_steps=len(steps) * len(obs),
+    )
 
 
 def derived_seed(seed: int, *stream: Any, bits: int = 64) -> int:
@@ -186,40 +198,67 @@ class Finetuner:
         self.out, self.overwrite = Path(cfg.out), overwrite
         checkpoint.check_run_dir(self.out, overwrite=overwrite, resume=resume)
         if resume is None and self.out.resolve() == Path(cfg.checkpoint).resolve():
-            raise ValueError(f"--out {self.out} is the checkpoint to start from (--from): fine-tune into another "
-                             f"directory")
+            raise ValueError(
+                f"--out {self.out} is the checkpoint to start from (--from): fine-tune into another directory"
+            )
         start = Path(resume) if resume is not None else Path(cfg.checkpoint)
         meta = read_start(start, "--resume" if resume is not None else "--from")
         self.data, self.dataset_path = load_offline_data(cfg.dataset, meta, start)
         model_config = checkpoint.read_config(start)
         if (self.data.state_dim, self.data.act_dim) != (model_config.state_dim, model_config.act_dim):
-            raise ValueError(f"{self.dataset_path} has state_dim={self.data.state_dim}, act_dim={self.data.act_dim} "
-                             f"but the checkpoint {start} has state_dim={model_config.state_dim}, "
-                             f"act_dim={model_config.act_dim}")
+            raise ValueError(
+                f"{self.dataset_path} has state_dim={self.data.state_dim}, act_dim={self.data.act_dim} "
+                f"but the checkpoint {start} has state_dim={model_config.state_dim}, "
+                f"act_dim={model_config.act_dim}"
+            )
         self.env_id = cfg.env or (meta.env_id if meta is not None else None) or self.data.env_id or ""
         if not self.env_id:
-            raise ValueError(f"neither the checkpoint {start} nor the dataset {self.dataset_path} names an env: pass "
-                             f"--env")
-        self.spec: EnvSpec = check_env_matches(self.env_id, model_config.state_dim, model_config.act_dim,
-                                               source=f"checkpoint {start}")
-        if meta is not None and not (np.allclose(meta.state_mean, self.data.state_mean, rtol=1e-5, atol=1e-6)
-                                     and np.allclose(meta.state_std, self.data.state_std, rtol=1e-5, atol=1e-6)):
-            warnings.warn(f"{self.dataset_path}: its state mean and std differ from those in {start}'s "
-                          f"{checkpoint.METADATA_NAME} (trained on other data?); fine-tuning normalises with the "
-                          f"dataset's, as the replay buffer does", stacklevel=2)
+            raise ValueError(
+                f"neither the checkpoint {start} nor the dataset {self.dataset_path} names an env: pass --env"
+            )
+        self.spec: EnvSpec = check_env_matches(
+            self.env_id, model_config.state_dim, model_config.act_dim, source=f"checkpoint {start}"
+        )
+        if meta is not None and not (
+            np.allclose(meta.state_mean, self.data.state_mean, rtol=1e-5, atol=1e-6)
+            and np.allclose(meta.state_std, self.data.state_std, rtol=1e-5, atol=1e-6)
+        ):
+            warnings.warn(
+                f"{self.dataset_path}: its state mean and std differ from those in {start}'s "
+                f"{checkpoint.METADATA_NAME} (trained on other data?); fine-tuning normalises with the "
+                f"dataset's, as the replay buffer does",
+                stacklevel=2,
+            )
         context_len = meta.context_len if meta is not None else cfg.context_len
         scale = meta.scale if meta is not None else 1000.0
-        self.eval_target = cfg.eval_target or (meta.target_return if meta is not None
-                                               else float(self.data.episode_returns.max()))
+        self.eval_target = cfg.eval_target or (
+            meta.target_return if meta is not None else float(self.data.episode_returns.max())
+        )
         self.online_target = cfg.online_target or 2.0 * self.eval_target
         self.reference = reference_scores(self.env_id)
 
         self.model = stochastic_model(start, meta, cfg.seed)
-        self.sampler = TrajectorySampler(self.data, context_len=context_len, batch_size=cfg.batch_size, scale=scale,
-                                         max_ep_len=model_config.max_ep_len, seed=cfg.seed, capacity=cfg.capacity)
-        step_config = TrainConfig(out=cfg.out, batch_size=cfg.batch_size, context_len=context_len, lr=cfg.lr,
-                                  weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
-                                  grad_clip=cfg.grad_clip, policy="stochastic", seed=cfg.seed, device=cfg.device)
+        self.sampler = TrajectorySampler(
+            self.data,
+            context_len=context_len,
+            batch_size=cfg.batch_size,
+            scale=scale,
+            max_ep_len=model_config.max_ep_len,
+            seed=cfg.seed,
+            capacity=cfg.capacity,
+        )
+        step_config = TrainConfig(
+            out=cfg.out,
+            batch_size=cfg.batch_size,
+            context_len=context_len,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            warmup_steps=cfg.warmup_steps,
+            grad_clip=cfg.grad_clip,
+            policy="stochastic",
+            seed=cfg.seed,
+            device=cfg.device,
+        )
         self.trainer = Trainer.stepping(step_config, self.model, self.sampler)
         torch.manual_seed(cfg.seed)  # dropout and the entropy's noise
         self.iteration, self.transitions, self.env_steps = 0, 0, 0
@@ -227,12 +266,25 @@ class Finetuner:
         self.resumed = resume is not None
         if self.resumed:
             self.load_state(Path(resume))
-        statistics = dict(state_mean=self.sampler.state_mean, state_std=self.sampler.state_std, scale=scale,
-                          context_len=context_len)
-        self.explore = Policy(self.model, target_return=self.online_target, mode=cfg.mode, backend="cpp",
-                              num_envs=cfg.envs_per_iteration, **statistics)
-        self.evaluator = Policy(self.model, target_return=self.eval_target, mode="exact", backend="cpp",
-                                num_envs=min(64, cfg.eval_episodes), **statistics)
+        statistics = dict(
+            state_mean=self.sampler.state_mean, state_std=self.sampler.state_std, scale=scale, context_len=context_len
+        )
+        self.explore = Policy(
+            self.model,
+            target_return=self.online_target,
+            mode=cfg.mode,
+            backend="cpp",
+            num_envs=cfg.envs_per_iteration,
+            **statistics,
+        )
+        self.evaluator = Policy(
+            self.model,
+            target_return=self.eval_target,
+            mode="exact",
+            backend="cpp",
+            num_envs=min(64, cfg.eval_episodes),
+            **statistics,
+        )
         self.model.train()
 
     def run(self) -> Path:
@@ -247,8 +299,13 @@ class Finetuner:
         self.out.mkdir(parents=True, exist_ok=True)
         checkpoint.write_train_config(self.out, {"stage": STAGE, **dataclasses.asdict(cfg)})
         log = RunLog(self.out, enabled=True, start_step=self.transitions if self.resumed else 0)
-        bar = tqdm(total=cfg.online_steps, initial=min(self.transitions, cfg.online_steps), unit="step",
-                   dynamic_ncols=True, desc="finetune")
+        bar = tqdm(
+            total=cfg.online_steps,
+            initial=min(self.transitions, cfg.online_steps),
+            unit="step",
+            dynamic_ncols=True,
+            desc="finetune",
+        )
         try:
             if self.iteration == 0:
                 log.write({"step": 0, **self.evaluate()})
@@ -284,18 +341,26 @@ class Finetuner:
         update_s = time.perf_counter() - start
         self.explore.update_weights(self.model)
         self.model.train()
-        return {"step": self.transitions, "iteration": self.iteration, "env_steps": self.env_steps,
-                "rollout_return_mean": float(episodes.returns.mean()),
-                "rollout_return_max": float(episodes.returns.max()),
-                "rollout_length_mean": float(episodes.lengths.mean()), "updates": self.trainer.step,
-                "collect_env_steps_per_s": episodes.env_steps / collect_s, "collect_s": collect_s,
-                "update_s": update_s, **losses}
+        return {
+            "step": self.transitions,
+            "iteration": self.iteration,
+            "env_steps": self.env_steps,
+            "rollout_return_mean": float(episodes.returns.mean()),
+            "rollout_return_max": float(episodes.returns.max()),
+            "rollout_length_mean": float(episodes.lengths.mean()),
+            "updates": self.trainer.step,
+            "collect_env_steps_per_s": episodes.env_steps / collect_s,
+            "collect_s": collect_s,
+            "update_s": update_s,
+            **losses,
+        }
 
     def collect(self) -> Episodes:
         """One episode in each of `envs_per_iteration` envs, seeded from (seed, iteration), sampled actions."""
         cfg = self.config
-        env, obs = make_vector_env(self.spec, cfg.envs_per_iteration,
-                                   derived_seed(cfg.seed, "envs", self.iteration, bits=30))
+        env, obs = make_vector_env(
+            self.spec, cfg.envs_per_iteration, derived_seed(cfg.seed, "envs", self.iteration, bits=30)
+        )
         try:
             self.explore.set_sampling(derived_seed(cfg.seed, "noise", self.iteration))
             return collect_episodes(self.explore, env, obs, cfg.envs_per_iteration)
@@ -314,9 +379,13 @@ class Finetuner:
                 raise FloatingPointError(f"loss is {loss} at update {self.trainer.step}; lower --lr")
             nll += self.trainer.nll.item()
             entropy += self.trainer.entropy.item()
-        return {"loss": loss / updates, "nll": nll / updates, "entropy": entropy / updates,
-                "temperature": self.trainer.temperature.value().item(),
-                "lr": float(self.trainer.scheduler.get_last_lr()[0])}
+        return {
+            "loss": loss / updates,
+            "nll": nll / updates,
+            "entropy": entropy / updates,
+            "temperature": self.trainer.temperature.value().item(),
+            "lr": float(self.trainer.scheduler.get_last_lr()[0]),
+        }
 
     def evaluate(self) -> dict[str, float]:
         """The mean action over `eval_episodes` episodes, exact mode, the same env seeds every time."""
@@ -324,8 +393,13 @@ class Finetuner:
 
         self.evaluator.update_weights(self.model)
         self.model.train()
-        result = evaluate(self.evaluator, env=self.env_id, episodes=self.config.eval_episodes,
-                          seed=derived_seed(self.config.seed, "eval", bits=30), progress=False)
+        result = evaluate(
+            self.evaluator,
+            env=self.env_id,
+            episodes=self.config.eval_episodes,
+            seed=derived_seed(self.config.seed, "eval", bits=30),
+            progress=False,
+        )
         self.evaluations.append((self.transitions, result))
         row = {"eval_return_mean": result.mean, "eval_return_ci95": result.ci95}
         if self.reference is not None:
@@ -338,26 +412,52 @@ class Finetuner:
         cfg = self.config
         self.model.save_pretrained(self.out)
         returns = self.data.episode_returns
-        checkpoint.write_metadata(self.out, checkpoint.Metadata(
-            state_mean=tuple(self.sampler.state_mean), state_std=tuple(self.sampler.state_std),
-            scale=self.sampler.scale, context_len=self.sampler.context_len, target_return=self.eval_target,
-            env_id=self.env_id, action_head="stochastic",
-            dataset={"path": self.dataset_path, "summary": repr(self.data), "best_return": float(returns.max()),
-                     "mean_return": float(returns.mean()), "online_transitions": self.transitions}))
-        checkpoint.write_train_state(self.out / checkpoint.TRAIN_STATE_NAME, {
-            "stage": STAGE, "iteration": self.iteration, "transitions": self.transitions,
-            "env_steps": self.env_steps, "updates": self.trainer.step, "model": self.model.state_dict(),
-            "optimizer": self.trainer.optimizer.state_dict(), "scheduler": self.trainer.scheduler.state_dict(),
-            "temperature": self.trainer.temperature.state_dict(), "sampler": self.sampler.state_dict(),
-            "torch_rng": torch.get_rng_state(), "config": dataclasses.asdict(cfg)})
+        checkpoint.write_metadata(
+            self.out,
+            checkpoint.Metadata(
+                state_mean=tuple(self.sampler.state_mean),
+                state_std=tuple(self.sampler.state_std),
+                scale=self.sampler.scale,
+                context_len=self.sampler.context_len,
+                target_return=self.eval_target,
+                env_id=self.env_id,
+                action_head="stochastic",
+                dataset={
+                    "path": self.dataset_path,
+                    "summary": repr(self.data),
+                    "best_return": float(returns.max()),
+                    "mean_return": float(returns.mean()),
+                    "online_transitions": self.transitions,
+                },
+            ),
+        )
+        checkpoint.write_train_state(
+            self.out / checkpoint.TRAIN_STATE_NAME,
+            {
+                "stage": STAGE,
+                "iteration": self.iteration,
+                "transitions": self.transitions,
+                "env_steps": self.env_steps,
+                "updates": self.trainer.step,
+                "model": self.model.state_dict(),
+                "optimizer": self.trainer.optimizer.state_dict(),
+                "scheduler": self.trainer.scheduler.state_dict(),
+                "temperature": self.trainer.temperature.state_dict(),
+                "sampler": self.sampler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "config": dataclasses.asdict(cfg),
+            },
+        )
 
     def load_state(self, run_dir: Path) -> None:
         """Continue from run_dir/train_state.pt: model, optimizer, schedule, temperature, replay buffer, RNG and
         counters."""
         state = checkpoint.read_train_state(run_dir / checkpoint.TRAIN_STATE_NAME)
         if state.get("stage") != STAGE:
-            raise ValueError(f"{run_dir}: not a fine-tuning run (its {checkpoint.TRAIN_STATE_NAME} is from "
-                             f"`dt-fast train`): resume it with `dt-fast train --resume`")
+            raise ValueError(
+                f"{run_dir}: not a fine-tuning run (its {checkpoint.TRAIN_STATE_NAME} is from "
+                f"`dt-fast train`): resume it with `dt-fast train --resume`"
+            )
         self.model.load_state_dict(state["model"])
         load_optimizer_state(self.trainer.optimizer, state["optimizer"])
         self.trainer.scheduler.load_state_dict(state["scheduler"])
@@ -377,8 +477,10 @@ def read_start(path: Path, flag: str) -> checkpoint.Metadata | None:
     """The dt_fast.json of the checkpoint to start from (None: a plain transformers checkpoint); ValueError if
     `path` is not a checkpoint directory."""
     if not path.is_dir() or not (path / checkpoint.CONFIG_NAME).is_file():
-        raise ValueError(f"{flag} {path}: not a checkpoint directory (expected {checkpoint.CONFIG_NAME} and "
-                         f"{checkpoint.SAFE_WEIGHTS_NAME})")
+        raise ValueError(
+            f"{flag} {path}: not a checkpoint directory (expected {checkpoint.CONFIG_NAME} and "
+            f"{checkpoint.SAFE_WEIGHTS_NAME})"
+        )
     return checkpoint.read_metadata(path)
 
 
@@ -388,8 +490,9 @@ def load_offline_data(dataset: str, meta: checkpoint.Metadata | None, start: Pat
     path = dataset or named
     if not path:
         why = "is a plain transformers checkpoint (no dt_fast.json)" if meta is None else "names no dataset"
-        raise ValueError(f"--from {start} {why}: pass --dataset, the offline data of the replay buffer and the "
-                         f"state statistics")
+        raise ValueError(
+            f"--from {start} {why}: pass --dataset, the offline data of the replay buffer and the state statistics"
+        )
     return load_dataset(path), str(path)
 
 
@@ -408,33 +511,46 @@ def stochastic_model(path: Path, meta: checkpoint.Metadata | None, seed: int) ->
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per FinetuneConfig field (`--from` for checkpoint), plus --resume and --overwrite."""
-    parser.add_argument("--resume", metavar="RUN_DIR",
-                        help="continue the fine-tuning run in RUN_DIR from its train_state.pt (its config, then "
-                             "flags); log rows after its last checkpoint are dropped")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="fine-tune into an --out that already holds a run: its run files are deleted when the "
-                             "run starts, after the checkpoint, data and env are checked")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the fine-tuning run in RUN_DIR from its train_state.pt (its config, then "
+        "flags); log rows after its last checkpoint are dropped",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="fine-tune into an --out that already holds a run: its run files are deleted when the "
+        "run starts, after the checkpoint, data and env are checked",
+    )
     docs = field_docs(FinetuneConfig)
     for f in dataclasses.fields(FinetuneConfig):
         flag = "--from" if f.name == "checkpoint" else "--" + f.name.replace("_", "-")
         valid = f"; valid: {describe_setting(f.metadata)}" if f.metadata else ""
         default = "required" if f.name == "checkpoint" else f"{f.default!r} {f.metadata.get('units', '')}".strip()
         metavar = "RUN_DIR" if f.name == "checkpoint" else f.name.upper()
-        parser.add_argument(flag, dest=f.name, default=None, metavar=metavar,
-                            help=f"{docs.get(f.name, '')} (default: {default}{valid})".replace("%", "%%"))
+        parser.add_argument(
+            flag,
+            dest=f.name,
+            default=None,
+            metavar=metavar,
+            help=f"{docs.get(f.name, '')} (default: {default}{valid})".replace("%", "%%"),
+        )
 
 
 def resolve_config(args: argparse.Namespace) -> FinetuneConfig:
     """Defaults, then the resumed run's config, then flags; every value checked where it comes from."""
     values: dict[str, Any] = {}
     if args.resume and args.overwrite:
-        raise ValueError("--resume and --overwrite exclude each other: resume continues the run, overwrite starts "
-                         "it over")
+        raise ValueError(
+            "--resume and --overwrite exclude each other: resume continues the run, overwrite starts it over"
+        )
     if args.resume:
         saved = checkpoint.read_train_config(args.resume)
         if saved.pop("stage", None) != STAGE:
-            raise ValueError(f"--resume {args.resume}: not a fine-tuning run (resume a training run with `dt-fast "
-                             f"train --resume`)")
+            raise ValueError(
+                f"--resume {args.resume}: not a fine-tuning run (resume a training run with `dt-fast train --resume`)"
+            )
         values.update(parse_saved(saved, str(Path(args.resume) / checkpoint.TRAIN_CONFIG_NAME)))
     for f in dataclasses.fields(FinetuneConfig):
         value = getattr(args, f.name, None)
@@ -490,8 +606,14 @@ def learning_curve_figure(run_dir: str | Path) -> Any:
     fig = Figure(figsize=(6.0, 4.0))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.errorbar(steps, [score[s] for s in steps], yerr=[ci[s] for s in steps], fmt="o-", capsize=3,
-                label="evaluation, mean action (95% interval)")
+    ax.errorbar(
+        steps,
+        [score[s] for s in steps],
+        yerr=[ci[s] for s in steps],
+        fmt="o-",
+        capsize=3,
+        label="evaluation, mean action (95% interval)",
+    )
     ax.set_xlabel("online transitions collected")
     ax.set_ylabel("D4RL-normalised score" if normalised else "return")
     ax.legend(loc="lower right", fontsize=8)

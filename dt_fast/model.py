@@ -75,8 +75,9 @@ def project_dropout_add(proj: nn.Linear, drop: Dropout, x: torch.Tensor, residua
     """residual + drop(proj(x)), (..., out); in CPU float32 training the engine's matmul with bias, dropout and the
     residual add fused into its epilogue."""
     if drop.training and fused_cpu(x, residual, proj.weight):
-        return linear(x, proj.weight, proj.bias, residual=residual, p=drop.p,
-                      seed=draw_seed() if drop.p > 0.0 else 0)  # (..., out)
+        return linear(
+            x, proj.weight, proj.bias, residual=residual, p=drop.p, seed=draw_seed() if drop.p > 0.0 else 0
+        )  # (..., out)
     return drop(proj(x), residual)
 
 
@@ -94,8 +95,9 @@ class CausalSelfAttention(nn.Module):
         if config.scale_attn_by_inverse_layer_idx:
             self.scale /= float(layer_idx + 1)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, residual: torch.Tensor,
-                rows: slice | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, residual: torch.Tensor, rows: slice | None = None
+    ) -> torch.Tensor:
         """residual + dropout(attention(x)), (B, Tq, C): every token (Tq = T), or only the queries x[:, rows]."""
         B, T, C = x.shape  # batch, tokens (3 * steps), hidden_size
         if self.training and fused_cpu(x, self.c_attn.weight):
@@ -112,7 +114,9 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         y = F.scaled_dot_product_attention(
-            q, k, v,
+            q,
+            k,
+            v,
             attn_mask=mask,  # (B, 1, Tq, T) bool, or None for plain causal
             dropout_p=self.attn_dropout if self.training else 0.0,
             is_causal=mask is None,
@@ -267,27 +271,49 @@ class DecisionTransformer(nn.Module):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
 
-    def embed(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
-              timesteps: torch.Tensor) -> torch.Tensor:
+    def embed(
+        self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
         """Interleaved, normalised token embeddings (B, 3T, C): R_1, s_1, a_1, R_2, ... (arguments as `forward`).
 
         In CPU float32 training the tokens before embed_ln come from C++ (train_ops.embed_tokens, forward and
         backward); otherwise kernels.dispatch runs the fused Triton kernel (CUDA, or DT_FAST_BACKEND=triton) or its
         torch reference, kernels.reference.embed_ref.
         """
-        if (self.training and resolve_backend(timesteps.device) == "torch"
-                and fused_cpu(states, actions, returns_to_go, self.embed_state.weight)
-                and not any(t.requires_grad for t in (states, actions, returns_to_go))):
-            x = tokens_before_ln(states, actions, returns_to_go, timesteps, self.embed_return.weight,
-                                 self.embed_return.bias, self.embed_state.weight, self.embed_state.bias,
-                                 self.embed_action.weight, self.embed_action.bias, self.embed_timestep.weight)
+        if (
+            self.training
+            and resolve_backend(timesteps.device) == "torch"
+            and fused_cpu(states, actions, returns_to_go, self.embed_state.weight)
+            and not any(t.requires_grad for t in (states, actions, returns_to_go))
+        ):
+            x = tokens_before_ln(
+                states,
+                actions,
+                returns_to_go,
+                timesteps,
+                self.embed_return.weight,
+                self.embed_return.bias,
+                self.embed_state.weight,
+                self.embed_state.bias,
+                self.embed_action.weight,
+                self.embed_action.bias,
+                self.embed_timestep.weight,
+            )
             return self.embed_ln(x)  # (B, 3T, C)
         return embed_tokens(states, actions, returns_to_go, timesteps, **embedding_weights(self))  # (B, 3T, C)
 
-    def forward(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
-                timesteps: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                rewards: torch.Tensor | None = None, *, action_only: bool = False, check_timesteps: bool = True,
-                ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        states: torch.Tensor,
+        actions: torch.Tensor,
+        returns_to_go: torch.Tensor,
+        timesteps: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        rewards: torch.Tensor | None = None,
+        *,
+        action_only: bool = False,
+        check_timesteps: bool = True,
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
         """The predictions of every step, as transformers.DecisionTransformerModel returns them.
 
         Args:
@@ -323,17 +349,26 @@ class DecisionTransformer(nn.Module):
         return_preds = self.predict_return(x[:, :, 2])  # (B, T, 1), from a_t
         return state_preds, action_preds, return_preds
 
-    def action_distribution(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
-                            timesteps: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
-                            check_timesteps: bool = True) -> TanhNormal:
+    def action_distribution(
+        self,
+        states: torch.Tensor,
+        actions: torch.Tensor,
+        returns_to_go: torch.Tensor,
+        timesteps: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        check_timesteps: bool = True,
+    ) -> TanhNormal:
         """The tanh-Gaussian policy at every step, (B, T, act_dim), of a stochastic model (arguments as `forward`).
 
         Raises:
             ValueError: the model is deterministic, or an argument is wrong (as `forward`).
         """
         if not self.stochastic:
-            raise ValueError("action_distribution needs a stochastic model (DecisionTransformer(config, "
-                             "stochastic=True)); this one has a deterministic action head")
+            raise ValueError(
+                "action_distribution needs a stochastic model (DecisionTransformer(config, "
+                "stochastic=True)); this one has a deterministic action head"
+            )
         self.check_inputs(states, actions, returns_to_go, timesteps, attention_mask, values=check_timesteps)
         x = self.embed(states, actions, returns_to_go, timesteps)  # (B, 3T, C)
         mask = None if attention_mask is None else attention_mask_3t(attention_mask)  # (B, 1, 3T, 3T)
@@ -341,8 +376,15 @@ class DecisionTransformer(nn.Module):
         loc = self.predict_action[0](h)  # (B, T, act_dim), before the tanh
         return TanhNormal(loc, bounded_log_std(self.predict_action_log_std(h)))  # (B, T, act_dim)
 
-    def check_inputs(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
-                     timesteps: torch.Tensor, attention_mask: torch.Tensor | None, values: bool = True) -> None:
+    def check_inputs(
+        self,
+        states: torch.Tensor,
+        actions: torch.Tensor,
+        returns_to_go: torch.Tensor,
+        timesteps: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        values: bool = True,
+    ) -> None:
         """Check the arguments of `forward`; values=True also checks the timesteps' range (the one check that reads
         tensor values).
 
@@ -358,16 +400,21 @@ class DecisionTransformer(nn.Module):
         expected = {"states": (B, T, cfg.state_dim), "actions": (B, T, cfg.act_dim), "returns_to_go": (B, T, 1)}
         for name, tensor in (("states", states), ("actions", actions), ("returns_to_go", returns_to_go)):
             if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != expected[name]:
-                raise ValueError(f"{name} must have shape {expected[name]} (batch, steps, "
-                                 f"{'1' if name == 'returns_to_go' else name[:-1] + '_dim'}), got {_describe(tensor)}")
+                raise ValueError(
+                    f"{name} must have shape {expected[name]} (batch, steps, "
+                    f"{'1' if name == 'returns_to_go' else name[:-1] + '_dim'}), got {_describe(tensor)}"
+                )
             if not tensor.dtype.is_floating_point:
                 raise ValueError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}")
-        if attention_mask is not None and (not isinstance(attention_mask, torch.Tensor)
-                                           or tuple(attention_mask.shape) != (B, T)):
+        if attention_mask is not None and (
+            not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) != (B, T)
+        ):
             raise ValueError(f"attention_mask must have shape {(B, T)} (batch, steps), got {_describe(attention_mask)}")
         if values and T and (int(timesteps.min()) < 0 or int(timesteps.max()) >= cfg.max_ep_len):
-            raise ValueError(f"timesteps must lie in [0, max_ep_len={cfg.max_ep_len}), got values in "
-                             f"[{int(timesteps.min())}, {int(timesteps.max())}]")
+            raise ValueError(
+                f"timesteps must lie in [0, max_ep_len={cfg.max_ep_len}), got values in "
+                f"[{int(timesteps.min())}, {int(timesteps.max())}]"
+            )
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> DecisionTransformer:

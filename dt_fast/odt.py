@@ -28,8 +28,9 @@ TEMPERATURE_LR = 1e-4  # ODT's log_temperature_optimizer: Adam(lr=1e-4, betas=(0
 TEMPERATURE_BETAS = (0.9, 0.999)
 
 
-def odt_loss(dist: TanhNormal, actions: torch.Tensor, attention_mask: torch.Tensor,
-             temperature: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def odt_loss(
+    dist: TanhNormal, actions: torch.Tensor, attention_mask: torch.Tensor, temperature: torch.Tensor | float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """ODT's objective on a batch of windows: (loss, nll, entropy), three scalars.
 
     Args:
@@ -58,8 +59,13 @@ class Temperature:
     that uses it is computed in float64 too, as in ODT). `state_dict` holds everything a resume needs.
     """
 
-    def __init__(self, act_dim: int, init: float = INIT_TEMPERATURE, lr: float = TEMPERATURE_LR,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        act_dim: int,
+        init: float = INIT_TEMPERATURE,
+        lr: float = TEMPERATURE_LR,
+        device: torch.device | str = "cpu",
+    ) -> None:
         if isinstance(act_dim, bool) or not isinstance(act_dim, int) or act_dim < 1:
             raise ValueError(f"act_dim must be a positive int, got {act_dim!r}")
         if not (init > 0 and math.isfinite(init)):
@@ -101,10 +107,18 @@ class ActionDistribution(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
-                timesteps: torch.Tensor, attention_mask: torch.Tensor, *,
-                check_timesteps: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        states: torch.Tensor,
+        actions: torch.Tensor,
+        returns_to_go: torch.Tensor,
+        timesteps: torch.Tensor,
+        attention_mask: torch.Tensor,
+        *,
+        check_timesteps: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(loc, log_std), each (B, T, act_dim), of the policy at every step (arguments as model.forward)."""
-        dist = self.model.action_distribution(states, actions, returns_to_go, timesteps, attention_mask,
-                                              check_timesteps=check_timesteps)
+        dist = self.model.action_distribution(
+            states, actions, returns_to_go, timesteps, attention_mask, check_timesteps=check_timesteps
+        )
         return dist.loc, dist.log_std

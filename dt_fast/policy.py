@@ -53,9 +53,21 @@ except ImportError:  # the package works without its C++ extension, on the torch
 BACKENDS = ("auto", "cpp", "torch", "triton")
 # The config fields an action depends on: update_weights needs a model equal in all of them (the others are
 # training-only: dropout rates, initialisation; or unused at inference: vocab_size, reorder_and_upcast_attn).
-INFERENCE_FIELDS = ("state_dim", "act_dim", "hidden_size", "max_ep_len", "action_tanh", "n_positions", "n_layer",
-                    "n_head", "inner_dim", "activation_function", "layer_norm_epsilon", "scale_attn_weights",
-                    "scale_attn_by_inverse_layer_idx")
+INFERENCE_FIELDS = (
+    "state_dim",
+    "act_dim",
+    "hidden_size",
+    "max_ep_len",
+    "action_tanh",
+    "n_positions",
+    "n_layer",
+    "n_head",
+    "inner_dim",
+    "activation_function",
+    "layer_norm_epsilon",
+    "scale_attn_weights",
+    "scale_attn_by_inverse_layer_idx",
+)
 UINT64 = 2**64
 
 
@@ -90,9 +102,20 @@ class Policy:
         RuntimeError: backend="cpp" without the compiled extension dt_fast._C.
     """
 
-    def __init__(self, model: DecisionTransformer, *, target_return: Any, state_mean: Any, state_std: Any,
-                 scale: float, context_len: int, mode: str = "exact", backend: str = "auto", num_envs: int = 1,
-                 n_threads: int = 0) -> None:
+    def __init__(
+        self,
+        model: DecisionTransformer,
+        *,
+        target_return: Any,
+        state_mean: Any,
+        state_std: Any,
+        scale: float,
+        context_len: int,
+        mode: str = "exact",
+        backend: str = "auto",
+        num_envs: int = 1,
+        n_threads: int = 0,
+    ) -> None:
         cfg = model.config
         self.config, self.state_dim, self.act_dim = cfg, cfg.state_dim, cfg.act_dim
         self.mode = _choice("mode", mode, MODES)
@@ -104,16 +127,35 @@ class Policy:
         self.n_threads = _thread_count(n_threads)
         self.stochastic = model.stochastic  # the model has the log-std head that sampling needs
         self.backend = _resolve(_choice("backend", backend, BACKENDS), next(model.parameters()).device)
-        self._backend = _open_backend(self.backend, model, self.mode, self.num_envs, self.context_len,
-                                      self.state_mean, self.state_std, self.scale, self.n_threads)
+        self._backend = _open_backend(
+            self.backend,
+            model,
+            self.mode,
+            self.num_envs,
+            self.context_len,
+            self.state_mean,
+            self.state_std,
+            self.scale,
+            self.n_threads,
+        )
         self._sample_seed: int | None = None
         self.set_target_return(target_return)
         self.reset()
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, target_return: Any = None, mode: str = "exact",
-                        backend: str = "auto", num_envs: int = 1, state_mean: Any = None, state_std: Any = None,
-                        scale: float | None = None, context_len: int | None = None, n_threads: int = 0) -> Policy:
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        target_return: Any = None,
+        mode: str = "exact",
+        backend: str = "auto",
+        num_envs: int = 1,
+        state_mean: Any = None,
+        state_std: Any = None,
+        scale: float | None = None,
+        context_len: int | None = None,
+        n_threads: int = 0,
+    ) -> Policy:
         """A Policy over the checkpoint directory `path`; arguments left None default to its dt_fast.json.
 
         Args:
@@ -132,13 +174,20 @@ class Policy:
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: not a checkpoint directory")
         meta = read_metadata(path)
-        given = dict(target_return=target_return, state_mean=state_mean, state_std=state_std, scale=scale,
-                     context_len=context_len)
+        given = dict(
+            target_return=target_return,
+            state_mean=state_mean,
+            state_std=state_std,
+            scale=scale,
+            context_len=context_len,
+        )
         values = {k: getattr(meta, k) if v is None and meta is not None else v for k, v in given.items()}
         missing = [k for k, v in values.items() if v is None]
         if missing:
-            raise ValueError(f"{path} (no {METADATA_NAME}): missing {', '.join(missing)}: pass them as arguments (a "
-                             f"plain transformers checkpoint has no {METADATA_NAME} to take them from)")
+            raise ValueError(
+                f"{path} (no {METADATA_NAME}): missing {', '.join(missing)}: pass them as arguments (a "
+                f"plain transformers checkpoint has no {METADATA_NAME} to take them from)"
+            )
         model = DecisionTransformer.from_pretrained(path)
         try:
             return cls(model, mode=mode, backend=backend, num_envs=num_envs, n_threads=n_threads, **values)
@@ -205,13 +254,16 @@ class Policy:
             ValueError: `seed` is not None or an integer in [0, 2**64), or the model has no log-std head (a
                 deterministic checkpoint).
         """
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-                                 or not 0 <= seed < UINT64):
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < UINT64
+        ):
             raise ValueError(f"seed must be None or an integer in [0, 2**64), got {seed!r}")
         if seed is not None and not self.stochastic:
-            raise ValueError("set_sampling needs a stochastic model (DecisionTransformer(config, stochastic=True), or "
-                             "a checkpoint whose dt_fast.json has action_head 'stochastic'): this one has no log-std "
-                             "head to sample with")
+            raise ValueError(
+                "set_sampling needs a stochastic model (DecisionTransformer(config, stochastic=True), or "
+                "a checkpoint whose dt_fast.json has action_head 'stochastic'): this one has no log-std "
+                "head to sample with"
+            )
         seed = None if seed is None else int(seed)
         self._backend.set_sampling(seed)
         self._sample_seed = seed
@@ -233,25 +285,48 @@ class Policy:
         for name in INFERENCE_FIELDS:
             ours, theirs = getattr(self.config, name), getattr(model.config, name)
             if ours != theirs:
-                raise ValueError(f"update_weights needs the Policy's model config: {name} is {theirs!r}, the Policy's "
-                                 f"is {ours!r}")
+                raise ValueError(
+                    f"update_weights needs the Policy's model config: {name} is {theirs!r}, the Policy's is {ours!r}"
+                )
         if model.stochastic != self.stochastic:
             heads = {True: "stochastic", False: "deterministic"}
-            raise ValueError(f"update_weights needs the Policy's action head: the model's is "
-                             f"{heads[model.stochastic]}, the Policy's {heads[self.stochastic]}")
+            raise ValueError(
+                f"update_weights needs the Policy's action head: the model's is "
+                f"{heads[model.stochastic]}, the Policy's {heads[self.stochastic]}"
+            )
         self._backend.update_weights(model)
 
 
 class CppBackend:
     """The C++ Controller (csrc/engine/controller.h): bookkeeping, value checks and the engine step in C++."""
 
-    def __init__(self, model: DecisionTransformer, mode: str, num_envs: int, context_len: int,
-                 state_mean: np.ndarray, state_std: np.ndarray, scale: float, n_threads: int) -> None:
+    def __init__(
+        self,
+        model: DecisionTransformer,
+        mode: str,
+        num_envs: int,
+        context_len: int,
+        state_mean: np.ndarray,
+        state_std: np.ndarray,
+        scale: float,
+        n_threads: int,
+    ) -> None:
         if _C is None:
-            raise RuntimeError("backend='cpp' needs the compiled extension dt_fast._C, which did not import; "
-                               "build it (make build) or use backend='torch'")
-        self.controller = _C.Controller(model.config.to_json_string(), _engine_tensors(model), num_envs, context_len,
-                                        mode, n_threads, state_mean, state_std, scale)
+            raise RuntimeError(
+                "backend='cpp' needs the compiled extension dt_fast._C, which did not import; "
+                "build it (make build) or use backend='torch'"
+            )
+        self.controller = _C.Controller(
+            model.config.to_json_string(),
+            _engine_tensors(model),
+            num_envs,
+            context_len,
+            mode,
+            n_threads,
+            state_mean,
+            state_std,
+            scale,
+        )
         self.num_envs, self.state_dim = num_envs, model.config.state_dim
         self.obs_shapes = [(num_envs, self.state_dim)] + [(self.state_dim,)] * (num_envs == 1)  # passed unchecked
 
@@ -286,8 +361,17 @@ class TorchBackend:
     """The torch decoder (dt_fast.decode) under the C++ Controller's bookkeeping, done here in numpy with the same
     float rounding, checks and messages; a lock serialises the calls."""
 
-    def __init__(self, model: DecisionTransformer, mode: str, num_envs: int, context_len: int,
-                 state_mean: np.ndarray, state_std: np.ndarray, scale: float, kernels: str) -> None:
+    def __init__(
+        self,
+        model: DecisionTransformer,
+        mode: str,
+        num_envs: int,
+        context_len: int,
+        state_mean: np.ndarray,
+        state_std: np.ndarray,
+        scale: float,
+        kernels: str,
+    ) -> None:
         self.mode, self.context_len, self.kernels = mode, context_len, kernels
         self.num_envs, self.state_dim, self.max_t = num_envs, model.config.state_dim, model.config.max_ep_len - 1
         self.act_dim, self.device = model.config.act_dim, next(model.parameters()).device
@@ -303,8 +387,7 @@ class TorchBackend:
     def _decoder(self, model: DecisionTransformer) -> KVCacheDecoder | GraphedStep:
         """The decoder over `model`: on CUDA a static one captured in a CUDA graph (one graph per batch size)."""
         static = self.device.type == "cuda"
-        decoder = KVCacheDecoder(model, self.num_envs, self.context_len, self.mode, static=static,
-                                 backend=self.kernels)
+        decoder = KVCacheDecoder(model, self.num_envs, self.context_len, self.mode, static=static, backend=self.kernels)
         return GraphedStep(decoder) if static else decoder
 
     def set_target_return(self, target: np.ndarray) -> None:
@@ -331,10 +414,18 @@ class TorchBackend:
                 self.rtg -= np.where(first, np.float32(0), (rew / self.scale).astype(np.float32))
             states = ((obs - self.mean) / self.std).astype(np.float32)  # (B, S), float64 arithmetic
             timesteps = np.minimum(self.steps, self.max_t)  # (B,)
-            noise = None if self.seed is None else normal_noise(self.seed, torch.arange(self.num_envs),
-                                                                torch.from_numpy(self.draws), self.act_dim)  # (B, A)
-            actions = self.decoder.step(torch.from_numpy(states), torch.from_numpy(self.rtg),
-                                        torch.from_numpy(timesteps), noise).cpu().numpy()  # (B, A)
+            noise = (
+                None
+                if self.seed is None
+                else normal_noise(self.seed, torch.arange(self.num_envs), torch.from_numpy(self.draws), self.act_dim)
+            )  # (B, A)
+            actions = (
+                self.decoder.step(
+                    torch.from_numpy(states), torch.from_numpy(self.rtg), torch.from_numpy(timesteps), noise
+                )
+                .cpu()
+                .numpy()
+            )  # (B, A)
             self.steps += 1
             if self.seed is not None:
                 self.draws += 1
@@ -357,9 +448,17 @@ class TorchBackend:
             self.rtg[:] = (self.target / self.scale).astype(np.float32)
 
 
-def _open_backend(name: str, model: DecisionTransformer, mode: str, num_envs: int, context_len: int,
-                  state_mean: np.ndarray, state_std: np.ndarray, scale: float,
-                  n_threads: int) -> CppBackend | TorchBackend:
+def _open_backend(
+    name: str,
+    model: DecisionTransformer,
+    mode: str,
+    num_envs: int,
+    context_len: int,
+    state_mean: np.ndarray,
+    state_std: np.ndarray,
+    scale: float,
+    n_threads: int,
+) -> CppBackend | TorchBackend:
     """The backend `name` ("cpp", "torch" or "triton") over `model`, from checked arguments."""
     if name == "cpp":
         return CppBackend(model, mode, num_envs, context_len, state_mean, state_std, scale, n_threads)
@@ -392,12 +491,17 @@ def _observations(obs: Any, num_envs: int, state_dim: int) -> np.ndarray:
     if obs.ndim == 1 and num_envs == 1:
         obs = obs[None]
     if obs.ndim != 2:
-        want = (f"({state_dim},) or (1, {state_dim})" if num_envs == 1
-                else f"({num_envs}, {state_dim}) (num_envs, state_dim)")
+        want = (
+            f"({state_dim},) or (1, {state_dim})"
+            if num_envs == 1
+            else f"({num_envs}, {state_dim}) (num_envs, state_dim)"
+        )
         raise ValueError(f"obs must have shape {want}, got rank {obs.ndim} shape {obs.shape}")
     if obs.shape[1] != state_dim:
-        raise ValueError(f"obs has {obs.shape[1]} values per row but the checkpoint's state_dim is {state_dim}: the "
-                         f"environment and the checkpoint disagree")
+        raise ValueError(
+            f"obs has {obs.shape[1]} values per row but the checkpoint's state_dim is {state_dim}: the "
+            f"environment and the checkpoint disagree"
+        )
     if obs.shape[0] != num_envs:
         raise ValueError(f"obs has {obs.shape[0]} rows but the policy has num_envs={num_envs}")
     return obs.astype(np.float32)
@@ -428,8 +532,10 @@ def _check_values(obs: np.ndarray, rew: np.ndarray | None, first: np.ndarray) ->
     if rew is None:
         if not first.all():
             rows = np.flatnonzero(~first)[:5].tolist()
-            raise ValueError(f"reward is None but rows {rows} are past their first step: pass the reward received "
-                             f"for the previous action")
+            raise ValueError(
+                f"reward is None but rows {rows} are past their first step: pass the reward received "
+                f"for the previous action"
+            )
     else:
         bad = np.flatnonzero(~np.isfinite(rew) & ~first)
         if bad.size:
@@ -459,8 +565,9 @@ def _targets(target_return: Any, num_envs: int) -> np.ndarray:
     if target.ndim == 0:
         target = np.full(num_envs, float(target))
     if target.shape != (num_envs,):
-        raise ValueError(f"target_return must be a number or have shape ({num_envs},) (num_envs), got shape "
-                         f"{target.shape}")
+        raise ValueError(
+            f"target_return must be a number or have shape ({num_envs},) (num_envs), got shape {target.shape}"
+        )
     if not np.isfinite(target).all():
         i = int(np.flatnonzero(~np.isfinite(target))[0])
         raise ValueError(f"target_return must be finite, target_return[{i}] is {target[i]}")
@@ -489,8 +596,10 @@ def _thread_count(value: Any) -> int:
         raise ValueError(f"n_threads must be an int >= 0 (0 = every hardware thread), got {value!r}")
     available = os.cpu_count() or 1
     if value > available:
-        warnings.warn(f"n_threads={value} is more than the {available} hardware threads of this machine: using "
-                      f"{available}", stacklevel=3)
+        warnings.warn(
+            f"n_threads={value} is more than the {available} hardware threads of this machine: using {available}",
+            stacklevel=3,
+        )
         return available
     return int(value)
 

@@ -68,8 +68,9 @@ class TrainConfig:
     """AdamW learning rate after warm-up."""
     weight_decay: float = setting(1e-4, ge=0)
     """AdamW weight decay, applied to every parameter as in the paper's code."""
-    warmup_steps: int | None = setting(None, ge=1, units="optimizer steps",
-                                       derived=f"steps // 10, within [1, {DERIVED_CAP}]")
+    warmup_steps: int | None = setting(
+        None, ge=1, units="optimizer steps", derived=f"steps // 10, within [1, {DERIVED_CAP}]"
+    )
     """Linear learning-rate warm-up from lr / warmup_steps to lr (1 = none); unset, a tenth of the run as in the
     paper (10,000 of 100,000 steps), capped at those 10,000: `--steps 2000` warms up over 200 steps."""
     grad_clip: float = setting(0.25, gt=0)
@@ -107,8 +108,9 @@ class TrainConfig:
     """Capture the whole training step (forward, backward, clip, AdamW) in a CUDA graph after 3 eager steps and
     replay it every step (dt_fast/train_graph.py): CUDA devices, one process, not with --compile. Opt-in while it
     has not run on a GPU here; GPU speed unmeasured."""
-    save_every: int | None = setting(None, ge=1, units="optimizer steps",
-                                     derived=f"steps // 10, within [1, {DERIVED_CAP}]")
+    save_every: int | None = setting(
+        None, ge=1, units="optimizer steps", derived=f"steps // 10, within [1, {DERIVED_CAP}]"
+    )
     """Write a checkpoint every this many steps (and at the end); unset, ten per run, at most 10,000 steps apart."""
     save_minutes: float = setting(10.0, ge=0, units="minutes")
     """Also write a checkpoint when this many minutes have passed since the last one (0 = by steps only), so a
@@ -128,13 +130,16 @@ class TrainConfig:
         if self.hidden_size % self.n_head:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of n_head ({self.n_head})")
         if self.cuda_graph and self.policy == "stochastic":
-            raise ValueError("cuda_graph captures the deterministic policy's step; --policy stochastic runs eagerly "
-                             "(ODT's temperature step reads the entropy between steps)")
+            raise ValueError(
+                "cuda_graph captures the deterministic policy's step; --policy stochastic runs eagerly "
+                "(ODT's temperature step reads the entropy between steps)"
+            )
         if self.cuda_graph and not self.device.startswith("cuda"):
             raise ValueError(f"cuda_graph needs a CUDA device, got device {self.device!r}")
         if self.cuda_graph and self.compile:
-            raise ValueError("cuda_graph and compile are exclusive (torch.compile has its own CUDA graphs: "
-                             "mode='reduce-overhead')")
+            raise ValueError(
+                "cuda_graph and compile are exclusive (torch.compile has its own CUDA graphs: mode='reduce-overhead')"
+            )
         if self.warmup_steps is None:
             self.warmup_steps = derived_interval(self.steps)
         if self.save_every is None:
@@ -196,20 +201,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     Flags default to None (not given), so that a config file and a resumed run's config are overridden only by
     the flags given; --help shows each field's default and valid values instead."""
     parser.add_argument("--config", help="YAML or JSON file of TrainConfig fields (flags override it)")
-    parser.add_argument("--resume", metavar="RUN_DIR",
-                        help="continue the run in RUN_DIR from its train_state.pt (its config, then --config, then "
-                             "flags); log rows after its last checkpoint are dropped")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="train into an --out that already holds a run: its run files (checkpoint, "
-                             "train_state.pt, train_config.json, log.csv, tensorboard/) are deleted when training "
-                             "starts, after the config, data and env are checked; other files are kept")
-    parser.add_argument("--nproc", type=int, default=1,
-                        help="data-parallel processes (torchrun) (default: %(default)s)")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its train_state.pt (its config, then --config, then "
+        "flags); log rows after its last checkpoint are dropped",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train into an --out that already holds a run: its run files (checkpoint, "
+        "train_state.pt, train_config.json, log.csv, tensorboard/) are deleted when training "
+        "starts, after the config, data and env are checked; other files are kept",
+    )
+    parser.add_argument(
+        "--nproc", type=int, default=1, help="data-parallel processes (torchrun) (default: %(default)s)"
+    )
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"{_doc(f.name)} (default: {f.default})")
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=f"{_doc(f.name)} (default: {f.default})"
+            )
         else:
             parser.add_argument(flag, default=None, metavar=f.name.upper(), help=_help(f))
 
@@ -304,13 +317,30 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         self.model_config = DecisionTransformerConfig(
-            state_dim=state_dim, act_dim=act_dim, hidden_size=cfg.hidden_size, n_layer=cfg.n_layer,
-            n_head=cfg.n_head, activation_function=cfg.activation_function, max_ep_len=cfg.max_ep_len,
-            n_positions=1024, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout)
+            state_dim=state_dim,
+            act_dim=act_dim,
+            hidden_size=cfg.hidden_size,
+            n_layer=cfg.n_layer,
+            n_head=cfg.n_head,
+            activation_function=cfg.activation_function,
+            max_ep_len=cfg.max_ep_len,
+            n_positions=1024,
+            resid_pdrop=cfg.dropout,
+            embd_pdrop=cfg.dropout,
+            attn_pdrop=cfg.dropout,
+        )
         self.model = DecisionTransformer(self.model_config, stochastic=cfg.policy == "stochastic").to(self.device)
-        self.sampler = TrajectorySampler(self.data, context_len=cfg.context_len, batch_size=cfg.batch_size,
-                                         scale=cfg.scale, gamma=cfg.gamma, max_ep_len=cfg.max_ep_len,
-                                         seed=cfg.seed, rank=self.rank, num_threads=cfg.sampler_threads)
+        self.sampler = TrajectorySampler(
+            self.data,
+            context_len=cfg.context_len,
+            batch_size=cfg.batch_size,
+            scale=cfg.scale,
+            gamma=cfg.gamma,
+            max_ep_len=cfg.max_ep_len,
+            seed=cfg.seed,
+            rank=self.rank,
+            num_threads=cfg.sampler_threads,
+        )
         self.init_step()
         self.step = 0
         if resume is not None:
@@ -336,17 +366,22 @@ class Trainer:
         # CPU float32 eager training runs on dt_fast's C++ ops (train_ops), the optimizer too: AdamW and the
         # gradient clip in one call. Elsewhere torch's AdamW: on CPU its fused kernel (one pass over every
         # parameter) measured 2-3% of a step faster than the per-tensor loop, which beat the foreach kernels 2x.
-        self.fused = (cfg.precision == "fp32" and not cfg.compile
-                      and train_ops.fused_cpu(next(self.model.parameters())))
+        self.fused = cfg.precision == "fp32" and not cfg.compile and train_ops.fused_cpu(next(self.model.parameters()))
         if self.fused:
-            self.optimizer = train_ops.FusedAdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                                  max_grad_norm=cfg.grad_clip)
+            self.optimizer = train_ops.FusedAdamW(
+                self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, max_grad_norm=cfg.grad_clip
+            )
         elif cfg.cuda_graph:
-            self.optimizer = train_graph.capturable_adamw(self.model.parameters(), cfg.lr, cfg.weight_decay,
-                                                          self.device)
+            self.optimizer = train_graph.capturable_adamw(
+                self.model.parameters(), cfg.lr, cfg.weight_decay, self.device
+            )
         else:
-            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                               **({"foreach": True} if self.device.type == "cuda" else {"fused": True}))
+            self.optimizer = torch.optim.AdamW(
+                self.model.parameters(),
+                lr=cfg.lr,
+                weight_decay=cfg.weight_decay,
+                **({"foreach": True} if self.device.type == "cuda" else {"fused": True}),
+            )
         self.scheduler = warmup_schedule(self.optimizer, cfg.warmup_steps)
         # ODT's entropy temperature, with its own Adam (dt_fast/odt.py); None for the deterministic policy.
         act_dim = self.model.config.act_dim
@@ -355,8 +390,10 @@ class Trainer:
         if self.world > 1:
             # The state and return heads get no gradient from the action loss: DDP must look for unused ones.
             self.forward = torch.nn.parallel.DistributedDataParallel(
-                self.forward, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=True)
+                self.forward,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
         if cfg.compile:
             self.forward = torch.compile(self.forward)
         if cfg.cuda_graph and self.world > 1:
@@ -392,16 +429,27 @@ class Trainer:
         objective (dt_fast/odt.py; its nll and entropy are kept for `update_temperature` and the log). Timesteps
         are not range-checked (the sampler clips them), which would read them back."""
         # cache_enabled=False: a CUDA graph cannot capture autocast's weight cache (and each weight is cast once)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16",
-                            cache_enabled=False):
-            inputs = dict(states=batch["states"], actions=batch["actions"], returns_to_go=batch["returns_to_go"],
-                          timesteps=batch["timesteps"], attention_mask=batch["attention_mask"], check_timesteps=False)
+        with torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16", cache_enabled=False
+        ):
+            inputs = dict(
+                states=batch["states"],
+                actions=batch["actions"],
+                returns_to_go=batch["returns_to_go"],
+                timesteps=batch["timesteps"],
+                attention_mask=batch["attention_mask"],
+                check_timesteps=False,
+            )
             if self.temperature is None:
                 _, action_preds, _ = self.forward(**inputs, action_only=True)
                 return action_loss(action_preds.float(), batch["actions"], batch["attention_mask"])
             loc, log_std = self.forward(**inputs)  # (B, T, act_dim) each
-            loss, self.nll, self.entropy = odt.odt_loss(TanhNormal(loc.float(), log_std.float()), batch["actions"],
-                                                        batch["attention_mask"], self.temperature.value())
+            loss, self.nll, self.entropy = odt.odt_loss(
+                TanhNormal(loc.float(), log_std.float()),
+                batch["actions"],
+                batch["attention_mask"],
+                self.temperature.value(),
+            )
             return loss
 
     def update_temperature(self) -> None:
@@ -466,9 +514,12 @@ class Trainer:
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 rate = window_steps / (time.perf_counter() - window_start)
-                row = {"step": self.step, "loss": window_loss / window_steps,
-                       "lr": float(self.scheduler.get_last_lr()[0]),
-                       "steps_per_s": rate}
+                row = {
+                    "step": self.step,
+                    "loss": window_loss / window_steps,
+                    "lr": float(self.scheduler.get_last_lr()[0]),
+                    "steps_per_s": rate,
+                }
                 row.update(self.policy_log())
                 bar.set_postfix(loss=f"{row['loss']:.4f}", steps_s=f"{rate:.1f}")
                 log.write(row)
@@ -511,8 +562,11 @@ class Trainer:
         from dt_fast.evaluation import evaluate
 
         result = evaluate(str(self.out), env=self.env_id, episodes=episodes, seed=self.config.seed)
-        return {"eval_return_mean": result.mean, "eval_return_std": result.std,
-                "eval_normalized_score": result.normalized_score}
+        return {
+            "eval_return_mean": result.mean,
+            "eval_return_std": result.std,
+            "eval_normalized_score": result.normalized_score,
+        }
 
     def save(self) -> None:
         """Write the checkpoint directory and then train_state.pt (rank 0; every file atomically); if a file cannot
@@ -522,8 +576,11 @@ class Trainer:
         try:
             self.write_checkpoint()
         except OSError as err:
-            kept = (f"--resume {self.out} continues from step {self.saved_step}" if self.saved_step is not None
-                    else "no checkpoint of this run was saved")
+            kept = (
+                f"--resume {self.out} continues from step {self.saved_step}"
+                if self.saved_step is not None
+                else "no checkpoint of this run was saved"
+            )
             raise OSError(f"training stopped at step {self.step}: {err}; {kept}") from err
         self.saved_step = self.step
 
@@ -531,17 +588,37 @@ class Trainer:
         """The files of `save`: config.json, model.safetensors, dt_fast.json, then train_state.pt."""
         self.model.save_pretrained(self.out)
         returns = self.data.episode_returns
-        checkpoint.write_metadata(self.out, checkpoint.Metadata(
-            state_mean=tuple(self.sampler.state_mean), state_std=tuple(self.sampler.state_std),
-            scale=self.config.scale, context_len=self.config.context_len,
-            target_return=self.config.target_return or float(returns.max()), env_id=self.env_id,
-            dataset={"path": self.dataset_path, "summary": repr(self.data), "best_return": float(returns.max()),
-                     "mean_return": float(returns.mean())}, action_head=self.config.policy))
-        checkpoint.write_train_state(self.out / checkpoint.TRAIN_STATE_NAME, {
-            "step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "sampler": self.sampler.state_dict(),
-            "torch_rng": torch.get_rng_state(), "config": dataclasses.asdict(self.config),
-            **({} if self.temperature is None else {"temperature": self.temperature.state_dict()})})
+        checkpoint.write_metadata(
+            self.out,
+            checkpoint.Metadata(
+                state_mean=tuple(self.sampler.state_mean),
+                state_std=tuple(self.sampler.state_std),
+                scale=self.config.scale,
+                context_len=self.config.context_len,
+                target_return=self.config.target_return or float(returns.max()),
+                env_id=self.env_id,
+                dataset={
+                    "path": self.dataset_path,
+                    "summary": repr(self.data),
+                    "best_return": float(returns.max()),
+                    "mean_return": float(returns.mean()),
+                },
+                action_head=self.config.policy,
+            ),
+        )
+        checkpoint.write_train_state(
+            self.out / checkpoint.TRAIN_STATE_NAME,
+            {
+                "step": self.step,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "sampler": self.sampler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "config": dataclasses.asdict(self.config),
+                **({} if self.temperature is None else {"temperature": self.temperature.state_dict()}),
+            },
+        )
 
     def load_state(self, run_dir: Path) -> None:
         """Continue from run_dir/train_state.pt: model, optimizer, scheduler, sampler, temperature (stochastic
@@ -550,8 +627,10 @@ class Trainer:
         state = checkpoint.read_train_state(run_dir / checkpoint.TRAIN_STATE_NAME, self.device)
         trained = state["config"].get("policy", "deterministic")
         if trained != self.config.policy:
-            raise ValueError(f"{run_dir}: the run was trained with --policy {trained}; it cannot resume with "
-                             f"--policy {self.config.policy}")
+            raise ValueError(
+                f"{run_dir}: the run was trained with --policy {trained}; it cannot resume with "
+                f"--policy {self.config.policy}"
+            )
         self.model.load_state_dict(state["model"])
         load_optimizer_state(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -600,8 +679,9 @@ class RunLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(out / checkpoint.TENSORBOARD_NAME),
-                                        purge_step=start_step + 1 if start_step else None)
+                self.tb = SummaryWriter(
+                    str(out / checkpoint.TENSORBOARD_NAME), purge_step=start_step + 1 if start_step else None
+                )
             except ImportError:
                 warnings.warn("tensorboard is not installed: logging to log.csv only", stacklevel=2)
 
@@ -648,11 +728,16 @@ def check_episodes(data: Trajectories, context_len: int, max_episode_steps: int,
     an episode is longer than the env's time limit (episodes merged: a missing `timeouts` key?)."""
     longest = int(data.episode_lengths.max())
     if context_len > longest:
-        raise ValueError(f"--context-len {context_len} is longer than the longest episode of {data.source} "
-                         f"({longest} steps): every window would be padded; use at most {longest}")
+        raise ValueError(
+            f"--context-len {context_len} is longer than the longest episode of {data.source} "
+            f"({longest} steps): every window would be padded; use at most {longest}"
+        )
     if longest > max_episode_steps:
-        warnings.warn(f"{data.source}: the longest episode has {longest} steps but {env_id} ends episodes after "
-                      f"{max_episode_steps}: episodes may be merged (wrong or missing `timeouts`?)", stacklevel=3)
+        warnings.warn(
+            f"{data.source}: the longest episode has {longest} steps but {env_id} ends episodes after "
+            f"{max_episode_steps}: episodes may be merged (wrong or missing `timeouts`?)",
+            stacklevel=3,
+        )
 
 
 def _check_writable(out: Path) -> None:
@@ -692,9 +777,19 @@ def run(args: argparse.Namespace) -> int:
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     launch = Path(cfg.out) / "launch_config.json"
     checkpoint.write_text(launch, json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-           "-m", "dt_fast.train", "--config", str(launch), *(["--resume", args.resume] if args.resume else []),
-           *(["--overwrite"] if args.overwrite else [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={args.nproc}",
+        "-m",
+        "dt_fast.train",
+        "--config",
+        str(launch),
+        *(["--resume", args.resume] if args.resume else []),
+        *(["--overwrite"] if args.overwrite else []),
+    ]
     return subprocess.run(cmd, check=False).returncode
 
 

@@ -34,12 +34,14 @@ STEP_KEYS = ("states", "actions", "returns_to_go", "timesteps", "attention_mask"
 """The batch entries a training step reads (the sampler's `rewards` are not)."""
 
 
-def capturable_adamw(params: Iterable[torch.Tensor], lr: float, weight_decay: float,
-                     device: torch.device) -> torch.optim.AdamW:
+def capturable_adamw(
+    params: Iterable[torch.Tensor], lr: float, weight_decay: float, device: torch.device
+) -> torch.optim.AdamW:
     """torch.optim.AdamW as a CUDA graph can hold it: capturable (its step counts and bias corrections stay on the
     device), foreach, and the learning rate a 0-dim tensor on `device` that an LRScheduler fills in place."""
-    return torch.optim.AdamW(params, lr=torch.tensor(lr, device=device), weight_decay=weight_decay, foreach=True,
-                             capturable=True)
+    return torch.optim.AdamW(
+        params, lr=torch.tensor(lr, device=device), weight_decay=weight_decay, foreach=True, capturable=True
+    )
 
 
 class GraphedTrainStep:
@@ -51,8 +53,9 @@ class GraphedTrainStep:
     next call: read it first.
     """
 
-    def __init__(self, step: Callable[[dict[str, torch.Tensor]], torch.Tensor], device: torch.device,
-                 warmup: int = 3) -> None:
+    def __init__(
+        self, step: Callable[[dict[str, torch.Tensor]], torch.Tensor], device: torch.device, warmup: int = 3
+    ) -> None:
         if device.type != "cuda":
             raise ValueError(f"GraphedTrainStep needs a CUDA device, got {device}")
         if warmup < 1:

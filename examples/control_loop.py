@@ -35,9 +35,11 @@ def main() -> None:
         obs, reward, terminated, truncated, _ = env.step(action)
         total, done = total + float(reward), terminated or truncated
     env.close()
-    print(f"return {total:.1f} over {len(latencies)} steps; Policy.act p50 "
-          f"{np.percentile(latencies, 50) * 1e6:.0f} us, p99 {np.percentile(latencies, 99) * 1e6:.0f} us "
-          f"({policy.backend} backend, {args.mode} mode)")
+    print(
+        f"return {total:.1f} over {len(latencies)} steps; Policy.act p50 "
+        f"{np.percentile(latencies, 50) * 1e6:.0f} us, p99 {np.percentile(latencies, 99) * 1e6:.0f} us "
+        f"({policy.backend} backend, {args.mode} mode)"
+    )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,9 @@ def main() -> None:
     parser.add_argument("--plot", default="sweep.png", help="PNG to write (replaced if it exists)")
     args = parser.parse_args()
 
-    results = dt_fast.evaluate(args.checkpoint, env=args.env, episodes=args.episodes, target_return=args.targets,
-                               mode="rolling")
+    results = dt_fast.evaluate(
+        args.checkpoint, env=args.env, episodes=args.episodes, target_return=args.targets, mode="rolling"
+    )
     print(format_table(results))
     plot_returns(results, args.plot)
     print(f"plot: {args.plot}")

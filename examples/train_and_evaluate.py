@@ -25,9 +25,11 @@ def main() -> None:
     trainer.close()
 
     result = dt_fast.evaluate(args.out, env=data.env_id, episodes=args.episodes)  # the checkpoint's own target
-    print(f"return {result.mean:.1f} +- {result.ci95:.1f} (95% interval, {args.episodes} episodes), "
-          f"D4RL-normalised {result.normalized_score:.1f}; the dataset's episodes averaged "
-          f"{data.episode_returns.mean():.1f}")
+    print(
+        f"return {result.mean:.1f} +- {result.ci95:.1f} (95% interval, {args.episodes} episodes), "
+        f"D4RL-normalised {result.normalized_score:.1f}; the dataset's episodes averaged "
+        f"{data.episode_returns.mean():.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -24,14 +24,17 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(previous)
 
 
-def assert_close_verbose(name: str, got: torch.Tensor, want: torch.Tensor, atol: float, rtol: float = 0.0,
-                         shown: int = 5) -> None:
+def assert_close_verbose(
+    name: str, got: torch.Tensor, want: torch.Tensor, atol: float, rtol: float = 0.0, shown: int = 5
+) -> None:
     """Assert |got - want| <= atol + rtol |want| elementwise; else report count, worst and first mismatches."""
     assert got.shape == want.shape, f"{name}: shape {tuple(got.shape)} != expected {tuple(want.shape)}"
     got, want = got.detach().double().cpu(), want.detach().double().cpu()
     nan_got, nan_want = torch.isnan(got), torch.isnan(want)
-    assert torch.equal(nan_got, nan_want), (f"{name}: NaN mismatch at {(nan_got ^ nan_want).nonzero()[:shown].tolist()}"
-                                            f" ({int((nan_got ^ nan_want).sum())} elements)")
+    assert torch.equal(nan_got, nan_want), (
+        f"{name}: NaN mismatch at {(nan_got ^ nan_want).nonzero()[:shown].tolist()}"
+        f" ({int((nan_got ^ nan_want).sum())} elements)"
+    )
     inf_got, inf_want = torch.isinf(got), torch.isinf(want)
     assert torch.equal(got[inf_got | inf_want], want[inf_got | inf_want]), f"{name}: inf mismatch"
     finite = ~(nan_got | inf_got | inf_want)
@@ -43,4 +46,5 @@ def assert_close_verbose(name: str, got: torch.Tensor, want: torch.Tensor, atol:
         lines = [f"  at {i}: got {got[tuple(i)].item():.8g}, expected {want[tuple(i)].item():.8g}" for i in idx]
         raise AssertionError(
             f"{name}: {int(bad.sum())} of {bad.numel()} elements differ by more than atol={atol:g} + rtol={rtol:g}"
-            f"; max abs error {err.max().item():.3g} at flat index {worst}; first mismatches:\n" + "\n".join(lines))
+            f"; max abs error {err.max().item():.3g} at flat index {worst}; first mismatches:\n" + "\n".join(lines)
+        )

@@ -22,9 +22,19 @@ def tiny_hopper_checkpoint(path) -> None:
     torch.manual_seed(0)
     cfg = DecisionTransformerConfig(state_dim=11, act_dim=3, hidden_size=16, n_layer=1, n_head=2, max_ep_len=1000)
     DecisionTransformer(cfg, stochastic=True).save_pretrained(path)
-    write_metadata(path, Metadata(state_mean=data.state_mean, state_std=data.state_std, scale=1000.0, context_len=5,
-                                  target_return=3600.0, env_id="Hopper-v4", action_head="stochastic",
-                                  dataset={"path": str(bundled_path(DEFAULT_DATASET))}))
+    write_metadata(
+        path,
+        Metadata(
+            state_mean=data.state_mean,
+            state_std=data.state_std,
+            scale=1000.0,
+            context_len=5,
+            target_return=3600.0,
+            env_id="Hopper-v4",
+            action_head="stochastic",
+            dataset={"path": str(bundled_path(DEFAULT_DATASET))},
+        ),
+    )
 
 
 def test_the_online_bench_runs_every_side_and_reports_positive_rates(tmp_path, one_torch_thread) -> None:

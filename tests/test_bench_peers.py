@@ -20,8 +20,9 @@ S, A, K = 5, 2, 6
 @pytest.fixture(scope="module")
 def model_and_session(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, object]:
     torch.manual_seed(0)
-    config = transformers.DecisionTransformerConfig(state_dim=S, act_dim=A, hidden_size=32, n_layer=2, n_head=1,
-                                                    max_ep_len=100)
+    config = transformers.DecisionTransformerConfig(
+        state_dim=S, act_dim=A, hidden_size=32, n_layer=2, n_head=1, max_ep_len=100
+    )
     model = transformers.DecisionTransformerModel(config).eval()
     path = peers.export_onnx(model, tmp_path_factory.mktemp("onnx") / "dt.onnx", K)
     assert not model.training  # the exporter restores its module's mode: dropout stays off in the reference
@@ -37,8 +38,15 @@ def test_ort_get_action_equals_transformers(model_and_session: tuple, T: int) ->
     actions = rng.uniform(-1, 1, size=(T, A)).astype(np.float32)
     rtg, timesteps = rng.normal(size=T).astype(np.float32), np.arange(T)
     with torch.no_grad():
-        expected = get_action(model, torch.from_numpy(states), torch.from_numpy(actions), None,
-                              torch.from_numpy(rtg), torch.from_numpy(timesteps), max_length=K).numpy()
+        expected = get_action(
+            model,
+            torch.from_numpy(states),
+            torch.from_numpy(actions),
+            None,
+            torch.from_numpy(rtg),
+            torch.from_numpy(timesteps),
+            max_length=K,
+        ).numpy()
     got = peers.ort_get_action(session, states, actions, rtg, timesteps, K)
     assert got.shape == (A,)
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
@@ -55,10 +63,13 @@ def test_ort_batch_equals_transformers(model_and_session: tuple) -> None:
     """The exported batch axis is dynamic: 3 full windows give transformers' 3 rows of action predictions."""
     model, session = model_and_session
     rng = np.random.default_rng(1)
-    window = {"states": rng.normal(size=(3, K, S)).astype(np.float32),
-              "actions": rng.uniform(-1, 1, size=(3, K, A)).astype(np.float32),
-              "returns_to_go": rng.normal(size=(3, K, 1)).astype(np.float32),
-              "timesteps": np.tile(np.arange(10, 10 + K), (3, 1)), "attention_mask": np.ones((3, K), np.int64)}
+    window = {
+        "states": rng.normal(size=(3, K, S)).astype(np.float32),
+        "actions": rng.uniform(-1, 1, size=(3, K, A)).astype(np.float32),
+        "returns_to_go": rng.normal(size=(3, K, 1)).astype(np.float32),
+        "timesteps": np.tile(np.arange(10, 10 + K), (3, 1)),
+        "attention_mask": np.ones((3, K), np.int64),
+    }
     with torch.no_grad():
         expected = peers.ActionHead(model)(*(torch.from_numpy(window[name]) for name in peers.INPUTS)).numpy()
     got = session.run(None, window)[0]

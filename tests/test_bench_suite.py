@@ -12,8 +12,12 @@ from dt_fast.bench.suite import COLUMNS, HEADERS, markdown_table, row
 from dt_fast.cli import main
 from dt_fast.config import DecisionTransformerConfig
 
-HARDWARE = {"matmul_flops_per_s_1_thread": 1e11, "matmul_flops_per_s_all_threads": 2e11, "memcpy_bytes_per_s": 3e10,
-            "torch_threads": 2}
+HARDWARE = {
+    "matmul_flops_per_s_1_thread": 1e11,
+    "matmul_flops_per_s_all_threads": 2e11,
+    "memcpy_bytes_per_s": 3e10,
+    "torch_threads": 2,
+}
 
 
 def test_row_ratios_are_oriented_higher_is_better() -> None:
@@ -59,14 +63,17 @@ def fake_suite(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     """Replace the machine measurement and the row groups by instant fakes; returns the list of calls."""
     calls = []
     monkeypatch.setattr(suite, "hardware", lambda: HARDWARE)
-    fakes = {name: (lambda hw, name=name: calls.append(name) or [row(f"{name} rate", 2.0, 1.0, 4.0, "ref")])
-             for name in GROUPS}
+    fakes = {
+        name: (lambda hw, name=name: calls.append(name) or [row(f"{name} rate", 2.0, 1.0, 4.0, "ref")])
+        for name in GROUPS
+    }
     monkeypatch.setattr(suite, "ROWS", fakes)
     return calls
 
 
-def test_bench_writes_only_into_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                    capsys: pytest.CaptureFixture) -> None:
+def test_bench_writes_only_into_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     calls = fake_suite(monkeypatch)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "README.md").write_text("untouched\n")
@@ -92,8 +99,9 @@ def test_bench_default_out_is_the_current_directory(tmp_path: Path, monkeypatch:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["suite.json", "suite.md"]
 
 
-def test_bench_refuses_to_overwrite_before_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture) -> None:
+def test_bench_refuses_to_overwrite_before_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     calls = fake_suite(monkeypatch)
     (tmp_path / "suite.json").write_text("old\n")
     assert main(["bench", "--rows", "sampler", "--out", str(tmp_path)]) == 2
@@ -103,8 +111,9 @@ def test_bench_refuses_to_overwrite_before_running(tmp_path: Path, monkeypatch: 
     assert calls == ["sampler"] and json.loads((tmp_path / "suite.json").read_text())["groups"] == ["sampler"]
 
 
-def test_bench_out_that_is_a_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             capsys: pytest.CaptureFixture) -> None:
+def test_bench_out_that_is_a_file_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     calls = fake_suite(monkeypatch)
     (tmp_path / "f").write_text("x")
     assert main(["bench", "--rows", "sampler", "--out", str(tmp_path / "f")]) == 2

@@ -42,8 +42,15 @@ def test_interrupted_write_removes_the_temporary_file(tmp_path) -> None:
 
 
 def test_metadata_round_trip_and_plain_checkpoint(tmp_path) -> None:
-    meta = Metadata(state_mean=[0.5, 1.0], state_std=(2.0, 3.0), scale=1000, context_len=20, target_return=3600,
-                    env_id="Hopper-v4", dataset={"best_return": 3100.0})
+    meta = Metadata(
+        state_mean=[0.5, 1.0],
+        state_std=(2.0, 3.0),
+        scale=1000,
+        context_len=20,
+        target_return=3600,
+        env_id="Hopper-v4",
+        dataset={"best_return": 3100.0},
+    )
     write_metadata(tmp_path, meta)
     assert read_metadata(tmp_path) == meta and meta.best_return == 3100.0
     (tmp_path / "plain").mkdir()
@@ -74,8 +81,9 @@ def test_check_output_refuses_what_it_would_replace_or_cannot_write(tmp_path) ->
     with pytest.raises(FileExistsError, match=f"--out {old} already exists; pass --overwrite to replace it"):
         check_output(old, overwrite=False, kind="--out")
     assert check_output(old, overwrite=True, kind="--out") == old and old.read_text() == "kept"
-    with pytest.raises(FileNotFoundError, match=f"--video {tmp_path}/missing/v.mp4: the directory {tmp_path}/missing "
-                                                "does not exist"):
+    with pytest.raises(
+        FileNotFoundError, match=f"--video {tmp_path}/missing/v.mp4: the directory {tmp_path}/missing does not exist"
+    ):
         check_output(tmp_path / "missing" / "v.mp4", overwrite=True, kind="--video")
     assert not (tmp_path / "missing").exists()
     with pytest.raises(PermissionError, match="--plot .*old.hdf5/p.png: cannot write there .*old.hdf5 is not a dir"):

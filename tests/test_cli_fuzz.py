@@ -55,13 +55,39 @@ for line in sys.stdin:
 
 # Train cases start from a valid tiny run (two steps of a small model), so a case that wrongly passes ends in
 # seconds with exit 0 instead of training for hours.
-TRAIN = ["train", "--dataset", "{tmp}/data.hdf5", "--steps", "2", "--hidden-size", "16", "--n-layer", "1",
-         "--out", "{tmp}/new_run"]
+TRAIN = [
+    "train",
+    "--dataset",
+    "{tmp}/data.hdf5",
+    "--steps",
+    "2",
+    "--hidden-size",
+    "16",
+    "--n-layer",
+    "1",
+    "--out",
+    "{tmp}/new_run",
+]
 EVAL = ["eval", "{tmp}/run"]
 COLLECT = ["collect", "--env", "Hopper-v4", "--policy", "random", "--episodes", "2", "--out", "{tmp}/new.hdf5"]
 # Fine-tuning cases start from a valid tiny run too (one iteration of one env, 2 evaluation episodes).
-FINETUNE = ["finetune", "--from", "{tmp}/run", "--dataset", "{tmp}/data.hdf5", "--online-steps", "1",
-            "--envs-per-iteration", "1", "--eval-episodes", "2", "--batch-size", "4", "--out", "{tmp}/new_ft"]
+FINETUNE = [
+    "finetune",
+    "--from",
+    "{tmp}/run",
+    "--dataset",
+    "{tmp}/data.hdf5",
+    "--online-steps",
+    "1",
+    "--envs-per-iteration",
+    "1",
+    "--eval-episodes",
+    "2",
+    "--batch-size",
+    "4",
+    "--out",
+    "{tmp}/new_ft",
+]
 
 CASES = {
     # train: values of the wrong type or range, as flags
@@ -195,9 +221,13 @@ def write_inputs(tmp: Path) -> None:
     n = 200
     terminals = np.zeros(n, bool)
     terminals[49::50] = True
-    good = {"observations": rng.normal(size=(n, 11)).astype(np.float32),
-            "actions": rng.uniform(-1, 1, size=(n, 3)).astype(np.float32),
-            "rewards": rng.normal(size=n).astype(np.float32), "terminals": terminals, "timeouts": np.zeros(n, bool)}
+    good = {
+        "observations": rng.normal(size=(n, 11)).astype(np.float32),
+        "actions": rng.uniform(-1, 1, size=(n, 3)).astype(np.float32),
+        "rewards": rng.normal(size=n).astype(np.float32),
+        "terminals": terminals,
+        "timeouts": np.zeros(n, bool),
+    }
     with h5py.File(tmp / "data.hdf5", "w") as f:
         f.attrs["env_id"] = "Hopper-v4"
         for k, v in good.items():
@@ -215,18 +245,34 @@ def write_inputs(tmp: Path) -> None:
     (tmp / "notes.txt").write_text("not a dataset\n")
     (tmp / "empty_dir").mkdir()
     (tmp / "folder.yaml").mkdir()
-    for name, text in (("malformed.yaml", "steps: [1\n  x: :\n"), ("malformed.json", '{"steps": '),
-                       ("fraction.yaml", "steps: 3.7\n"), ("word.yaml", "steps: five\n"),
-                       ("unknown.yaml", "learning_rate: 0.1\n"), ("list.yaml", "- 1\n"), ("empty.yaml", ""),
-                       ("run.toml", "steps = 2\n")):
+    for name, text in (
+        ("malformed.yaml", "steps: [1\n  x: :\n"),
+        ("malformed.json", '{"steps": '),
+        ("fraction.yaml", "steps: 3.7\n"),
+        ("word.yaml", "steps: five\n"),
+        ("unknown.yaml", "learning_rate: 0.1\n"),
+        ("list.yaml", "- 1\n"),
+        ("empty.yaml", ""),
+        ("run.toml", "steps = 2\n"),
+    ):
         (tmp / name).write_text(text)
     (tmp / "binary.yaml").write_bytes(b"\xff\xfe\x00\x01")
     run = tmp / "run"
-    model = DecisionTransformer(DecisionTransformerConfig(state_dim=11, act_dim=3, hidden_size=16, n_layer=1,
-                                                          max_ep_len=1000))
+    model = DecisionTransformer(
+        DecisionTransformerConfig(state_dim=11, act_dim=3, hidden_size=16, n_layer=1, max_ep_len=1000)
+    )
     model.save_pretrained(run)
-    checkpoint.write_metadata(run, checkpoint.Metadata(state_mean=[0.0] * 11, state_std=[1.0] * 11, scale=1000.0,
-                                                       context_len=20, target_return=3600.0, env_id="Hopper-v4"))
+    checkpoint.write_metadata(
+        run,
+        checkpoint.Metadata(
+            state_mean=[0.0] * 11,
+            state_std=[1.0] * 11,
+            scale=1000.0,
+            context_len=20,
+            target_return=3600.0,
+            env_id="Hopper-v4",
+        ),
+    )
     torch.save({"step": 2}, run / checkpoint.TRAIN_STATE_NAME)
     import dataclasses
 
@@ -236,16 +282,24 @@ def write_inputs(tmp: Path) -> None:
 
 def hashes(root: Path) -> dict[str, str]:
     """sha256 of every file under root."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
 def runner(tmp_path_factory):
     """Run `python -m dt_fast.cli ARGV` in a forked process in `tmp`; returns (exit code, stdout, stderr)."""
-    server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                              cwd=Path(__file__).resolve().parents[1])
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        cwd=Path(__file__).resolve().parents[1],
+    )
     logs = tmp_path_factory.mktemp("logs")
 
     def run(argv: list[str], cwd: Path) -> tuple[int, str, str]:
@@ -282,22 +336,32 @@ def test_bad_input_is_one_line_and_changes_nothing(runner, inputs: Path, name: s
 @pytest.mark.parametrize("name", ["train config fraction", "eval episodes word"])
 def test_a_fresh_interpreter_agrees_with_the_forked_one(runner, inputs: Path, name: str) -> None:
     argv = [a.replace("{tmp}", str(inputs)) for a in CASES[name]]
-    fresh = subprocess.run([sys.executable, "-m", "dt_fast.cli", *argv], capture_output=True, text=True, cwd=inputs,
-                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    fresh = subprocess.run(
+        [sys.executable, "-m", "dt_fast.cli", *argv],
+        capture_output=True,
+        text=True,
+        cwd=inputs,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert (fresh.returncode, fresh.stdout, fresh.stderr) == runner(argv, inputs)
 
 
 # --- the one error path of dt_fast.cli.main ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("error, line", [
-    (ValueError("bad value\n  on two lines"), "dt-fast bench: error: bad value; on two lines"),
-    (FileNotFoundError("x.hdf5: no such file"), "dt-fast bench: error: x.hdf5: no such file"),
-    (PermissionError(13, "Permission denied", "x"), "dt-fast bench: error: [Errno 13] Permission denied: 'x'"),
-    (ModuleNotFoundError("No module named 'envpool'", name="envpool"),
-     "dt-fast bench: error: No module named 'envpool': a dependency is missing"),
-    (FloatingPointError("loss is nan at step 3; lower --lr"), "dt-fast bench: error: loss is nan at step 3"),
-])
+@pytest.mark.parametrize(
+    "error, line",
+    [
+        (ValueError("bad value\n  on two lines"), "dt-fast bench: error: bad value; on two lines"),
+        (FileNotFoundError("x.hdf5: no such file"), "dt-fast bench: error: x.hdf5: no such file"),
+        (PermissionError(13, "Permission denied", "x"), "dt-fast bench: error: [Errno 13] Permission denied: 'x'"),
+        (
+            ModuleNotFoundError("No module named 'envpool'", name="envpool"),
+            "dt-fast bench: error: No module named 'envpool': a dependency is missing",
+        ),
+        (FloatingPointError("loss is nan at step 3; lower --lr"), "dt-fast bench: error: loss is nan at step 3"),
+    ],
+)
 def test_known_errors_are_one_line_and_exit_2(monkeypatch, capsys, error: Exception, line: str) -> None:
     from dt_fast import bench, cli
 

@@ -130,16 +130,49 @@ def test_cli_collect_smoke(tmp_path: Path, ars_policy: LinearPolicy) -> None:
     ars_policy.save(tmp_path / "p.npz")
     out = tmp_path / "sub" / "d.hdf5"
     out.parent.mkdir()
-    cmd = [sys.executable, "-m", "dt_fast.cli", "collect", "--env", ENV, "--policy", str(tmp_path / "p.npz"),
-           "--episodes", "5", "--out", str(out), "--noise", "0.1", "--seed", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dt_fast.cli",
+        "collect",
+        "--env",
+        ENV,
+        "--policy",
+        str(tmp_path / "p.npz"),
+        "--episodes",
+        "5",
+        "--out",
+        str(out),
+        "--noise",
+        "0.1",
+        "--seed",
+        "2",
+    ]
     subprocess.run(cmd, check=True, capture_output=True)
     data = read_d4rl(out)
     check_d4rl(data, 5)
     assert data["attrs"]["env_id"] == ENV and list(data["attrs"]["noise"]) == [0.1]
     out2 = tmp_path / "ars.hdf5"
-    cmd = [sys.executable, "-m", "dt_fast.cli", "collect", "--env", ENV, "--policy", "ars", "--episodes", "3",
-           "--out", str(out2), "--max-iterations", "2", "--target-return", "1e9",
-           "--save-policy", str(tmp_path / "ars.npz")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dt_fast.cli",
+        "collect",
+        "--env",
+        ENV,
+        "--policy",
+        "ars",
+        "--episodes",
+        "3",
+        "--out",
+        str(out2),
+        "--max-iterations",
+        "2",
+        "--target-return",
+        "1e9",
+        "--save-policy",
+        str(tmp_path / "ars.npz"),
+    ]
     subprocess.run(cmd, check=True, capture_output=True)
     check_d4rl(read_d4rl(out2), 3)
     assert LinearPolicy.load(tmp_path / "ars.npz").weights.shape == (3, 11)
@@ -154,8 +187,11 @@ def test_cli_collect_smoke(tmp_path: Path, ars_policy: LinearPolicy) -> None:
         (["--out", "{file}/d.hdf5"], "--out .*cannot write there"),
         (["--out", "{dir}"], "--out .* is a directory"),
         (["--out", "{dir}/missing/d.hdf5"], "--out .*: the directory .*missing does not exist"),
-        (["--env", "CartPole-v1"], r"CartPole-v1 has observation space .* and action space Discrete\(2\); dt_fast "
-                                   "supports Box observations of rank 1 and Box actions of rank 1"),
+        (
+            ["--env", "CartPole-v1"],
+            r"CartPole-v1 has observation space .* and action space Discrete\(2\); dt_fast "
+            "supports Box observations of rank 1 and Box actions of rank 1",
+        ),
         (["--env", "Parking-v0"], "Parking-v0 has observation space Dict"),
         (["--policy", "nope.npz"], "--policy 'nope.npz': expected 'ars', 'random' or an existing .npz"),
         (["--save-policy", "{dir}/p.npz"], "--save-policy applies only to --policy ars"),
@@ -185,8 +221,19 @@ def test_cli_collect_keeps_an_existing_out_unless_overwrite(tmp_path: Path, caps
     assert f"--out {out} already exists; pass --overwrite to replace it" in capsys.readouterr().err
     assert out.read_text() == "an earlier dataset"
     saved.write_text("an earlier policy")
-    ars = ["collect", "--env", ENV, "--policy", "ars", "--episodes", "2", "--out", str(tmp_path / "new.hdf5"),
-           "--save-policy", str(saved)]
+    ars = [
+        "collect",
+        "--env",
+        ENV,
+        "--policy",
+        "ars",
+        "--episodes",
+        "2",
+        "--out",
+        str(tmp_path / "new.hdf5"),
+        "--save-policy",
+        str(saved),
+    ]
     assert cli.main(ars) == 2
     assert f"--save-policy {saved} already exists" in capsys.readouterr().err
     assert saved.read_text() == "an earlier policy" and not (tmp_path / "new.hdf5").exists()

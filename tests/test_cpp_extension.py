@@ -29,12 +29,15 @@ def test_returns_to_go_matches_numpy(gamma: float) -> None:
     np.testing.assert_allclose(got, discounted_returns(rewards, offsets, gamma), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("offsets, message", [
-    ([1, 5], "must start at 0"),
-    ([0, 4], r"last episode offset \(4\) must equal the number of steps \(5\)"),
-    ([0, 3, 2, 5], r"non-decreasing: offsets\[1\] = 3 > offsets\[2\] = 2"),
-    ([], "at least one entry"),
-])
+@pytest.mark.parametrize(
+    "offsets, message",
+    [
+        ([1, 5], "must start at 0"),
+        ([0, 4], r"last episode offset \(4\) must equal the number of steps \(5\)"),
+        ([0, 3, 2, 5], r"non-decreasing: offsets\[1\] = 3 > offsets\[2\] = 2"),
+        ([], "at least one entry"),
+    ],
+)
 def test_returns_to_go_rejects_bad_offsets(offsets: list, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         dt_fast._C.returns_to_go(np.zeros(5, np.float32), np.array(offsets, dtype=np.int64), 1.0)

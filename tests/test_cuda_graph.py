@@ -26,8 +26,9 @@ RESETS = {5: [1], 9: [2, 0]}  # step -> rows that start a new episode there
 
 def random_model(seed: int) -> DecisionTransformer:
     """A small random DecisionTransformer (2 layers, 2 heads; tests.models.random_model)."""
-    return models.random_model(seed, DecisionTransformerConfig(state_dim=5, act_dim=2, hidden_size=32, n_head=2,
-                                                               n_layer=2, max_ep_len=100))
+    return models.random_model(
+        seed, DecisionTransformerConfig(state_dim=5, act_dim=2, hidden_size=32, n_head=2, n_layer=2, max_ep_len=100)
+    )
 
 
 def run(decoder, steps: int, device: str = "cpu") -> list[torch.Tensor]:
@@ -100,8 +101,14 @@ def test_graphed_policy_with_resets_equals_the_cpu_policy(backend: str) -> None:
     if backend == "triton":
         pytest.importorskip("triton", reason="triton is not installed")
     model = random_model(5)
-    kw = dict(target_return=[1.0, 2.0, 3.0], num_envs=B, state_mean=np.zeros(5), state_std=np.ones(5), scale=1.0,
-              context_len=K)
+    kw = dict(
+        target_return=[1.0, 2.0, 3.0],
+        num_envs=B,
+        state_mean=np.zeros(5),
+        state_std=np.ones(5),
+        scale=1.0,
+        context_len=K,
+    )
     cpu, gpu = Policy(model, backend="torch", **kw), Policy(copy.deepcopy(model).cuda(), backend=backend, **kw)
     rng = np.random.default_rng(0)
     for i in range(16):

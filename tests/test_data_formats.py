@@ -19,9 +19,14 @@ def random_episodes(lengths: list[int], state_dim: int = 3, act_dim: int = 2, se
     for i, n in enumerate(lengths):
         dones = np.zeros(n, bool)
         dones[-1] = i < len(lengths) - 1
-        episodes.append({"observations": rng.normal(size=(n, state_dim)).astype(np.float32),
-                         "actions": rng.uniform(-1, 1, size=(n, act_dim)).astype(np.float32),
-                         "rewards": rng.normal(size=n).astype(np.float32), "dones": dones})
+        episodes.append(
+            {
+                "observations": rng.normal(size=(n, state_dim)).astype(np.float32),
+                "actions": rng.uniform(-1, 1, size=(n, act_dim)).astype(np.float32),
+                "rewards": rng.normal(size=n).astype(np.float32),
+                "dones": dones,
+            }
+        )
     return episodes
 
 
@@ -91,11 +96,16 @@ def embedded() -> dict:
 
 
 @pytest.mark.parametrize("suffix", [".hdf5", ".npz"])
-@pytest.mark.parametrize("dropped, how", [(("timeouts",), "where 'next_observations' differs"),
-                                          (("timeouts", "next_observations"), "from the 1000-step time limit of "
-                                                                              "Hopper-v4")])
-def test_time_limited_episodes_are_split_again_without_timeouts(tmp_path: Path, embedded: dict, suffix: str,
-                                                                 dropped: tuple, how: str) -> None:
+@pytest.mark.parametrize(
+    "dropped, how",
+    [
+        (("timeouts",), "where 'next_observations' differs"),
+        (("timeouts", "next_observations"), "from the 1000-step time limit of Hopper-v4"),
+    ],
+)
+def test_time_limited_episodes_are_split_again_without_timeouts(
+    tmp_path: Path, embedded: dict, suffix: str, dropped: tuple, how: str
+) -> None:
     """D4RL v0 layout: without `timeouts`, 150 episodes loaded as 140, some 1,689 steps long, best return 5,342."""
     full = load_dataset("hopper-medium-v4")
     arrays = {k: v for k, v in embedded["arrays"].items() if k not in dropped}
@@ -104,8 +114,11 @@ def test_time_limited_episodes_are_split_again_without_timeouts(tmp_path: Path, 
         np.savez(path, **arrays, env_id="Hopper-v4")
     else:
         write_hdf5(path, arrays, **embedded["attrs"])
-    with pytest.warns(UserWarning, match=rf"v0\{suffix}: no 'timeouts' key: inferred 10 time-limit episode end\(s\) "
-                                         rf"{how}"):
+    with pytest.warns(
+        UserWarning,
+        match=rf"v0\{suffix}: no 'timeouts' key: inferred 10 time-limit episode end\(s\) "
+        rf"{how}",
+    ):
         t = load_dataset(path)
     assert (full.num_episodes, t.num_episodes) == (150, 150)
     np.testing.assert_array_equal(t.offsets, full.offsets)
@@ -167,14 +180,22 @@ def test_minari_directory_and_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
     episodes = random_episodes([6, 3, 9], state_dim=17, act_dim=6, seed=1)
     rng = np.random.default_rng(2)
-    buffers = [EpisodeBuffer(id=i, observations=np.concatenate([e["observations"], rng.normal(size=(1, 17))]),
-                             actions=e["actions"], rewards=e["rewards"], terminations=e["dones"],
-                             truncations=np.zeros_like(e["dones"]))
-               for i, e in enumerate(episodes)]
+    buffers = [
+        EpisodeBuffer(
+            id=i,
+            observations=np.concatenate([e["observations"], rng.normal(size=(1, 17))]),
+            actions=e["actions"],
+            rewards=e["rewards"],
+            terminations=e["dones"],
+            truncations=np.zeros_like(e["dones"]),
+        )
+        for i, e in enumerate(episodes)
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # minari warns about missing author / permalink metadata
-        minari.create_dataset_from_buffers("dtfast/cheetah/toy-v0", buffers, env="HalfCheetah-v5",
-                                           algorithm_name="random")
+        minari.create_dataset_from_buffers(
+            "dtfast/cheetah/toy-v0", buffers, env="HalfCheetah-v5", algorithm_name="random"
+        )
     for source in ("dtfast/cheetah/toy-v0", tmp_path / "dtfast" / "cheetah" / "toy-v0"):
         t = load_dataset(source)
         assert_matches(t, episodes)
@@ -210,6 +231,7 @@ def test_stats_and_repr_match_the_blog_computation() -> None:
 
 # ---- bad input -------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("key", ["observations", "actions", "rewards"])
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 def test_nonfinite_values_name_file_key_and_first_index(tmp_path: Path, key: str, value: float) -> None:
@@ -218,8 +240,11 @@ def test_nonfinite_values_name_file_key_and_first_index(tmp_path: Path, key: str
     arrays[key][15] = value
     path = write_hdf5(tmp_path / "bad.hdf5", arrays)
     index = r"\[9\]" if key == "rewards" else r"\[9, 0\]"
-    with pytest.raises(ValueError, match=rf"bad\.hdf5: key '{key}' has a non-finite value at index {index} "
-                                         r"\(episode 2, step 1\).*drop_nonfinite=True"):
+    with pytest.raises(
+        ValueError,
+        match=rf"bad\.hdf5: key '{key}' has a non-finite value at index {index} "
+        r"\(episode 2, step 1\).*drop_nonfinite=True",
+    ):
         load_dataset(path)
     with pytest.warns(UserWarning, match="dropping 1 episode"):
         t = load_dataset(path, drop_nonfinite=True)
@@ -236,21 +261,25 @@ def test_nonfinite_in_a_parquet_row_names_the_episode(tmp_path: Path) -> None:
         load_dataset(tmp_path / "bad.parquet")
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("observations", np.array([["a", "b", "c"]] * 25), "holds strings \\(dtype <U1\\); expected real numbers"),
-    ("observations", np.array([[b"a", b"b", b"c"]] * 25), "holds byte strings \\(dtype \\|S1\\)"),
-    ("observations", np.ones((25, 3), np.complex64), "holds complex numbers \\(dtype complex64\\)"),
-    ("actions", np.ones((25, 2), np.complex128) * 1j, "holds complex numbers \\(dtype complex128\\)"),
-    ("rewards", np.ones(25, np.complex64), "holds complex numbers"),
-    ("rewards", np.array(["1.0"] * 25), "holds strings"),
-    ("terminals", np.where(np.arange(25) == 6, 0.5, 0.0), "must hold booleans or 0/1, got 0.5 at index \\[6\\]"),
-    ("terminals", np.where(np.arange(25) == 3, np.nan, 0.0), "must hold booleans or 0/1, got nan at index \\[3\\]"),
-    ("timeouts", np.where(np.arange(25) == 2, 2, 0), "must hold booleans or 0/1, got 2 at index \\[2\\]"),
-    ("timeouts", np.array(["no"] * 25), "must hold booleans or 0/1, got dtype <U2"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("observations", np.array([["a", "b", "c"]] * 25), "holds strings \\(dtype <U1\\); expected real numbers"),
+        ("observations", np.array([[b"a", b"b", b"c"]] * 25), "holds byte strings \\(dtype \\|S1\\)"),
+        ("observations", np.ones((25, 3), np.complex64), "holds complex numbers \\(dtype complex64\\)"),
+        ("actions", np.ones((25, 2), np.complex128) * 1j, "holds complex numbers \\(dtype complex128\\)"),
+        ("rewards", np.ones(25, np.complex64), "holds complex numbers"),
+        ("rewards", np.array(["1.0"] * 25), "holds strings"),
+        ("terminals", np.where(np.arange(25) == 6, 0.5, 0.0), "must hold booleans or 0/1, got 0.5 at index \\[6\\]"),
+        ("terminals", np.where(np.arange(25) == 3, np.nan, 0.0), "must hold booleans or 0/1, got nan at index \\[3\\]"),
+        ("timeouts", np.where(np.arange(25) == 2, 2, 0), "must hold booleans or 0/1, got 2 at index \\[2\\]"),
+        ("timeouts", np.array(["no"] * 25), "must hold booleans or 0/1, got dtype <U2"),
+    ],
+)
 @pytest.mark.parametrize("suffix", [".hdf5", ".npz"])
-def test_values_of_the_wrong_kind_name_file_and_key(tmp_path: Path, key: str, value: np.ndarray, message: str,
-                                                    suffix: str) -> None:
+def test_values_of_the_wrong_kind_name_file_and_key(
+    tmp_path: Path, key: str, value: np.ndarray, message: str, suffix: str
+) -> None:
     if suffix == ".hdf5" and value.dtype.kind == "U":
         value = value.astype("S")  # HDF5 stores fixed-length byte strings
         message = message.replace("strings", "byte strings").replace("<U", "\\|S")
@@ -266,8 +295,13 @@ def test_values_of_the_wrong_kind_name_file_and_key(tmp_path: Path, key: str, va
 
 def test_numeric_objects_and_integer_or_float_flags_are_accepted() -> None:
     arrays = flat(EPISODES)
-    t = Trajectories(arrays["observations"].astype(object), arrays["actions"], arrays["rewards"],
-                     arrays["terminals"].astype(np.uint8), arrays["timeouts"].astype(np.float32))
+    t = Trajectories(
+        arrays["observations"].astype(object),
+        arrays["actions"],
+        arrays["rewards"],
+        arrays["terminals"].astype(np.uint8),
+        arrays["timeouts"].astype(np.float32),
+    )
     assert_matches(t, EPISODES)
 
 
@@ -372,8 +406,12 @@ def test_zero_length_episodes_are_skipped_with_a_warning() -> None:
 def test_empty_parquet_row_is_skipped(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
-    empty = {"observations": np.zeros((0, 3), np.float32), "actions": np.zeros((0, 2), np.float32),
-             "rewards": np.zeros(0, np.float32), "dones": np.zeros(0, bool)}
+    empty = {
+        "observations": np.zeros((0, 3), np.float32),
+        "actions": np.zeros((0, 2), np.float32),
+        "rewards": np.zeros(0, np.float32),
+        "dones": np.zeros(0, bool),
+    }
     episodes = [EPISODES[0], empty, EPISODES[1]]
     pq.write_table(hf_table(episodes), tmp_path / "e.parquet")
     with pytest.warns(UserWarning, match=r"e\.parquet: skipping 1 zero-length episode\(s\), first at episode 1"):

@@ -19,8 +19,10 @@ def write(path: Path, fmt: str, episodes: list[dict]) -> Path:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.table({k: [e[k].tolist() for e in episodes]
-                                 for k in ("observations", "actions", "rewards", "dones")}), path)
+        pq.write_table(
+            pa.table({k: [e[k].tolist() for e in episodes] for k in ("observations", "actions", "rewards", "dones")}),
+            path,
+        )
         return path
     arrays = {k: np.concatenate([e[k] for e in episodes]) for k in ("observations", "actions", "rewards")}
     arrays["terminals"] = np.concatenate([e["dones"] for e in episodes])
@@ -35,21 +37,37 @@ def write(path: Path, fmt: str, episodes: list[dict]) -> Path:
 
 
 @settings(max_examples=150, deadline=None)
-@given(lengths=st.lists(st.integers(1, 25), min_size=1, max_size=8), state_dim=st.integers(1, 5),
-       act_dim=st.integers(1, 3), fmt=st.sampled_from(["hdf5", "npz", "parquet"]),
-       bad=st.one_of(st.none(), st.tuples(st.sampled_from(["observations", "actions", "rewards"]),
-                                          st.integers(0, 10**6), st.sampled_from([np.nan, np.inf, -np.inf]))),
-       drop=st.booleans())
-def test_fuzz_loaders(lengths: list[int], state_dim: int, act_dim: int, fmt: str, bad: tuple | None,
-                      drop: bool) -> None:
+@given(
+    lengths=st.lists(st.integers(1, 25), min_size=1, max_size=8),
+    state_dim=st.integers(1, 5),
+    act_dim=st.integers(1, 3),
+    fmt=st.sampled_from(["hdf5", "npz", "parquet"]),
+    bad=st.one_of(
+        st.none(),
+        st.tuples(
+            st.sampled_from(["observations", "actions", "rewards"]),
+            st.integers(0, 10**6),
+            st.sampled_from([np.nan, np.inf, -np.inf]),
+        ),
+    ),
+    drop=st.booleans(),
+)
+def test_fuzz_loaders(
+    lengths: list[int], state_dim: int, act_dim: int, fmt: str, bad: tuple | None, drop: bool
+) -> None:
     rng = np.random.default_rng(len(lengths) * 7 + state_dim)
     episodes = []
     for n in lengths:
         dones = np.zeros(n, bool)
         dones[-1] = True
-        episodes.append({"observations": rng.normal(size=(n, state_dim)).astype(np.float32),
-                         "actions": rng.normal(size=(n, act_dim)).astype(np.float32),
-                         "rewards": rng.normal(size=n).astype(np.float32), "dones": dones})
+        episodes.append(
+            {
+                "observations": rng.normal(size=(n, state_dim)).astype(np.float32),
+                "actions": rng.normal(size=(n, act_dim)).astype(np.float32),
+                "rewards": rng.normal(size=n).astype(np.float32),
+                "dones": dones,
+            }
+        )
     bad_episode = None
     if bad is not None:
         key, where, value = bad
@@ -60,8 +78,11 @@ def test_fuzz_loaders(lengths: list[int], state_dim: int, act_dim: int, fmt: str
     with tempfile.TemporaryDirectory() as tmp:
         path = write(Path(tmp) / f"data.{fmt}", fmt, episodes)
         if bad is not None and not drop:
-            with pytest.raises(ValueError, match=rf"data\.{fmt}: key '{bad[0]}' has a non-finite value at index "
-                                                 rf"\[{row}.*\(episode {bad_episode}, step {step}\)"):
+            with pytest.raises(
+                ValueError,
+                match=rf"data\.{fmt}: key '{bad[0]}' has a non-finite value at index "
+                rf"\[{row}.*\(episode {bad_episode}, step {step}\)",
+            ):
                 load_dataset(path)
             return
         kept = [e for i, e in enumerate(episodes) if i != bad_episode]

@@ -69,14 +69,28 @@ def test_stochastic_checkpoint_round_trip_and_transformers_reads_the_mean(tmp_pa
     model = DecisionTransformer(cfg, stochastic=True).eval()
     torch.nn.init.normal_(model.predict_action_log_std.weight)
     model.save_pretrained(tmp_path)
-    write_metadata(tmp_path, Metadata(state_mean=[0.0] * 5, state_std=[1.0] * 5, scale=1.0, context_len=4,
-                                      target_return=1.0, action_head="stochastic"))
+    write_metadata(
+        tmp_path,
+        Metadata(
+            state_mean=[0.0] * 5,
+            state_std=[1.0] * 5,
+            scale=1.0,
+            context_len=4,
+            target_return=1.0,
+            action_head="stochastic",
+        ),
+    )
     again = DecisionTransformer.from_pretrained(tmp_path)
     assert again.stochastic
     torch.testing.assert_close(again.predict_action_log_std.weight, model.predict_action_log_std.weight)
     B, T = 3, 4
-    inputs = dict(states=torch.randn(B, T, 5), actions=torch.randn(B, T, 2), returns_to_go=torch.randn(B, T, 1),
-                  timesteps=torch.randint(0, 50, (B, T)), attention_mask=torch.ones(B, T))
+    inputs = dict(
+        states=torch.randn(B, T, 5),
+        actions=torch.randn(B, T, 2),
+        returns_to_go=torch.randn(B, T, 1),
+        timesteps=torch.randint(0, 50, (B, T)),
+        attention_mask=torch.ones(B, T),
+    )
     with torch.no_grad():
         dist = again.action_distribution(**inputs)
         _, action_preds, _ = again(**inputs)
@@ -89,8 +103,9 @@ def test_stochastic_checkpoint_round_trip_and_transformers_reads_the_mean(tmp_pa
 def test_deterministic_models_have_no_distribution() -> None:
     cfg = DecisionTransformerConfig(state_dim=5, act_dim=2, hidden_size=16, n_layer=1, max_ep_len=50)
     with pytest.raises(ValueError, match="needs a stochastic model"):
-        DecisionTransformer(cfg).action_distribution(torch.zeros(1, 1, 5), torch.zeros(1, 1, 2),
-                                                      torch.zeros(1, 1, 1), torch.zeros(1, 1, dtype=torch.long))
+        DecisionTransformer(cfg).action_distribution(
+            torch.zeros(1, 1, 5), torch.zeros(1, 1, 2), torch.zeros(1, 1, 1), torch.zeros(1, 1, dtype=torch.long)
+        )
     with pytest.raises(ValueError, match="needs action_tanh=True"):
         DecisionTransformer(DecisionTransformerConfig(state_dim=5, act_dim=2, action_tanh=False), stochastic=True)
     with pytest.raises(ValueError, match="action_head must be one of"):

@@ -47,6 +47,7 @@ def test_module_is_reproducible_under_manual_seed_and_its_gradient_is_the_mask()
 def test_bad_arguments_raise() -> None:
     with pytest.raises(ValueError, match=r"p must be in \[0, 1\)"):
         dt_fast._C.dropout_mask(np.empty(4, np.float32), 1.0, 0)
-    with pytest.raises(ValueError, match="dropout_mask: out must be a writeable C-contiguous float32 array, got "
-                                         "float64"):  # not converted to a temporary: the mask would be lost
+    with pytest.raises(
+        ValueError, match="dropout_mask: out must be a writeable C-contiguous float32 array, got float64"
+    ):  # not converted to a temporary: the mask would be lost
         dt_fast._C.dropout_mask(np.empty(4, np.float64), 0.1, 0)

@@ -22,10 +22,10 @@ from dt_fast.checkpoint import hf_state_dict, load_hf_state_dict
 from dt_fast.decode import KVCacheDecoder
 from tests import models
 
-pytestmark = [pytest.mark.skipif(not dt_fast.HAS_C_EXT, reason="dt_fast._C is not built"),
-              pytest.mark.usefixtures("one_torch_thread")]
-
-
+pytestmark = [
+    pytest.mark.skipif(not dt_fast.HAS_C_EXT, reason="dt_fast._C is not built"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 
 def random_model(seed: int, **kwargs) -> DecisionTransformer:
@@ -76,10 +76,12 @@ class WindowReference:
             h["a"].append(np.zeros(self.model.config.act_dim, np.float32))
             lo = max(0, len(h["s"]) - self.K)
             with torch.no_grad():
-                _, a, _ = self.model(torch.tensor(np.array(h["s"][lo:]))[None],
-                                     torch.tensor(np.array(h["a"][lo:]))[None],
-                                     torch.tensor(np.array(h["r"][lo:]))[None, :, None],
-                                     torch.tensor(np.array(h["t"][lo:]))[None])
+                _, a, _ = self.model(
+                    torch.tensor(np.array(h["s"][lo:]))[None],
+                    torch.tensor(np.array(h["a"][lo:]))[None],
+                    torch.tensor(np.array(h["r"][lo:]))[None, :, None],
+                    torch.tensor(np.array(h["t"][lo:]))[None],
+                )
             out.append(a[0, -1].numpy())
         return np.array(out)
 
@@ -99,8 +101,9 @@ SHAPES = [  # (state_dim, act_dim, hidden_size, n_layer, n_head, K, extra config
 
 @pytest.mark.parametrize("S, A, C, L, H, K, extra", SHAPES)
 @pytest.mark.parametrize("decoder", ["engine", "torch"])
-def test_exact_decode_equals_full_forward(S: int, A: int, C: int, L: int, H: int, K: int, extra: dict,
-                                          decoder: str) -> None:
+def test_exact_decode_equals_full_forward(
+    S: int, A: int, C: int, L: int, H: int, K: int, extra: dict, decoder: str
+) -> None:
     model = random_model(S + C, state_dim=S, act_dim=A, hidden_size=C, n_layer=L, n_head=H, **extra)
     B = 3
     ref = WindowReference(model, B, K)
@@ -213,7 +216,7 @@ def test_threads_and_batch_rows_are_independent(mode: str, B: int, K: int, sampl
         s, r = rng.normal(size=(B, 11)).astype(np.float32), rng.normal(size=B).astype(np.float32)
         got = batched.step(s, r, steps.copy())
         for b, single in enumerate(singles):
-            np.testing.assert_array_equal(got[b], single.step(s[b:b + 1], r[b:b + 1], steps[b:b + 1])[0])
+            np.testing.assert_array_equal(got[b], single.step(s[b : b + 1], r[b : b + 1], steps[b : b + 1])[0])
         if sample_seed is not None:
             np.testing.assert_array_equal(got, one_thread.step(s, r, steps.copy()))
         steps += 1
@@ -252,14 +255,20 @@ def test_transformers_checkpoint_loads_in_the_engine(tmp_path) -> None:
     from transformers import DecisionTransformerModel
 
     torch.manual_seed(0)
-    hf = DecisionTransformerModel(HFConfig(state_dim=11, act_dim=3, hidden_size=64, n_layer=2, n_head=2,
-                                           max_ep_len=100)).eval()
+    hf = DecisionTransformerModel(
+        HFConfig(state_dim=11, act_dim=3, hidden_size=64, n_layer=2, n_head=2, max_ep_len=100)
+    ).eval()
     hf.save_pretrained(tmp_path)
     eng = dt_fast._C.Engine.from_checkpoint(str(tmp_path), 1, 3, "exact")
     s, r = np.ones((1, 11), np.float32), np.ones(1, np.float32)
     with torch.no_grad():
-        want = hf(states=torch.tensor(s)[None], actions=torch.zeros(1, 1, 3), returns_to_go=torch.ones(1, 1, 1),
-                  timesteps=torch.zeros(1, 1, dtype=torch.long), return_dict=False)[1][0, -1].numpy()
+        want = hf(
+            states=torch.tensor(s)[None],
+            actions=torch.zeros(1, 1, 3),
+            returns_to_go=torch.ones(1, 1, 1),
+            timesteps=torch.zeros(1, 1, dtype=torch.long),
+            return_dict=False,
+        )[1][0, -1].numpy()
     np.testing.assert_allclose(eng.step(s, r, np.zeros(1, np.int64))[0], want, atol=1e-5)
 
 
@@ -365,8 +374,13 @@ def test_packed_matmul_equals_numpy(isa: str) -> None:
         assert matmul.isa == isa
         want = a.astype(np.float64) @ w.astype(np.float64)
         for threads in (1, 2, 3):
-            np.testing.assert_allclose(matmul(a, threads), want, atol=1e-4 * np.sqrt(K), rtol=1e-5,
-                                       err_msg=f"M, K, N = {M, K, N}, {threads} threads")
+            np.testing.assert_allclose(
+                matmul(a, threads),
+                want,
+                atol=1e-4 * np.sqrt(K),
+                rtol=1e-5,
+                err_msg=f"M, K, N = {M, K, N}, {threads} threads",
+            )
 
 
 def test_packed_matmul_rejects_bad_input() -> None:
@@ -387,8 +401,9 @@ def test_checkpoint_in_other_float_dtypes_loads(tmp_path, dtype: torch.dtype, mo
     from safetensors.torch import load_file, save_file
 
     torch.manual_seed(0)
-    DecisionTransformer(DecisionTransformerConfig(state_dim=11, act_dim=3, hidden_size=64, n_layer=2, n_head=2,
-                                                  max_ep_len=100)).save_pretrained(tmp_path)
+    DecisionTransformer(
+        DecisionTransformerConfig(state_dim=11, act_dim=3, hidden_size=64, n_layer=2, n_head=2, max_ep_len=100)
+    ).save_pretrained(tmp_path)
     weights = tmp_path / "model.safetensors"
     original = load_file(str(weights))
     converted = {k: v.to(dtype) for k, v in original.items()}
@@ -464,8 +479,10 @@ def test_engine_arguments_are_read_without_losing_values(small_checkpoint) -> No
     strided = np.random.default_rng(0).normal(size=(2, 6))[:, ::2]  # float64, not contiguous
     r, t = np.zeros(2, np.float64), np.zeros(2, np.int32)
     copy = dt_fast._C.Engine(config, tensors, 2, 2, "exact")
-    np.testing.assert_array_equal(eng.step(strided, r, t), copy.step(np.ascontiguousarray(strided, np.float32),
-                                                                     r.astype(np.float32), t.astype(np.int64)))
+    np.testing.assert_array_equal(
+        eng.step(strided, r, t),
+        copy.step(np.ascontiguousarray(strided, np.float32), r.astype(np.float32), t.astype(np.int64)),
+    )
     with pytest.raises(ValueError, match="timesteps must be an integer array, got dtype float64"):
         eng.step(strided, r, np.array([0.0, 1.5]))
     with pytest.raises(ValueError, match="states must be a real-valued array, got dtype complex128"):
@@ -551,8 +568,10 @@ def test_mean_action_of_a_stochastic_model_is_the_deterministic_engines_bit_for_
     with_head.set_sampling(3)
     with_head.set_sampling(None)  # back to the mean before any step
     assert with_head.sample_seed is None
-    np.testing.assert_array_equal(np.array(sampling_stream(with_head.step, with_head.reset, 3, 5, 60)),
-                                  np.array(sampling_stream(without.step, without.reset, 3, 5, 60)))
+    np.testing.assert_array_equal(
+        np.array(sampling_stream(with_head.step, with_head.reset, 3, 5, 60)),
+        np.array(sampling_stream(without.step, without.reset, 3, 5, 60)),
+    )
 
 
 def test_sampling_is_deterministic_per_seed_and_restarts_with_the_seed() -> None:
@@ -600,14 +619,22 @@ def test_log_std_head_is_loaded_with_the_checks_of_every_weight(small_checkpoint
     write_safetensors(path / "model.safetensors", tensors)
     assert dt_fast._C.Engine.from_checkpoint(str(path), 1, 2, "exact").has_log_std
     cases = [
-        ({k: v for k, v in tensors.items() if k != "predict_action_log_std.bias"},
-         "missing weight 'predict_action_log_std.bias'"),
-        ({**tensors, "predict_action_log_std.weight": np.zeros((3, 16), np.float32)},
-         r"weight 'predict_action_log_std.weight' has shape \(3, 16\), the config implies \(2, 16\)"),
-        ({**tensors, "predict_action_log_std.bias": np.array([0.0, np.nan], np.float32)},
-         r"weight 'predict_action_log_std.bias' is not finite \(as float32\): nan at \[1\]"),
-        ({**tensors, "predict_action_log_std.scale": np.zeros(2, np.float32)},
-         "unexpected weight 'predict_action_log_std.scale'"),
+        (
+            {k: v for k, v in tensors.items() if k != "predict_action_log_std.bias"},
+            "missing weight 'predict_action_log_std.bias'",
+        ),
+        (
+            {**tensors, "predict_action_log_std.weight": np.zeros((3, 16), np.float32)},
+            r"weight 'predict_action_log_std.weight' has shape \(3, 16\), the config implies \(2, 16\)",
+        ),
+        (
+            {**tensors, "predict_action_log_std.bias": np.array([0.0, np.nan], np.float32)},
+            r"weight 'predict_action_log_std.bias' is not finite \(as float32\): nan at \[1\]",
+        ),
+        (
+            {**tensors, "predict_action_log_std.scale": np.zeros(2, np.float32)},
+            "unexpected weight 'predict_action_log_std.scale'",
+        ),
     ]
     for bad, message in cases:
         with pytest.raises(ValueError, match=message):
@@ -637,14 +664,18 @@ def test_load_weights_equals_a_new_engine_from_then_on(mode: str) -> None:
     sampling_stream(fresh.step, fresh.reset, 3, 5, 9, seed=1)
     for row in range(3):
         fresh.reset(row)
-    np.testing.assert_array_equal(np.array(sampling_stream(eng.step, eng.reset, 3, 5, 40)),
-                                  np.array(sampling_stream(fresh.step, fresh.reset, 3, 5, 40)))
+    np.testing.assert_array_equal(
+        np.array(sampling_stream(eng.step, eng.reset, 3, 5, 40)),
+        np.array(sampling_stream(fresh.step, fresh.reset, 3, 5, 40)),
+    )
     eng.set_sampling(None)
     for row in range(3):
         eng.reset(row)
     mean = make_engine(new, 3, 4, mode)
-    np.testing.assert_array_equal(np.array(sampling_stream(eng.step, eng.reset, 3, 5, 40)),
-                                  np.array(sampling_stream(mean.step, mean.reset, 3, 5, 40)))
+    np.testing.assert_array_equal(
+        np.array(sampling_stream(eng.step, eng.reset, 3, 5, 40)),
+        np.array(sampling_stream(mean.step, mean.reset, 3, 5, 40)),
+    )
 
 
 def test_load_weights_refuses_other_models_and_changes_nothing() -> None:
@@ -665,5 +696,7 @@ def test_load_weights_refuses_other_models_and_changes_nothing() -> None:
     with pytest.raises(ValueError, match="has no log-std head .* and the new weights have one"):
         make_engine(random_model(12, hidden_size=32, **kwargs), 2, 3, "exact").load_weights(config, tensors)
     assert eng.steps_taken(0) == 4
-    np.testing.assert_array_equal(np.array(sampling_stream(eng.step, eng.reset, 2, 5, 10, seed=3)),
-                                  np.array(sampling_stream(twin.step, twin.reset, 2, 5, 10, seed=3)))
+    np.testing.assert_array_equal(
+        np.array(sampling_stream(eng.step, eng.reset, 2, 5, 10, seed=3)),
+        np.array(sampling_stream(twin.step, twin.reset, 2, 5, 10, seed=3)),
+    )

@@ -20,17 +20,24 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
 def test_control_loop_builds_and_runs(tmp_path) -> None:
     build = tmp_path / "build"
-    subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                    "-Dpybind11_DIR=/nonexistent"], check=True, capture_output=True)
-    subprocess.run(["cmake", "--build", str(build), "--target", "control_loop", "-j", "2"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["cmake", "-S", str(ROOT), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-Dpybind11_DIR=/nonexistent"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        ["cmake", "--build", str(build), "--target", "control_loop", "-j", "2"], check=True, capture_output=True
+    )
     torch.manual_seed(0)
-    model = DecisionTransformer(DecisionTransformerConfig(state_dim=11, act_dim=3, hidden_size=32, n_layer=2,
-                                                          n_head=2, max_ep_len=50))
+    model = DecisionTransformer(
+        DecisionTransformerConfig(state_dim=11, act_dim=3, hidden_size=32, n_layer=2, n_head=2, max_ep_len=50)
+    )
     ckpt = tmp_path / "ckpt"
     model.save_pretrained(ckpt)
-    write_metadata(ckpt, Metadata(state_mean=np.zeros(11), state_std=np.ones(11), scale=1000.0, context_len=5,
-                                        target_return=3600.0))
+    write_metadata(
+        ckpt,
+        Metadata(state_mean=np.zeros(11), state_std=np.ones(11), scale=1000.0, context_len=5, target_return=3600.0),
+    )
     for mode in ("exact", "rolling"):
         out = subprocess.run([str(build / "control_loop"), str(ckpt), "120", mode], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr

@@ -90,19 +90,28 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("kind, mode, B, n_threads", [
-    ("policy", "exact", 1, 2),    # batch 1 on two threads: the matmul columns split over a SpinTeam
-    ("policy", "rolling", 1, 1),  # one engine thread
-    ("engine", "exact", 4, 2),    # chunks of rows over the ThreadPool
-    ("engine", "rolling", 1, 2),
-])
+@pytest.mark.parametrize(
+    "kind, mode, B, n_threads",
+    [
+        ("policy", "exact", 1, 2),  # batch 1 on two threads: the matmul columns split over a SpinTeam
+        ("policy", "rolling", 1, 1),  # one engine thread
+        ("engine", "exact", 4, 2),  # chunks of rows over the ThreadPool
+        ("engine", "rolling", 1, 2),
+    ],
+)
 def test_one_object_stepped_from_two_threads(kind: str, mode: str, B: int, n_threads: int) -> None:
     steps = 2000 if B == 1 else 600
     package = Path(dt_fast.__file__).parent.parent  # the dt_fast under test (make sanitize's is a copy elsewhere)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(package), str(ROOT)])}
     try:
-        out = subprocess.run([sys.executable, "-c", SCRIPT, kind, mode, str(B), str(n_threads), str(steps)],
-                             capture_output=True, text=True, timeout=240, cwd=package, env=env)
+        out = subprocess.run(
+            [sys.executable, "-c", SCRIPT, kind, mode, str(B), str(n_threads), str(steps)],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            cwd=package,
+            env=env,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail("two threads stepping one object did not finish in 240 s (deadlock)")
     assert out.returncode == 0, f"exit code {out.returncode}: {out.stderr[-2000:]}"

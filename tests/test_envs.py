@@ -38,17 +38,20 @@ for _id, (_obs, _act) in TEST_ENVS.items():
         gym.register(_id, entry_point=SpacesEnv, kwargs={"observation_space": _obs, "action_space": _act})
 
 
-@pytest.mark.parametrize("env_id, spaces", [
-    ("CartPole-v1", r"observation space Box of shape \(4,\), float32 and action space Discrete\(2\)"),  # envpool
-    ("Parking-v0", r"observation space Dict with keys \['observation', 'achieved_goal', 'desired_goal'\]"),
-    ("CarRacing-v3", r"observation space Box of shape \(96, 96, 3\), uint8"),  # envpool, pixels
-    ("Highway-v0", r"Box of shape \(5, 5\), float32 and action space Discrete\(5\)"),  # envpool, vehicles
-    ("FrozenLake-v1", r"observation space Discrete\(16\) and action space Discrete\(4\)"),  # gymnasium only
-    ("DtFastDictObs-v0", r"observation space Dict with keys \['goal', 'position'\]"),
-    ("DtFastImageObs-v0", r"Box of shape \(8, 8, 3\), uint8"),
-    ("DtFastMatrixAction-v0", r"action space Box of shape \(2, 2\), float32"),
-    ("DtFastMultiDiscrete-v0", r"action space MultiDiscrete\(\[3 3\]\)"),
-])
+@pytest.mark.parametrize(
+    "env_id, spaces",
+    [
+        ("CartPole-v1", r"observation space Box of shape \(4,\), float32 and action space Discrete\(2\)"),  # envpool
+        ("Parking-v0", r"observation space Dict with keys \['observation', 'achieved_goal', 'desired_goal'\]"),
+        ("CarRacing-v3", r"observation space Box of shape \(96, 96, 3\), uint8"),  # envpool, pixels
+        ("Highway-v0", r"Box of shape \(5, 5\), float32 and action space Discrete\(5\)"),  # envpool, vehicles
+        ("FrozenLake-v1", r"observation space Discrete\(16\) and action space Discrete\(4\)"),  # gymnasium only
+        ("DtFastDictObs-v0", r"observation space Dict with keys \['goal', 'position'\]"),
+        ("DtFastImageObs-v0", r"Box of shape \(8, 8, 3\), uint8"),
+        ("DtFastMatrixAction-v0", r"action space Box of shape \(2, 2\), float32"),
+        ("DtFastMultiDiscrete-v0", r"action space MultiDiscrete\(\[3 3\]\)"),
+    ],
+)
 def test_unsupported_spaces_are_named(env_id, spaces):
     with pytest.raises(ValueError, match=f"^{env_id} has .*{spaces}.*; {SUPPORTED_TEXT}"):
         env_spec(env_id)

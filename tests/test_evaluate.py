@@ -59,8 +59,14 @@ class DoublePolicy:
 
     mode = "exact"
 
-    def __init__(self, num_envs: int, target_return: float | np.ndarray = 10.0, scale: float = 10.0,
-                 state_dim: int = 3, act_dim: int = 2) -> None:
+    def __init__(
+        self,
+        num_envs: int,
+        target_return: float | np.ndarray = 10.0,
+        scale: float = 10.0,
+        state_dim: int = 3,
+        act_dim: int = 2,
+    ) -> None:
         self.num_envs, self.scale, self.state_dim, self.act_dim = num_envs, scale, state_dim, act_dim
         self.target_return = np.broadcast_to(np.asarray(target_return, dtype=np.float64), (num_envs,)).copy()
         self.rtg = np.zeros(num_envs)  # [B]
@@ -136,8 +142,9 @@ def test_no_short_episode_bias():
 
 @pytest.mark.parametrize("num_envs,episodes,targets", [(4, 9, [10.0]), (5, 6, [0.0, 30.0]), (3, 2, [5.0])])
 def test_batched_equals_sequential(num_envs, episodes, targets):
-    results = evaluate(DoublePolicy(num_envs), env=ENV_ID, episodes=episodes, target_return=targets, seed=11,
-                          progress=False)
+    results = evaluate(
+        DoublePolicy(num_envs), env=ENV_ID, episodes=episodes, target_return=targets, seed=11, progress=False
+    )
     expected = sequential_returns(ENV_ID, num_envs, episodes, 11, targets)
     for j, result in enumerate(results):
         assert result.target_return == targets[j]
@@ -180,25 +187,32 @@ def test_statistics_and_normalised_score():
 @pytest.fixture
 def no_env(monkeypatch):
     """Fail the test if an env is created: bad input must be reported before."""
+
     def boom(*args, **kwargs):
         raise AssertionError("an env was started before the bad input was reported")
 
     monkeypatch.setattr(sys.modules["dt_fast.evaluation"], "make_vector_env", boom)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(env="Hoper-v4"), "closest known ids: .*Hopper-v4"),
-    (dict(episodes=0), "episodes must be an integer >= 1, got 0"),
-    (dict(episodes=2.5), "episodes must be an integer >= 1"),
-    (dict(num_envs=0), "num_envs must be an integer >= 1, got 0"),
-    (dict(target_return="high"), r"target_return\[0\] must be a finite number, got 'high'"),
-    (dict(target_return=[1.0, float("nan")]), r"target_return\[1\] must be a finite number"),
-    (dict(target_return=[]), "target_return is an empty list"),
-    (dict(reference=(1.0, 1.0)), "two different finite returns"),
-    (dict(env="Hopper-v4"), "policy has state_dim=3, act_dim=2 but Hopper-v4 has state_dim=11, act_dim=3"),
-    (dict(env="CartPole-v1"), r"CartPole-v1 has .* action space Discrete\(2\); dt_fast supports Box observations "
-                              "of rank 1 and Box actions of rank 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(env="Hoper-v4"), "closest known ids: .*Hopper-v4"),
+        (dict(episodes=0), "episodes must be an integer >= 1, got 0"),
+        (dict(episodes=2.5), "episodes must be an integer >= 1"),
+        (dict(num_envs=0), "num_envs must be an integer >= 1, got 0"),
+        (dict(target_return="high"), r"target_return\[0\] must be a finite number, got 'high'"),
+        (dict(target_return=[1.0, float("nan")]), r"target_return\[1\] must be a finite number"),
+        (dict(target_return=[]), "target_return is an empty list"),
+        (dict(reference=(1.0, 1.0)), "two different finite returns"),
+        (dict(env="Hopper-v4"), "policy has state_dim=3, act_dim=2 but Hopper-v4 has state_dim=11, act_dim=3"),
+        (
+            dict(env="CartPole-v1"),
+            r"CartPole-v1 has .* action space Discrete\(2\); dt_fast supports Box observations "
+            "of rank 1 and Box actions of rank 1",
+        ),
+    ],
+)
 def test_bad_input_is_reported_before_any_env(no_env, kwargs, message):
     kwargs = {"env": ENV_ID, **kwargs}
     with pytest.raises(ValueError, match=message):
@@ -268,8 +282,11 @@ def cheetah_checkpoint(tmp_path_factory):
 
 
 def test_checkpoint_that_disagrees_with_the_env(no_env, cheetah_checkpoint):
-    with pytest.raises(ValueError, match=r"checkpoint .*cheetah.* has state_dim=17, act_dim=6 but Hopper-v4 has "
-                                         r"state_dim=11, act_dim=3"):
+    with pytest.raises(
+        ValueError,
+        match=r"checkpoint .*cheetah.* has state_dim=17, act_dim=6 but Hopper-v4 has "
+        r"state_dim=11, act_dim=3",
+    ):
         evaluate(str(cheetah_checkpoint), env="Hopper-v4", episodes=2, progress=False)
     with pytest.raises(FileNotFoundError, match="not a checkpoint directory"):
         evaluate(str(cheetah_checkpoint / "missing"), env="HalfCheetah-v4", progress=False)
@@ -310,8 +327,9 @@ def test_cli_names_a_path_that_is_not_a_checkpoint(no_env, tmp_path, capsys):
             assert f"dt-fast eval: error: {path}: not a checkpoint directory" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flag, name", [("--results", "r.json"), ("--results", "r.csv"), ("--plot", "p.png"),
-                                        ("--video", "v.mp4")])
+@pytest.mark.parametrize(
+    "flag, name", [("--results", "r.json"), ("--results", "r.csv"), ("--plot", "p.png"), ("--video", "v.mp4")]
+)
 def test_cli_checks_every_output_before_any_env(no_env, cheetah_checkpoint, tmp_path, capsys, flag, name):
     """A missing directory, an existing file (without --overwrite) or a wrong suffix fails first, writing nothing."""
     from dt_fast.cli import main
@@ -334,12 +352,22 @@ def test_cli_checks_the_flags_that_replace_dt_fast_json(no_env, cheetah_checkpoi
     """--dataset must fit the checkpoint; --scale and --context-len must be positive; all before any env."""
     from dt_fast.cli import main
 
-    flags = {"--env": "HalfCheetah-v4", "--target-return": "100", "--context-len": "5", "--scale": "1000",
-             "--dataset": "hopper-medium-v4"}
-    for changed, message in [({}, f"--dataset hopper-medium-v4: observations of size 11, but checkpoint "
-                                  f"{cheetah_checkpoint} has state_dim=17"),
-                             ({"--scale": "0"}, "--scale must be a positive number, got 0.0"),
-                             ({"--context-len": "0"}, "--context-len must be >= 1, got 0")]:
+    flags = {
+        "--env": "HalfCheetah-v4",
+        "--target-return": "100",
+        "--context-len": "5",
+        "--scale": "1000",
+        "--dataset": "hopper-medium-v4",
+    }
+    for changed, message in [
+        (
+            {},
+            f"--dataset hopper-medium-v4: observations of size 11, but checkpoint "
+            f"{cheetah_checkpoint} has state_dim=17",
+        ),
+        ({"--scale": "0"}, "--scale must be a positive number, got 0.0"),
+        ({"--context-len": "0"}, "--context-len must be >= 1, got 0"),
+    ]:
         argv = [x for kv in {**flags, **changed}.items() for x in kv]
         assert main(["eval", str(cheetah_checkpoint), *argv]) == 2
         assert message in capsys.readouterr().err

@@ -37,9 +37,18 @@ def hopper_checkpoint(tmp_path_factory):
         model.predict_action[0].weight.mul_(0.05)
     model.save_pretrained(path)
     rng = np.random.default_rng(0)
-    write_metadata(path, Metadata(state_mean=rng.normal(0.0, 0.1, 11), state_std=rng.uniform(0.5, 1.5, 11), scale=SCALE,
-                   env_id=ENV_ID, context_len=20, target_return=3600.0,
-                   dataset={"path": "synthetic", "best_return": 3100.0}))
+    write_metadata(
+        path,
+        Metadata(
+            state_mean=rng.normal(0.0, 0.1, 11),
+            state_std=rng.uniform(0.5, 1.5, 11),
+            scale=SCALE,
+            env_id=ENV_ID,
+            context_len=20,
+            target_return=3600.0,
+            dataset={"path": "synthetic", "best_return": 3100.0},
+        ),
+    )
     return path
 
 
@@ -79,8 +88,16 @@ def sequential(path, num_envs: int, episodes: int, seed: int, targets: list[floa
 @pytest.mark.parametrize("num_envs,episodes,targets", [(3, 5, [3600.0]), (4, 3, [500.0, 3600.0])])
 def test_batched_envpool_equals_sequential_gymnasium(hopper_checkpoint, mode, num_envs, episodes, targets):
     """Backend auto (the C++ engine when built); the torch decoder is checked against it by the policy tests."""
-    results = evaluate(str(hopper_checkpoint), env=ENV_ID, episodes=episodes, num_envs=num_envs,
-                          target_return=targets, seed=5, mode=mode, progress=False)
+    results = evaluate(
+        str(hopper_checkpoint),
+        env=ENV_ID,
+        episodes=episodes,
+        num_envs=num_envs,
+        target_return=targets,
+        seed=5,
+        mode=mode,
+        progress=False,
+    )
     returns, lengths = sequential(hopper_checkpoint, num_envs, episodes, 5, targets, mode)
     assert lengths.min() > 20  # the window slides, so exact recompute and rolling caches are both exercised
     for j, result in enumerate(results):
@@ -91,6 +108,7 @@ def test_batched_envpool_equals_sequential_gymnasium(hopper_checkpoint, mode, nu
 
 def test_gymnasium_fallback_equals_sequential_gymnasium(hopper_checkpoint, monkeypatch):
     """The fallback path on Hopper-v4: slot i's env is seeded seed + i, its later episodes continue that stream."""
+
     def gymnasium_spec(*args, **kwargs):
         return dataclasses.replace(check_env_matches(*args, **kwargs), backend="gymnasium")
 
@@ -115,8 +133,7 @@ def test_default_target_and_given_policy(hopper_checkpoint):
     policy = Policy.from_pretrained(hopper_checkpoint, mode="rolling", num_envs=2)
     result = evaluate(policy, env=ENV_ID, episodes=3, seed=1, progress=False)
     assert result.target_return == 3600.0 and result.mode == "rolling" and len(result.returns) == 3
-    again = evaluate(str(hopper_checkpoint), env=ENV_ID, episodes=3, num_envs=2, seed=1, mode="rolling",
-                        progress=False)
+    again = evaluate(str(hopper_checkpoint), env=ENV_ID, episodes=3, num_envs=2, seed=1, mode="rolling", progress=False)
     np.testing.assert_allclose(again.returns, result.returns, rtol=1e-5)
 
 
@@ -124,9 +141,30 @@ def test_cli_table_plot_and_video(hopper_checkpoint, tmp_path):
     import imageio_ffmpeg
 
     plot, video = tmp_path / "returns.png", tmp_path / "episode.mp4"
-    out = subprocess.run([sys.executable, "-m", "dt_fast.cli", "eval", str(hopper_checkpoint), "--episodes", "2",
-                          "--num-envs", "2", "--target-return", "500", "3600", "--plot", str(plot),
-                          "--video", str(video), "--no-progress"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dt_fast.cli",
+            "eval",
+            str(hopper_checkpoint),
+            "--episodes",
+            "2",
+            "--num-envs",
+            "2",
+            "--target-return",
+            "500",
+            "3600",
+            "--plot",
+            str(plot),
+            "--video",
+            str(video),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "env-steps/s" in out.stdout and "3600.0" in out.stdout and "500.0" in out.stdout, out.stdout
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     frames = int(out.stdout.split("video: ")[1].split("(")[1].split(" frames")[0])
@@ -146,12 +184,32 @@ def test_cli_results_file_json_and_csv(hopper_checkpoint, tmp_path, capsys):
     import csv
     import json
 
-    argv = [str(hopper_checkpoint), "--episodes", "3", "--num-envs", "2", "--target-return", "500", "3600",
-            "--seed", "4", "--mode", "rolling"]
+    argv = [
+        str(hopper_checkpoint),
+        "--episodes",
+        "3",
+        "--num-envs",
+        "2",
+        "--target-return",
+        "500",
+        "3600",
+        "--seed",
+        "4",
+        "--mode",
+        "rolling",
+    ]
     assert run_cli(argv + ["--results", str(tmp_path / "r.json")], capsys)[0] == 0
     assert run_cli(argv + ["--results", str(tmp_path / "r.csv")], capsys)[0] == 0
-    want = evaluate(str(hopper_checkpoint), env=ENV_ID, episodes=3, num_envs=2, target_return=[500.0, 3600.0],
-                    seed=4, mode="rolling", progress=False)
+    want = evaluate(
+        str(hopper_checkpoint),
+        env=ENV_ID,
+        episodes=3,
+        num_envs=2,
+        target_return=[500.0, 3600.0],
+        seed=4,
+        mode="rolling",
+        progress=False,
+    )
     data = json.loads((tmp_path / "r.json").read_text())
     assert (data["env_id"], data["mode"], data["seed"], data["num_envs"]) == (ENV_ID, "rolling", 4, 2)
     assert [s["target_return"] for s in data["summary"]] == [500.0, 3600.0]
@@ -163,8 +221,9 @@ def test_cli_results_file_json_and_csv(hopper_checkpoint, tmp_path, capsys):
         assert [e["length"] for e in episodes] == result.lengths.tolist()
         np.testing.assert_allclose([e["return"] for e in episodes], result.returns, rtol=1e-5)
         summary = data["summary"][j]
-        assert summary["episodes"] == 3 and summary["normalized_score"] == pytest.approx(result.normalized_score,
-                                                                                         rel=1e-4)
+        assert summary["episodes"] == 3 and summary["normalized_score"] == pytest.approx(
+            result.normalized_score, rel=1e-4
+        )
         assert summary["mean"] == pytest.approx(np.mean([e["return"] for e in episodes]), rel=1e-12)
         assert summary["ci95"] == pytest.approx(result.ci95, rel=1e-4)
         for row, e in zip([r for r in rows if float(r["target_return"]) == result.target_return], episodes):
@@ -176,8 +235,17 @@ def test_cli_replaces_an_output_only_with_overwrite(hopper_checkpoint, tmp_path,
     plot, results = tmp_path / "returns.png", tmp_path / "r.json"
     plot.write_text("an earlier plot")
     results.write_text("earlier results")
-    argv = [str(hopper_checkpoint), "--episodes", "1", "--num-envs", "1", "--plot", str(plot), "--results",
-            str(results)]
+    argv = [
+        str(hopper_checkpoint),
+        "--episodes",
+        "1",
+        "--num-envs",
+        "1",
+        "--plot",
+        str(plot),
+        "--results",
+        str(results),
+    ]
     status, err = run_cli(argv, capsys)
     assert status == 2 and f"--results {results} already exists; pass --overwrite" in err
     assert plot.read_text() == "an earlier plot" and results.read_text() == "earlier results"
@@ -196,7 +264,11 @@ def test_cli_evaluates_a_plain_transformers_checkpoint(tmp_path, capsys):
     path = tmp_path / "hf"
     # In a subprocess: transformers imports Triton, whose LLVM crashes a process that has rendered with Mesa's EGL
     # (the video tests) before.
-    subprocess.run([sys.executable, "-c", f"""
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"""
 import torch
 from transformers import DecisionTransformerConfig, DecisionTransformerModel
 torch.manual_seed(0)
@@ -204,19 +276,52 @@ hf = DecisionTransformerModel(DecisionTransformerConfig(state_dim=11, act_dim=3,
 with torch.no_grad():
     hf.predict_action[0].weight.mul_(0.05)
 hf.save_pretrained({str(path)!r})
-"""], check=True, capture_output=True)
+""",
+        ],
+        check=True,
+        capture_output=True,
+    )
     assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
     status, err = run_cli([str(path)], capsys)
-    assert status == 2 and (f"--env is required, as are --target-return, --context-len, --scale, --dataset: {path} "
-                            "has no dt_fast.json (a plain transformers checkpoint) to take them from") in err
+    assert (
+        status == 2
+        and (
+            f"--env is required, as are --target-return, --context-len, --scale, --dataset: {path} "
+            "has no dt_fast.json (a plain transformers checkpoint) to take them from"
+        )
+        in err
+    )
     status, err = run_cli([str(path), "--env", ENV_ID, "--target-return", "3600", "--scale", "1000"], capsys)
     assert status == 2 and "--context-len is required, as is --dataset: " in err
-    flags = ["--env", ENV_ID, "--target-return", "3600", "--context-len", "20", "--scale", "1000", "--dataset",
-             "hopper-medium-v4", "--episodes", "2", "--num-envs", "2", "--seed", "3"]
+    flags = [
+        "--env",
+        ENV_ID,
+        "--target-return",
+        "3600",
+        "--context-len",
+        "20",
+        "--scale",
+        "1000",
+        "--dataset",
+        "hopper-medium-v4",
+        "--episodes",
+        "2",
+        "--num-envs",
+        "2",
+        "--seed",
+        "3",
+    ]
     assert run_cli([str(path), *flags, "--results", str(tmp_path / "r.json")], capsys)[0] == 0
     data = load_dataset("hopper-medium-v4")
-    policy = Policy.from_pretrained(path, target_return=3600.0, state_mean=data.state_mean, state_std=data.state_std,
-                                    scale=1000.0, context_len=20, num_envs=2)
+    policy = Policy.from_pretrained(
+        path,
+        target_return=3600.0,
+        state_mean=data.state_mean,
+        state_std=data.state_std,
+        scale=1000.0,
+        context_len=20,
+        num_envs=2,
+    )
     want = evaluate(policy, env=ENV_ID, episodes=2, seed=3, progress=False)
     got = json.loads((tmp_path / "r.json").read_text())["episodes"]
     assert [e["length"] for e in got] == want.lengths.tolist()

@@ -20,8 +20,16 @@ from dt_fast.train import TrainConfig, Trainer
 
 # A few hundred transitions of a tiny model: iterations of 4 Hopper episodes (tens of steps each, the policy is
 # untrained), 0.05 updates per transition of batch 8.
-SMALL = dict(envs_per_iteration=4, updates_per_step=0.05, batch_size=8, warmup_steps=5, eval_every=2,
-             eval_episodes=2, save_every=1, capacity=45)
+SMALL = dict(
+    envs_per_iteration=4,
+    updates_per_step=0.05,
+    batch_size=8,
+    warmup_steps=5,
+    eval_every=2,
+    eval_episodes=2,
+    save_every=1,
+    capacity=45,
+)
 SMALL_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
 
 
@@ -47,8 +55,20 @@ def hopper_file(tmp_path_factory) -> Path:
 
 def pretrain(dataset: Path, out: Path, policy: str) -> Path:
     """A tiny checkpoint trained for 4 steps."""
-    trainer = Trainer(TrainConfig(dataset=str(dataset), out=str(out), steps=4, hidden_size=16, n_layer=1,
-                                  batch_size=8, context_len=10, warmup_steps=2, policy=policy, max_ep_len=1000))
+    trainer = Trainer(
+        TrainConfig(
+            dataset=str(dataset),
+            out=str(out),
+            steps=4,
+            hidden_size=16,
+            n_layer=1,
+            batch_size=8,
+            context_len=10,
+            warmup_steps=2,
+            policy=policy,
+            max_ep_len=1000,
+        )
+    )
     trainer.run()
     trainer.close()
     return out
@@ -76,8 +96,9 @@ def finetune(start: Path, out: Path, online_steps: int = 300, **overrides) -> Pa
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        finetuner = Finetuner(FinetuneConfig(checkpoint=str(start), out=str(out), online_steps=online_steps,
-                                             **(SMALL | overrides)))
+        finetuner = Finetuner(
+            FinetuneConfig(checkpoint=str(start), out=str(out), online_steps=online_steps, **(SMALL | overrides))
+        )
         finetuner.run()
         finetuner.close()
     finally:
@@ -125,8 +146,9 @@ def test_collect_episodes_returns_whole_episodes_in_step_order(checkpoints: dict
     single.close()
 
 
-def test_finetune_end_to_end_writes_a_checkpoint_both_libraries_load(checkpoints: dict[str, Path],
-                                                                      tmp_path: Path) -> None:
+def test_finetune_end_to_end_writes_a_checkpoint_both_libraries_load(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
     from transformers import DecisionTransformerModel
 
     from dt_fast import DecisionTransformer
@@ -146,8 +168,16 @@ def test_finetune_end_to_end_writes_a_checkpoint_both_libraries_load(checkpoints
     online = 4 * state["iteration"]  # episodes collected, beside the 40 offline ones
     assert online >= 8 and len(state["sampler"]["buffer"]["lengths"]) == min(45, 40 + online)  # oldest evicted
     keys = log_keys(run)
-    assert {"env_steps", "rollout_return_mean", "eval_return_mean", "eval_return_ci95", "eval_normalized_score",
-            "entropy", "temperature", "nll"} <= keys
+    assert {
+        "env_steps",
+        "rollout_return_mean",
+        "eval_return_mean",
+        "eval_return_ci95",
+        "eval_normalized_score",
+        "entropy",
+        "temperature",
+        "nll",
+    } <= keys
     assert (run / checkpoint.TENSORBOARD_NAME).is_dir()
 
 
@@ -157,8 +187,9 @@ def test_deterministic_start_gains_a_seeded_log_std_head(checkpoints: dict[str, 
     start = DecisionTransformer.from_pretrained(checkpoints["deterministic"])
     heads = []
     for seed in (0, 0, 1):
-        finetuner = Finetuner(FinetuneConfig(checkpoint=str(checkpoints["deterministic"]), out=str(tmp_path / "r"),
-                                             seed=seed, **SMALL))
+        finetuner = Finetuner(
+            FinetuneConfig(checkpoint=str(checkpoints["deterministic"]), out=str(tmp_path / "r"), seed=seed, **SMALL)
+        )
         model = finetuner.model
         finetuner.close()
         assert model.stochastic
@@ -169,29 +200,39 @@ def test_deterministic_start_gains_a_seeded_log_std_head(checkpoints: dict[str, 
     assert heads[0].abs().max() > 0
 
 
-def test_plain_transformers_checkpoint_needs_the_dataset(checkpoints: dict[str, Path], hopper_file: Path,
-                                                         tmp_path: Path) -> None:
+def test_plain_transformers_checkpoint_needs_the_dataset(
+    checkpoints: dict[str, Path], hopper_file: Path, tmp_path: Path
+) -> None:
     with pytest.raises(ValueError, match="plain transformers checkpoint.*--dataset"):
         Finetuner(FinetuneConfig(checkpoint=str(checkpoints["plain"]), out=str(tmp_path / "r"), **SMALL))
-    run = finetune(checkpoints["plain"], tmp_path / "run", online_steps=50, dataset=str(hopper_file),
-                   context_len=10)
+    run = finetune(checkpoints["plain"], tmp_path / "run", online_steps=50, dataset=str(hopper_file), context_len=10)
     meta = checkpoint.read_metadata(run)
     assert meta.action_head == "stochastic" and meta.dataset["path"] == str(hopper_file)
 
 
 def test_same_seed_same_weights_and_resume_after_sigkill_equals_an_uninterrupted_run(
-        checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
     start = checkpoints["deterministic"]
     whole = finetune(start, tmp_path / "whole", online_steps=600)
-    again = subprocess.run(cli("--from", str(start), "--out", str(tmp_path / "again"), "--online-steps", "600"),
-                           env=env(), capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        cli("--from", str(start), "--out", str(tmp_path / "again"), "--online-steps", "600"),
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     reference = weights(whole)
     assert all(torch.equal(weights(tmp_path / "again")[k], v) for k, v in reference.items())
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(cli("--from", str(start), "--out", str(killed), "--online-steps", "600"), env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cli("--from", str(start), "--out", str(killed), "--online-steps", "600"),
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     state = killed / checkpoint.TRAIN_STATE_NAME
     deadline = time.monotonic() + 240
     while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -207,29 +248,41 @@ def test_same_seed_same_weights_and_resume_after_sigkill_equals_an_uninterrupted
     rows = [line.split(",") for line in (killed / checkpoint.LOG_NAME).read_text().splitlines()[1:]]
     steps = sorted({int(r[0]) for r in rows if r[1] == "rollout_return_mean"})
     assert len(steps) == len(set(steps)) and steps == sorted(
-        {int(line.split(",")[0]) for line in (whole / checkpoint.LOG_NAME).read_text().splitlines()[1:]
-         if line.split(",")[1] == "rollout_return_mean"})
+        {
+            int(line.split(",")[0])
+            for line in (whole / checkpoint.LOG_NAME).read_text().splitlines()[1:]
+            if line.split(",")[1] == "rollout_return_mean"
+        }
+    )
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"online_steps": 0}, "online_steps must be >= 1"),
-    ({"capacity": 0}, "capacity must be >= 1"),
-    ({"mode": "fast"}, "mode must be one of"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"online_steps": 0}, "online_steps must be >= 1"),
+        ({"capacity": 0}, "capacity must be >= 1"),
+        ({"mode": "fast"}, "mode must be one of"),
+    ],
+)
 def test_bad_settings_name_the_field(overrides: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         FinetuneConfig(checkpoint="x", **overrides)
 
 
-def test_bad_starts_are_one_line_errors_that_write_nothing(checkpoints: dict[str, Path], hopper_file: Path,
-                                                           tmp_path: Path) -> None:
+def test_bad_starts_are_one_line_errors_that_write_nothing(
+    checkpoints: dict[str, Path], hopper_file: Path, tmp_path: Path
+) -> None:
     (tmp_path / "empty").mkdir()
     cases = [
         (FinetuneConfig(checkpoint=str(tmp_path / "empty"), out=str(tmp_path / "r")), "not a checkpoint directory"),
-        (FinetuneConfig(checkpoint=str(checkpoints["stochastic"]), out=str(tmp_path / "r"), env="HalfCheetah-v4"),
-         "state_dim=11, act_dim=3 but HalfCheetah-v4 has state_dim=17, act_dim=6"),
-        (FinetuneConfig(checkpoint=str(checkpoints["stochastic"]), out=str(checkpoints["deterministic"])),
-         "already holds a dt_fast run"),
+        (
+            FinetuneConfig(checkpoint=str(checkpoints["stochastic"]), out=str(tmp_path / "r"), env="HalfCheetah-v4"),
+            "state_dim=11, act_dim=3 but HalfCheetah-v4 has state_dim=17, act_dim=6",
+        ),
+        (
+            FinetuneConfig(checkpoint=str(checkpoints["stochastic"]), out=str(checkpoints["deterministic"])),
+            "already holds a dt_fast run",
+        ),
     ]
     for config, message in cases:
         with pytest.raises((ValueError, FileExistsError), match=message):
@@ -242,16 +295,32 @@ def test_bad_starts_are_one_line_errors_that_write_nothing(checkpoints: dict[str
     assert {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()} == before
 
 
-def test_demo_online_prints_both_scores_and_writes_the_learning_curve(checkpoints: dict[str, Path], tmp_path: Path,
-                                                                      capsys) -> None:
+def test_demo_online_prints_both_scores_and_writes_the_learning_curve(
+    checkpoints: dict[str, Path], tmp_path: Path, capsys
+) -> None:
     from dt_fast.cli import main
 
     out = tmp_path / "online"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert main(["demo", "--online", "--from", str(checkpoints["deterministic"]), "--online-steps", "30",
-                     "--online-episodes", "2", "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "demo",
+                    "--online",
+                    "--from",
+                    str(checkpoints["deterministic"]),
+                    "--online-steps",
+                    "30",
+                    "--online-episodes",
+                    "2",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
     finally:
         torch.set_num_threads(threads)
     text = capsys.readouterr().out

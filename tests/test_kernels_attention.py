@@ -47,13 +47,21 @@ def test_reference_is_sdpa_with_left_padding(B: int, nh: int, steps: int, hs: in
     mask = (j[None, None, :] <= j[None, :, None]) & (j[None, None, :] >= starts[:, None, None])  # (B, T, T)
     got = attention_masked_ref(q, k, v, mask, hs**-0.5)
     assert_close_verbose("prefill", got, sdpa_window(q, k, v, starts), atol=ATOL)
-    assert got[0, :, :starts[0]].abs().max() == 0, "padded queries must give zero outputs"
+    assert got[0, :, : starts[0]].abs().max() == 0, "padded queries must give zero outputs"
 
 
 # (batch, heads, head_dim, queries, keys): the decoder's shapes (3 new tokens or a 3K - 1 window over a ring of
 # 3K + 3 slots and the spare, K = 20 or 4) and odd ones.
-MASKED_CASES = [(1, 1, 128, 3, 63), (4, 2, 64, 3, 63), (9, 4, 16, 59, 63), (3, 1, 64, 11, 15), (5, 2, 24, 1, 40),
-                (2, 4, 32, 70, 200), (1, 1, 128, 59, 64), (2, 1, 128, 3, 64)]
+MASKED_CASES = [
+    (1, 1, 128, 3, 63),
+    (4, 2, 64, 3, 63),
+    (9, 4, 16, 59, 63),
+    (3, 1, 64, 11, 15),
+    (5, 2, 24, 1, 40),
+    (2, 4, 32, 70, 200),
+    (1, 1, 128, 59, 64),
+    (2, 1, 128, 3, 64),
+]
 
 
 @pytest.mark.parametrize("B,nh,hs,n,L", MASKED_CASES, ids=lambda v: str(v))

@@ -51,8 +51,14 @@ def compile_all() -> list[str]:
         # of an exact recompute (K = 20), head_dim 128 (1 head of the blog's model) and 64 (2 heads).
         for n_queries, head_dim in ((3, 128), (59, 128), (3, 64), (59, 64)):
             block_q, block_d = attention.launch_blocks(n_queries, head_dim)
-            variants.append((attention._attn_masked_fwd_kernel, dtype,
-                             dict(BLOCK_Q=block_q, BLOCK_N=attention.BLOCK_N, BLOCK_D=block_d), attention.NUM_STAGES))
+            variants.append(
+                (
+                    attention._attn_masked_fwd_kernel,
+                    dtype,
+                    dict(BLOCK_Q=block_q, BLOCK_N=attention.BLOCK_N, BLOCK_D=block_d),
+                    attention.NUM_STAGES,
+                )
+            )
     report = []
     for cap in TARGETS:
         for kernel, dtype, constexprs, stages in variants:
@@ -69,8 +75,13 @@ def test_kernels_compile_for_cuda_targets() -> None:
     pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot be compiled")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    done = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run(
+        [sys.executable, __file__],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     assert done.returncode == 0, f"kernel compilation failed:\n{done.stdout}\n{done.stderr[-4000:]}"
 
 

@@ -18,11 +18,13 @@ from dt_fast.kernels import dispatch  # noqa: E402
 
 
 def test_import_and_cpu_forward_do_not_import_triton() -> None:
-    code = ("import sys, torch, dt_fast, dt_fast.kernels\n"
-            "m = dt_fast.DecisionTransformer(dt_fast.DecisionTransformerConfig(state_dim=3, act_dim=2, "
-            "hidden_size=32, n_layer=1))\n"
-            "m(torch.zeros(1, 2, 3), torch.zeros(1, 2, 2), torch.zeros(1, 2, 1), torch.zeros(1, 2, dtype=torch.long))\n"
-            "assert 'triton' not in sys.modules, 'triton was imported'\n")
+    code = (
+        "import sys, torch, dt_fast, dt_fast.kernels\n"
+        "m = dt_fast.DecisionTransformer(dt_fast.DecisionTransformerConfig(state_dim=3, act_dim=2, "
+        "hidden_size=32, n_layer=1))\n"
+        "m(torch.zeros(1, 2, 3), torch.zeros(1, 2, 2), torch.zeros(1, 2, 1), torch.zeros(1, 2, dtype=torch.long))\n"
+        "assert 'triton' not in sys.modules, 'triton was imported'\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "DT_FAST_BACKEND"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
@@ -61,12 +63,21 @@ def test_cuda_without_triton_falls_back_with_one_warning(monkeypatch: pytest.Mon
 def test_dispatch_backends_agree() -> None:
     g = torch.Generator().manual_seed(0)
     B, T, S, A, C = 2, 6, 11, 3, 64
-    args = [torch.randn(B, T, S, generator=g), torch.randn(B, T, A, generator=g), torch.randn(B, T, 1, generator=g),
-            torch.randint(0, 10, (B, T), generator=g)]
-    weights = [torch.randn(*s, generator=g) for s in [(C, 1), (C,), (C, S), (C,), (C, A), (C,), (10, C), (C,), (C,),
-                                                       (C,)]]
-    assert_close_verbose("embed", dispatch.embed_tokens(*args, *weights, backend="triton"),
-                         dispatch.embed_tokens(*args, *weights, backend="torch"), atol=1e-5)
+    args = [
+        torch.randn(B, T, S, generator=g),
+        torch.randn(B, T, A, generator=g),
+        torch.randn(B, T, 1, generator=g),
+        torch.randint(0, 10, (B, T), generator=g),
+    ]
+    weights = [
+        torch.randn(*s, generator=g) for s in [(C, 1), (C,), (C, S), (C,), (C, A), (C,), (10, C), (C,), (C,), (C,)]
+    ]
+    assert_close_verbose(
+        "embed",
+        dispatch.embed_tokens(*args, *weights, backend="triton"),
+        dispatch.embed_tokens(*args, *weights, backend="torch"),
+        atol=1e-5,
+    )
     q = torch.randn(B, 2, 3, 16, generator=g)
     k, v = (torch.randn(B, 2, 9, 16, generator=g) for _ in range(2))
     mask = torch.rand(B, 3, 9, generator=g) < 0.6  # (B, n, L)

@@ -20,9 +20,18 @@ def grid() -> list[dict]:
     cases = []
     for i, (n_layer, n_head, hidden) in enumerate(itertools.product([1, 2, 3, 4], [1, 2, 4], [64, 128])):
         state_dim, act_dim = SIZES[i % len(SIZES)]
-        cases.append(dict(n_layer=n_layer, n_head=n_head, hidden_size=hidden, state_dim=state_dim, act_dim=act_dim,
-                          action_tanh=i % 2 == 0, activation_function=("relu", "gelu_new")[(i // 2) % 2],
-                          max_ep_len=200))
+        cases.append(
+            dict(
+                n_layer=n_layer,
+                n_head=n_head,
+                hidden_size=hidden,
+                state_dim=state_dim,
+                act_dim=act_dim,
+                action_tanh=i % 2 == 0,
+                activation_function=("relu", "gelu_new")[(i // 2) % 2],
+                max_ep_len=200,
+            )
+        )
     return cases
 
 
@@ -31,11 +40,13 @@ def batch(cfg: dict, B: int, T: int, seed: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(1, T + 1, (B,), generator=g)
     mask = (torch.arange(T)[None, :] >= (T - lengths)[:, None]).long()  # (B, T), zeros on the left
-    return dict(states=torch.randn(B, T, cfg["state_dim"], generator=g),
-                actions=torch.randn(B, T, cfg["act_dim"], generator=g),
-                returns_to_go=torch.randn(B, T, 1, generator=g),
-                timesteps=torch.randint(0, cfg["max_ep_len"], (B, T), generator=g),
-                attention_mask=mask)
+    return dict(
+        states=torch.randn(B, T, cfg["state_dim"], generator=g),
+        actions=torch.randn(B, T, cfg["act_dim"], generator=g),
+        returns_to_go=torch.randn(B, T, 1, generator=g),
+        timesteps=torch.randint(0, cfg["max_ep_len"], (B, T), generator=g),
+        attention_mask=mask,
+    )
 
 
 def hf_model(cfg: dict, **overrides) -> DecisionTransformerModel:
@@ -52,8 +63,13 @@ def hf_outputs(model: DecisionTransformerModel, inputs: dict) -> tuple[torch.Ten
     return model(**inputs, return_dict=False)
 
 
-@pytest.mark.parametrize("cfg", grid(), ids=lambda c: "L{n_layer}-H{n_head}-C{hidden_size}-s{state_dim}a{act_dim}"
-                         "-{activation_function}-tanh{action_tanh}".format(**c))
+@pytest.mark.parametrize(
+    "cfg",
+    grid(),
+    ids=lambda c: (
+        "L{n_layer}-H{n_head}-C{hidden_size}-s{state_dim}a{act_dim}-{activation_function}-tanh{action_tanh}".format(**c)
+    ),
+)
 def test_eval_outputs_equal_in_both_directions(cfg: dict, tmp_path) -> None:
     hf = hf_model(cfg).eval()
     hf.save_pretrained(tmp_path / "hf")
@@ -95,17 +111,38 @@ def test_train_mode_outputs_and_gradients_equal(cfg: dict, tmp_path) -> None:
 
 
 def test_config_json_round_trip(tmp_path) -> None:
-    hf_cfg = transformers.DecisionTransformerConfig(state_dim=11, act_dim=3, n_layer=2, n_head=4, n_inner=96,
-                                                    activation_function="gelu_new", max_ep_len=1000)
+    hf_cfg = transformers.DecisionTransformerConfig(
+        state_dim=11, act_dim=3, n_layer=2, n_head=4, n_inner=96, activation_function="gelu_new", max_ep_len=1000
+    )
     hf_cfg.save_pretrained(tmp_path)
     ours = DecisionTransformerConfig.from_json_file(tmp_path / "config.json")
     assert (ours.state_dim, ours.act_dim, ours.n_layer, ours.n_head, ours.inner_dim, ours.max_ep_len) == (
-        11, 3, 2, 4, 96, 1000)
+        11,
+        3,
+        2,
+        4,
+        96,
+        1000,
+    )
     (tmp_path / "config.json").write_text(ours.to_json_string())
     back = transformers.DecisionTransformerConfig.from_pretrained(tmp_path)
-    for key in ("state_dim", "act_dim", "hidden_size", "max_ep_len", "action_tanh", "n_layer", "n_head", "n_inner",
-                "activation_function", "n_positions", "resid_pdrop", "embd_pdrop", "attn_pdrop",
-                "layer_norm_epsilon", "initializer_range"):
+    for key in (
+        "state_dim",
+        "act_dim",
+        "hidden_size",
+        "max_ep_len",
+        "action_tanh",
+        "n_layer",
+        "n_head",
+        "n_inner",
+        "activation_function",
+        "n_positions",
+        "resid_pdrop",
+        "embd_pdrop",
+        "attn_pdrop",
+        "layer_norm_epsilon",
+        "initializer_range",
+    ):
         assert getattr(back, key) == getattr(hf_cfg, key), key
 
 

@@ -63,6 +63,8 @@ def odt_loss_fn(a_hat_dist, a, attention_mask, entropy_reg):
     entropy = a_hat_dist.entropy().mean()
     loss = -(log_likelihood + entropy_reg * entropy)
     return loss, -log_likelihood, entropy
+
+
 # (end of the transcription)
 
 
@@ -183,13 +185,16 @@ def _round_trip(state: dict) -> object:
     return buffer
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(act_dim=0), "act_dim must be a positive int"),
-    (dict(act_dim=True), "act_dim must be a positive int"),
-    (dict(act_dim=3, init=0.0), "init .* must be a finite number > 0"),
-    (dict(act_dim=3, init=math.inf), "init .* must be a finite number > 0"),
-    (dict(act_dim=3, lr=-1e-4), "lr must be a finite number > 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(act_dim=0), "act_dim must be a positive int"),
+        (dict(act_dim=True), "act_dim must be a positive int"),
+        (dict(act_dim=3, init=0.0), "init .* must be a finite number > 0"),
+        (dict(act_dim=3, init=math.inf), "init .* must be a finite number > 0"),
+        (dict(act_dim=3, lr=-1e-4), "lr must be a finite number > 0"),
+    ],
+)
 def test_temperature_bad_arguments(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Temperature(**kwargs)
@@ -199,10 +204,16 @@ def test_action_distribution_module_returns_the_models_distribution() -> None:
     torch.manual_seed(0)
     cfg = DecisionTransformerConfig(state_dim=5, act_dim=2, hidden_size=16, n_layer=2, max_ep_len=50)
     model = DecisionTransformer(cfg, stochastic=True).eval()
-    inputs = dict(states=torch.randn(3, 4, 5), actions=torch.randn(3, 4, 2), returns_to_go=torch.randn(3, 4, 1),
-                  timesteps=torch.randint(0, 50, (3, 4)), attention_mask=torch.ones(3, 4))
+    inputs = dict(
+        states=torch.randn(3, 4, 5),
+        actions=torch.randn(3, 4, 2),
+        returns_to_go=torch.randn(3, 4, 1),
+        timesteps=torch.randint(0, 50, (3, 4)),
+        attention_mask=torch.ones(3, 4),
+    )
     loc, log_std = ActionDistribution(model)(**inputs)
     dist = model.action_distribution(**inputs)
     assert torch.equal(loc, dist.loc) and torch.equal(log_std, dist.log_std)
-    assert [n for n, _ in ActionDistribution(model).named_parameters()] == \
-        ["model." + n for n, _ in model.named_parameters()]
+    assert [n for n, _ in ActionDistribution(model).named_parameters()] == [
+        "model." + n for n, _ in model.named_parameters()
+    ]

@@ -28,8 +28,9 @@ BACKENDS = ["torch"] + (["cpp"] if dt_fast.HAS_C_EXT else [])
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def random_hf_model(seed: int, state_dim: int = 11, act_dim: int = 3, std: float = 0.3,
-                    **kwargs) -> DecisionTransformerModel:
+def random_hf_model(
+    seed: int, state_dim: int = 11, act_dim: int = 3, std: float = 0.3, **kwargs
+) -> DecisionTransformerModel:
     """A transformers DecisionTransformerModel with weights large enough that actions vary with the input."""
     torch.manual_seed(seed)
     config = HFConfig(state_dim=state_dim, act_dim=act_dim, max_ep_len=1000, **kwargs)
@@ -56,8 +57,17 @@ def hopper_reference(model: DecisionTransformerModel, steps: int, context_len: i
 
     rng = np.random.default_rng(seed)
     state_mean, state_std = rng.normal(size=11) * 0.5, rng.uniform(0.5, 2.0, size=11)
-    actions, _ = rollout(model, env_step, first_obs, state_mean, state_std, target_return=3600.0, scale=1000.0,
-                         max_ep_len=1000, max_length=context_len)
+    actions, _ = rollout(
+        model,
+        env_step,
+        first_obs,
+        state_mean,
+        state_std,
+        target_return=3600.0,
+        scale=1000.0,
+        max_ep_len=1000,
+        max_length=context_len,
+    )
     env.close()
     return first_obs, np.array(actions), observations, rewards, (state_mean, state_std)
 
@@ -84,8 +94,12 @@ def test_exact_matches_blog_loop_1000_steps(hopper_1000, backend: str, tmp_path)
     model, (first_obs, ref, observations, rewards, (mean, std)) = hopper_1000
     assert len(ref) == 1000 and np.abs(np.diff(ref, axis=0)).max() > 1e-2  # the actions really vary
     model.save_pretrained(tmp_path)
-    write_metadata(tmp_path, Metadata(state_mean=mean, state_std=std, scale=1000.0, context_len=20,
-                                      target_return=3600.0, env_id="Hopper-v4"))
+    write_metadata(
+        tmp_path,
+        Metadata(
+            state_mean=mean, state_std=std, scale=1000.0, context_len=20, target_return=3600.0, env_id="Hopper-v4"
+        ),
+    )
     policy = Policy.from_pretrained(tmp_path, mode="exact", backend=backend)
     assert policy.backend == backend
     got = replay(policy, first_obs, observations, rewards, 1000)
@@ -107,8 +121,16 @@ def test_exact_matches_blog_loop_grid(hidden: int, layers: int, heads: int, K: i
     steps = max(3 * K + 10, 150)  # well past the point where the window slides
     first_obs, ref, observations, rewards, (mean, std) = hopper_reference(model, steps, K, seed=K)
     for backend in BACKENDS:
-        policy = Policy(hf_to_dt_fast(model), target_return=3600.0, mode="exact", backend=backend,
-                        state_mean=mean, state_std=std, scale=1000.0, context_len=K)
+        policy = Policy(
+            hf_to_dt_fast(model),
+            target_return=3600.0,
+            mode="exact",
+            backend=backend,
+            state_mean=mean,
+            state_std=std,
+            scale=1000.0,
+            context_len=K,
+        )
         got = replay(policy, first_obs, observations, rewards, steps)
         np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0, err_msg=f"backend {backend}")
 
@@ -120,12 +142,22 @@ def hf_to_dt_fast(model: DecisionTransformerModel) -> dt_fast.DecisionTransforme
     return ours.eval()
 
 
-@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" or importlib.util.find_spec("triton") is None,
-                    reason="the triton backend runs on the CPU only under TRITON_INTERPRET=1")
+@pytest.mark.skipif(
+    os.environ.get("TRITON_INTERPRET") != "1" or importlib.util.find_spec("triton") is None,
+    reason="the triton backend runs on the CPU only under TRITON_INTERPRET=1",
+)
 def test_triton_backend_matches_blog_loop() -> None:
     model = random_hf_model(7, hidden_size=32, n_layer=2, n_head=2)
     K, steps = 3, 40
     first_obs, ref, observations, rewards, (mean, std) = hopper_reference(model, steps, K, seed=1)
-    policy = Policy(hf_to_dt_fast(model), target_return=3600.0, mode="exact", backend="triton", state_mean=mean,
-                    state_std=std, scale=1000.0, context_len=K)
+    policy = Policy(
+        hf_to_dt_fast(model),
+        target_return=3600.0,
+        mode="exact",
+        backend="triton",
+        state_mean=mean,
+        state_std=std,
+        scale=1000.0,
+        context_len=K,
+    )
     np.testing.assert_allclose(replay(policy, first_obs, observations, rewards, steps), ref, atol=1e-4, rtol=0)

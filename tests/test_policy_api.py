@@ -27,8 +27,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def model() -> DecisionTransformer:
     torch.manual_seed(0)
-    m = DecisionTransformer(DecisionTransformerConfig(state_dim=S, act_dim=A, hidden_size=32, n_layer=2, n_head=2,
-                                                      max_ep_len=100)).eval()
+    m = DecisionTransformer(
+        DecisionTransformerConfig(state_dim=S, act_dim=A, hidden_size=32, n_layer=2, n_head=2, max_ep_len=100)
+    ).eval()
     with torch.no_grad():
         for p in m.parameters():
             p.normal_(0.0, 0.3)
@@ -38,8 +39,18 @@ def model() -> DecisionTransformer:
 @pytest.fixture
 def checkpoint(model, tmp_path):
     model.save_pretrained(tmp_path)
-    write_metadata(tmp_path, Metadata(state_mean=np.full(S, 0.5), state_std=np.full(S, 2.0), scale=100.0, context_len=4,
-                   target_return=50.0, env_id="Hopper-v4", dataset={"episodes": np.int64(3), "best_return": 60.0}))
+    write_metadata(
+        tmp_path,
+        Metadata(
+            state_mean=np.full(S, 0.5),
+            state_std=np.full(S, 2.0),
+            scale=100.0,
+            context_len=4,
+            target_return=50.0,
+            env_id="Hopper-v4",
+            dataset={"episodes": np.int64(3), "best_return": 60.0},
+        ),
+    )
     return tmp_path
 
 
@@ -102,8 +113,9 @@ def test_plain_transformers_checkpoint_names_missing_values(model, tmp_path) -> 
         Policy.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"missing state_std, context_len"):
         Policy.from_pretrained(tmp_path, target_return=1.0, state_mean=np.zeros(S), scale=1.0)
-    policy = Policy.from_pretrained(tmp_path, target_return=1.0, state_mean=np.zeros(S), state_std=np.ones(S),
-                                    scale=1.0, context_len=3)
+    policy = Policy.from_pretrained(
+        tmp_path, target_return=1.0, state_mean=np.zeros(S), state_std=np.ones(S), scale=1.0, context_len=3
+    )
     assert policy.act(np.zeros(S)).shape == (A,)
 
 
@@ -144,66 +156,182 @@ FRESH, STEPPED = (lambda p: None), good_step
 GOOD = np.zeros((2, S))
 # (id, num_envs, what happens before, the bad call, the error every backend raises, word for word)
 BAD_INPUT = [
-    ("obs state_dim", 2, FRESH, lambda p: p.act(np.zeros((2, 17))),
-     r"obs has 17 values per row but the checkpoint's state_dim is 11"),
-    ("obs rank 3", 2, FRESH, lambda p: p.act(np.zeros((2, S, 1))),
-     r"obs must have shape \(2, 11\) \(num_envs, state_dim\), got rank 3"),
-    ("obs rank 1", 2, FRESH, lambda p: p.act(np.zeros(S)),
-     r"obs must have shape \(2, 11\) \(num_envs, state_dim\), got rank 1"),
+    (
+        "obs state_dim",
+        2,
+        FRESH,
+        lambda p: p.act(np.zeros((2, 17))),
+        r"obs has 17 values per row but the checkpoint's state_dim is 11",
+    ),
+    (
+        "obs rank 3",
+        2,
+        FRESH,
+        lambda p: p.act(np.zeros((2, S, 1))),
+        r"obs must have shape \(2, 11\) \(num_envs, state_dim\), got rank 3",
+    ),
+    (
+        "obs rank 1",
+        2,
+        FRESH,
+        lambda p: p.act(np.zeros(S)),
+        r"obs must have shape \(2, 11\) \(num_envs, state_dim\), got rank 1",
+    ),
     ("obs rows", 2, FRESH, lambda p: p.act(np.zeros((3, S))), r"obs has 3 rows but the policy has num_envs=2"),
-    ("obs single rank 3", 1, FRESH, lambda p: p.act(np.zeros((1, S, 1))),
-     r"obs must have shape \(11,\) or \(1, 11\), got rank 3 shape \(1, 11, 1\)"),
-    ("obs single state_dim", 1, FRESH, lambda p: p.act(np.zeros(S + 1)),
-     r"obs has 12 values per row but the checkpoint's state_dim is 11"),
+    (
+        "obs single rank 3",
+        1,
+        FRESH,
+        lambda p: p.act(np.zeros((1, S, 1))),
+        r"obs must have shape \(11,\) or \(1, 11\), got rank 3 shape \(1, 11, 1\)",
+    ),
+    (
+        "obs single state_dim",
+        1,
+        FRESH,
+        lambda p: p.act(np.zeros(S + 1)),
+        r"obs has 12 values per row but the checkpoint's state_dim is 11",
+    ),
     ("obs str", 2, FRESH, lambda p: p.act(np.full((2, S), "a")), r"obs must be a real-valued array, got dtype <U1"),
     ("obs complex", 2, FRESH, lambda p: p.act(GOOD + 1j), r"obs must be a real-valued array, got dtype complex128"),
     ("obs bool", 2, FRESH, lambda p: p.act(GOOD > 0), r"obs must be a real-valued array, got dtype bool"),
-    ("obs nan", 2, FRESH, lambda p: p.act(nan_at((2, S), (1, 4))),
-     r"obs contains NaN or inf: first at obs\[1, 4\] = nan"),
-    ("obs -inf single", 1, STEPPED, lambda p: p.act(nan_at((S,), (3,), -np.inf), 0.0),
-     r"obs contains NaN or inf: first at obs\[0, 3\] = -inf"),
-    ("obs nan list", 2, FRESH, lambda p: p.act(nan_at((2, S), (0, 2)).tolist()),
-     r"obs contains NaN or inf: first at obs\[0, 2\] = nan"),
-    ("obs nan tensor", 2, FRESH, lambda p: p.act(torch.from_numpy(nan_at((2, S), (1, 0), np.inf))),
-     r"obs contains NaN or inf: first at obs\[1, 0\] = inf"),
-    ("obs overflows float32", 2, FRESH, lambda p: p.act(nan_at((2, S), (0, 1), 1e300)),
-     r"obs contains NaN or inf: first at obs\[0, 1\] = inf"),
-    ("reward None", 2, STEPPED, lambda p: p.act(GOOD),
-     r"reward is None but rows \[0, 1\] are past their first step: pass the reward received for the previous"),
-    ("reward None, row 1 reset", 2, stepped_then_reset([1]), lambda p: p.act(GOOD),
-     r"reward is None but rows \[0\] are past their first step"),
-    ("reward shape", 2, STEPPED, lambda p: p.act(GOOD, np.zeros(3)),
-     r"reward must have shape \(2,\) \(num_envs\), got shape \(3,\)"),
-    ("reward scalar", 2, STEPPED, lambda p: p.act(GOOD, 1.0),
-     r"reward must have shape \(2,\) \(num_envs\), got shape \(\)"),
-    ("reward rank 2", 2, FRESH, lambda p: p.act(GOOD, np.zeros((2, 1))),
-     r"reward must have shape \(2,\) \(num_envs\), got shape \(2, 1\)"),
-    ("reward single shape", 1, STEPPED, lambda p: p.act(np.zeros(S), [1.0, 2.0]),
-     r"reward must have shape \(1,\) \(num_envs\), got shape \(2,\)"),
+    (
+        "obs nan",
+        2,
+        FRESH,
+        lambda p: p.act(nan_at((2, S), (1, 4))),
+        r"obs contains NaN or inf: first at obs\[1, 4\] = nan",
+    ),
+    (
+        "obs -inf single",
+        1,
+        STEPPED,
+        lambda p: p.act(nan_at((S,), (3,), -np.inf), 0.0),
+        r"obs contains NaN or inf: first at obs\[0, 3\] = -inf",
+    ),
+    (
+        "obs nan list",
+        2,
+        FRESH,
+        lambda p: p.act(nan_at((2, S), (0, 2)).tolist()),
+        r"obs contains NaN or inf: first at obs\[0, 2\] = nan",
+    ),
+    (
+        "obs nan tensor",
+        2,
+        FRESH,
+        lambda p: p.act(torch.from_numpy(nan_at((2, S), (1, 0), np.inf))),
+        r"obs contains NaN or inf: first at obs\[1, 0\] = inf",
+    ),
+    (
+        "obs overflows float32",
+        2,
+        FRESH,
+        lambda p: p.act(nan_at((2, S), (0, 1), 1e300)),
+        r"obs contains NaN or inf: first at obs\[0, 1\] = inf",
+    ),
+    (
+        "reward None",
+        2,
+        STEPPED,
+        lambda p: p.act(GOOD),
+        r"reward is None but rows \[0, 1\] are past their first step: pass the reward received for the previous",
+    ),
+    (
+        "reward None, row 1 reset",
+        2,
+        stepped_then_reset([1]),
+        lambda p: p.act(GOOD),
+        r"reward is None but rows \[0\] are past their first step",
+    ),
+    (
+        "reward shape",
+        2,
+        STEPPED,
+        lambda p: p.act(GOOD, np.zeros(3)),
+        r"reward must have shape \(2,\) \(num_envs\), got shape \(3,\)",
+    ),
+    (
+        "reward scalar",
+        2,
+        STEPPED,
+        lambda p: p.act(GOOD, 1.0),
+        r"reward must have shape \(2,\) \(num_envs\), got shape \(\)",
+    ),
+    (
+        "reward rank 2",
+        2,
+        FRESH,
+        lambda p: p.act(GOOD, np.zeros((2, 1))),
+        r"reward must have shape \(2,\) \(num_envs\), got shape \(2, 1\)",
+    ),
+    (
+        "reward single shape",
+        1,
+        STEPPED,
+        lambda p: p.act(np.zeros(S), [1.0, 2.0]),
+        r"reward must have shape \(1,\) \(num_envs\), got shape \(2,\)",
+    ),
     ("reward str", 2, STEPPED, lambda p: p.act(GOOD, "a"), r"reward must be a real-valued array, got dtype <U1"),
-    ("reward inf", 2, STEPPED, lambda p: p.act(GOOD, np.array([0.0, np.inf])),
-     r"reward contains NaN or inf: first at reward\[1\] = inf"),
-    ("reward nan single", 1, STEPPED, lambda p: p.act(np.zeros(S), np.nan),
-     r"reward contains NaN or inf: first at reward\[0\] = nan"),
-    ("reward nan past a fresh row", 2, stepped_then_reset([0]), lambda p: p.act(GOOD, [np.nan, np.nan]),
-     r"reward contains NaN or inf: first at reward\[1\] = nan"),
-    ("env_ids range", 2, STEPPED, lambda p: p.reset([0, 5]),
-     r"env_ids\[1\] = 5 is out of range \[0, 2\) \(num_envs=2\)"),
+    (
+        "reward inf",
+        2,
+        STEPPED,
+        lambda p: p.act(GOOD, np.array([0.0, np.inf])),
+        r"reward contains NaN or inf: first at reward\[1\] = inf",
+    ),
+    (
+        "reward nan single",
+        1,
+        STEPPED,
+        lambda p: p.act(np.zeros(S), np.nan),
+        r"reward contains NaN or inf: first at reward\[0\] = nan",
+    ),
+    (
+        "reward nan past a fresh row",
+        2,
+        stepped_then_reset([0]),
+        lambda p: p.act(GOOD, [np.nan, np.nan]),
+        r"reward contains NaN or inf: first at reward\[1\] = nan",
+    ),
+    (
+        "env_ids range",
+        2,
+        STEPPED,
+        lambda p: p.reset([0, 5]),
+        r"env_ids\[1\] = 5 is out of range \[0, 2\) \(num_envs=2\)",
+    ),
     ("env_ids negative", 2, STEPPED, lambda p: p.reset(-1), r"env_ids\[0\] = -1 is out of range"),
     ("env_ids float", 2, STEPPED, lambda p: p.reset([0.5]), r"env_ids must be an int or a 1-D sequence of ints"),
     ("env_ids rank 2", 2, STEPPED, lambda p: p.reset([[0], [1]]), r"env_ids must be an int or a 1-D sequence of ints"),
-    ("target shape", 2, FRESH, lambda p: p.set_target_return([1.0, 2.0, 3.0]),
-     r"target_return must be a number or have shape \(2,\) \(num_envs\), got shape \(3,\)"),
-    ("target nan", 2, FRESH, lambda p: p.set_target_return([1.0, np.nan]),
-     r"target_return must be finite, target_return\[1\] is nan"),
-    ("target str", 2, FRESH, lambda p: p.set_target_return("high"),
-     r"target_return must be a number or a sequence of numbers, got 'high'"),
+    (
+        "target shape",
+        2,
+        FRESH,
+        lambda p: p.set_target_return([1.0, 2.0, 3.0]),
+        r"target_return must be a number or have shape \(2,\) \(num_envs\), got shape \(3,\)",
+    ),
+    (
+        "target nan",
+        2,
+        FRESH,
+        lambda p: p.set_target_return([1.0, np.nan]),
+        r"target_return must be finite, target_return\[1\] is nan",
+    ),
+    (
+        "target str",
+        2,
+        FRESH,
+        lambda p: p.set_target_return("high"),
+        r"target_return must be a number or a sequence of numbers, got 'high'",
+    ),
 ]
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # the obs overflowing float32
-@pytest.mark.parametrize("num_envs, before, call, message", [case[1:] for case in BAD_INPUT],
-                         ids=[case[0] for case in BAD_INPUT])
+@pytest.mark.parametrize(
+    "num_envs, before, call, message", [case[1:] for case in BAD_INPUT], ids=[case[0] for case in BAD_INPUT]
+)
 def test_every_backend_raises_the_same_error_for_bad_input(model, num_envs: int, before, call, message: str) -> None:
     """Each backend raises the same exception with the same message, and loses nothing: after the error the
     policy acts as a twin that never received the bad call."""
@@ -240,13 +368,17 @@ def os_threads() -> int:
     return int(re.search(r"Threads:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
 
 
-@pytest.mark.skipif(not dt_fast.HAS_C_EXT or not Path("/proc/self/status").exists(),
-                    reason="needs dt_fast._C and Linux's /proc")
+@pytest.mark.skipif(
+    not dt_fast.HAS_C_EXT or not Path("/proc/self/status").exists(), reason="needs dt_fast._C and Linux's /proc"
+)
 def test_more_threads_than_the_machine_has_are_clamped(model) -> None:
     cores = os.cpu_count()
     started = os_threads()
-    with pytest.warns(UserWarning, match=rf"n_threads=1000 is more than the {cores} hardware threads of this "
-                                         rf"machine: using {cores}"):
+    with pytest.warns(
+        UserWarning,
+        match=rf"n_threads=1000 is more than the {cores} hardware threads of this "
+        rf"machine: using {cores}",
+    ):
         policy = policy_of(model, "cpp", n_threads=1000)
     assert policy.n_threads == cores
     assert os_threads() - started <= cores, "the engine started more threads than the machine has"

@@ -27,8 +27,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def model_of(seed: int, stochastic: bool = True, hidden_size: int = 32) -> DecisionTransformer:
     """A small model with weights large enough that actions vary with the input (and a log-std head)."""
     torch.manual_seed(seed)
-    config = DecisionTransformerConfig(state_dim=S, act_dim=A, hidden_size=hidden_size, n_layer=2, n_head=2,
-                                       max_ep_len=100)
+    config = DecisionTransformerConfig(
+        state_dim=S, act_dim=A, hidden_size=hidden_size, n_layer=2, n_head=2, max_ep_len=100
+    )
     model = DecisionTransformer(config, stochastic=stochastic).eval()
     with torch.no_grad():
         for p in model.parameters():
@@ -40,8 +41,14 @@ def model_of(seed: int, stochastic: bool = True, hidden_size: int = 32) -> Decis
 
 def policy_of(model: DecisionTransformer, backend: str, mode: str = "exact", **kwargs) -> Policy:
     rng = np.random.default_rng(1)
-    args = dict(target_return=np.array([50.0, 10.0, -5.0]), state_mean=rng.normal(size=S),
-                state_std=rng.uniform(0.5, 2.0, size=S), scale=100.0, context_len=4, num_envs=B)
+    args = dict(
+        target_return=np.array([50.0, 10.0, -5.0]),
+        state_mean=rng.normal(size=S),
+        state_std=rng.uniform(0.5, 2.0, size=S),
+        scale=100.0,
+        context_len=4,
+        num_envs=B,
+    )
     args.update(kwargs)
     return Policy(model, mode=mode, backend=backend, **args)
 
@@ -153,8 +160,9 @@ def test_update_weights_keeps_the_draw_counters(backend: str) -> None:
 def test_update_weights_refuses_another_model(backend: str) -> None:
     policy = policy_of(model_of(7), backend)
     before = rollout(policy, 5)
-    with pytest.raises(ValueError, match="update_weights needs the Policy's model config: hidden_size is 48, the "
-                                         "Policy's is 32"):
+    with pytest.raises(
+        ValueError, match="update_weights needs the Policy's model config: hidden_size is 48, the Policy's is 32"
+    ):
         policy.update_weights(model_of(7, hidden_size=48))
     with pytest.raises(ValueError, match="the model's is deterministic, the Policy's stochastic"):
         policy.update_weights(model_of(7, stochastic=False))
@@ -171,8 +179,17 @@ def test_update_weights_refuses_another_model(backend: str) -> None:
 def test_a_stochastic_checkpoint_samples_in_the_engine(tmp_path) -> None:
     model = model_of(8)
     model.save_pretrained(tmp_path)
-    write_metadata(tmp_path, Metadata(state_mean=[0.0] * S, state_std=[1.0] * S, scale=100.0, context_len=4,
-                                      target_return=50.0, action_head="stochastic"))
+    write_metadata(
+        tmp_path,
+        Metadata(
+            state_mean=[0.0] * S,
+            state_std=[1.0] * S,
+            scale=100.0,
+            context_len=4,
+            target_return=50.0,
+            action_head="stochastic",
+        ),
+    )
     loaded = Policy.from_pretrained(tmp_path, backend="cpp", num_envs=B)
     in_memory = policy_of(model, "cpp", state_mean=np.zeros(S), state_std=np.ones(S), target_return=50.0)
     for p in (loaded, in_memory):
@@ -198,5 +215,6 @@ def test_static_decoder_samples_as_the_incremental_one(mode: str) -> None:
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0, msg=f"step {i}")
         steps += 1
     with pytest.raises(ValueError, match="sampled actions need a stochastic model"):
-        KVCacheDecoder(model_of(9, stochastic=False), B, 3, mode).step(states, rtg, torch.zeros(B, dtype=torch.long),
-                                                                      noise)
+        KVCacheDecoder(model_of(9, stochastic=False), B, 3, mode).step(
+            states, rtg, torch.zeros(B, dtype=torch.long), noise
+        )

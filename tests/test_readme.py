@@ -29,8 +29,9 @@ def test_readme_python_blocks_run():
     for line, body in blocks:  # in order: a later block may use what an earlier one wrote (runs/quickstart)
         where = f"README.md block at line {line} ({body.splitlines()[0]!r})"
         try:
-            proc = subprocess.run([sys.executable, "-c", body], cwd=ROOT, capture_output=True, text=True,
-                                  timeout=TIMEOUT_S)
+            proc = subprocess.run(
+                [sys.executable, "-c", body], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S
+            )
         except subprocess.TimeoutExpired:
             pytest.fail(f"{where} did not finish in {TIMEOUT_S} s")
         if proc.returncode != 0:
@@ -50,8 +51,10 @@ def test_layout_table_lists_every_module():
     for module in sorted((ROOT / "dt_fast").rglob("*.py")):
         rel = module.relative_to(ROOT)
         if len(rel.parts) == 2:  # dt_fast/x.py: named in a path cell, as dt_fast/x.py or beside it as x.py
-            found = any(f"`{rel.as_posix()}`" in path or (path.startswith("`dt_fast/") and f"`{rel.name}`" in path)
-                        for path, _ in rows)
+            found = any(
+                f"`{rel.as_posix()}`" in path or (path.startswith("`dt_fast/") and f"`{rel.name}`" in path)
+                for path, _ in rows
+            )
         elif rel.name == "__init__.py":  # a subpackage: its row is named after its directory
             found = any(f"`{rel.parent.as_posix()}/`" in path for path, _ in rows)
         else:  # dt_fast/sub/x.py: x.py described in the row of dt_fast/sub/

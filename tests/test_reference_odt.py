@@ -29,27 +29,54 @@ def hopper_trajectories(n: int = 6, seed: int = 0) -> list[dict]:
     out = []
     for _ in range(n):
         length = int(rng.integers(5, 30))
-        out.append({"observations": rng.normal(size=(length, 11)), "actions": rng.uniform(-1, 1, size=(length, 3)),
-                    "rewards": rng.normal(1.0, 0.5, size=length), "terminals": np.zeros(length)})
+        out.append(
+            {
+                "observations": rng.normal(size=(length, 11)),
+                "actions": rng.uniform(-1, 1, size=(length, 3)),
+                "rewards": rng.normal(1.0, 0.5, size=length),
+                "terminals": np.zeros(length),
+            }
+        )
     return out
 
 
 def stochastic_checkpoint(path, hidden_size: int = 16) -> DecisionTransformer:
     torch.manual_seed(0)
-    cfg = DecisionTransformerConfig(state_dim=11, act_dim=3, hidden_size=hidden_size, n_layer=2, n_head=2,
-                                    max_ep_len=1000)
+    cfg = DecisionTransformerConfig(
+        state_dim=11, act_dim=3, hidden_size=hidden_size, n_layer=2, n_head=2, max_ep_len=1000
+    )
     model = DecisionTransformer(cfg, stochastic=True).eval()
     torch.nn.init.normal_(model.predict_action_log_std.weight)
     model.save_pretrained(path)
-    write_metadata(path, Metadata(state_mean=[0.0] * 11, state_std=[1.0] * 11, scale=1000.0, context_len=5,
-                                  target_return=3600.0, action_head="stochastic"))
+    write_metadata(
+        path,
+        Metadata(
+            state_mean=[0.0] * 11,
+            state_std=[1.0] * 11,
+            scale=1000.0,
+            context_len=5,
+            target_return=3600.0,
+            action_head="stochastic",
+        ),
+    )
     return model
 
 
 def test_a_tiny_online_iteration_runs_and_fills_the_buffer(one_torch_thread) -> None:
     trajs = hopper_trajectories()
-    exp = Experiment(trajs, "Hopper-v4", num_envs=3, hidden_size=16, n_layer=1, K=5, eval_context_length=3,
-                     batch_size=4, replay_size=8, max_ep_len=6, warmup_steps=1)
+    exp = Experiment(
+        trajs,
+        "Hopper-v4",
+        num_envs=3,
+        hidden_size=16,
+        n_layer=1,
+        K=5,
+        eval_context_length=3,
+        batch_size=4,
+        replay_size=8,
+        max_ep_len=6,
+        warmup_steps=1,
+    )
     try:
         before = exp.model.temperature().item()
         timing = time_collection(exp)
@@ -75,13 +102,18 @@ def test_a_tiny_online_iteration_runs_and_fills_the_buffer(one_torch_thread) -> 
 
 def test_the_reference_model_is_dt_fasts_stochastic_model(tmp_path) -> None:
     model = stochastic_checkpoint(tmp_path)
-    ref = from_pretrained(tmp_path, (-1 + 1e-6, 1 - 1e-6), max_length=5, eval_context_length=3,
-                          target_entropy=-3.0).eval()
+    ref = from_pretrained(
+        tmp_path, (-1 + 1e-6, 1 - 1e-6), max_length=5, eval_context_length=3, target_entropy=-3.0
+    ).eval()
     B, T = 4, 5
     g = torch.Generator().manual_seed(1)
-    inputs = dict(states=torch.randn(B, T, 11, generator=g), actions=torch.rand(B, T, 3, generator=g) * 2 - 1,
-                  returns_to_go=torch.randn(B, T, 1, generator=g), timesteps=torch.randint(0, 1000, (B, T)),
-                  attention_mask=torch.ones(B, T))
+    inputs = dict(
+        states=torch.randn(B, T, 11, generator=g),
+        actions=torch.rand(B, T, 3, generator=g) * 2 - 1,
+        returns_to_go=torch.randn(B, T, 1, generator=g),
+        timesteps=torch.randint(0, 1000, (B, T)),
+        attention_mask=torch.ones(B, T),
+    )
     inputs["attention_mask"][0, :2] = 0
     with torch.no_grad():
         ours = model.action_distribution(**inputs)
@@ -94,8 +126,16 @@ def test_the_reference_model_is_dt_fasts_stochastic_model(tmp_path) -> None:
 
 def test_an_experiment_starts_from_a_dt_fast_checkpoint(tmp_path, one_torch_thread) -> None:
     model = stochastic_checkpoint(tmp_path)
-    exp = Experiment(hopper_trajectories(), "Hopper-v4", num_envs=2, K=5, eval_context_length=3, batch_size=4,
-                     checkpoint=tmp_path, max_ep_len=4)
+    exp = Experiment(
+        hopper_trajectories(),
+        "Hopper-v4",
+        num_envs=2,
+        K=5,
+        eval_context_length=3,
+        batch_size=4,
+        checkpoint=tmp_path,
+        max_ep_len=4,
+    )
     try:
         theirs = exp.model.state_dict()
         for key, value in hf_state_dict(model).items():  # transformers' layout
@@ -148,10 +188,21 @@ def test_replay_buffer_keeps_the_best_offline_trajectories_then_replaces_the_old
 
 
 def test_windows_are_left_padded_with_returns_to_go_one_step_longer() -> None:
-    traj = {"observations": np.arange(12.0).reshape(4, 3), "actions": np.full((4, 2), 1.0),
-            "rewards": np.array([1.0, 2.0, 3.0, 4.0]), "terminals": np.array([0, 0, 0, 1])}
-    transform = TransformSamplingSubTraj(max_len=6, state_dim=3, act_dim=2, state_mean=np.zeros(3),
-                                         state_std=np.ones(3), reward_scale=0.001, action_range=(-0.5, 0.5))
+    traj = {
+        "observations": np.arange(12.0).reshape(4, 3),
+        "actions": np.full((4, 2), 1.0),
+        "rewards": np.array([1.0, 2.0, 3.0, 4.0]),
+        "terminals": np.array([0, 0, 0, 1]),
+    }
+    transform = TransformSamplingSubTraj(
+        max_len=6,
+        state_dim=3,
+        act_dim=2,
+        state_mean=np.zeros(3),
+        state_std=np.ones(3),
+        reward_scale=0.001,
+        action_range=(-0.5, 0.5),
+    )
     import random
 
     random.seed(0)
@@ -161,5 +212,7 @@ def test_windows_are_left_padded_with_returns_to_go_one_step_longer() -> None:
         si = int(timesteps[-n])
         assert ss.shape == (6, 3) and rtg.shape == (7, 1) and mask.tolist() == [0] * (6 - n) + [1] * n
         assert n == 4 - si and aa.abs().max() <= 0.5 and aa[-1, 0] == 0.5  # clamped into the action range
-        torch.testing.assert_close(rtg[-n - 1:, 0], torch.tensor([*np.cumsum([4.0, 3, 2, 1])[::-1][si:] / 1000,
-                                                                  0.0], dtype=torch.float32)[-n - 1:])
+        torch.testing.assert_close(
+            rtg[-n - 1 :, 0],
+            torch.tensor([*np.cumsum([4.0, 3, 2, 1])[::-1][si:] / 1000, 0.0], dtype=torch.float32)[-n - 1 :],
+        )

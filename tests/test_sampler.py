@@ -23,8 +23,9 @@ def ragged(lengths: list[int], state_dim: int = 4, act_dim: int = 3, seed: int =
     n = sum(lengths)
     terminals = np.zeros(n, bool)
     terminals[np.cumsum(lengths) - 1] = True
-    return Trajectories(rng.normal(2.0, 3.0, size=(n, state_dim)), rng.uniform(-1, 1, size=(n, act_dim)),
-                        rng.normal(size=n), terminals)
+    return Trajectories(
+        rng.normal(2.0, 3.0, size=(n, state_dim)), rng.uniform(-1, 1, size=(n, act_dim)), rng.normal(size=n), terminals
+    )
 
 
 DATA = ragged([3, 40, 1, 17, 25, 60, 2, 9])
@@ -40,24 +41,30 @@ def assert_batches_equal(a: dict, b: dict) -> None:
         np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
 
 
-@pytest.mark.parametrize("context_len, scale, gamma, max_ep_len", [
-    (20, 1000.0, 1.0, 1000),
-    (5, 1.0, 0.99, 1000),
-    (64, 10.0, 1.0, 30),  # windows longer than most episodes; timesteps clipped at 29
-    (1, 3.0, 0.0, 1),
-])
-def test_cpp_batches_equal_the_numpy_reference(context_len: int, scale: float, gamma: float,
-                                               max_ep_len: int) -> None:
-    sampler = TrajectorySampler(DATA, context_len=context_len, batch_size=32, scale=scale, gamma=gamma,
-                                max_ep_len=max_ep_len, seed=3)
+@pytest.mark.parametrize(
+    "context_len, scale, gamma, max_ep_len",
+    [
+        (20, 1000.0, 1.0, 1000),
+        (5, 1.0, 0.99, 1000),
+        (64, 10.0, 1.0, 30),  # windows longer than most episodes; timesteps clipped at 29
+        (1, 3.0, 0.0, 1),
+    ],
+)
+def test_cpp_batches_equal_the_numpy_reference(context_len: int, scale: float, gamma: float, max_ep_len: int) -> None:
+    sampler = TrajectorySampler(
+        DATA, context_len=context_len, batch_size=32, scale=scale, gamma=gamma, max_ep_len=max_ep_len, seed=3
+    )
     for k in range(3):
         batch = sampler.sample()
         episode, start = sampler.draws(k)
-        assert_batches_equal(as_numpy(batch), reference_windows(DATA, episode, start, context_len, scale, gamma,
-                                                                max_ep_len))
+        assert_batches_equal(
+            as_numpy(batch), reference_windows(DATA, episode, start, context_len, scale, gamma, max_ep_len)
+        )
     episode, start = reference_draws(DATA, 50, np.random.default_rng(0))  # draws of the reference itself
-    assert_batches_equal(as_numpy(sampler.windows(episode, start)),
-                         reference_windows(DATA, episode, start, context_len, scale, gamma, max_ep_len))
+    assert_batches_equal(
+        as_numpy(sampler.windows(episode, start)),
+        reference_windows(DATA, episode, start, context_len, scale, gamma, max_ep_len),
+    )
 
 
 def test_equal_to_the_blog_collator_for_the_same_draws(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -65,9 +72,15 @@ def test_equal_to_the_blog_collator_for_the_same_draws(monkeypatch: pytest.Monke
 
     from dt_fast.bench.reference import DecisionTransformerGymDataCollator
 
-    rows = [{"observations": DATA.episode(i)["observations"].tolist(), "actions": DATA.episode(i)["actions"].tolist(),
-             "rewards": DATA.episode(i)["rewards"].tolist(), "dones": DATA.episode(i)["terminals"].tolist()}
-            for i in range(DATA.num_episodes)]
+    rows = [
+        {
+            "observations": DATA.episode(i)["observations"].tolist(),
+            "actions": DATA.episode(i)["actions"].tolist(),
+            "rewards": DATA.episode(i)["rewards"].tolist(),
+            "dones": DATA.episode(i)["terminals"].tolist(),
+        }
+        for i in range(DATA.num_episodes)
+    ]
     collator = DecisionTransformerGymDataCollator(datasets.Dataset.from_list(rows), max_len=20, max_ep_len=30)
     sampler = TrajectorySampler(DATA, context_len=20, batch_size=64, max_ep_len=30, seed=7)
     episode, start = sampler.draws(0)
@@ -106,14 +119,19 @@ def test_windows_are_contiguous_slices_of_one_episode_with_direct_returns_to_go(
         ep = DATA.episode(int(e))
         tlen = min(T, len(ep["rewards"]) - s)
         pad = T - tlen
-        np.testing.assert_array_equal(batch["actions"][i, pad:], ep["actions"][s:s + tlen])
-        np.testing.assert_array_equal(batch["rewards"][i, pad:, 0], ep["rewards"][s:s + tlen])
+        np.testing.assert_array_equal(batch["actions"][i, pad:], ep["actions"][s : s + tlen])
+        np.testing.assert_array_equal(batch["rewards"][i, pad:, 0], ep["rewards"][s : s + tlen])
         np.testing.assert_array_equal(batch["timesteps"][i, pad:], np.arange(s, s + tlen))
-        np.testing.assert_allclose(batch["states"][i, pad:] * DATA.state_std + DATA.state_mean,
-                                   ep["observations"][s:s + tlen], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            batch["states"][i, pad:] * DATA.state_std + DATA.state_mean,
+            ep["observations"][s : s + tlen],
+            rtol=1e-5,
+            atol=1e-5,
+        )
         future = np.cumsum(ep["rewards"][::-1].astype(np.float64))[::-1]  # sum of rewards to the episode's end
-        np.testing.assert_allclose(batch["returns_to_go"][i, pad:, 0], future[s:s + tlen] / scale, rtol=1e-5,
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            batch["returns_to_go"][i, pad:, 0], future[s : s + tlen] / scale, rtol=1e-5, atol=1e-6
+        )
 
 
 def test_padding_and_mask_of_episodes_shorter_than_the_context() -> None:
@@ -138,8 +156,9 @@ def test_shapes_dtypes_and_forward() -> None:
     assert batch["rewards"].shape == (5, 20, 1) and batch["returns_to_go"].shape == (5, 20, 1)
     assert batch["timesteps"].dtype == torch.int64 and batch["attention_mask"].shape == (5, 20)
     assert all(v.dtype == torch.float32 for k, v in batch.items() if k != "timesteps")
-    model = DecisionTransformer(DecisionTransformerConfig(state_dim=4, act_dim=3, hidden_size=32, n_layer=1,
-                                                          n_head=1, max_ep_len=1000))
+    model = DecisionTransformer(
+        DecisionTransformerConfig(state_dim=4, act_dim=3, hidden_size=32, n_layer=1, n_head=1, max_ep_len=1000)
+    )
     _, action_preds, _ = model(**batch)
     assert action_preds.shape == (5, 20, 3) and torch.isfinite(action_preds).all()
 
@@ -163,8 +182,9 @@ def test_same_seed_same_batches_whatever_num_threads() -> None:
 
 
 def test_different_seeds_and_ranks_give_different_batches() -> None:
-    draws = [TrajectorySampler(DATA, batch_size=64, seed=seed, rank=rank).draws(0)
-             for seed, rank in ((0, 0), (1, 0), (0, 1))]
+    draws = [
+        TrajectorySampler(DATA, batch_size=64, seed=seed, rank=rank).draws(0) for seed, rank in ((0, 0), (1, 0), (0, 1))
+    ]
     for i in range(3):
         for j in range(i + 1, 3):
             assert not np.array_equal(draws[i][0] * 1000 + draws[i][1], draws[j][0] * 1000 + draws[j][1])
@@ -197,27 +217,33 @@ def test_state_dict_resumes_the_stream() -> None:
         TrajectorySampler(DATA, batch_size=8).load_state_dict(state)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"context_len": 0}, "context_len must be an integer >= 1"),
-    ({"batch_size": 0}, "batch_size must be an integer >= 1"),
-    ({"num_threads": 0}, "num_threads must be an integer >= 1"),
-    ({"max_ep_len": -1}, "max_ep_len must be an integer >= 1"),
-    ({"seed": -1}, r"seed must be an integer in \[0, 2\*\*64\)"),
-    ({"gamma": 1.5}, r"gamma must be in \[0, 1\]"),
-    ({"scale": 0.0}, "scale must be finite and non-zero"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"context_len": 0}, "context_len must be an integer >= 1"),
+        ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+        ({"num_threads": 0}, "num_threads must be an integer >= 1"),
+        ({"max_ep_len": -1}, "max_ep_len must be an integer >= 1"),
+        ({"seed": -1}, r"seed must be an integer in \[0, 2\*\*64\)"),
+        ({"gamma": 1.5}, r"gamma must be in \[0, 1\]"),
+        ({"scale": 0.0}, "scale must be finite and non-zero"),
+    ],
+)
 def test_bad_arguments(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TrajectorySampler(DATA, **kwargs)
 
 
-@pytest.mark.parametrize("episode, start, message", [
-    ([0, 8], [0, 0], r"episode\[1\] = 8 is out of range \[0, 8\)"),
-    ([-1], [0], r"episode\[0\] = -1 is out of range"),
-    ([1, 0], [39, 3], r"start\[1\] = 3 is out of range \[0, 3\) of episode 0"),
-    ([2], [-5], r"start\[0\] = -5 is out of range"),
-    ([0, 1], [0], r"start.shape\[0\] = 1 must equal len\(episode\) = 2"),
-])
+@pytest.mark.parametrize(
+    "episode, start, message",
+    [
+        ([0, 8], [0, 0], r"episode\[1\] = 8 is out of range \[0, 8\)"),
+        ([-1], [0], r"episode\[0\] = -1 is out of range"),
+        ([1, 0], [39, 3], r"start\[1\] = 3 is out of range \[0, 3\) of episode 0"),
+        ([2], [-5], r"start\[0\] = -5 is out of range"),
+        ([0, 1], [0], r"start.shape\[0\] = 1 must equal len\(episode\) = 2"),
+    ],
+)
 def test_every_index_is_checked(episode: list, start: list, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TrajectorySampler(DATA).windows(np.array(episode), np.array(start))
@@ -246,8 +272,9 @@ def test_core_refuses_conversions_that_lose_values() -> None:
         _C.SamplerCore(obs, act, rew, np.array([0.0, 9.5]), mean, std, 5, 2, 1.0, 1.0, 100)
     with pytest.raises(ValueError, match="observations must be a real-valued array, got dtype complex64"):
         _C.SamplerCore(obs.astype(np.complex64), act, rew, np.array([0, 10]), mean, std, 5, 2, 1.0, 1.0, 100)
-    core = _C.SamplerCore(obs.astype(np.float64), act, rew, np.array([0, 4, 10], np.int32), mean, std, 5, 2, 1.0,
-                          1.0, 100)
+    core = _C.SamplerCore(
+        obs.astype(np.float64), act, rew, np.array([0, 4, 10], np.int32), mean, std, 5, 2, 1.0, 1.0, 100
+    )
     with pytest.raises(ValueError, match="start must be an integer array, got dtype float64"):
         core.windows(np.array([1]), np.array([2.7]))
     with pytest.raises(ValueError, match="episode must be an integer array, got dtype bool"):
@@ -256,13 +283,16 @@ def test_core_refuses_conversions_that_lose_values() -> None:
 
 
 def test_interpreter_exits_cleanly_with_threads_running(tmp_path: Path) -> None:
-    code = ("import numpy as np, dt_fast\n"
-            "t = dt_fast.Trajectories(np.ones((50, 2)), np.ones((50, 1)), np.ones(50))\n"
-            "s = dt_fast.TrajectorySampler(t, batch_size=4, num_threads=2)\n"
-            "b = s.sample()\n"
-            "print(int(b['attention_mask'].sum() > 0))\n")
+    code = (
+        "import numpy as np, dt_fast\n"
+        "t = dt_fast.Trajectories(np.ones((50, 2)), np.ones((50, 1)), np.ones(50))\n"
+        "s = dt_fast.TrajectorySampler(t, batch_size=4, num_threads=2)\n"
+        "b = s.sample()\n"
+        "print(int(b['attention_mask'].sum() > 0))\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(dt_fast.__file__).parent.parent)}  # this dt_fast, with its _C
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                         env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1"

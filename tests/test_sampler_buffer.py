@@ -20,8 +20,12 @@ def episodes(lengths: list[int], seed: int) -> tuple[np.ndarray, np.ndarray, np.
     """Random whole episodes (observations, actions, rewards, lengths) as add_episodes takes them."""
     rng = np.random.default_rng(seed)
     n = sum(lengths)
-    return (rng.normal(2.0, 3.0, size=(n, S)), rng.uniform(-1, 1, size=(n, A)).astype(np.float32),
-            rng.normal(size=n), np.array(lengths))
+    return (
+        rng.normal(2.0, 3.0, size=(n, S)),
+        rng.uniform(-1, 1, size=(n, A)).astype(np.float32),
+        rng.normal(size=n),
+        np.array(lengths),
+    )
 
 
 def as_trajectories(obs: np.ndarray, act: np.ndarray, rew: np.ndarray, lengths: np.ndarray) -> Trajectories:
@@ -96,8 +100,9 @@ def test_relabelled_returns_to_go_equal_the_samplers_own(gamma: float, scale: fl
     returns-to-go of its own rewards); its states are normalised with the offline data's mean and std."""
     other = episodes([30, 12], seed=6)
     ep = episodes([45], seed=7)
-    as_offline = TrajectorySampler(as_trajectories(*(np.concatenate([o, e]) for o, e in zip(other, ep))),
-                                   context_len=20, scale=scale, gamma=gamma)
+    as_offline = TrajectorySampler(
+        as_trajectories(*(np.concatenate([o, e]) for o, e in zip(other, ep))), context_len=20, scale=scale, gamma=gamma
+    )
     buffer = TrajectorySampler(as_trajectories(*other), context_len=20, scale=scale, gamma=gamma, capacity=5)
     buffer.add_episodes(*ep)
     start = np.arange(45)
@@ -111,7 +116,7 @@ def test_relabelled_returns_to_go_equal_the_samplers_own(gamma: float, scale: fl
     obs = ep[0].astype(np.float32)  # (45, S) as the sampler reads it
     for s in range(45):
         tlen = min(20, 45 - s)
-        window = np.concatenate([np.zeros((20 - tlen, S)), obs[s:s + tlen]])  # padded before normalising, as the blog
+        window = np.concatenate([np.zeros((20 - tlen, S)), obs[s : s + tlen]])  # padded before normalising, as the blog
         normalised = ((window - offline.state_mean) / offline.state_std).astype(np.float32)  # (20, S)
         np.testing.assert_array_equal(got["states"][s].numpy(), normalised)
 
@@ -178,21 +183,26 @@ def test_load_state_dict_refuses_a_state_that_does_not_fit() -> None:
     assert_batches_equal(target.sample(), twin.sample())
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda o, a, r, n: (o, a, r, np.array([10, 0, 6])), r"lengths\[1\] = 0 must be in \[1, 16\]"),
-    (lambda o, a, r, n: (o, a, r, np.array([10, 5])), "lengths sum to 15 but observations has 16 rows"),
-    (lambda o, a, r, n: (o, a, r, np.array([10, 5, 5])), "lengths sum to more than the 16 rows"),
-    (lambda o, a, r, n: (o, a, r, n.astype(np.float64)), "lengths must be an integer array, got dtype float64"),
-    (lambda o, a, r, n: (o[:, :3], a, r, n), r"observations.shape\[1\] = 3 must equal state_dim = 4"),
-    (lambda o, a, r, n: (o[0], a, r, n), "observations must have 2 dimensions, got 1"),
-    (lambda o, a, r, n: (o, a[:15], r, n), r"actions.shape\[0\] = 15 must equal the number of observations = 16"),
-    (lambda o, a, r, n: (o, a[:, :2], r, n), r"actions.shape\[1\] = 2 must equal act_dim = 3"),
-    (lambda o, a, r, n: (o, a, r[:, None], n), "rewards must have 2 dimensions|rewards must have 1 dimensions"),
-    (lambda o, a, r, n: (o, a, np.where(np.arange(16) == 7, np.nan, r), n), r"rewards\[7\] is not finite: nan"),
-    (lambda o, a, r, n: (np.where(np.arange(16)[:, None] == 3, np.inf, o), a, r, n),
-     r"observations\[3, 0\] is not finite: inf"),
-    (lambda o, a, r, n: (o.astype(np.complex64), a, r, n), "observations must be a real-valued array"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda o, a, r, n: (o, a, r, np.array([10, 0, 6])), r"lengths\[1\] = 0 must be in \[1, 16\]"),
+        (lambda o, a, r, n: (o, a, r, np.array([10, 5])), "lengths sum to 15 but observations has 16 rows"),
+        (lambda o, a, r, n: (o, a, r, np.array([10, 5, 5])), "lengths sum to more than the 16 rows"),
+        (lambda o, a, r, n: (o, a, r, n.astype(np.float64)), "lengths must be an integer array, got dtype float64"),
+        (lambda o, a, r, n: (o[:, :3], a, r, n), r"observations.shape\[1\] = 3 must equal state_dim = 4"),
+        (lambda o, a, r, n: (o[0], a, r, n), "observations must have 2 dimensions, got 1"),
+        (lambda o, a, r, n: (o, a[:15], r, n), r"actions.shape\[0\] = 15 must equal the number of observations = 16"),
+        (lambda o, a, r, n: (o, a[:, :2], r, n), r"actions.shape\[1\] = 2 must equal act_dim = 3"),
+        (lambda o, a, r, n: (o, a, r[:, None], n), "rewards must have 2 dimensions|rewards must have 1 dimensions"),
+        (lambda o, a, r, n: (o, a, np.where(np.arange(16) == 7, np.nan, r), n), r"rewards\[7\] is not finite: nan"),
+        (
+            lambda o, a, r, n: (np.where(np.arange(16)[:, None] == 3, np.inf, o), a, r, n),
+            r"observations\[3, 0\] is not finite: inf",
+        ),
+        (lambda o, a, r, n: (o.astype(np.complex64), a, r, n), "observations must be a real-valued array"),
+    ],
+)
 def test_add_episodes_rejects_bad_input_naming_it_and_changes_nothing(change, message: str) -> None:
     sampler = TrajectorySampler(OFFLINE, batch_size=8, seed=2, capacity=10)
     first = sampler.sample()

@@ -45,7 +45,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         state[node] = "open"
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                found.append(stack[stack.index(nxt):] + [nxt])
+                found.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt, stack + [nxt])
         state[node] = "done"
@@ -66,6 +66,9 @@ def test_the_checks_find_a_cycle() -> None:
 
 def test_kernels_import_nothing_above_them() -> None:
     graph = import_graph()
-    up = {m: sorted(t for t in ts if not t.startswith("dt_fast.kernels"))
-          for m, ts in graph.items() if m.startswith("dt_fast.kernels")}
+    up = {
+        m: sorted(t for t in ts if not t.startswith("dt_fast.kernels"))
+        for m, ts in graph.items()
+        if m.startswith("dt_fast.kernels")
+    }
     assert {m: ts for m, ts in up.items() if ts} == {}

@@ -17,8 +17,20 @@ from safetensors.torch import load_file
 
 from dt_fast.train import TrainConfig, Trainer, action_loss
 
-SMALL = ["--hidden-size", "32", "--n-layer", "1", "--batch-size", "16", "--context-len", "10",
-         "--warmup-steps", "10", "--log-every", "5"]
+SMALL = [
+    "--hidden-size",
+    "32",
+    "--n-layer",
+    "1",
+    "--batch-size",
+    "16",
+    "--context-len",
+    "10",
+    "--warmup-steps",
+    "10",
+    "--log-every",
+    "5",
+]
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +76,19 @@ def test_training_reduces_loss_and_writes_a_checkpoint_both_libraries_load(hoppe
     from dt_fast import DecisionTransformer
     from dt_fast.checkpoint import read_metadata
 
-    cfg = TrainConfig(dataset=str(hopper_file), out=str(tmp_path / "run"), steps=60, hidden_size=32, n_layer=1,
-                      batch_size=16, context_len=10, warmup_steps=10, lr=1e-3, log_every=10, save_every=30)
+    cfg = TrainConfig(
+        dataset=str(hopper_file),
+        out=str(tmp_path / "run"),
+        steps=60,
+        hidden_size=32,
+        n_layer=1,
+        batch_size=16,
+        context_len=10,
+        warmup_steps=10,
+        lr=1e-3,
+        log_every=10,
+        save_every=30,
+    )
     trainer = Trainer(cfg)
     first = trainer.train_step(trainer.sampler.sample())
     trainer.run()
@@ -90,8 +113,20 @@ def test_stochastic_training_learns_and_its_checkpoint_acts_with_the_mean(hopper
     from dt_fast.checkpoint import read_metadata
 
     run = tmp_path / "run"
-    cfg = TrainConfig(dataset=str(hopper_file), out=str(run), steps=60, hidden_size=32, n_layer=1, batch_size=16,
-                      context_len=10, warmup_steps=10, lr=1e-3, log_every=10, save_every=30, policy="stochastic")
+    cfg = TrainConfig(
+        dataset=str(hopper_file),
+        out=str(run),
+        steps=60,
+        hidden_size=32,
+        n_layer=1,
+        batch_size=16,
+        context_len=10,
+        warmup_steps=10,
+        lr=1e-3,
+        log_every=10,
+        save_every=30,
+        policy="stochastic",
+    )
     trainer = Trainer(cfg)
     assert trainer.model.stochastic and trainer.temperature.target_entropy == -3.0
     trainer.run()
@@ -108,8 +143,9 @@ def test_stochastic_training_learns_and_its_checkpoint_acts_with_the_mean(hopper
     hf = DecisionTransformerModel.from_pretrained(run).eval()  # ignores the log-std head: the mean action
     batch = trainer.sampler.sample()
     with torch.no_grad():
-        mean = ours.action_distribution(batch["states"], batch["actions"], batch["returns_to_go"],
-                                        batch["timesteps"], batch["attention_mask"]).mean
+        mean = ours.action_distribution(
+            batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"], batch["attention_mask"]
+        ).mean
         torch.testing.assert_close(hf(**batch, return_dict=False)[1], mean, atol=1e-5, rtol=0)
     policy = Policy.from_pretrained(run)  # backend auto: the engine, which acts with the mean unless sampling is set
     assert policy.backend == "cpp" and policy.stochastic
@@ -117,16 +153,21 @@ def test_stochastic_training_learns_and_its_checkpoint_acts_with_the_mean(hopper
     meta = read_metadata(run)
     state = torch.from_numpy((obs - np.array(meta.state_mean)) / np.array(meta.state_std)).float().reshape(1, 1, 11)
     with torch.no_grad():
-        first = ours.action_distribution(state, torch.zeros(1, 1, 3), torch.full((1, 1, 1), meta.target_return
-                                         / meta.scale), torch.zeros(1, 1, dtype=torch.long)).mean[0, 0]
+        first = ours.action_distribution(
+            state,
+            torch.zeros(1, 1, 3),
+            torch.full((1, 1, 1), meta.target_return / meta.scale),
+            torch.zeros(1, 1, dtype=torch.long),
+        ).mean[0, 0]
     np.testing.assert_allclose(policy.act(obs), first.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_a_run_resumes_only_with_its_own_policy(hopper_file: Path, tmp_path) -> None:
     run = tmp_path / "run"
     Trainer(small_config(hopper_file, run, steps=2)).run()
-    with pytest.raises(ValueError, match="trained with --policy deterministic; it cannot resume with --policy "
-                                         "stochastic"):
+    with pytest.raises(
+        ValueError, match="trained with --policy deterministic; it cannot resume with --policy stochastic"
+    ):
         Trainer(small_config(hopper_file, run, steps=4, policy="stochastic"), resume=run)
 
 
@@ -139,8 +180,9 @@ def test_sigkill_then_resume_ends_with_the_same_weights(hopper_file: Path, tmp_p
     common = ["--dataset", str(hopper_file), "--steps", "120", "--save-every", "10", "--policy", policy]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     subprocess.run(train_cmd(*common, "--out", str(straight)), check=True, env=env(), capture_output=True)
-    proc = subprocess.Popen(train_cmd(*common, "--out", str(killed)), env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        train_cmd(*common, "--out", str(killed)), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if (killed / "train_state.pt").exists():
@@ -171,9 +213,31 @@ def test_sigkill_then_resume_ends_with_the_same_weights(hopper_file: Path, tmp_p
 def test_two_process_data_parallel_keeps_replicas_identical(hopper_file: Path, tmp_path, policy: str) -> None:
     """Every parameter, and a stochastic policy's temperature (its entropy averaged over the ranks), stays equal."""
     out = tmp_path / "ddp"
-    result = subprocess.run([sys.executable, "-m", "dt_fast.cli", "train", "--nproc", "2", *SMALL, "--dataset",
-                             str(hopper_file), "--steps", "40", "--lr", "1e-3", "--out", str(out), "--policy", policy],
-                            env=env(), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dt_fast.cli",
+            "train",
+            "--nproc",
+            "2",
+            *SMALL,
+            "--dataset",
+            str(hopper_file),
+            "--steps",
+            "40",
+            "--lr",
+            "1e-3",
+            "--out",
+            str(out),
+            "--policy",
+            policy,
+        ],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = _log_rows(out)
     assert [float(r[2]) for r in rows if r[1] == "ddp_replica_max_diff"] == [0.0]
@@ -182,17 +246,19 @@ def test_two_process_data_parallel_keeps_replicas_identical(hopper_file: Path, t
     assert "world_size           2" in result.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--env", "Hoper-v4"], "unknown env id 'Hoper-v4'; closest known ids: Hopper-v4"),
-    (["--env", "HalfCheetah-v4"], "state_dim=11, act_dim=3 but HalfCheetah-v4 has state_dim=17, act_dim=6"),
-    (["--out", "{tmp}/bad.yaml/run"], "cannot write into .*bad.yaml"),
-    (["--resume", "{tmp}"], "not a dt_fast run directory"),
-    (["--config", "{tmp}/bad.yaml"], r"unknown keys \['learning_rate'\]"),
-    (["--steps", "0"], "steps must be >= 1"),
-    (["--precision", "fp8"], "precision must be one of fp32, bf16"),
-])
-def test_bad_input_fails_before_training(hopper_file: Path, tmp_path, capsys, args: list[str],
-                                         message: str) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--env", "Hoper-v4"], "unknown env id 'Hoper-v4'; closest known ids: Hopper-v4"),
+        (["--env", "HalfCheetah-v4"], "state_dim=11, act_dim=3 but HalfCheetah-v4 has state_dim=17, act_dim=6"),
+        (["--out", "{tmp}/bad.yaml/run"], "cannot write into .*bad.yaml"),
+        (["--resume", "{tmp}"], "not a dt_fast run directory"),
+        (["--config", "{tmp}/bad.yaml"], r"unknown keys \['learning_rate'\]"),
+        (["--steps", "0"], "steps must be >= 1"),
+        (["--precision", "fp8"], "precision must be one of fp32, bf16"),
+    ],
+)
+def test_bad_input_fails_before_training(hopper_file: Path, tmp_path, capsys, args: list[str], message: str) -> None:
     from dt_fast.cli import main
 
     (tmp_path / "bad.yaml").write_text("learning_rate: 0.1\n")
@@ -229,10 +295,13 @@ def parse_flags(*argv: str):
     return resolve_config(parser.parse_args(list(argv)))
 
 
-@pytest.mark.parametrize("text, suffix", [
-    ("lr: 1e-3\nsteps: 1e3\ndropout: 0\ncompile: true\n", ".yaml"),  # YAML 1.1 reads 1e-3 and 1e3 as strings
-    ('{"lr": "1e-3", "steps": 1000.0, "dropout": 0, "compile": true}', ".json"),
-])
+@pytest.mark.parametrize(
+    "text, suffix",
+    [
+        ("lr: 1e-3\nsteps: 1e3\ndropout: 0\ncompile: true\n", ".yaml"),  # YAML 1.1 reads 1e-3 and 1e3 as strings
+        ('{"lr": "1e-3", "steps": 1000.0, "dropout": 0, "compile": true}', ".json"),
+    ],
+)
 def test_config_files_parse_values_as_the_command_line_does(tmp_path, text: str, suffix: str) -> None:
     path = tmp_path / f"c{suffix}"
     path.write_text(text)
@@ -283,15 +352,18 @@ def test_a_bad_value_names_its_file_key_flag_and_value(tmp_path, key: str, value
         TrainConfig(**{key: yaml.safe_load(path.read_text())[key]})
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("bad.yaml", "steps: [1\n  x: :\n", r"bad.yaml: not valid YAML: line 2, column 4: "),
-    ("bad.yaml", "- steps\n- 10\n", "bad.yaml: expected a mapping of TrainConfig fields, got list"),
-    ("empty.yml", "", "empty.yml: the file is empty"),
-    ("bad.json", '{"steps": ', "bad.json: not valid JSON: line 1, column 11: Expecting value"),
-    ("run.toml", "steps = 10\n", r"run.toml: a config file must be .yaml, .yml or .json"),
-    ("binary.yaml", b"\xff\xfe\x00steps", "binary.yaml: not a text file"),
-    ("keys.yaml", "learning_rate: 0.1\nsteps: 10\n", r"keys.yaml: unknown keys \['learning_rate'\]"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("bad.yaml", "steps: [1\n  x: :\n", r"bad.yaml: not valid YAML: line 2, column 4: "),
+        ("bad.yaml", "- steps\n- 10\n", "bad.yaml: expected a mapping of TrainConfig fields, got list"),
+        ("empty.yml", "", "empty.yml: the file is empty"),
+        ("bad.json", '{"steps": ', "bad.json: not valid JSON: line 1, column 11: Expecting value"),
+        ("run.toml", "steps = 10\n", r"run.toml: a config file must be .yaml, .yml or .json"),
+        ("binary.yaml", b"\xff\xfe\x00steps", "binary.yaml: not a text file"),
+        ("keys.yaml", "learning_rate: 0.1\nsteps: 10\n", r"keys.yaml: unknown keys \['learning_rate'\]"),
+    ],
+)
 def test_malformed_config_files_are_one_error_naming_the_file(tmp_path, name: str, content, message: str) -> None:
     path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -311,13 +383,16 @@ def test_cross_field_check_and_unknown_keyword() -> None:
 # --- defaults that learn at any --steps ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("steps, derived", [(1, 1), (9, 1), (10, 1), (2000, 200), (100_000, 10_000),
-                                            (1_000_000, 10_000)])
+@pytest.mark.parametrize(
+    "steps, derived", [(1, 1), (9, 1), (10, 1), (2000, 200), (100_000, 10_000), (1_000_000, 10_000)]
+)
 def test_warmup_and_save_interval_scale_with_the_run_unless_given(steps: int, derived: int) -> None:
     cfg = TrainConfig(steps=steps)
     assert (cfg.warmup_steps, cfg.save_every) == (derived, derived)
-    assert (TrainConfig(steps=steps, warmup_steps=7, save_every=3).warmup_steps,
-            TrainConfig(steps=steps, warmup_steps=7, save_every=3).save_every) == (7, 3)
+    assert (
+        TrainConfig(steps=steps, warmup_steps=7, save_every=3).warmup_steps,
+        TrainConfig(steps=steps, warmup_steps=7, save_every=3).save_every,
+    ) == (7, 3)
 
 
 def test_the_readme_step_count_leaves_the_warmup(hopper_file: Path, tmp_path) -> None:
@@ -340,7 +415,7 @@ def test_help_shows_every_default(capsys) -> None:
     text = " ".join(capsys.readouterr().out.split("options:")[1].split())
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        entry = text[re.search(rf"{flag}[ ,]", text).start():]
+        entry = text[re.search(rf"{flag}[ ,]", text).start() :]
         entry = re.split(r" --(?!no-)[a-z-]+ [A-Z_]+ | --[a-z-]+, ", entry[3:])[0]
         assert "(default: " in entry, entry
     assert "(default: steps // 10, within [1, 10000]; valid: >= 1)" in text
@@ -352,16 +427,27 @@ def test_help_shows_every_default(capsys) -> None:
 
 
 def small_config(hopper_file: Path, out: Path, **overrides) -> TrainConfig:
-    values = dict(dataset=str(hopper_file), out=str(out), steps=4, hidden_size=32, n_layer=1, batch_size=16,
-                  context_len=10, log_every=2)
+    values = dict(
+        dataset=str(hopper_file),
+        out=str(out),
+        steps=4,
+        hidden_size=32,
+        n_layer=1,
+        batch_size=16,
+        context_len=10,
+        log_every=2,
+    )
     return TrainConfig(**(values | overrides))
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
     import hashlib
 
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_an_existing_run_is_refused_resumed_or_overwritten(hopper_file: Path, tmp_path, capsys) -> None:
@@ -398,19 +484,39 @@ def test_a_full_disk_during_a_save_is_one_line_and_leaves_no_temporary_file(hopp
         def set_limit() -> None:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
         return set_limit
 
     # The SMALL model's files: model.safetensors 317 kB, train_state.pt 982 kB.
     for size, failing in ((600_000, "train_state.pt"), (200_000, "model.safetensors")):
         out = tmp_path / f"run{size}"
-        result = subprocess.run([sys.executable, "-m", "dt_fast.cli", "train", *SMALL, "--dataset", str(hopper_file),
-                                 "--steps", "3", "--out", str(out)], env=env(), capture_output=True, text=True,
-                                preexec_fn=limit(size))
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dt_fast.cli",
+                "train",
+                *SMALL,
+                "--dataset",
+                str(hopper_file),
+                "--steps",
+                "3",
+                "--out",
+                str(out),
+            ],
+            env=env(),
+            capture_output=True,
+            text=True,
+            preexec_fn=limit(size),
+        )
         assert result.returncode == 2, result.stderr[-3000:]
         assert "Traceback" not in result.stderr, result.stderr[-3000:]
         last = result.stderr.strip().splitlines()[-1]
-        assert re.search(rf"training stopped at step 1: .*{failing}: could not write the file \(.*\); nothing was "
-                         rf"written; no checkpoint of this run was saved", last), last
+        assert re.search(
+            rf"training stopped at step 1: .*{failing}: could not write the file \(.*\); nothing was "
+            rf"written; no checkpoint of this run was saved",
+            last,
+        ), last
         assert [p.name for p in out.iterdir() if ".tmp" in p.name] == []
 
 
@@ -428,8 +534,10 @@ def test_a_failed_save_after_a_good_one_says_where_resume_starts(hopper_file: Pa
 
     real_write = checkpoint.write_train_state
     monkeypatch.setattr(checkpoint, "write_train_state", full_disk)
-    message = (r"training stopped at step 4: .*train_state.pt: could not write the file .*; "
-               r"the previous train_state.pt is unchanged; --resume .*run continues from step 2")
+    message = (
+        r"training stopped at step 4: .*train_state.pt: could not write the file .*; "
+        r"the previous train_state.pt is unchanged; --resume .*run continues from step 2"
+    )
     with pytest.raises(OSError, match=message):
         trainer.run()
     assert torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)["step"] == 2
@@ -474,8 +582,9 @@ def test_a_checkpoint_every_save_minutes(hopper_file: Path, tmp_path, monkeypatc
     trainer.run()
     assert saved == [3, 6, 9, 10]
     saved.clear()
-    trainer = Trainer(small_config(hopper_file, tmp_path / "run", steps=14, save_every=100, save_minutes=0),
-                      resume=tmp_path / "run")
+    trainer = Trainer(
+        small_config(hopper_file, tmp_path / "run", steps=14, save_every=100, save_minutes=0), resume=tmp_path / "run"
+    )
     trainer.run()
     assert saved == [14]
 
@@ -485,8 +594,11 @@ def test_a_checkpoint_every_save_minutes(hopper_file: Path, tmp_path, monkeypatc
 
 def test_context_longer_than_every_episode_is_an_error(hopper_file: Path, tmp_path) -> None:
     longest = int(np.diff(np.flatnonzero(h5py.File(hopper_file)["terminals"][()]), prepend=-1).max())
-    with pytest.raises(ValueError, match=rf"--context-len 5000 is longer than the longest episode of .*hopper_small"
-                                         rf".hdf5 \({longest} steps\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"--context-len 5000 is longer than the longest episode of .*hopper_small"
+        rf".hdf5 \({longest} steps\)",
+    ):
         Trainer(small_config(hopper_file, tmp_path / "run", context_len=5000))
     assert not (tmp_path / "run").exists()
 

@@ -28,8 +28,16 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from dt_fast import checkpoint, train_graph
 from dt_fast.train import TrainConfig, Trainer, warmup_schedule
 
-READ_BACKS = {"aten._local_scalar_dense", "aten.item", "aten.is_nonzero", "aten.nonzero", "aten.equal",
-              "aten.masked_select", "aten._unique2", "aten.unique_consecutive"}
+READ_BACKS = {
+    "aten._local_scalar_dense",
+    "aten.item",
+    "aten.is_nonzero",
+    "aten.nonzero",
+    "aten.equal",
+    "aten.masked_select",
+    "aten._unique2",
+    "aten.unique_consecutive",
+}
 """Ops that bring a tensor's values to the host (.item(), a branch on a tensor, data-dependent shapes): on a GPU each
 is a host synchronisation, which a CUDA graph cannot capture."""
 
@@ -64,8 +72,24 @@ def torch_path(monkeypatch) -> None:
 
 def trainer(dataset: Path, out: Path, graph_form: bool, resume: Path | None = None, **overrides) -> Trainer:
     """A small CPU Trainer; graph_form: with the optimizer and schedule a CUDA graph captures."""
-    cfg = TrainConfig(**(dict(dataset=str(dataset), out=str(out), steps=20, hidden_size=32, n_layer=2, n_head=2,
-                              batch_size=8, context_len=10, warmup_steps=10, lr=1e-3, log_every=10) | overrides))
+    cfg = TrainConfig(
+        **(
+            dict(
+                dataset=str(dataset),
+                out=str(out),
+                steps=20,
+                hidden_size=32,
+                n_layer=2,
+                n_head=2,
+                batch_size=8,
+                context_len=10,
+                warmup_steps=10,
+                lr=1e-3,
+                log_every=10,
+            )
+            | overrides
+        )
+    )
     t = Trainer(cfg, resume=resume)
     t.model.train()
     if graph_form:
@@ -181,8 +205,12 @@ def test_optimizer_and_schedule_update_their_tensors_in_place(dataset: Path, tmp
 
     def tensors() -> list[torch.Tensor]:
         group = t.optimizer.param_groups[0]
-        state = [t.optimizer.state[p][k] for p in group["params"] if p.grad is not None
-                 for k in ("exp_avg", "exp_avg_sq", "step")]
+        state = [
+            t.optimizer.state[p][k]
+            for p in group["params"]
+            if p.grad is not None
+            for k in ("exp_avg", "exp_avg_sq", "step")
+        ]
         return [group["lr"], *group["params"], *state]
 
     before = tensors()
@@ -241,8 +269,20 @@ def test_cuda_graph_is_refused_where_it_cannot_run() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: CUDA graphs are GPU-only")
 def test_the_graphed_trainer_trains_as_the_eager_one_on_gpu(dataset: Path, tmp_path) -> None:
-    kw = dict(dataset=str(dataset), steps=12, hidden_size=32, n_layer=2, n_head=2, batch_size=8, context_len=10,
-              warmup_steps=5, lr=1e-3, dropout=0.0, device="cuda", log_every=100)
+    kw = dict(
+        dataset=str(dataset),
+        steps=12,
+        hidden_size=32,
+        n_layer=2,
+        n_head=2,
+        batch_size=8,
+        context_len=10,
+        warmup_steps=5,
+        lr=1e-3,
+        dropout=0.0,
+        device="cuda",
+        log_every=100,
+    )
     eager = Trainer(TrainConfig(out=str(tmp_path / "eager"), **kw))
     graphed = Trainer(TrainConfig(out=str(tmp_path / "graphed"), cuda_graph=True, **kw))
     for t in (eager, graphed):

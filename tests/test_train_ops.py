@@ -14,8 +14,10 @@ from dt_fast import model as model_module
 from dt_fast import train_ops as ops
 from dt_fast.train import action_loss
 
-pytestmark = [pytest.mark.skipif(not dt_fast.HAS_C_EXT, reason="dt_fast._C is not built"),
-              pytest.mark.usefixtures("one_torch_thread")]
+pytestmark = [
+    pytest.mark.skipif(not dt_fast.HAS_C_EXT, reason="dt_fast._C is not built"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 ISAS = ["avx512", "avx2", "generic"]
 TOL = 1e-4
 
@@ -86,8 +88,13 @@ LINEAR_SHAPES = [(1, 1), (7, 13), (65, 30)]
 @pytest.mark.parametrize("epilogue", ["none", "relu", "dropout_add"])
 def test_linear(isa: str, B: int, T: int, n_in: int, n_out: int, epilogue: str) -> None:
     x, weight, bias, residual = leaves((B, 3 * T, n_in), (n_out, n_in), (n_out,), (B, 3 * T, n_out), seed=B + n_in)
-    kwargs = {"relu": True} if epilogue == "relu" else {"residual": residual, "p": 0.1, "seed": 11} \
-        if epilogue == "dropout_add" else {}
+    kwargs = (
+        {"relu": True}
+        if epilogue == "relu"
+        else {"residual": residual, "p": 0.1, "seed": 11}
+        if epilogue == "dropout_add"
+        else {}
+    )
     inputs = [x, weight, bias] + ([residual] if epilogue == "dropout_add" else [])
     assert_op_matches(ops.linear(x, weight, bias, **kwargs), ops.linear_reference(x, weight, bias, **kwargs), inputs)
 
@@ -111,16 +118,21 @@ def test_linear_without_bias(isa: str, B: int, T: int) -> None:
 def test_layer_norm(isa: str, B: int, T: int, width: int) -> None:
     x, weight, bias = leaves((B, 3 * T, width), (width,), (width,), seed=width)
     x = (3 * x + 1).detach().requires_grad_()
-    assert_op_matches(ops.layer_norm(x, weight, bias, 1e-5), ops.layer_norm_reference(x, weight, bias, 1e-5),
-                      [x, weight, bias])
+    assert_op_matches(
+        ops.layer_norm(x, weight, bias, 1e-5), ops.layer_norm_reference(x, weight, bias, 1e-5), [x, weight, bias]
+    )
 
 
 @pytest.mark.parametrize("B,T", LINEAR_SHAPES)
 @pytest.mark.parametrize("S,A,C", [(11, 3, 36), (17, 6, 128), (1, 1, 5)])
 def test_embed_tokens(isa: str, B: int, T: int, S: int, A: int, C: int) -> None:
     gen = torch.Generator().manual_seed(S)
-    data = (torch.randn(B, T, S, generator=gen), torch.randn(B, T, A, generator=gen),
-            torch.randn(B, T, 1, generator=gen), torch.randint(0, 50, (B, T), generator=gen))
+    data = (
+        torch.randn(B, T, S, generator=gen),
+        torch.randn(B, T, A, generator=gen),
+        torch.randn(B, T, 1, generator=gen),
+        torch.randint(0, 50, (B, T), generator=gen),
+    )
     weights = leaves((C, 1), (C,), (C, S), (C,), (C, A), (C,), (50, C), seed=C)
     got, want = ops.embed_tokens(*data, *weights), ops.embed_tokens_reference(*data, *weights)
     assert_op_matches(got, want, weights)
@@ -143,8 +155,10 @@ def test_layer_norm_residual(isa: str, B: int, T: int, rows: slice | None) -> No
     for a, b in zip(got, want):
         assert_close("value", a, b)
     projection = [torch.randn(t.shape, generator=torch.Generator().manual_seed(i)) for i, t in enumerate(got)]
-    for a, b in zip(torch.autograd.grad(got, [x, weight, bias], projection),
-                    torch.autograd.grad(want, [x, weight, bias], projection)):
+    for a, b in zip(
+        torch.autograd.grad(got, [x, weight, bias], projection),
+        torch.autograd.grad(want, [x, weight, bias], projection),
+    ):
         assert_close("gradient", a, b)
 
 
@@ -245,9 +259,13 @@ def test_ops_give_the_same_bits_on_one_thread_and_two() -> None:
 def model_batch(B: int, T: int, seed: int = 0) -> dict:
     gen = torch.Generator().manual_seed(seed)
     mask = (torch.arange(T)[None, :] >= (torch.arange(B) % T)[:, None]).float()  # (B, T), row b padded by b % T
-    return {"states": torch.randn(B, T, 11, generator=gen), "actions": torch.randn(B, T, 3, generator=gen),
-            "returns_to_go": torch.randn(B, T, 1, generator=gen),
-            "timesteps": torch.randint(0, 100, (B, T), generator=gen), "attention_mask": mask}
+    return {
+        "states": torch.randn(B, T, 11, generator=gen),
+        "actions": torch.randn(B, T, 3, generator=gen),
+        "returns_to_go": torch.randn(B, T, 1, generator=gen),
+        "timesteps": torch.randint(0, 100, (B, T), generator=gen),
+        "attention_mask": mask,
+    }
 
 
 def loss_and_grads(model: DecisionTransformer, b: dict, action_only: bool) -> tuple[torch.Tensor, list]:
@@ -258,14 +276,26 @@ def loss_and_grads(model: DecisionTransformer, b: dict, action_only: bool) -> tu
     return loss, list(torch.autograd.grad(loss, params))
 
 
-@pytest.mark.parametrize("n_head,B,T,act", [(1, 1, 1, "relu"), (2, 7, 13, "relu"), (4, 65, 30, "relu"),
-                                            (3, 5, 20, "gelu_new")])
+@pytest.mark.parametrize(
+    "n_head,B,T,act", [(1, 1, 1, "relu"), (2, 7, 13, "relu"), (4, 65, 30, "relu"), (3, 5, 20, "gelu_new")]
+)
 @pytest.mark.parametrize("action_only", [False, True])
-def test_model_loss_and_gradients_equal_the_torch_path(isa: str, monkeypatch, n_head: int, B: int, T: int,
-                                                       act: str, action_only: bool) -> None:
+def test_model_loss_and_gradients_equal_the_torch_path(
+    isa: str, monkeypatch, n_head: int, B: int, T: int, act: str, action_only: bool
+) -> None:
     """No dropout: the fused path against the torch path (DT_FAST_BACKEND=torch) of the same model."""
-    cfg = DecisionTransformerConfig(state_dim=11, act_dim=3, hidden_size=36, n_layer=3, n_head=n_head, max_ep_len=100,
-                                    activation_function=act, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    cfg = DecisionTransformerConfig(
+        state_dim=11,
+        act_dim=3,
+        hidden_size=36,
+        n_layer=3,
+        n_head=n_head,
+        max_ep_len=100,
+        activation_function=act,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     torch.manual_seed(0)
     model = DecisionTransformer(cfg).train()
     b = model_batch(B, T)
@@ -302,16 +332,29 @@ def batch(B: int = 5, T: int = 8, seed: int = 0) -> dict:
     gen = torch.Generator().manual_seed(seed)
     mask = torch.ones(B, T)
     mask[0, :3] = 0  # left padding
-    return {"states": torch.randn(B, T, 17, generator=gen), "actions": torch.randn(B, T, 6, generator=gen),
-            "returns_to_go": torch.randn(B, T, 1, generator=gen),
-            "timesteps": torch.randint(0, 100, (B, T), generator=gen), "attention_mask": mask}
+    return {
+        "states": torch.randn(B, T, 17, generator=gen),
+        "actions": torch.randn(B, T, 6, generator=gen),
+        "returns_to_go": torch.randn(B, T, 1, generator=gen),
+        "timesteps": torch.randint(0, 100, (B, T), generator=gen),
+        "attention_mask": mask,
+    }
 
 
 @pytest.mark.parametrize("n_head", [1, 2])
 @pytest.mark.parametrize("with_mask", [True, False])
 def test_action_only_forward_equals_the_full_forward(n_head: int, with_mask: bool) -> None:
-    cfg = DecisionTransformerConfig(state_dim=17, act_dim=6, hidden_size=32, n_layer=2, n_head=n_head,
-                                    max_ep_len=100, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    cfg = DecisionTransformerConfig(
+        state_dim=17,
+        act_dim=6,
+        hidden_size=32,
+        n_layer=2,
+        n_head=n_head,
+        max_ep_len=100,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     torch.manual_seed(0)
     model = DecisionTransformer(cfg)
     b = batch()
@@ -362,8 +405,11 @@ def test_in_place_arrays_that_cannot_be_written_directly_are_refused() -> None:
     y = np.full((4, 2), 7.0, np.float32)
     strided = np.zeros((2, 4), np.float32).T
     for bad, what in [(np.zeros((4, 2)), "float64"), (strided, r"float32 \(4, 2\) not C-contiguous")]:
-        with pytest.raises(ValueError, match=f"linear_forward: y must be a writeable C-contiguous float32 array of "
-                                             rf"shape \(4, 2\), got {what}"):
+        with pytest.raises(
+            ValueError,
+            match=f"linear_forward: y must be a writeable C-contiguous float32 array of "
+            rf"shape \(4, 2\), got {what}",
+        ):
             ctx.linear_forward(x, w, b, bad, "none", None, 0.0, 0)
         assert not bad.any()
     read_only = np.zeros((4, 2), np.float32)
@@ -375,12 +421,30 @@ def test_in_place_arrays_that_cannot_be_written_directly_are_refused() -> None:
     with pytest.raises(ValueError, match=r"linear_forward: w must be a C-contiguous float32 array of shape \(\*, 3\)"):
         ctx.linear_forward(x, w.astype(np.float64), b, y, "none", None, 0.0, 0)
     with pytest.raises(ValueError, match="layer_norm_backward: dx must be .* not C-contiguous"):
-        ctx.layer_norm_backward(x, x, b[:1].repeat(3), np.zeros(4, np.float32), np.ones(4, np.float32),
-                                np.zeros((3, 4), np.float32).T, np.zeros(3, np.float32), np.zeros(3, np.float32))
+        ctx.layer_norm_backward(
+            x,
+            x,
+            b[:1].repeat(3),
+            np.zeros(4, np.float32),
+            np.ones(4, np.float32),
+            np.zeros((3, 4), np.float32).T,
+            np.zeros(3, np.float32),
+            np.zeros(3, np.float32),
+        )
     q = np.zeros((2, 3, 12), np.float32)
     with pytest.raises(ValueError, match="attention_forward: probs must be .* got float64"):
-        ctx.attention_forward(q, q, None, 2, 1.0, 0.0, 0, np.zeros((2, 2, 3, 3)), np.zeros((2, 2, 3, 3), np.float32),
-                              np.zeros((2, 3, 4), np.float32))
+        ctx.attention_forward(
+            q,
+            q,
+            None,
+            2,
+            1.0,
+            0.0,
+            0,
+            np.zeros((2, 2, 3, 3)),
+            np.zeros((2, 2, 3, 3), np.float32),
+            np.zeros((2, 3, 4), np.float32),
+        )
     with pytest.raises(ValueError, match="dropout_apply: out must be .* got float64"):
         ctx.dropout_apply(x, None, np.zeros((4, 3)), 0.1, 0)
     with pytest.raises(ValueError, match="dropout_mask: out must be .* got float64"):
@@ -398,15 +462,35 @@ def test_bad_shapes_and_arguments_raise() -> None:
     with pytest.raises(ValueError, match="epilogue must be"):
         ctx.linear_forward(x, w, None, np.zeros((4, 2), np.float32), "gelu", None, 0.1, 0)
     with pytest.raises(ValueError, match=r"p must be in \[0, 1\)"):
-        ctx.linear_forward(x, w, None, np.zeros((4, 2), np.float32), "dropout_add", np.zeros((4, 2), np.float32),
-                           1.0, 0)
+        ctx.linear_forward(
+            x, w, None, np.zeros((4, 2), np.float32), "dropout_add", np.zeros((4, 2), np.float32), 1.0, 0
+        )
     q = np.zeros((2, 3, 12), np.float32)
     with pytest.raises(ValueError, match="causal mask"):
-        ctx.attention_forward(q[:, :2].copy(), q, None, 2, 1.0, 0.1, 0, *(np.zeros((2, 2, 2, 3), np.float32),) * 2,
-                              np.zeros((2, 2, 4), np.float32))
+        ctx.attention_forward(
+            q[:, :2].copy(),
+            q,
+            None,
+            2,
+            1.0,
+            0.1,
+            0,
+            *(np.zeros((2, 2, 2, 3), np.float32),) * 2,
+            np.zeros((2, 2, 4), np.float32),
+        )
     with pytest.raises(ValueError, match=r"mask must be .* shape \(2, 3, 3\)"):
-        ctx.attention_forward(q, q, np.ones((2, 3, 2), np.uint8), 2, 1.0, 0.1, 0,
-                              *(np.zeros((2, 2, 3, 3), np.float32),) * 2, np.zeros((2, 3, 4), np.float32))
+        ctx.attention_forward(
+            q,
+            q,
+            np.ones((2, 3, 2), np.uint8),
+            2,
+            1.0,
+            0.1,
+            0,
+            *(np.zeros((2, 2, 3, 3), np.float32),) * 2,
+            np.zeros((2, 3, 4), np.float32),
+        )
     with pytest.raises(ValueError, match="heads=3 must divide the width 4"):
-        ctx.attention_forward(q, q, None, 3, 1.0, 0.1, 0, *(np.zeros((2, 3, 3, 3), np.float32),) * 2,
-                              np.zeros((2, 3, 4), np.float32))
+        ctx.attention_forward(
+            q, q, None, 3, 1.0, 0.1, 0, *(np.zeros((2, 3, 3, 3), np.float32),) * 2, np.zeros((2, 3, 4), np.float32)
+        )

@@ -37,9 +37,12 @@ def trajectories() -> Trajectories:
     rng = np.random.default_rng(0)
     lengths = rng.integers(50, 1001, size=200)
     n = int(lengths.sum())
-    return Trajectories(rng.standard_normal((n, S), dtype=np.float32), rng.uniform(-1, 1, (n, A)).astype(np.float32),
-                        rng.standard_normal(n, dtype=np.float32),
-                        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+    return Trajectories(
+        rng.standard_normal((n, S), dtype=np.float32),
+        rng.uniform(-1, 1, (n, A)).astype(np.float32),
+        rng.standard_normal(n, dtype=np.float32),
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+    )
 
 
 @pytest.mark.benchmark(group="sampler: batch 64 x context 20")
@@ -54,9 +57,15 @@ def test_sampler_sample(benchmark, trajectories: Trajectories) -> None:
 @pytest.mark.benchmark(group="sampler: batch 64 x context 20")
 def test_sampler_blog_collator(benchmark, trajectories: Trajectories) -> None:
     """The blog's collator fed Python lists (dt_fast/bench/reference.py)."""
-    rows = [{"observations": ep["observations"].tolist(), "actions": ep["actions"].tolist(),
-             "rewards": ep["rewards"].tolist(), "dones": ep["terminals"].tolist()}
-            for ep in (trajectories.episode(i) for i in range(trajectories.num_episodes))]
+    rows = [
+        {
+            "observations": ep["observations"].tolist(),
+            "actions": ep["actions"].tolist(),
+            "rewards": ep["rewards"].tolist(),
+            "dones": ep["terminals"].tolist(),
+        }
+        for ep in (trajectories.episode(i) for i in range(trajectories.num_episodes))
+    ]
     collator = DecisionTransformerGymDataCollator(ListDataset(rows), max_len=K)
     benchmark.extra_info["reference"] = True
     batch = benchmark(collator, [None] * B)
@@ -67,10 +76,16 @@ def test_sampler_blog_collator(benchmark, trajectories: Trajectories) -> None:
 def test_embed_ref(benchmark) -> None:
     """embed_ref: the interleaved token embedding the model and decoder run on CPU."""
     g = torch.Generator().manual_seed(0)
-    inputs = [torch.randn(B, K, S, generator=g), torch.randn(B, K, A, generator=g), torch.randn(B, K, 1, generator=g),
-              torch.randint(0, MAX_EP_LEN, (B, K), generator=g)]
-    weights = [torch.randn(*shape, generator=g) for shape in [(C, 1), (C,), (C, S), (C,), (C, A), (C,),
-                                                              (MAX_EP_LEN, C), (C,), (C,)]]
+    inputs = [
+        torch.randn(B, K, S, generator=g),
+        torch.randn(B, K, A, generator=g),
+        torch.randn(B, K, 1, generator=g),
+        torch.randint(0, MAX_EP_LEN, (B, K), generator=g),
+    ]
+    weights = [
+        torch.randn(*shape, generator=g)
+        for shape in [(C, 1), (C,), (C, S), (C,), (C, A), (C,), (MAX_EP_LEN, C), (C,), (C,)]
+    ]
     with torch.no_grad():
         out = benchmark(embed_ref, *inputs, *weights)
     assert out.shape == (B, 3 * K, C)

@@ -1,7 +1,7 @@
 // Python face of the dropout mask generator (the reference the vector kernels are tested against).
+#include "train/dropout.h"
 #include "bindings/arrays.h"
 #include "bindings/bindings.h"
-#include "train/dropout.h"
 
 namespace dt_py {
 

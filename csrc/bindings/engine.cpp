@@ -89,8 +89,7 @@ struct StepInputs {
   CArray<int64_t> timesteps;
 };
 
-StepInputs step_inputs(const dt::Engine& e, const py::array& states, const py::array& rtg,
-                       const py::array& timesteps) {
+StepInputs step_inputs(const dt::Engine& e, const py::array& states, const py::array& rtg, const py::array& timesteps) {
   const int B = e.batch(), S = e.config().state_dim;
   if (states.ndim() != 2 || states.shape(0) != B || states.shape(1) != S)
     throw py::value_error("states must have shape (" + std::to_string(B) + ", " + std::to_string(S) + "), got " +
@@ -195,8 +194,7 @@ std::unique_ptr<dt::PackedMatmul> packed_matmul(const py::object& w_in, const st
   auto w = read_array<float>(w_in, "w");
   if (w.ndim() != 2 || w.shape(0) < 1 || w.shape(1) < 1)
     throw py::value_error("w must be a non-empty 2-D float array, got shape " + shape_of(w));
-  return std::make_unique<dt::PackedMatmul>(w.data(), static_cast<int>(w.shape(0)), static_cast<int>(w.shape(1)),
-                                            isa);
+  return std::make_unique<dt::PackedMatmul>(w.data(), static_cast<int>(w.shape(0)), static_cast<int>(w.shape(1)), isa);
 }
 
 py::array_t<float> packed_matmul_call(const dt::PackedMatmul& mm, const py::object& a_in, int threads) {

@@ -64,8 +64,8 @@ void linear_forward(Ctx& ctx, const py::array& x, const py::array& w, const OptA
 }
 
 void linear_backward(Ctx& ctx, const py::array& dy, const py::array& x, const py::array& w, const OptArray& y,
-                     const OptArray& dx, const py::array& dw, const OptArray& db, const std::string& epilogue,
-                     float p, uint64_t seed) {
+                     const OptArray& dx, const py::array& dw, const OptArray& db, const std::string& epilogue, float p,
+                     uint64_t seed) {
   constexpr const char* who = "linear_backward";
   const dt::Epilogue e = parse_epilogue(epilogue);
   const RowMatrix xm = checked_rows(x, who, "x");
@@ -81,8 +81,8 @@ void linear_backward(Ctx& ctx, const py::array& dy, const py::array& x, const py
   float* dbd = db ? out(*db, who, "db", {N}) : nullptr;
   py::gil_scoped_release release;
   auto lock = ctx.lock();
-  dt::linear_backward(ctx, dyd, xm.data, xm.ld, wd, yd, dxd, dwd, dbd, M, narrow(K, who, "K"), narrow(N, who, "N"),
-                      e, p, seed);
+  dt::linear_backward(ctx, dyd, xm.data, xm.ld, wd, yd, dxd, dwd, dbd, M, narrow(K, who, "K"), narrow(N, who, "N"), e,
+                      p, seed);
 }
 
 void layer_norm_forward(Ctx& ctx, const py::array& x, const py::array& w, const py::array& b, const py::array& y,
@@ -100,9 +100,9 @@ void layer_norm_forward(Ctx& ctx, const py::array& x, const py::array& w, const 
   dt::layer_norm_forward(ctx, xd, wd, bd, yd, md, rd, rows, narrow(n, who, "width"), eps);
 }
 
-void layer_norm_backward(Ctx& ctx, const py::array& dy, const py::array& x, const py::array& w,
-                         const py::array& mean, const py::array& rstd, const py::array& dx, const py::array& dw,
-                         const py::array& db, const OptArray& dres, int64_t tokens, int start, int step) {
+void layer_norm_backward(Ctx& ctx, const py::array& dy, const py::array& x, const py::array& w, const py::array& mean,
+                         const py::array& rstd, const py::array& dx, const py::array& dw, const py::array& db,
+                         const OptArray& dres, int64_t tokens, int start, int step) {
   constexpr const char* who = "layer_norm_backward";
   const float* xd = in(x, who, "x", {-1, -1});
   const int64_t rows = x.shape(0), n = x.shape(1);
@@ -114,8 +114,9 @@ void layer_norm_backward(Ctx& ctx, const py::array& dy, const py::array& x, cons
   float* dwd = out(dw, who, "dw", {n});
   float* dbd = out(db, who, "db", {n});
   if (dres && (tokens < 1 || step < 1 || start < 0 || start >= tokens || rows % tokens != 0))
-    throw py::value_error("layer_norm_backward: residual rows need 0 <= start < tokens, step >= 1 and tokens "
-                          "dividing the rows");
+    throw py::value_error(
+        "layer_norm_backward: residual rows need 0 <= start < tokens, step >= 1 and tokens "
+        "dividing the rows");
   const int count = dres ? narrow((tokens - start + step - 1) / step, who, "residual rows") : 0;
   const float* resd = dres ? in(*dres, who, "dres", {rows / tokens * count, n}) : nullptr;
   py::gil_scoped_release release;
@@ -126,8 +127,7 @@ void layer_norm_backward(Ctx& ctx, const py::array& dy, const py::array& x, cons
 
 // The layout of the heads in q (B, tq, Wq) and kv (B, tk, Wk): queries in columns [0, C) of q, keys in
 // [Wk - 2C, Wk - C) and values in [Wk - C, Wk) of kv (q and kv may be one array, the c_attn output).
-dt::AttentionLayout attention_layout(const char* who, const py::array& q, const py::array& kv, int64_t C,
-                                     int heads) {
+dt::AttentionLayout attention_layout(const char* who, const py::array& q, const py::array& kv, int64_t C, int heads) {
   if (q.ndim() != 3 || kv.ndim() != 3 || q.shape(0) != kv.shape(0))
     throw py::value_error(std::string(who) + ": q and kv must be (batch, tokens, width) arrays of one batch, got " +
                           describe_array(q) + " and " + describe_array(kv));
@@ -137,16 +137,19 @@ dt::AttentionLayout attention_layout(const char* who, const py::array& q, const 
   if (q.shape(2) < C || kv.shape(2) < 2 * C)
     throw py::value_error(std::string(who) + ": q needs at least " + std::to_string(C) + " columns and kv " +
                           std::to_string(2 * C) + ", got " + describe_array(q) + " and " + describe_array(kv));
-  return {q.shape(0), heads, narrow(q.shape(1), who, "tq"), narrow(kv.shape(1), who, "tk"),
-          static_cast<int>(C / heads), narrow(q.shape(2), who, "q width"), narrow(kv.shape(2), who, "kv width")};
+  return {q.shape(0),
+          heads,
+          narrow(q.shape(1), who, "tq"),
+          narrow(kv.shape(1), who, "tk"),
+          static_cast<int>(C / heads),
+          narrow(q.shape(2), who, "q width"),
+          narrow(kv.shape(2), who, "kv width")};
 }
 
-void attention_forward(Ctx& ctx, const py::array& q, const py::array& kv, const OptArray& mask, int heads,
-                       float scale, float p, uint64_t seed, const py::array& probs, const py::array& outs,
-                       const py::array& y) {
+void attention_forward(Ctx& ctx, const py::array& q, const py::array& kv, const OptArray& mask, int heads, float scale,
+                       float p, uint64_t seed, const py::array& probs, const py::array& outs, const py::array& y) {
   constexpr const char* who = "attention_forward";
-  if (y.ndim() != 3)
-    throw py::value_error("attention_forward: y must be (batch, tq, width), got " + describe_array(y));
+  if (y.ndim() != 3) throw py::value_error("attention_forward: y must be (batch, tq, width), got " + describe_array(y));
   const dt::AttentionLayout s = attention_layout(who, q, kv, y.shape(2), heads);
   const float* qd = in(q, who, "q", {s.batch, s.tq, s.ldq});
   const float* kvd = in(kv, who, "kv", {s.batch, s.tk, s.ldk});
@@ -161,9 +164,8 @@ void attention_forward(Ctx& ctx, const py::array& q, const py::array& kv, const 
   dt::attention_forward(ctx, qd, kvd + s.ldk - 2 * C, kvd + s.ldk - C, md, s, scale, p, seed, pd, od, yd);
 }
 
-void attention_backward(Ctx& ctx, const py::array& dy, const py::array& q, const py::array& kv, int heads,
-                        float scale, const py::array& probs, const py::array& outs, const py::array& dq,
-                        const py::array& dkv) {
+void attention_backward(Ctx& ctx, const py::array& dy, const py::array& q, const py::array& kv, int heads, float scale,
+                        const py::array& probs, const py::array& outs, const py::array& dq, const py::array& dkv) {
   constexpr const char* who = "attention_backward";
   if (dy.ndim() != 3)
     throw py::value_error("attention_backward: dy must be (batch, tq, width), got " + describe_array(dy));
@@ -182,23 +184,23 @@ void attention_backward(Ctx& ctx, const py::array& dy, const py::array& q, const
                          dkvd + s.ldk - 2 * C, dkvd + s.ldk - C);
 }
 
-void dropout_apply(Ctx& ctx, const py::array& x, const OptArray& residual, const py::array& y, float p,
-                   uint64_t seed) {
+void dropout_apply(Ctx& ctx, const py::array& x, const OptArray& residual, const py::array& y, float p, uint64_t seed) {
   constexpr const char* who = "dropout_apply";
   const float* xd = checked_flat<float>(x, who, "x", false);
   const float* rd = residual ? checked_flat<float>(*residual, who, "residual", false) : nullptr;
   float* yd = checked_flat<float>(y, who, "out", true);
   if ((residual && residual->size() != x.size()) || y.size() != x.size())
-    throw py::value_error("dropout_apply: x (" + std::to_string(x.size()) + " elements), residual and out must have "
-                          "one size, got " + (residual ? describe_array(*residual) + " and " : "") + describe_array(y));
+    throw py::value_error("dropout_apply: x (" + std::to_string(x.size()) +
+                          " elements), residual and out must have "
+                          "one size, got " +
+                          (residual ? describe_array(*residual) + " and " : "") + describe_array(y));
   py::gil_scoped_release release;
   auto lock = ctx.lock();
   dt::dropout_apply(ctx, xd, rd, yd, x.size(), p, seed);
 }
 
 // The shape of the embedding's arguments: states (N, S), actions (N, A), table (rows, C) from their arrays.
-dt::EmbedShape embed_shape(const char* who, const py::array& states, const py::array& actions,
-                           const py::array& table) {
+dt::EmbedShape embed_shape(const char* who, const py::array& states, const py::array& actions, const py::array& table) {
   if (states.ndim() != 2 || actions.ndim() != 2 || table.ndim() != 2 || actions.shape(0) != states.shape(0))
     throw py::value_error(std::string(who) + ": states (N, S), actions (N, A) and table (rows, C) expected, got " +
                           describe_array(states) + ", " + describe_array(actions) + ", " + describe_array(table));
@@ -274,7 +276,9 @@ double adamw(Ctx& ctx, const std::vector<py::array>& params, const std::vector<p
     tensors[i] = {checked_flat<float>(params[i], who, ("params" + at).c_str(), true),
                   checked_flat<float>(grads[i], who, ("grads" + at).c_str(), false),
                   checked_flat<float>(exp_avgs[i], who, ("exp_avgs" + at).c_str(), true),
-                  checked_flat<float>(exp_avg_sqs[i], who, ("exp_avg_sqs" + at).c_str(), true), size, steps[i]};
+                  checked_flat<float>(exp_avg_sqs[i], who, ("exp_avg_sqs" + at).c_str(), true),
+                  size,
+                  steps[i]};
   }
   py::gil_scoped_release release;
   auto lock = ctx.lock();
@@ -302,9 +306,8 @@ void bind_train_ops(py::module_& m) {
            "dx (M, K) (None: skipped), dw (N, K), db (N,) (None: skipped) from dy (M, N); y: the forward's output "
            "for 'relu', else None.")
       .def("layer_norm_forward", &layer_norm_forward, py::arg("x").noconvert(), py::arg("w").noconvert(),
-           py::arg("b").noconvert(), py::arg("y").noconvert(), py::arg("mean").noconvert(),
-           py::arg("rstd").noconvert(), py::arg("eps"),
-           "y = LayerNorm(x) over rows of x (rows, n); mean, rstd (rows,).")
+           py::arg("b").noconvert(), py::arg("y").noconvert(), py::arg("mean").noconvert(), py::arg("rstd").noconvert(),
+           py::arg("eps"), "y = LayerNorm(x) over rows of x (rows, n); mean, rstd (rows,).")
       .def("layer_norm_backward", &layer_norm_backward, py::arg("dy").noconvert(), py::arg("x").noconvert(),
            py::arg("w").noconvert(), py::arg("mean").noconvert(), py::arg("rstd").noconvert(),
            py::arg("dx").noconvert(), py::arg("dw").noconvert(), py::arg("db").noconvert(),
@@ -338,8 +341,8 @@ void bind_train_ops(py::module_& m) {
            py::arg("db_state").noconvert(), py::arg("dw_action").noconvert(), py::arg("db_action").noconvert(),
            py::arg("dtable").noconvert(), "The weight and table gradients of embed_forward from dx (3N, C).")
       .def("adamw", &adamw, py::arg("params"), py::arg("grads"), py::arg("exp_avgs"), py::arg("exp_avg_sqs"),
-           py::arg("steps"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
-           py::arg("weight_decay"), py::arg("max_grad_norm"),
+           py::arg("steps"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
+           py::arg("max_grad_norm"),
            "One AdamW step (torch.optim.AdamW's) of every tensor, params and moments in place, each gradient first "
            "scaled by min(1, max_grad_norm / (norm + 1e-6)) (max_grad_norm <= 0: not); steps: each tensor's step "
            "count after this one. Returns the gradients' global 2-norm.");

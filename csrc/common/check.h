@@ -17,7 +17,7 @@ template <typename... Args>
 
 }  // namespace dt
 
-#define DT_CHECK(cond, ...)         \
-  do {                              \
+#define DT_CHECK(cond, ...)             \
+  do {                                  \
     if (!(cond)) dt::fail(__VA_ARGS__); \
   } while (0)

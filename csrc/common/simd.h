@@ -93,7 +93,9 @@ inline V vexp(V x) {
   n = n > t ? n - 1.0f : n;  // floor(t): the conversion truncates toward zero
   x = x - n * 0.693359375f + n * 2.12194440e-4f;
   const V p = ((((1.9875691500e-4f * x + 1.3981999507e-3f) * x + 8.3334519073e-3f) * x + 4.1665795894e-2f) * x +
-               1.6666665459e-1f) * x + 5.0000001201e-1f;
+               1.6666665459e-1f) *
+                  x +
+              5.0000001201e-1f;
   const I e = (__builtin_convertvector(n, I) + 127) << 23;
   return (p * x * x + x + 1.0f) * (V)e;
 }

@@ -59,8 +59,8 @@ Config Config::from_json(const Json& j, const std::string& source) {
   c.activation = parse_activation(json_string_or(j, "activation_function", "relu", source), source);
   c.ln_eps = static_cast<float>(json_number_or(j, "layer_norm_epsilon", d.ln_eps, source));
   c.scale_attn_weights = json_bool_or(j, "scale_attn_weights", d.scale_attn_weights, source);
-  c.scale_attn_by_inverse_layer_idx =
-      json_bool_or(j, "scale_attn_by_inverse_layer_idx", d.scale_attn_by_inverse_layer_idx, source);
+  c.scale_attn_by_inverse_layer_idx = json_bool_or(j, "scale_attn_by_inverse_layer_idx",
+                                                   d.scale_attn_by_inverse_layer_idx, source);
   DT_CHECK(c.hidden_size % c.n_head == 0, source, ": hidden_size (", c.hidden_size, ") must be divisible by n_head (",
            c.n_head, ")");
   DT_CHECK(c.ln_eps > 0.0f, source, ": layer_norm_epsilon must be positive");

@@ -55,8 +55,7 @@ void Controller::act(const float* obs, const double* reward, float* actions) {
   const int64_t B = engine_->batch(), S = engine_->config().state_dim, max_t = engine_->config().max_ep_len - 1;
   std::lock_guard<std::mutex> lock(mu_);
   for (int64_t i = 0; i < B * S; ++i)
-    if (!std::isfinite(obs[i]))
-      fail("obs contains NaN or inf: first at obs[", i / S, ", ", i % S, "] = ", obs[i]);
+    if (!std::isfinite(obs[i])) fail("obs contains NaN or inf: first at obs[", i / S, ", ", i % S, "] = ", obs[i]);
   if (reward == nullptr) {
     std::ostringstream rows;
     int shown = 0;

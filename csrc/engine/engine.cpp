@@ -96,9 +96,13 @@ Model load_checkpoint(const std::string& dir) {
 }
 
 Engine::Engine(Model model, int batch, int context_len, Mode mode, int n_threads, const std::string& isa)
-    : model_(std::move(model)), B_(batch), K_(context_len), R_(3 * context_len + 3),
+    : model_(std::move(model)),
+      B_(batch),
+      K_(context_len),
+      R_(3 * context_len + 3),
       Rp_((R_ + kSlotRun - 1) / kSlotRun * kSlotRun),
-      mode_(mode), kernels_(kernels_select(isa)) {
+      mode_(mode),
+      kernels_(kernels_select(isa)) {
   DT_CHECK(batch >= 1, "batch must be >= 1, got ", batch);
   DT_CHECK(context_len >= 1 && context_len <= kMaxContextLen, "context_len must be in [1, ", kMaxContextLen, "], got ",
            context_len);
@@ -258,14 +262,13 @@ void Engine::pack_weights() {
   }
 }
 
-void Engine::mm(float* out, int ldo, const float* in, int ldi, const PackedMatrix& w, const float* bias,
-                int64_t M, bool relu, Prefetch* pf) {
+void Engine::mm(float* out, int ldo, const float* in, int ldi, const PackedMatrix& w, const float* bias, int64_t M,
+                bool relu, Prefetch* pf) {
   const int T = team_->size();
   if (T > 1) pf = nullptr;  // any member may run any part
   auto part = [&](int i) {  // a thread streams the same weights every step
     const auto [n0, n1] = panel_part(i, T, w.N, kernels_.panel);
-    if (n0 < n1)
-      kernels_.matmul_packed(out, ldo, in, ldi, w.w, bias, static_cast<int>(M), w.K, w.N, n0, n1, relu, pf);
+    if (n0 < n1) kernels_.matmul_packed(out, ldo, in, ldi, w.w, bias, static_cast<int>(M), w.K, w.N, n0, n1, relu, pf);
   };
   team_->run(part);
 }
@@ -363,8 +366,7 @@ void Engine::attend(RunState& st, int l, int64_t b, int64_t bl, const float* kt,
     const int col = inputs ? 0 : hd * hs, q_col = hd * dk;
     if (inputs)  // keys are the cached rows x_j (slots past the ring: scores stay as they were, and are masked)
       kernels_.matmul_nt(sc, Rp, q + q_col, ldq, vc + static_cast<int64_t>(s0) * C, C, nq, nv, C);
-    else
-      kernels_.matmul(sc, Rp, q + q_col, ldq, kt + static_cast<int64_t>(col) * Rp + s0, Rp, nullptr, nq, hs, n);
+    else kernels_.matmul(sc, Rp, q + q_col, ldq, kt + static_cast<int64_t>(col) * Rp + s0, Rp, nullptr, nq, hs, n);
     for (int i = 0; i < nq; ++i) {  // query at position q_lo + i sees keys [floor_of(q_lo + i), q_lo + i]
       const int64_t pos = q_lo + i;
       kernels_.masked_softmax(sc + static_cast<int64_t>(i) * Rp, dist, n, static_cast<int>(p.end - pos),
@@ -400,8 +402,8 @@ void Engine::ln_1(RunState& st, int64_t nb, const LayerRows& rows) {
     const RowPlan& p = st.plan[bl];
     const TokenSpan s = cache_span(p, rows.l);
     for (int64_t pos = s.lo; pos <= p.end; ++pos)
-      kernels_.layer_norm(st.xb.data() + (s.off + pos - s.lo) * C, st.h.data() + (p.h_off + pos - p.lo) * C,
-                          w.ln_1_w, w.ln_1_b, C, c.ln_eps);
+      kernels_.layer_norm(st.xb.data() + (s.off + pos - s.lo) * C, st.h.data() + (p.h_off + pos - p.lo) * C, w.ln_1_w,
+                          w.ln_1_b, C, c.ln_eps);
     if (rows.inputs && rows.last) std::copy_n(st.xb.data() + (s.off + p.end - s.lo) * C, C, st.xq.data() + bl * C);
   }
 }
@@ -410,10 +412,9 @@ void Engine::attention_inputs(RunState& st, const LayerRows& rows) {
   const int C = model_.config.hidden_size, H = model_.config.n_head;
   const PackedLayer& pw = packed_layers_[rows.l];
   if (rows.inputs)  // W_k q of every head, from ln_1 in one product
-    mm(st.q_abs.data(), H * C, rows.last ? st.xq.data() : st.xb.data(), C, pw.qk, pw.qk_bias.data(), rows.rows_q,
-       false, &st.pf);
-  else
-    mm(st.qkv.data(), 3 * C, st.xb.data(), C, pw.qkv, model_.weights.layers[rows.l].attn_b, rows.rows_kv);
+    mm(st.q_abs.data(), H * C, rows.last ? st.xq.data() : st.xb.data(), C, pw.qk, pw.qk_bias.data(), rows.rows_q, false,
+       &st.pf);
+  else mm(st.qkv.data(), 3 * C, st.xb.data(), C, pw.qkv, model_.weights.layers[rows.l].attn_b, rows.rows_kv);
 }
 
 Engine::RowCache Engine::row_cache(RunState& st, int l, int64_t b, int64_t bl) {
@@ -457,8 +458,7 @@ void Engine::attention_output(RunState& st, const LayerRows& rows) {
   const PackedLayer& pw = packed_layers_[rows.l];
   if (rows.inputs)  // c_proj of (sum_j a_j x_j) W_v + b_v, every head in one product
     mm(st.xb.data(), C, st.x_mix.data(), H * C, pw.vo, pw.vo_bias.data(), rows.rows_q, false, &st.pf);
-  else
-    mm(st.xb.data(), C, st.att.data(), C, pw.proj, model_.weights.layers[rows.l].proj_b, rows.rows_q);
+  else mm(st.xb.data(), C, st.att.data(), C, pw.proj, model_.weights.layers[rows.l].proj_b, rows.rows_q);
 }
 
 void Engine::mlp(RunState& st, int64_t nb, const LayerRows& rows) {

@@ -116,36 +116,36 @@ struct PackedLayer {
 
 // Token ranges of one row in the current step (absolute token positions, inclusive).
 struct RowPlan {
-  int64_t end;       // position of s_t, the last token computed
-  int64_t new_lo;    // first token embedded this step
-  int64_t lo;        // first token whose residual stream is computed (window start when recomputing)
-  int64_t floor;     // >= 0: every query attends to keys >= floor (exact recompute); -1: per-step sliding window
-  int64_t h_off;     // first row of this batch row in its chunk's packed residual buffers
-  int64_t new_off;   // first row of this batch row among its chunk's packed new tokens
-  bool recompute;    // exact mode with the window sliding: layers >= 1 keep their keys/values in RunState scratch
+  int64_t end;      // position of s_t, the last token computed
+  int64_t new_lo;   // first token embedded this step
+  int64_t lo;       // first token whose residual stream is computed (window start when recomputing)
+  int64_t floor;    // >= 0: every query attends to keys >= floor (exact recompute); -1: per-step sliding window
+  int64_t h_off;    // first row of this batch row in its chunk's packed residual buffers
+  int64_t new_off;  // first row of this batch row among its chunk's packed new tokens
+  bool recompute;   // exact mode with the window sliding: layers >= 1 keep their keys/values in RunState scratch
 };
 
 // Scratch of one chunk of G batch rows (rows = G * 3K in exact mode, G * 3 in rolling mode).
 struct RunState {
-  std::vector<float> h;       // (rows, C) residual stream entering a layer, batch rows packed one after another
-  std::vector<float> h2;      // (rows, C) residual stream leaving it
-  std::vector<float> xb;      // (rows, C) LayerNorm and projection outputs
-  std::vector<float> qkv;     // (rows, 3C) c_attn outputs of the tokens computed at a layer that caches keys
-  std::vector<float> xq;      // (G, C) ln_1 of s_t at the last layer
+  std::vector<float> h;    // (rows, C) residual stream entering a layer, batch rows packed one after another
+  std::vector<float> h2;   // (rows, C) residual stream leaving it
+  std::vector<float> xb;   // (rows, C) LayerNorm and projection outputs
+  std::vector<float> qkv;  // (rows, 3C) c_attn outputs of the tokens computed at a layer that caches keys
+  std::vector<float> xq;   // (G, C) ln_1 of s_t at the last layer
   // At a layer that caches inputs, for each query (rows in rolling mode, the G s_t rows in exact mode):
-  std::vector<float> q_abs;   // (queries, H, C) W_k q of every head
-  std::vector<float> x_mix;   // (queries, H, C) sum_j a_j x_j of every head
-  std::vector<float> att;     // (rows, C) attention outputs, packed by query (layers that cache keys and values)
-  std::vector<float> ff;      // (rows, I) MLP hidden layer
-  std::vector<float> scores;  // (R, Rp) scores of every query and key slot of one head, then attention weights
-  std::vector<int> dist;      // (Rp) positions between s_t and the key in each slot attention reads
-  std::vector<RowPlan> plan;  // (G)
+  std::vector<float> q_abs;    // (queries, H, C) W_k q of every head
+  std::vector<float> x_mix;    // (queries, H, C) sum_j a_j x_j of every head
+  std::vector<float> att;      // (rows, C) attention outputs, packed by query (layers that cache keys and values)
+  std::vector<float> ff;       // (rows, I) MLP hidden layer
+  std::vector<float> scores;   // (R, Rp) scores of every query and key slot of one head, then attention weights
+  std::vector<int> dist;       // (Rp) positions between s_t and the key in each slot attention reads
+  std::vector<RowPlan> plan;   // (G)
   std::vector<float> log_std;  // (G, A) the log-std head's raw outputs of the chunk's rows (when sampling)
   // Rolling mode: the cache rows the next attention reads, fetched under the matmuls before it (kernels.h).
   Prefetch pf;
   int64_t next_b0 = 0, next_rows = 0;  // the chunk this thread runs after the current one (next_rows 0: none)
   // Exact mode only:
-  std::vector<float> att_q;   // (R, C) layer-0 queries of the window, copied out of the ring in order
+  std::vector<float> att_q;       // (R, C) layer-0 queries of the window, copied out of the ring in order
   std::vector<float> kt_scratch;  // (C, Rp) keys of a recomputed window at a layer >= 1, laid out as the cache
   std::vector<float> v_scratch;   // (R, C) its values or, at the last layer, its ln_1 outputs (this step only)
 };
@@ -264,13 +264,13 @@ class Engine {
   int B_, K_, R_, Rp_;  // Rp: R rounded up to kSlotRun, the key cache's row length
   Mode mode_;
   Kernels kernels_;
-  std::unique_ptr<ThreadPool> pool_;  // threads over chunks of rows
-  std::unique_ptr<SpinTeam> team_;    // threads over matmul columns (size 1 unless the batch is one chunk)
-  std::vector<float> packed_;         // every PackedMatrix's storage
+  std::unique_ptr<ThreadPool> pool_;        // threads over chunks of rows
+  std::unique_ptr<SpinTeam> team_;          // threads over matmul columns (size 1 unless the batch is one chunk)
+  std::vector<float> packed_;               // every PackedMatrix's storage
   std::vector<PackedLayer> packed_layers_;  // (L)
   KVCache cache_;
-  int chunk_;                     // batch rows per chunk (a unit of work for one thread)
-  std::vector<RunState> states_;  // (threads) scratch of the chunk each thread runs
+  int chunk_;                           // batch rows per chunk (a unit of work for one thread)
+  std::vector<RunState> states_;        // (threads) scratch of the chunk each thread runs
   std::vector<int64_t> n_steps_;        // (B) steps taken since the row's reset
   std::vector<int64_t> prev_timestep_;  // (B) timestep of the previous step (embeds a_{t-1})
   std::vector<float> prev_action_;      // (B, A) action returned at the previous step

@@ -54,8 +54,14 @@ struct Parser {
           ++i;
           v.object[key] = value();
           skip_ws();
-          if (i < s.size() && s[i] == ',') { ++i; continue; }
-          if (i < s.size() && s[i] == '}') { ++i; break; }
+          if (i < s.size() && s[i] == ',') {
+            ++i;
+            continue;
+          }
+          if (i < s.size() && s[i] == '}') {
+            ++i;
+            break;
+          }
           error("expected ',' or '}'");
         }
       }
@@ -69,8 +75,14 @@ struct Parser {
         while (true) {
           v.array.push_back(value());
           skip_ws();
-          if (i < s.size() && s[i] == ',') { ++i; continue; }
-          if (i < s.size() && s[i] == ']') { ++i; break; }
+          if (i < s.size() && s[i] == ',') {
+            ++i;
+            continue;
+          }
+          if (i < s.size() && s[i] == ']') {
+            ++i;
+            break;
+          }
           error("expected ',' or ']'");
         }
       }
@@ -103,7 +115,10 @@ struct Parser {
       if (i == d) error("expected a digit");
     };
     digits();
-    if (i < s.size() && s[i] == '.') { ++i; digits(); }
+    if (i < s.size() && s[i] == '.') {
+      ++i;
+      digits();
+    }
     if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
       ++i;
       if (i < s.size() && (s[i] == '+' || s[i] == '-')) ++i;
@@ -120,7 +135,10 @@ struct Parser {
       char c = s[i++];
       if (c == '"') return out;
       if (static_cast<unsigned char>(c) < 0x20) error("control character in string");
-      if (c != '\\') { out += c; continue; }
+      if (c != '\\') {
+        out += c;
+        continue;
+      }
       if (i >= s.size()) error("unterminated escape");
       char e = s[i++];
       switch (e) {
@@ -181,8 +199,8 @@ const Json& Json::at(const std::string& key, const std::string& source) const {
 
 int64_t json_int(const Json& obj, const std::string& key, const std::string& source) {
   const Json& v = obj.at(key, source);
-  DT_CHECK(v.kind == Json::Kind::Number && std::floor(v.number) == v.number && std::fabs(v.number) < 9e15,
-           source, ": '", key, "' must be an integer");
+  DT_CHECK(v.kind == Json::Kind::Number && std::floor(v.number) == v.number && std::fabs(v.number) < 9e15, source,
+           ": '", key, "' must be an integer");
   return static_cast<int64_t>(v.number);
 }
 

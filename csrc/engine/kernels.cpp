@@ -25,17 +25,17 @@ Kernels kernels_select(const std::string& isa) {
   __builtin_cpu_init();
   if (isa == "avx512" || (isa == "auto" && has_avx512())) {
     DT_CHECK(has_avx512(), "isa='avx512' but this CPU does not support AVX-512F");
-    return {avx512::matmul, avx512::matmul_packed, avx512::matmul_nt, avx512::panel_width, avx512::layer_norm,
-            avx512::masked_softmax, "avx512"};
+    return {avx512::matmul,     avx512::matmul_packed,  avx512::matmul_nt, avx512::panel_width,
+            avx512::layer_norm, avx512::masked_softmax, "avx512"};
   }
   if (isa == "avx2" || (isa == "auto" && has_avx2())) {
     DT_CHECK(has_avx2(), "isa='avx2' but this CPU does not support AVX2 and FMA");
-    return {avx2::matmul, avx2::matmul_packed, avx2::matmul_nt, avx2::panel_width, avx2::layer_norm,
-            avx2::masked_softmax, "avx2"};
+    return {avx2::matmul,     avx2::matmul_packed,  avx2::matmul_nt, avx2::panel_width,
+            avx2::layer_norm, avx2::masked_softmax, "avx2"};
   }
   DT_CHECK(isa == "auto" || isa == "generic", "isa must be 'auto', 'avx512', 'avx2' or 'generic', got '", isa, "'");
-  return {generic::matmul, generic::matmul_packed, generic::matmul_nt, generic::panel_width, generic::layer_norm,
-          generic::masked_softmax, "generic"};
+  return {generic::matmul,     generic::matmul_packed,  generic::matmul_nt, generic::panel_width,
+          generic::layer_norm, generic::masked_softmax, "generic"};
 }
 
 }  // namespace dt

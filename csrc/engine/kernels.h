@@ -36,8 +36,7 @@ using LayerNormFn = void (*)(float* out, const float* x, const float* w, const f
 
 // out[m * ldo + n] = sum_k a[m * lda + k] * b[n * ldb + k]: every row of a against every row of b (attention
 // scores against keys stored one per row).
-using MatmulNtFn = void (*)(float* out, int ldo, const float* a, int lda, const float* b, int ldb, int M, int N,
-                            int K);
+using MatmulNtFn = void (*)(float* out, int ldo, const float* a, int lda, const float* b, int ldb, int M, int N, int K);
 
 // Attention weights of one query in place: row[j] = softmax over the keys j with dmin <= dist[j] <= dmax of
 // scale * row[j], and 0 for every other j (n values; at least one key must pass). exp is a polynomial within
@@ -54,15 +53,15 @@ struct Kernels {
   const char* name;  // "avx512", "avx2" or "generic"
 };
 
-#define DT_DECLARE_KERNELS(ns)                                                                    \
-  namespace ns {                                                                                  \
-  void matmul(float*, int, const float*, int, const float*, int, const float*, int, int, int);    \
+#define DT_DECLARE_KERNELS(ns)                                                                                  \
+  namespace ns {                                                                                                \
+  void matmul(float*, int, const float*, int, const float*, int, const float*, int, int, int);                  \
   void matmul_packed(float*, int, const float*, int, const float*, const float*, int, int, int, int, int, bool, \
-                     Prefetch*);                                                                 \
-  extern const int panel_width;                                                                 \
-  void layer_norm(float*, const float*, const float*, const float*, int, float);                \
-  void masked_softmax(float*, const int*, int, int, int, float);                                \
-  void matmul_nt(float*, int, const float*, int, const float*, int, int, int, int);             \
+                     Prefetch*);                                                                                \
+  extern const int panel_width;                                                                                 \
+  void layer_norm(float*, const float*, const float*, const float*, int, float);                                \
+  void masked_softmax(float*, const int*, int, int, int, float);                                                \
+  void matmul_nt(float*, int, const float*, int, const float*, int, int, int, int);                             \
   }
 DT_DECLARE_KERNELS(avx512)
 DT_DECLARE_KERNELS(avx2)

@@ -79,8 +79,7 @@ template <int NV>
 void column_block(float* out, int ldo, const float* in, int ldi, const float* w, int ldw, const float* bias, int M,
                   int K, bool relu, Prefetch& pf) {
   int m = 0;
-  for (; m + DT_MR <= M; m += DT_MR)
-    tile<DT_MR, NV>(out + m * ldo, ldo, in + m * ldi, ldi, w, ldw, bias, K, relu, pf);
+  for (; m + DT_MR <= M; m += DT_MR) tile<DT_MR, NV>(out + m * ldo, ldo, in + m * ldi, ldi, w, ldw, bias, K, relu, pf);
   if (m < M) tail<DT_MR - 1, NV>(M - m, out + m * ldo, ldo, in + m * ldi, ldi, w, ldw, bias, K, relu, pf);
 }
 
@@ -123,8 +122,8 @@ void matmul_packed(float* out, int ldo, const float* in, int ldi, const float* w
     float* o = out + static_cast<long>(m0) * ldo;
     const float* a = in + static_cast<long>(m0) * ldi;
     for (int n = n0; n < n1 && n < nf; n += P)
-      column_block<DT_NV>(o + n, ldo, a, ldi, wp + static_cast<long>(n) * K, P, bias ? bias + n : nullptr, mb, K,
-                          relu, pf);
+      column_block<DT_NV>(o + n, ldo, a, ldi, wp + static_cast<long>(n) * K, P, bias ? bias + n : nullptr, mb, K, relu,
+                          pf);
     if (n1 <= nf) continue;
     int j = 0;
     for (; j + DT_VEC <= rem; j += DT_VEC)

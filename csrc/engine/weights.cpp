@@ -95,12 +95,18 @@ Weights Weights::from_tensors(const Config& c, const std::map<std::string, Tenso
   std::vector<std::array<size_t, kLayerTensors>> layer_off(static_cast<size_t>(L));
   for (int64_t l = 0; l < L; ++l) {
     const std::string p = "encoder.h." + std::to_string(l) + ".";
-    layer_off[l] = {ld.add(p + "ln_1.weight", {C}),          ld.add(p + "ln_1.bias", {C}),
-                    ld.add(p + "attn.c_attn.weight", {C, 3 * C}), ld.add(p + "attn.c_attn.bias", {3 * C}),
-                    ld.add(p + "attn.c_proj.weight", {C, C}),  ld.add(p + "attn.c_proj.bias", {C}),
-                    ld.add(p + "ln_2.weight", {C}),          ld.add(p + "ln_2.bias", {C}),
-                    ld.add(p + "mlp.c_fc.weight", {C, I}),     ld.add(p + "mlp.c_fc.bias", {I}),
-                    ld.add(p + "mlp.c_proj.weight", {I, C}),   ld.add(p + "mlp.c_proj.bias", {C})};
+    layer_off[l] = {ld.add(p + "ln_1.weight", {C}),
+                    ld.add(p + "ln_1.bias", {C}),
+                    ld.add(p + "attn.c_attn.weight", {C, 3 * C}),
+                    ld.add(p + "attn.c_attn.bias", {3 * C}),
+                    ld.add(p + "attn.c_proj.weight", {C, C}),
+                    ld.add(p + "attn.c_proj.bias", {C}),
+                    ld.add(p + "ln_2.weight", {C}),
+                    ld.add(p + "ln_2.bias", {C}),
+                    ld.add(p + "mlp.c_fc.weight", {C, I}),
+                    ld.add(p + "mlp.c_fc.bias", {I}),
+                    ld.add(p + "mlp.c_proj.weight", {I, C}),
+                    ld.add(p + "mlp.c_proj.bias", {C})};
     for (const char* buf : {"attn.bias", "attn.masked_bias"}) ld.used.insert(p + buf);
   }
   size_t fw = ld.add("encoder.ln_f.weight", {C});

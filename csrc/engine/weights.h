@@ -13,18 +13,18 @@
 namespace dt {
 
 struct LayerWeights {
-  const float* ln_1_w;    // (C)
-  const float* ln_1_b;    // (C)
-  const float* attn_w;    // (C, 3C) columns q | k | v
-  const float* attn_b;    // (3C)
-  const float* proj_w;    // (C, C)
-  const float* proj_b;    // (C)
-  const float* ln_2_w;    // (C)
-  const float* ln_2_b;    // (C)
-  const float* fc_w;      // (C, I)
-  const float* fc_b;      // (I)
-  const float* fc_proj_w; // (I, C)
-  const float* fc_proj_b; // (C)
+  const float* ln_1_w;     // (C)
+  const float* ln_1_b;     // (C)
+  const float* attn_w;     // (C, 3C) columns q | k | v
+  const float* attn_b;     // (3C)
+  const float* proj_w;     // (C, C)
+  const float* proj_b;     // (C)
+  const float* ln_2_w;     // (C)
+  const float* ln_2_b;     // (C)
+  const float* fc_w;       // (C, I)
+  const float* fc_b;       // (I)
+  const float* fc_proj_w;  // (I, C)
+  const float* fc_proj_b;  // (C)
 };
 
 struct Weights {
@@ -33,22 +33,22 @@ struct Weights {
   Weights(Weights&&) = default;
   Weights& operator=(Weights&&) = default;
 
-  std::vector<float> storage;      // owns every array below
-  const float* embed_timestep;     // (T, C)
-  const float* embed_return_w;     // (C): Linear(1, C) weight
-  const float* embed_return_b;     // (C)
-  const float* embed_state_w;      // (S, C)
-  const float* embed_state_b;      // (C)
-  const float* embed_action_w;     // (A, C)
-  const float* embed_action_b;     // (C)
-  const float* embed_ln_w;         // (C)
-  const float* embed_ln_b;         // (C)
-  const float* wpe0;               // (C): row 0 of wpe, added to every token
+  std::vector<float> storage;        // owns every array below
+  const float* embed_timestep;       // (T, C)
+  const float* embed_return_w;       // (C): Linear(1, C) weight
+  const float* embed_return_b;       // (C)
+  const float* embed_state_w;        // (S, C)
+  const float* embed_state_b;        // (C)
+  const float* embed_action_w;       // (A, C)
+  const float* embed_action_b;       // (C)
+  const float* embed_ln_w;           // (C)
+  const float* embed_ln_b;           // (C)
+  const float* wpe0;                 // (C): row 0 of wpe, added to every token
   std::vector<LayerWeights> layers;  // (L)
-  const float* ln_f_w;             // (C)
-  const float* ln_f_b;             // (C)
-  const float* predict_action_w;   // (C, A)
-  const float* predict_action_b;   // (A)
+  const float* ln_f_w;               // (C)
+  const float* ln_f_b;               // (C)
+  const float* predict_action_w;     // (C, A)
+  const float* predict_action_b;     // (A)
   // The log-std head of a stochastic model (ODT's; engine/sampling.h), or null: predict_action_log_std.
   const float* predict_action_log_std_w = nullptr;  // (C, A)
   const float* predict_action_log_std_b = nullptr;  // (A)

@@ -86,9 +86,8 @@ int run(int argc, char** argv) {
     }
     for (int i = 0; i < A; ++i) checksum += action[i];
   }
-  std::printf("control_loop: %d steps, mode %s, K=%d, isa %s, mean step %.1f us, worst %.1f us, checksum %.6f\n",
-              steps, mode == dt::Mode::Exact ? "exact" : "rolling", K, isa, total_us / steps, worst_us,
-              checksum);
+  std::printf("control_loop: %d steps, mode %s, K=%d, isa %s, mean step %.1f us, worst %.1f us, checksum %.6f\n", steps,
+              mode == dt::Mode::Exact ? "exact" : "rolling", K, isa, total_us / steps, worst_us, checksum);
   return std::isfinite(checksum) ? 0 : 1;
 }
 

@@ -12,8 +12,8 @@ void check_offsets(const int64_t* offsets, int64_t n_offsets, int64_t n_steps) {
   DT_CHECK(offsets[n_offsets - 1] == n_steps, "last episode offset (", offsets[n_offsets - 1],
            ") must equal the number of steps (", n_steps, ")");
   for (int64_t e = 0; e + 1 < n_offsets; ++e) {
-    DT_CHECK(offsets[e] <= offsets[e + 1], "episode offsets must be non-decreasing: offsets[", e, "] = ",
-             offsets[e], " > offsets[", e + 1, "] = ", offsets[e + 1]);
+    DT_CHECK(offsets[e] <= offsets[e + 1], "episode offsets must be non-decreasing: offsets[", e, "] = ", offsets[e],
+             " > offsets[", e + 1, "] = ", offsets[e + 1]);
   }
 }
 

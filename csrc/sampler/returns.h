@@ -13,7 +13,7 @@ void check_offsets(const int64_t* offsets, int64_t n_offsets, int64_t n_steps);
 // rewards, rtg: [n_steps]; offsets: [n_episodes + 1], offsets[0] == 0, non-decreasing, last == n_steps.
 // Accumulates and divides in double (as the blog's numpy collator does), then rounds once to float.
 // Throws on bad offsets or a zero / non-finite scale.
-void returns_to_go(const float* rewards, int64_t n_steps, const int64_t* offsets, int64_t n_offsets,
-                   double gamma, double scale, float* rtg);
+void returns_to_go(const float* rewards, int64_t n_steps, const int64_t* offsets, int64_t n_offsets, double gamma,
+                   double scale, float* rtg);
 
 }  // namespace dt

@@ -54,8 +54,7 @@ TrajectorySampler::TrajectorySampler(const float* observations, const float* act
            "gamma must be in [0, 1], got ", options.gamma);
   DT_CHECK(options.capacity >= 0, "capacity must be >= 1 (or 0: no replay buffer), got ", options.capacity);
   DT_CHECK(n_steps >= 1, "the dataset has no steps");
-  DT_CHECK(state_dim >= 1 && act_dim >= 1, "state_dim and act_dim must be >= 1, got ", state_dim, " and ",
-           act_dim);
+  DT_CHECK(state_dim >= 1 && act_dim >= 1, "state_dim and act_dim must be >= 1, got ", state_dim, " and ", act_dim);
   for (int64_t d = 0; d < state_dim; ++d) {
     DT_CHECK(std::isfinite(state_mean[d]), "state_mean[", d, "] is not finite: ", state_mean[d]);
     DT_CHECK(std::isfinite(state_std[d]) && state_std[d] > 0.0, "state_std[", d, "] must be finite and > 0, got ",
@@ -257,7 +256,10 @@ void TrajectorySampler::build(uint64_t key, uint64_t batch, Batch& out) const {
 }
 
 BatchPool::BatchPool(int64_t batch_size, int64_t context_len, int64_t state_dim, int64_t act_dim, size_t capacity)
-    : batch_size_(batch_size), context_len_(context_len), state_dim_(state_dim), act_dim_(act_dim),
+    : batch_size_(batch_size),
+      context_len_(context_len),
+      state_dim_(state_dim),
+      act_dim_(act_dim),
       capacity_(capacity) {
   for (size_t i = 0; i < capacity; ++i) {
     free_.push_back(std::make_unique<Batch>(batch_size, context_len, state_dim, act_dim));

@@ -155,8 +155,8 @@ class BatchPool {
 // ring_size slots and handed out in order. The destructor stops and joins the workers.
 class Prefetcher {
  public:
-  Prefetcher(std::shared_ptr<const TrajectorySampler> sampler, uint64_t key, uint64_t first_batch,
-             int num_threads, int ring_size);
+  Prefetcher(std::shared_ptr<const TrajectorySampler> sampler, uint64_t key, uint64_t first_batch, int num_threads,
+             int ring_size);
   ~Prefetcher();
   Prefetcher(const Prefetcher&) = delete;
   Prefetcher& operator=(const Prefetcher&) = delete;

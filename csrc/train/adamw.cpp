@@ -23,8 +23,8 @@ double adamw_step(TrainContext& ctx, const std::vector<AdamWTensor>& tensors, co
   DT_CHECK(o.beta1 >= 0.0f && o.beta1 < 1.0f && o.beta2 >= 0.0f && o.beta2 < 1.0f, "adamw: betas must be in [0, 1)");
   std::vector<Chunk> chunks;
   for (int t = 0; t < static_cast<int>(tensors.size()); ++t) {
-    DT_CHECK(tensors[t].n >= 0 && tensors[t].step >= 1.0f, "adamw: tensor ", t, " has n=", tensors[t].n, ", step=",
-             tensors[t].step);
+    DT_CHECK(tensors[t].n >= 0 && tensors[t].step >= 1.0f, "adamw: tensor ", t, " has n=", tensors[t].n,
+             ", step=", tensors[t].step);
     for (int64_t off = 0; off < tensors[t].n; off += kChunk)
       chunks.push_back({t, off, std::min(kChunk, tensors[t].n - off)});
   }
@@ -39,14 +39,19 @@ double adamw_step(TrainContext& ctx, const std::vector<AdamWTensor>& tensors, co
   for (double s : squares) total += s;
   const double norm = std::sqrt(total);
   // clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1
-  const float scale =
-      o.max_grad_norm > 0.0f ? static_cast<float>(std::min(1.0, o.max_grad_norm / (norm + 1e-6))) : 1.0f;
+  const float scale = o.max_grad_norm > 0.0f ? static_cast<float>(std::min(1.0, o.max_grad_norm / (norm + 1e-6)))
+                                             : 1.0f;
   std::vector<AdamWStep> steps(tensors.size());
   for (size_t t = 0; t < tensors.size(); ++t) {
     const double step = tensors[t].step;
-    steps[t] = {o.lr, o.beta1, o.beta2, o.eps, o.weight_decay,
+    steps[t] = {o.lr,
+                o.beta1,
+                o.beta2,
+                o.eps,
+                o.weight_decay,
                 static_cast<float>(1.0 - std::pow(static_cast<double>(o.beta1), step)),
-                static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(o.beta2), step))), scale};
+                static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(o.beta2), step))),
+                scale};
   }
   ctx.parallel(n_chunks, [&](int64_t c, int) {
     const Chunk& ch = chunks[c];

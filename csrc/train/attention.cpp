@@ -107,7 +107,8 @@ void attention_forward(TrainContext& ctx, const float* q, const float* k, const 
       }
       float* yb = y + (b * tq + i0) * C + h * hs;
       if (e > 0) mm.matmul(yb, C, o + i0 * tk, tk, vh, s.ldk, nullptr, rows, e, hs);
-      else for (int i = 0; i < rows; ++i) std::fill(yb + i * C, yb + i * C + hs, 0.0f);
+      else
+        for (int i = 0; i < rows; ++i) std::fill(yb + i * C, yb + i * C + hs, 0.0f);
     }
   });
 }
@@ -132,9 +133,9 @@ void attention_backward(TrainContext& ctx, const float* dy, const float* q, cons
     const float* g = dy + b * tq * C + h * hs;  // (tq, hs), leading dimension C
     const float* pr = probs + u * square;
     const float* o = out + u * square;
-    float* ds = scratch + part * per;                        // (tq, tp)
-    float* tr = ds + static_cast<int64_t>(tq) * tp;          // (tk, tq): out^T, then ds^T
-    float* vt = tr + square;                                 // (hs, tp)
+    float* ds = scratch + part * per;                // (tq, tp)
+    float* tr = ds + static_cast<int64_t>(tq) * tp;  // (tk, tq): out^T, then ds^T
+    float* vt = tr + square;                         // (hs, tp)
     int* extent = reinterpret_cast<int*>(vt + static_cast<int64_t>(hs) * tp);
     int* block_extent = extent + tq;
     int* first = block_extent + blocks;
@@ -167,7 +168,8 @@ void attention_backward(TrainContext& ctx, const float* dy, const float* q, cons
     for (int j0 = 0, blk = 0; j0 < tk; j0 += kBlock, ++blk) {  // dv = out^T dy
       const int rows = std::min(kBlock, tk - j0), i0 = first[blk];
       float* dvb = dv + ko + static_cast<int64_t>(j0) * s.ldk;
-      if (i0 == tq) for (int j = 0; j < rows; ++j) std::fill(dvb + j * s.ldk, dvb + j * s.ldk + hs, 0.0f);
+      if (i0 == tq)
+        for (int j = 0; j < rows; ++j) std::fill(dvb + j * s.ldk, dvb + j * s.ldk + hs, 0.0f);
       else mm.matmul(dvb, s.ldk, tr + j0 * tq + i0, tq, g + i0 * C, C, nullptr, rows, tq - i0, hs);
     }
     for (int i = 0; i < tq; ++i)  // the scores' gradient past a row's extent is zero (not computed above)
@@ -176,9 +178,11 @@ void attention_backward(TrainContext& ctx, const float* dy, const float* q, cons
     for (int j0 = 0, blk = 0; j0 < tk; j0 += kBlock, ++blk) {  // dk = ds^T q
       const int rows = std::min(kBlock, tk - j0), i0 = first[blk];
       float* dkb = dk + ko + static_cast<int64_t>(j0) * s.ldk;
-      if (i0 == tq) for (int j = 0; j < rows; ++j) std::fill(dkb + j * s.ldk, dkb + j * s.ldk + hs, 0.0f);
-      else mm.matmul(dkb, s.ldk, tr + j0 * tq + i0, tq, q + qo + static_cast<int64_t>(i0) * s.ldq, s.ldq, nullptr, rows,
-                     tq - i0, hs);
+      if (i0 == tq)
+        for (int j = 0; j < rows; ++j) std::fill(dkb + j * s.ldk, dkb + j * s.ldk + hs, 0.0f);
+      else
+        mm.matmul(dkb, s.ldk, tr + j0 * tq + i0, tq, q + qo + static_cast<int64_t>(i0) * s.ldq, s.ldq, nullptr, rows,
+                  tq - i0, hs);
     }
   });
 }

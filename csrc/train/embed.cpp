@@ -12,8 +12,8 @@ namespace {
 constexpr int64_t kSteps = 64;  // steps per chunk
 
 void check(const char* who, const int64_t* timesteps, const EmbedShape& s) {
-  DT_CHECK(s.steps >= 0 && s.S >= 1 && s.A >= 1 && s.C >= 1 && s.table_rows >= 1, who, ": bad shape (steps ",
-           s.steps, ", state_dim ", s.S, ", act_dim ", s.A, ", hidden ", s.C, ", table rows ", s.table_rows, ")");
+  DT_CHECK(s.steps >= 0 && s.S >= 1 && s.A >= 1 && s.C >= 1 && s.table_rows >= 1, who, ": bad shape (steps ", s.steps,
+           ", state_dim ", s.S, ", act_dim ", s.A, ", hidden ", s.C, ", table rows ", s.table_rows, ")");
   for (int64_t n = 0; n < s.steps; ++n) {
     DT_CHECK(timesteps[n] >= 0 && timesteps[n] < s.table_rows, who, ": timestep ", timesteps[n], " at ", n,
              " outside [0, ", s.table_rows, ")");
@@ -40,8 +40,8 @@ void embed_forward(TrainContext& ctx, const float* states, const float* actions,
   const TrainKernels& k = ctx.k();
   ctx.parallel((s.steps + kSteps - 1) / kSteps, [&](int64_t c, int) {
     const int64_t n0 = c * kSteps, rows = std::min(kSteps, s.steps - n0);
-    k.embed_rows(states + n0 * s.S, actions + n0 * s.A, rtg + n0, timesteps + n0, w, x + 3 * n0 * s.C, rows, s.S,
-                 s.A, s.C);
+    k.embed_rows(states + n0 * s.S, actions + n0 * s.A, rtg + n0, timesteps + n0, w, x + 3 * n0 * s.C, rows, s.S, s.A,
+                 s.C);
   });
 }
 
@@ -56,8 +56,8 @@ void embed_backward(TrainContext& ctx, const float* dx, const float* states, con
   std::fill(acc, acc + per * chunks, 0.0f);
   ctx.parallel(chunks, [&](int64_t c, int) {
     const int64_t n0 = c * kSteps, rows = std::min(kSteps, s.steps - n0);
-    k.embed_grad_rows(dx + 3 * n0 * C, states + n0 * s.S, actions + n0 * s.A, rtg + n0, acc + c * per, rows, s.S,
-                      s.A, C);
+    k.embed_grad_rows(dx + 3 * n0 * C, states + n0 * s.S, actions + n0 * s.A, rtg + n0, acc + c * per, rows, s.S, s.A,
+                      C);
   });
   std::vector<float> total(static_cast<size_t>(per), 0.0f);  // the chunks' sums in chunk order
   for (int64_t c = 0; c < chunks; ++c)

@@ -12,8 +12,8 @@
 namespace dt {
 
 struct EmbedShape {
-  int64_t steps;   // N = batch x steps per window
-  int S, A, C;     // state_dim, act_dim, hidden size
+  int64_t steps;       // N = batch x steps per window
+  int S, A, C;         // state_dim, act_dim, hidden size
   int64_t table_rows;  // max_ep_len: timesteps must lie in [0, table_rows)
 };
 

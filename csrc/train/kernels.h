@@ -43,13 +43,13 @@ struct TrainKernels {
   // The gradient entering a Linear layer's matmuls from the gradient of its output, for rows [0, rows):
   // g = dy * mask (dropout, key non-null; flat index from `first`) or dy where y > 0 (relu, y non-null) or dy;
   // g is written (unless null) and its column sums are added to db.
-  void (*linear_grad_rows)(const float* dy, const float* y, const DropoutKey* key, uint32_t first, float* g,
-                           float* db, int64_t rows, int cols);
+  void (*linear_grad_rows)(const float* dy, const float* y, const DropoutKey* key, uint32_t first, float* g, float* db,
+                           int64_t rows, int cols);
   // Rows [row0, row0 + rows) of a (total_rows, cols) matrix into the panel layout of the engine's matmul_packed
   // (engine/kernels.h pack_panels, panel width P, a multiple of the vector width) at dst, from src (leading
   // dimension lds).
-  void (*pack_panels_rows)(const float* src, int64_t lds, int64_t rows, int cols, int P, float* dst,
-                           int64_t total_rows, int64_t row0);
+  void (*pack_panels_rows)(const float* src, int64_t lds, int64_t rows, int cols, int P, float* dst, int64_t total_rows,
+                           int64_t row0);
   // dst[c * ldd + r] = src[r * lds + c] for rows x cols values.
   void (*transpose)(const float* src, int64_t lds, float* dst, int64_t ldd, int64_t rows, int64_t cols);
   // Attention probabilities of one query row of t keys: probs = softmax over the keys j < n with allowed[j] of
@@ -59,8 +59,7 @@ struct TrainKernels {
                               float scale, const DropoutKey& key, uint32_t first);
   // Gradient of softmax_dropout_row with respect to s: gs = scale * (g * out - probs * dot(g, out)); gs may
   // alias g.
-  void (*softmax_dropout_grad_row)(const float* g, const float* probs, const float* out, float* gs, int t,
-                                   float scale);
+  void (*softmax_dropout_grad_row)(const float* g, const float* probs, const float* out, float* gs, int t, float scale);
   // The tokens R_t, s_t, a_t of `rows` steps before embed_ln, interleaved: x[3n + 0] = rtg[n] w_return + b_return
   // + E[t[n]], x[3n + 1] = states[n] W_state^T + b_state + E[t[n]], x[3n + 2] likewise of actions; x: (3 rows, C).
   void (*embed_rows)(const float* states, const float* actions, const float* rtg, const int64_t* timesteps,
@@ -76,24 +75,24 @@ struct TrainKernels {
   const char* name;  // "avx512", "avx2" or "generic"
 };
 
-#define DT_DECLARE_TRAIN_KERNELS(ns)                                                                             \
-  namespace ns {                                                                                                 \
-  void layer_norm_forward(const float*, const float*, const float*, float*, float*, float*, int64_t, int, float); \
-  void layer_norm_backward(const float*, const float*, const float*, const float*, const float*, float*, float*, \
-                           float*, int64_t, int);                                                               \
-  void dropout_add_rows(const float*, const float*, float*, int64_t, int, const DropoutKey&, uint32_t);         \
-  void dropout_rows(const float*, float*, int64_t, const DropoutKey&, uint32_t);                                \
-  void linear_grad_rows(const float*, const float*, const DropoutKey*, uint32_t, float*, float*, int64_t, int); \
-  void pack_panels_rows(const float*, int64_t, int64_t, int, int, float*, int64_t, int64_t);                    \
-  void transpose(const float*, int64_t, float*, int64_t, int64_t, int64_t);                                     \
-  void softmax_dropout_row(const float*, const uint8_t*, int, float*, float*, int, float, const DropoutKey&,     \
-                           uint32_t);                                                                          \
-  void softmax_dropout_grad_row(const float*, const float*, const float*, float*, int, float);                   \
-  void embed_rows(const float*, const float*, const float*, const int64_t*, const EmbedWeights&, float*, int64_t, \
-                  int, int, int);                                                                                \
-  void embed_grad_rows(const float*, const float*, const float*, const float*, float*, int64_t, int, int, int);  \
-  void adamw(float*, const float*, float*, float*, int64_t, const AdamWStep&);                                   \
-  double sum_squares(const float*, int64_t);                                                                     \
+#define DT_DECLARE_TRAIN_KERNELS(ns)                                                                                   \
+  namespace ns {                                                                                                       \
+  void layer_norm_forward(const float*, const float*, const float*, float*, float*, float*, int64_t, int, float);      \
+  void layer_norm_backward(const float*, const float*, const float*, const float*, const float*, float*, float*,       \
+                           float*, int64_t, int);                                                                      \
+  void dropout_add_rows(const float*, const float*, float*, int64_t, int, const DropoutKey&, uint32_t);                \
+  void dropout_rows(const float*, float*, int64_t, const DropoutKey&, uint32_t);                                       \
+  void linear_grad_rows(const float*, const float*, const DropoutKey*, uint32_t, float*, float*, int64_t, int);        \
+  void pack_panels_rows(const float*, int64_t, int64_t, int, int, float*, int64_t, int64_t);                           \
+  void transpose(const float*, int64_t, float*, int64_t, int64_t, int64_t);                                            \
+  void softmax_dropout_row(const float*, const uint8_t*, int, float*, float*, int, float, const DropoutKey&,           \
+                           uint32_t);                                                                                  \
+  void softmax_dropout_grad_row(const float*, const float*, const float*, float*, int, float);                         \
+  void embed_rows(const float*, const float*, const float*, const int64_t*, const EmbedWeights&, float*, int64_t, int, \
+                  int, int);                                                                                           \
+  void embed_grad_rows(const float*, const float*, const float*, const float*, float*, int64_t, int, int, int);        \
+  void adamw(float*, const float*, float*, float*, int64_t, const AdamWStep&);                                         \
+  double sum_squares(const float*, int64_t);                                                                           \
   }
 namespace train {
 DT_DECLARE_TRAIN_KERNELS(avx512)

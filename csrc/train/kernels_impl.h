@@ -135,8 +135,8 @@ void layer_norm_backward(const float* dy, const float* x, const float* w, const 
   }
 }
 
-void dropout_add_rows(const float* y, const float* residual, float* out, int64_t rows, int cols,
-                      const DropoutKey& key, uint32_t first) {
+void dropout_add_rows(const float* y, const float* residual, float* out, int64_t rows, int cols, const DropoutKey& key,
+                      uint32_t first) {
   const int cv = cols - cols % DT_VEC;
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t o = r * cols;
@@ -221,8 +221,8 @@ void transpose(const float* src, int64_t lds, float* dst, int64_t ldd, int64_t r
     for (int64_t r = 0; r < rows; ++r) dst[c * ldd + r] = src[r * lds + c];
 }
 
-void softmax_dropout_row(const float* s, const uint8_t* allowed, int n, float* probs, float* out, int t,
-                         float scale, const DropoutKey& key, uint32_t first) {
+void softmax_dropout_row(const float* s, const uint8_t* allowed, int n, float* probs, float* out, int t, float scale,
+                         const DropoutKey& key, uint32_t first) {
   // Vectors over [0, n), the last one partial: its lanes past n count as not allowed and are not stored.
   const int nv = n - n % DT_VEC;
   vec mxv = splat<vec>(-INFINITY);
@@ -263,7 +263,8 @@ void softmax_dropout_grad_row(const float* g, const float* probs, const float* o
   for (int j = 0; j < t; j += DT_VEC) {
     const vec v = scale * (load_upto(g + j, t - j) * load_upto(out + j, t - j) - load_upto(probs + j, t - j) * dot);
     if (t - j >= DT_VEC) store(gs + j, v);
-    else for (int l = 0; l < t - j; ++l) gs[j + l] = v[l];
+    else
+      for (int l = 0; l < t - j; ++l) gs[j + l] = v[l];
   }
 }
 

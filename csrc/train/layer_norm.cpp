@@ -26,8 +26,8 @@ void layer_norm_backward(TrainContext& ctx, const float* dy, const float* x, con
                          const float* rstd, float* dx, float* dw, float* db, int64_t rows, int n, const float* dres,
                          const ResidualRows& res) {
   DT_CHECK(rows >= 0 && n >= 1, "layer_norm_backward: bad shape (", rows, ", ", n, ")");
-  DT_CHECK(!dres || (res.tokens >= 1 && rows % res.tokens == 0 && res.start >= 0 && res.step >= 1 &&
-                     res.count >= 0 && res.start + (res.count - 1) * int64_t{res.step} < res.tokens),
+  DT_CHECK(!dres || (res.tokens >= 1 && rows % res.tokens == 0 && res.start >= 0 && res.step >= 1 && res.count >= 0 &&
+                     res.start + (res.count - 1) * int64_t{res.step} < res.tokens),
            "layer_norm_backward: residual rows (tokens ", res.tokens, ", start ", res.start, ", step ", res.step,
            ", count ", res.count, ") do not fit ", rows, " rows");
   const TrainKernels& k = ctx.k();

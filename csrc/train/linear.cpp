@@ -9,8 +9,8 @@ namespace dt {
 
 namespace {
 
-constexpr int64_t kRows = 120;    // rows per block of the forward and dx products: a multiple of every build's tile
-constexpr int kGradRows = 48;     // rows of dw per block of the dw product
+constexpr int64_t kRows = 120;     // rows per block of the forward and dx products: a multiple of every build's tile
+constexpr int kGradRows = 48;      // rows of dw per block of the dw product
 constexpr int64_t kReduce = 1920;  // rows of the dw product's reduction per part (measured best of 240-3840 here)
 
 void check(const char* who, int64_t M, int K, int N, int64_t ldx, Epilogue epilogue, float p) {
@@ -25,8 +25,8 @@ int panels(int cols, int P) { return (cols + P - 1) / P; }
 
 }  // namespace
 
-void linear_forward(TrainContext& ctx, const float* x, int64_t ldx, const float* w, const float* b, float* y,
-                    int64_t M, int K, int N, Epilogue epilogue, const float* residual, float p, uint64_t seed) {
+void linear_forward(TrainContext& ctx, const float* x, int64_t ldx, const float* w, const float* b, float* y, int64_t M,
+                    int K, int N, Epilogue epilogue, const float* residual, float p, uint64_t seed) {
   check("linear_forward", M, K, N, ldx, epilogue, p);
   const Kernels& mm = ctx.mm();
   const TrainKernels& k = ctx.k();
@@ -66,9 +66,9 @@ void linear_backward(TrainContext& ctx, const float* dy, const float* x, int64_t
   // stay in cache while it runs; the parts' results are added in order at the end.
   const int64_t parts = std::max<int64_t>(1, (M + kReduce / 2) / kReduce);
   const int64_t part_chunks = (chunks + parts - 1) / parts, part_rows = part_chunks * kRows;
-  float* wp = ctx.buffer(TrainContext::kPacked, static_cast<size_t>(K) * N);  // w (N, K) in panels
-  float* at = ctx.buffer(TrainContext::kTransposed, static_cast<size_t>(a) * M);  // A^T (a, M)
-  float* bp = ctx.buffer(TrainContext::kPanels, static_cast<size_t>(M) * b);      // B (M, b), each part in panels
+  float* wp = ctx.buffer(TrainContext::kPacked, static_cast<size_t>(K) * N);            // w (N, K) in panels
+  float* at = ctx.buffer(TrainContext::kTransposed, static_cast<size_t>(a) * M);        // A^T (a, M)
+  float* bp = ctx.buffer(TrainContext::kPanels, static_cast<size_t>(M) * b);            // B (M, b), each part in panels
   float* out = ctx.buffer(TrainContext::kPartial, static_cast<size_t>(parts * a * b));  // each part's A^T B
   // the column sums of g per block of rows (added in block order after, so that the bias gradient has the same
   // bits whichever thread took which block), then each member's block of g (kRows, N)

@@ -24,8 +24,8 @@ enum class Epilogue {
 };
 
 // x: [M, K] with leading dimension ldx; w: [N, K]; b: [N] or null; y: [M, N]; residual: [M, N] (kDropoutAdd).
-void linear_forward(TrainContext& ctx, const float* x, int64_t ldx, const float* w, const float* b, float* y,
-                    int64_t M, int K, int N, Epilogue epilogue, const float* residual, float p, uint64_t seed);
+void linear_forward(TrainContext& ctx, const float* x, int64_t ldx, const float* w, const float* b, float* y, int64_t M,
+                    int K, int N, Epilogue epilogue, const float* residual, float p, uint64_t seed);
 
 // dy: [M, N], the gradient of y; y: the forward's output (kRelu), else unused. Writes dx [M, K] (unless null),
 // dw [N, K] and db [N] (unless null). The residual's gradient (kDropoutAdd) is dy itself.

@@ -19,11 +19,16 @@ GROUPS = ("sampler", "train", "policy", "eval", "peers", "odt")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """--out, --overwrite, --rows; the measurement windows are fixed so that runs compare with each other."""
-    parser.add_argument("--out", type=Path, default=Path("."),
-                        help="directory for suite.json (every row, CPU, date, threads) and suite.md (the table)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("."),
+        help="directory for suite.json (every row, CPU, date, threads) and suite.md (the table)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace suite.json and suite.md in --out")
-    parser.add_argument("--rows", default=",".join(GROUPS),
-                        help=f"comma-separated groups of rows to run, of: {', '.join(GROUPS)}")
+    parser.add_argument(
+        "--rows", default=",".join(GROUPS), help=f"comma-separated groups of rows to run, of: {', '.join(GROUPS)}"
+    )
 
 
 def parse_rows(text: str) -> list[str]:
@@ -32,8 +37,9 @@ def parse_rows(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in GROUPS]
     if unknown or not names:
-        raise ValueError(f"--rows {text!r}: unknown group {', '.join(unknown) or '(none given)'}; choose from "
-                         f"{', '.join(GROUPS)}")
+        raise ValueError(
+            f"--rows {text!r}: unknown group {', '.join(unknown) or '(none given)'}; choose from {', '.join(GROUPS)}"
+        )
     return [n for n in GROUPS if n in names]
 
 

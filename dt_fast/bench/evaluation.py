@@ -27,8 +27,17 @@ def make_checkpoint(path: Path, seed: int = 0) -> None:
         model.predict_action[0].bias.zero_()
     model.save_pretrained(path)
     rng = np.random.default_rng(seed)
-    write_metadata(path, Metadata(state_mean=rng.normal(0.0, 0.1, 11), state_std=rng.uniform(0.5, 1.5, 11), scale=SCALE,
-                   env_id=ENV_ID, context_len=CONTEXT, target_return=TARGET))
+    write_metadata(
+        path,
+        Metadata(
+            state_mean=rng.normal(0.0, 0.1, 11),
+            state_std=rng.uniform(0.5, 1.5, 11),
+            scale=SCALE,
+            env_id=ENV_ID,
+            context_len=CONTEXT,
+            target_return=TARGET,
+        ),
+    )
 
 
 def envpool_random(num_envs: int, steps: int, seed: int) -> float:
@@ -78,8 +87,17 @@ def blog_loop(ckpt: Path, max_steps: int, seed: int) -> dict:
     start = time.perf_counter()
     while sum(lengths) < max_steps:
         obs, _ = env.reset(seed=seed + episode)
-        taken, _ = rollout(model, env_step, obs, np.array(meta.state_mean), np.array(meta.state_std),
-                           meta.target_return, meta.scale, max_ep_len=1000, max_length=meta.context_len)
+        taken, _ = rollout(
+            model,
+            env_step,
+            obs,
+            np.array(meta.state_mean),
+            np.array(meta.state_std),
+            meta.target_return,
+            meta.scale,
+            max_ep_len=1000,
+            max_length=meta.context_len,
+        )
         lengths.append(len(taken))
         episode += 1
     return dict(rate=sum(lengths) / (time.perf_counter() - start), lengths=np.array(lengths))

@@ -95,8 +95,9 @@ def latencies(fn: Callable[[], object], n: int, warmup: int = 50) -> np.ndarray:
     return out
 
 
-def matmul_rates(threads: int | None = None, min_time: float = 1.0, sizes: tuple[int, ...] = (512, 2048)
-                 ) -> dict[str, float]:
+def matmul_rates(
+    threads: int | None = None, min_time: float = 1.0, sizes: tuple[int, ...] = (512, 2048)
+) -> dict[str, float]:
     """FLOP/s of the fastest n x n x n float32 matmul over `min_time` seconds per size on `threads` threads (None =
     torch's setting), the best over `sizes`, by torch and by the engine's own kernel (dt_fast._C.PackedMatmul,
     weights packed once). Either can be the faster: torch's MKL takes a slower path on some CPUs (AMD), so the
@@ -118,8 +119,10 @@ def matmul_rates(threads: int | None = None, min_time: float = 1.0, sizes: tuple
             torch.set_num_threads(previous)
         packed, a_np = _C.PackedMatmul(b.numpy()), a.numpy()
         engine_calls = fastest_rate(lambda: packed(a_np, threads), min_time=min_time)
-        best = {"torch": max(best["torch"], 2.0 * n**3 * torch_calls),
-                "engine": max(best["engine"], 2.0 * n**3 * engine_calls)}
+        best = {
+            "torch": max(best["torch"], 2.0 * n**3 * torch_calls),
+            "engine": max(best["engine"], 2.0 * n**3 * engine_calls),
+        }
     return best
 
 
@@ -140,9 +143,18 @@ def memcpy_bytes_per_s(nbytes: int = 64 << 20, min_time: float = 1.0) -> float:
 def save_results(name: str, rows: list[dict], extra: dict | None = None, *, directory: Path) -> Path:
     """Write rows plus machine facts (date, CPU model, threads, versions) to directory/<name>.json, atomically;
     returns the path."""
-    doc = {"benchmark": name, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "cpu": cpu_model(), "git": git_revision(), "dt_fast": dt_fast.__version__, "torch": torch.__version__,
-           "torch_threads": torch.get_num_threads(), "load_average": load_average(), **(extra or {}), "rows": rows}
+    doc = {
+        "benchmark": name,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "git": git_revision(),
+        "dt_fast": dt_fast.__version__,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_average": load_average(),
+        **(extra or {}),
+        "rows": rows,
+    }
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.json"
     with atomic_write(path) as tmp:
@@ -152,6 +164,7 @@ def save_results(name: str, rows: list[dict], extra: dict | None = None, *, dire
 
 def print_table(rows: list[dict], columns: list[str]) -> None:
     """Print rows as an aligned text table of the given columns."""
+
     def fmt(v: object) -> str:
         if isinstance(v, float):
             return f"{v:,.3g}" if abs(v) < 1000 else f"{v:,.0f}"

@@ -29,8 +29,12 @@ def dataset_trajectories(path: str) -> list[dict]:
     out = []
     for i in range(data.num_episodes):
         episode = data.episode(i)
-        out.append({key: np.asarray(episode[key], dtype=np.float64 if key != "terminals" else np.float32)
-                    for key in ("observations", "actions", "rewards", "terminals")})
+        out.append(
+            {
+                key: np.asarray(episode[key], dtype=np.float64 if key != "terminals" else np.float32)
+                for key in ("observations", "actions", "rewards", "terminals")
+            }
+        )
     return out
 
 
@@ -39,8 +43,7 @@ def make_checkpoint(path: Path, steps: int = PRETRAIN_STEPS, seed: int = 0) -> P
     from dt_fast.data import DEFAULT_DATASET
     from dt_fast.train import TrainConfig, Trainer
 
-    trainer = Trainer(TrainConfig(dataset=DEFAULT_DATASET, out=str(path), steps=steps, policy="stochastic",
-                                  seed=seed))
+    trainer = Trainer(TrainConfig(dataset=DEFAULT_DATASET, out=str(path), steps=steps, policy="stochastic", seed=seed))
     try:
         trainer.run()
     finally:
@@ -54,8 +57,15 @@ class ReferenceSide:
 
     name = REFERENCE
 
-    def __init__(self, checkpoint: Path, envs: int, batch: int, eval_context_length: int | None = None,
-                 num_workers: int = 0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        checkpoint: Path,
+        envs: int,
+        batch: int,
+        eval_context_length: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
         import transformers
 
         from dt_fast.bench.reference_odt import Experiment
@@ -63,10 +73,17 @@ class ReferenceSide:
 
         transformers.logging.set_verbosity_error()
         meta = read_metadata(checkpoint)
-        self.experiment = Experiment(dataset_trajectories(meta.dataset["path"]), meta.env_id or "Hopper-v4",
-                                     num_envs=envs, K=meta.context_len,
-                                     eval_context_length=eval_context_length or meta.context_len, batch_size=batch,
-                                     checkpoint=checkpoint, num_workers=num_workers, seed=seed)
+        self.experiment = Experiment(
+            dataset_trajectories(meta.dataset["path"]),
+            meta.env_id or "Hopper-v4",
+            num_envs=envs,
+            K=meta.context_len,
+            eval_context_length=eval_context_length or meta.context_len,
+            batch_size=batch,
+            checkpoint=checkpoint,
+            num_workers=num_workers,
+            seed=seed,
+        )
 
     def iteration(self, updates: int) -> dict[str, float]:
         """One online iteration (reference_odt.time_online_iteration)."""
@@ -86,9 +103,17 @@ class DtFastSide:
         from dt_fast.finetune import FinetuneConfig, Finetuner
 
         self.name = f"dt_fast {mode}"
-        self.finetuner = Finetuner(FinetuneConfig(checkpoint=str(checkpoint), out=str(out), envs_per_iteration=envs,
-                                                  batch_size=batch, mode=mode, online_target=TARGET_EXPLORE,
-                                                  seed=seed))
+        self.finetuner = Finetuner(
+            FinetuneConfig(
+                checkpoint=str(checkpoint),
+                out=str(out),
+                envs_per_iteration=envs,
+                batch_size=batch,
+                mode=mode,
+                online_target=TARGET_EXPLORE,
+                seed=seed,
+            )
+        )
 
     def iteration(self, updates: int) -> dict[str, float]:
         """One online iteration as Finetuner.iterate runs it (collect, add the episodes to the replay buffer,
@@ -103,15 +128,26 @@ class DtFastSide:
         ft.update(updates)
         ft.explore.update_weights(ft.model)
         end = time.perf_counter()
-        return {"collect_s": collected - start, "train_s": end - collected, "total_s": end - start,
-                "transitions": float(episodes.transitions), "env_steps": float(episodes.env_steps)}
+        return {
+            "collect_s": collected - start,
+            "train_s": end - collected,
+            "total_s": end - start,
+            "transitions": float(episodes.transitions),
+            "env_steps": float(episodes.env_steps),
+        }
 
     def close(self) -> None:
         self.finetuner.close()
 
 
-def online_rounds(checkpoint: Path, envs: int = ENVS, updates: int = UPDATES, batch: int = BATCH, rounds: int = 3,
-                  warmup_updates: int = 2) -> list[dict]:
+def online_rounds(
+    checkpoint: Path,
+    envs: int = ENVS,
+    updates: int = UPDATES,
+    batch: int = BATCH,
+    rounds: int = 3,
+    warmup_updates: int = 2,
+) -> list[dict]:
     """One online iteration of the reference and of dt_fast in each engine mode per round, all from `checkpoint` in
     one process, after a warm-up iteration of each (`warmup_updates` updates); the order of the sides is reversed
     every other round. One row per side and round."""
@@ -126,10 +162,16 @@ def online_rounds(checkpoint: Path, envs: int = ENVS, updates: int = UPDATES, ba
             for r in range(rounds):
                 for side in sides if r % 2 == 0 else sides[::-1]:
                     t = side.iteration(updates)
-                    rows.append({"round": r, "side": side.name, **t,
-                                 "env_steps_per_s": t["env_steps"] / t["collect_s"],
-                                 "transitions_per_s": t["transitions"] / t["collect_s"],
-                                 "updates_per_s": updates / t["train_s"]})
+                    rows.append(
+                        {
+                            "round": r,
+                            "side": side.name,
+                            **t,
+                            "env_steps_per_s": t["env_steps"] / t["collect_s"],
+                            "transitions_per_s": t["transitions"] / t["collect_s"],
+                            "updates_per_s": updates / t["train_s"],
+                        }
+                    )
                     print(rows[-1], flush=True)
         finally:
             for side in sides:
@@ -154,8 +196,10 @@ def online_summary(rows: list[dict]) -> dict[str, dict[str, float]]:
             "collect_s": statistics.median(r["collect_s"] for r in mine),
             "train_s": statistics.median(r["train_s"] for r in mine),
             "total_s": statistics.median(r["total_s"] for r in mine),
-            "collection_x_reference": statistics.median(r["env_steps_per_s"] / ref["env_steps_per_s"]
-                                                        for r, ref in zip(mine, refs)),
+            "collection_x_reference": statistics.median(
+                r["env_steps_per_s"] / ref["env_steps_per_s"] for r, ref in zip(mine, refs)
+            ),
             "iteration_x_reference": statistics.median(ref["total_s"] / r["total_s"] for r, ref in zip(mine, refs)),
-            "updates_x_reference": statistics.median(ref["train_s"] / r["train_s"] for r, ref in zip(mine, refs))}
+            "updates_x_reference": statistics.median(ref["train_s"] / r["train_s"] for r, ref in zip(mine, refs)),
+        }
     return out

@@ -98,7 +98,7 @@ def policy_latencies(policy: Policy, n: int, phase: str, rng: np.random.Generato
             reset()
             reward = None
         if engine is not None:
-            states = obs[i:i + 1].astype(np.float32)
+            states = obs[i : i + 1].astype(np.float32)
             rtg, ts = np.full(1, 3.6, np.float32), np.array([min(i, 999)], np.int64)
             start = time.perf_counter()
             engine.step(states, rtg, ts)
@@ -135,8 +135,9 @@ def throughput(policy: Policy, steps: int, rng: np.random.Generator, min_time: f
 def paired_models(S: int, A: int) -> tuple[DecisionTransformerModel, DecisionTransformer]:
     """A seeded transformers DecisionTransformerModel (hidden 128, 3 layers) and dt_fast's copy of its weights."""
     torch.manual_seed(0)
-    hf = DecisionTransformerModel(HFConfig(state_dim=S, act_dim=A, hidden_size=128, n_layer=3, n_head=1,
-                                           max_ep_len=1000)).eval()
+    hf = DecisionTransformerModel(
+        HFConfig(state_dim=S, act_dim=A, hidden_size=128, n_layer=3, n_head=1, max_ep_len=1000)
+    ).eval()
     ours = DecisionTransformer(DecisionTransformerConfig.from_dict(hf.config.to_dict()))
     load_hf_state_dict(ours, hf.state_dict())
     return hf, ours.eval()

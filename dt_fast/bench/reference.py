@@ -95,7 +95,9 @@ class DecisionTransformerGymDataCollator:
             timesteps[-1][timesteps[-1] >= self.max_ep_len] = self.max_ep_len - 1  # padding cutoff
             rtg.append(
                 self._discount_cumsum(np.array(feature["rewards"][si:]), gamma=1.0)[
-                    : s[-1].shape[1]  # TODO check the +1 removed here
+                    : s[-1].shape[
+                        1
+                    ]  # TODO check the +1 removed here
                 ].reshape(1, -1, 1)
             )
             if rtg[-1].shape[1] < s[-1].shape[1]:
@@ -157,9 +159,15 @@ class TrainableDT(DecisionTransformerModel):
         return super().forward(**kwargs)
 
 
-def get_action(model: DecisionTransformerModel, states: torch.Tensor, actions: torch.Tensor,
-               rewards: torch.Tensor, returns_to_go: torch.Tensor, timesteps: torch.Tensor,
-               max_length: int = 20) -> torch.Tensor:
+def get_action(
+    model: DecisionTransformerModel,
+    states: torch.Tensor,
+    actions: torch.Tensor,
+    rewards: torch.Tensor,
+    returns_to_go: torch.Tensor,
+    timesteps: torch.Tensor,
+    max_length: int = 20,
+) -> torch.Tensor:
     """The blog's `get_action`: the action of the last step from a left-padded window of max_length steps."""
     state_dim, act_dim = model.config.state_dim, model.config.act_dim
     # This implementation does not condition on past rewards
@@ -193,9 +201,17 @@ def get_action(model: DecisionTransformerModel, states: torch.Tensor, actions: t
     return action_preds[0, -1]
 
 
-def rollout(model: DecisionTransformerModel, env_step: Callable[[np.ndarray], tuple[np.ndarray, float, bool]],
-            first_obs: np.ndarray, state_mean: np.ndarray, state_std: np.ndarray, target_return: float,
-            scale: float, max_ep_len: int, max_length: int = 20) -> tuple[list[np.ndarray], float]:
+def rollout(
+    model: DecisionTransformerModel,
+    env_step: Callable[[np.ndarray], tuple[np.ndarray, float, bool]],
+    first_obs: np.ndarray,
+    state_mean: np.ndarray,
+    state_std: np.ndarray,
+    target_return: float,
+    scale: float,
+    max_ep_len: int,
+    max_length: int = 20,
+) -> tuple[list[np.ndarray], float]:
     """The blog's evaluation loop for one episode; returns the actions taken and the episode return.
 
     `target_return` is in environment units (the blog's TARGET_RETURN times `scale`); `env_step(action)` returns
@@ -216,8 +232,9 @@ def rollout(model: DecisionTransformerModel, env_step: Callable[[np.ndarray], tu
         rewards = torch.cat([rewards, torch.zeros(1)])
         # predicting the action to take
         with torch.no_grad():
-            action = get_action(model, (states - state_mean_t) / state_std_t, actions, rewards, target,
-                                timesteps, max_length=max_length)
+            action = get_action(
+                model, (states - state_mean_t) / state_std_t, actions, rewards, target, timesteps, max_length=max_length
+            )
         actions[-1] = action
         action = action.detach().numpy()
         taken.append(action)

@@ -133,8 +133,15 @@ class DiagGaussianActor(nn.Module):
 class ODTModel(DecisionTransformerModel):
     """transformers' DecisionTransformerModel with ODT's stochastic head, temperature and `get_predictions`."""
 
-    def __init__(self, config: DecisionTransformerConfig, action_range: tuple[float, float], max_length: int,
-                 eval_context_length: int, init_temperature: float = 0.1, target_entropy: float | None = None) -> None:
+    def __init__(
+        self,
+        config: DecisionTransformerConfig,
+        action_range: tuple[float, float],
+        max_length: int,
+        eval_context_length: int,
+        init_temperature: float = 0.1,
+        target_entropy: float | None = None,
+    ) -> None:
         super().__init__(config)
         self.predict_action = DiagGaussianActor(config.hidden_size, config.act_dim)
         self.state_dim, self.act_dim = config.state_dim, config.act_dim
@@ -146,8 +153,15 @@ class ODTModel(DecisionTransformerModel):
     def temperature(self) -> torch.Tensor:
         return self.log_temperature.exp()
 
-    def get_predictions(self, states: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
-                        returns_to_go: torch.Tensor, timesteps: torch.Tensor, num_envs: int = 1) -> tuple:
+    def get_predictions(
+        self,
+        states: torch.Tensor,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        returns_to_go: torch.Tensor,
+        timesteps: torch.Tensor,
+        num_envs: int = 1,
+    ) -> tuple:
         """ODT's get_predictions: the last eval_context_length steps, left-padded with zeros to max_length."""
         states = states.reshape(num_envs, -1, self.state_dim)
         actions = actions.reshape(num_envs, -1, self.act_dim)
@@ -164,23 +178,38 @@ class ODTModel(DecisionTransformerModel):
         padding_mask = padding_mask.to(dtype=torch.long, device=states.device).reshape(1, -1)
         padding_mask = padding_mask.repeat((num_envs, 1))
         pad = self.max_length - states.shape[1]
-        states = torch.cat([torch.zeros((states.shape[0], pad, self.state_dim), device=states.device), states],
-                           dim=1).to(dtype=torch.float32)
-        actions = torch.cat([torch.zeros((actions.shape[0], pad, self.act_dim), device=actions.device), actions],
-                            dim=1).to(dtype=torch.float32)
-        returns_to_go = torch.cat([torch.zeros((returns_to_go.shape[0], pad, 1), device=returns_to_go.device),
-                                   returns_to_go], dim=1).to(dtype=torch.float32)
-        timesteps = torch.cat([torch.zeros((timesteps.shape[0], pad), device=timesteps.device), timesteps],
-                              dim=1).to(dtype=torch.long)
+        states = torch.cat(
+            [torch.zeros((states.shape[0], pad, self.state_dim), device=states.device), states], dim=1
+        ).to(dtype=torch.float32)
+        actions = torch.cat(
+            [torch.zeros((actions.shape[0], pad, self.act_dim), device=actions.device), actions], dim=1
+        ).to(dtype=torch.float32)
+        returns_to_go = torch.cat(
+            [torch.zeros((returns_to_go.shape[0], pad, 1), device=returns_to_go.device), returns_to_go], dim=1
+        ).to(dtype=torch.float32)
+        timesteps = torch.cat([torch.zeros((timesteps.shape[0], pad), device=timesteps.device), timesteps], dim=1).to(
+            dtype=torch.long
+        )
 
         state_preds, action_preds, return_preds = self.forward(
-            states=states, actions=actions, rewards=None, returns_to_go=returns_to_go, timesteps=timesteps,
-            attention_mask=padding_mask, return_dict=False)
+            states=states,
+            actions=actions,
+            rewards=None,
+            returns_to_go=returns_to_go,
+            timesteps=timesteps,
+            attention_mask=padding_mask,
+            return_dict=False,
+        )
         return state_preds[:, -1], action_preds, return_preds[:, -1]
 
 
-def from_pretrained(path: str | Path, action_range: tuple[float, float], max_length: int, eval_context_length: int,
-                    target_entropy: float) -> ODTModel:
+def from_pretrained(
+    path: str | Path,
+    action_range: tuple[float, float],
+    max_length: int,
+    eval_context_length: int,
+    target_entropy: float,
+) -> ODTModel:
     """An ODTModel with the weights of a dt_fast stochastic checkpoint directory (transformers' layout; the action
     head's Linear is ODT's mu, dt_fast's log-std head ODT's log_std)."""
     from safetensors.torch import load_file
@@ -191,7 +220,7 @@ def from_pretrained(path: str | Path, action_range: tuple[float, float], max_len
     state = {}
     for key, value in load_file(str(Path(path) / "model.safetensors")).items():
         for old, new in rename.items():
-            key = new + key[len(old):] if key.startswith(old) else key
+            key = new + key[len(old) :] if key.startswith(old) else key
         state[key] = value
     model.load_state_dict(state)
     return model
@@ -201,10 +230,20 @@ def from_pretrained(path: str | Path, action_range: tuple[float, float], max_len
 
 
 @torch.no_grad()
-def vec_evaluate_episode_rtg(vec_env: Any, state_dim: int, act_dim: int, model: ODTModel, target_return: list,
-                             max_ep_len: int = 1000, reward_scale: float = 0.001, state_mean: Any = 0.0,
-                             state_std: Any = 1.0, device: str = "cpu", mode: str = "normal",
-                             use_mean: bool = False) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+def vec_evaluate_episode_rtg(
+    vec_env: Any,
+    state_dim: int,
+    act_dim: int,
+    model: ODTModel,
+    target_return: list,
+    max_ep_len: int = 1000,
+    reward_scale: float = 0.001,
+    state_mean: Any = 0.0,
+    state_std: Any = 1.0,
+    device: str = "cpu",
+    mode: str = "normal",
+    use_mean: bool = False,
+) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """One episode in each env of `vec_env`, every env stepped until the last one ends; (returns, lengths, trajs)."""
     assert len(target_return) == vec_env.num_envs
 
@@ -220,7 +259,8 @@ def vec_evaluate_episode_rtg(vec_env: Any, state_dim: int, act_dim: int, model: 
     # we keep all the histories on the device
     # note that the latest action and reward will be "padding"
     states = (torch.from_numpy(state).reshape(num_envs, state_dim).to(device=device, dtype=torch.float32)).reshape(
-        num_envs, -1, state_dim)
+        num_envs, -1, state_dim
+    )
     actions = torch.zeros(0, device=device, dtype=torch.float32)
     rewards = torch.zeros(0, device=device, dtype=torch.float32)
 
@@ -234,8 +274,9 @@ def vec_evaluate_episode_rtg(vec_env: Any, state_dim: int, act_dim: int, model: 
     unfinished = np.ones(num_envs).astype(bool)
     for t in range(max_ep_len):
         # add padding
-        actions = torch.cat([actions, torch.zeros((num_envs, act_dim), device=device).reshape(num_envs, -1, act_dim)],
-                            dim=1)
+        actions = torch.cat(
+            [actions, torch.zeros((num_envs, act_dim), device=device).reshape(num_envs, -1, act_dim)], dim=1
+        )
         rewards = torch.cat([rewards, torch.zeros((num_envs, 1), device=device).reshape(num_envs, -1, 1)], dim=1)
 
         state_pred, action_dist, reward_pred = model.get_predictions(
@@ -275,7 +316,8 @@ def vec_evaluate_episode_rtg(vec_env: Any, state_dim: int, act_dim: int, model: 
 
         timesteps = torch.cat(
             [timesteps, torch.ones((num_envs, 1), device=device, dtype=torch.long).reshape(num_envs, 1) * (t + 1)],
-            dim=1)
+            dim=1,
+        )
 
         if t == max_ep_len - 1:
             done = np.ones(done.shape).astype(bool)
@@ -356,8 +398,16 @@ class SubTrajectory(torch.utils.data.Dataset):
 class TransformSamplingSubTraj:
     """One window of max_len steps from a trajectory: start uniform in it, cut at its end, left-padded."""
 
-    def __init__(self, max_len: int, state_dim: int, act_dim: int, state_mean: np.ndarray, state_std: np.ndarray,
-                 reward_scale: float, action_range: tuple[float, float]) -> None:
+    def __init__(
+        self,
+        max_len: int,
+        state_dim: int,
+        act_dim: int,
+        state_mean: np.ndarray,
+        state_std: np.ndarray,
+        reward_scale: float,
+        action_range: tuple[float, float],
+    ) -> None:
         self.max_len = max_len
         self.state_dim = state_dim
         self.act_dim = act_dim
@@ -420,16 +470,32 @@ class TransformSamplingSubTraj:
         return ss, aa, rr, dd, rtg, timesteps, ordering, padding_mask
 
 
-def create_dataloader(trajectories: list[dict], num_iters: int, batch_size: int, max_len: int, state_dim: int,
-                      act_dim: int, state_mean: np.ndarray, state_std: np.ndarray, reward_scale: float,
-                      action_range: tuple[float, float], num_workers: int = 0) -> torch.utils.data.DataLoader:
+def create_dataloader(
+    trajectories: list[dict],
+    num_iters: int,
+    batch_size: int,
+    max_len: int,
+    state_dim: int,
+    act_dim: int,
+    state_mean: np.ndarray,
+    state_std: np.ndarray,
+    reward_scale: float,
+    action_range: tuple[float, float],
+    num_workers: int = 0,
+) -> torch.utils.data.DataLoader:
     """A DataLoader of num_iters batches of windows, trajectories drawn in proportion to their length."""
     # total number of sub-trajectories you need to sample
     sample_size = batch_size * num_iters
     sampling_ind = sample_trajs(trajectories, sample_size)
-    transform = TransformSamplingSubTraj(max_len=max_len, state_dim=state_dim, act_dim=act_dim,
-                                         state_mean=state_mean, state_std=state_std, reward_scale=reward_scale,
-                                         action_range=action_range)
+    transform = TransformSamplingSubTraj(
+        max_len=max_len,
+        state_dim=state_dim,
+        act_dim=act_dim,
+        state_mean=state_mean,
+        state_std=state_std,
+        reward_scale=reward_scale,
+        action_range=action_range,
+    )
     subset = SubTrajectory(trajectories, sampling_ind=sampling_ind, transform=transform)
     return torch.utils.data.DataLoader(subset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
 
@@ -455,13 +521,30 @@ class Lamb(Optimizer):
     """LAMB: Adam moments, then the update scaled per parameter by ||p|| / ||update|| (the trust ratio), after a
     global gradient-norm clip at max_grad_norm."""
 
-    def __init__(self, params: Any, lr: float = 1e-3, bias_correction: bool = True,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6, weight_decay: float = 0.01,
-                 grad_averaging: bool = True, max_grad_norm: float = 1.0, trust_clip: bool = False,
-                 always_adapt: bool = False) -> None:
-        defaults = dict(lr=lr, bias_correction=bias_correction, betas=betas, eps=eps, weight_decay=weight_decay,
-                        grad_averaging=grad_averaging, max_grad_norm=max_grad_norm, trust_clip=trust_clip,
-                        always_adapt=always_adapt)
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        bias_correction: bool = True,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 0.01,
+        grad_averaging: bool = True,
+        max_grad_norm: float = 1.0,
+        trust_clip: bool = False,
+        always_adapt: bool = False,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            bias_correction=bias_correction,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            grad_averaging=grad_averaging,
+            max_grad_norm=max_grad_norm,
+            trust_clip=trust_clip,
+            always_adapt=always_adapt,
+        )
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -476,8 +559,9 @@ class Lamb(Optimizer):
                 global_grad_norm.add_(p.grad.pow(2).sum())
         global_grad_norm = torch.sqrt(global_grad_norm)
         max_grad_norm = torch.tensor(self.defaults["max_grad_norm"], device=device)
-        clip_global_grad_norm = torch.where(global_grad_norm > max_grad_norm, global_grad_norm / max_grad_norm,
-                                            one_tensor)
+        clip_global_grad_norm = torch.where(
+            global_grad_norm > max_grad_norm, global_grad_norm / max_grad_norm, one_tensor
+        )
 
         for group in self.param_groups:
             bias_correction = 1 if group["bias_correction"] else 0
@@ -515,8 +599,9 @@ class Lamb(Optimizer):
                     # layer-wise LR adaptation
                     w_norm = p.norm(2.0)
                     g_norm = update.norm(2.0)
-                    trust_ratio = torch.where(w_norm > 0, torch.where(g_norm > 0, w_norm / g_norm, one_tensor),
-                                              one_tensor)
+                    trust_ratio = torch.where(
+                        w_norm > 0, torch.where(g_norm > 0, w_norm / g_norm, one_tensor), one_tensor
+                    )
                     if group["trust_clip"]:
                         trust_ratio = torch.minimum(trust_ratio, one_tensor)
                     update.mul_(trust_ratio)
@@ -527,8 +612,9 @@ class Lamb(Optimizer):
 # trainer.py and main.py's loss_fn
 
 
-def loss_fn(a_hat_dist: SquashedNormal, a: torch.Tensor, attention_mask: torch.Tensor,
-            entropy_reg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def loss_fn(
+    a_hat_dist: SquashedNormal, a: torch.Tensor, attention_mask: torch.Tensor, entropy_reg: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     # a_hat is a SquashedNormal Distribution
     log_likelihood = a_hat_dist.log_likelihood(a)[attention_mask > 0].mean()
     entropy = a_hat_dist.entropy().mean()
@@ -537,8 +623,14 @@ def loss_fn(a_hat_dist: SquashedNormal, a: torch.Tensor, attention_mask: torch.T
 
 
 class SequenceTrainer:
-    def __init__(self, model: ODTModel, optimizer: Optimizer, log_temperature_optimizer: Optimizer,
-                 scheduler: Any = None, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        model: ODTModel,
+        optimizer: Optimizer,
+        log_temperature_optimizer: Optimizer,
+        scheduler: Any = None,
+        device: str = "cpu",
+    ) -> None:
         self.model = model
         self.optimizer = optimizer
         self.log_temperature_optimizer = log_temperature_optimizer
@@ -576,9 +668,15 @@ class SequenceTrainer:
 
         action_target = torch.clone(actions)
 
-        _, action_preds, _ = self.model.forward(states=states, actions=actions, rewards=rewards,
-                                                returns_to_go=rtg[:, :-1], timesteps=timesteps,
-                                                attention_mask=padding_mask, return_dict=False)
+        _, action_preds, _ = self.model.forward(
+            states=states,
+            actions=actions,
+            rewards=rewards,
+            returns_to_go=rtg[:, :-1],
+            timesteps=timesteps,
+            attention_mask=padding_mask,
+            return_dict=False,
+        )
 
         loss, nll, entropy = loss_fn(
             action_preds,  # a_hat_dist
@@ -610,8 +708,9 @@ def make_vec_env(env_id: str, num_envs: int, seed: int) -> Any:
     semantics), env i seeded with seed + i (ODT's online envs: get_env_builder(i + 100))."""
     import gymnasium as gym
 
-    vec_env = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(num_envs)],
-                                       autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    vec_env = gym.vector.SyncVectorEnv(
+        [lambda: gym.make(env_id) for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
     vec_env.reset(seed=seed)
     vec_env.action_space.seed(seed)
     return vec_env
@@ -656,12 +755,29 @@ class Experiment:
             1000; smaller in tests). learning_rate, weight_decay, warmup_steps, init_temperature: ODT's defaults.
     """
 
-    def __init__(self, trajectories: list[dict], env_id: str, num_envs: int, hidden_size: int = 128, n_layer: int = 3,
-                 n_head: int = 1, K: int = 20, eval_context_length: int = 5, batch_size: int = 64,
-                 replay_size: int = 1000, seed: int = 0, checkpoint: str | Path | None = None, num_workers: int = 0,
-                 max_ep_len: int = MAX_EPISODE_LEN, learning_rate: float = 1e-4, weight_decay: float = 5e-4,
-                 warmup_steps: int = 10000, init_temperature: float = 0.1, dropout: float = 0.1,
-                 device: str = "cpu") -> None:
+    def __init__(
+        self,
+        trajectories: list[dict],
+        env_id: str,
+        num_envs: int,
+        hidden_size: int = 128,
+        n_layer: int = 3,
+        n_head: int = 1,
+        K: int = 20,
+        eval_context_length: int = 5,
+        batch_size: int = 64,
+        replay_size: int = 1000,
+        seed: int = 0,
+        checkpoint: str | Path | None = None,
+        num_workers: int = 0,
+        max_ep_len: int = MAX_EPISODE_LEN,
+        learning_rate: float = 1e-4,
+        weight_decay: float = 5e-4,
+        warmup_steps: int = 10000,
+        init_temperature: float = 0.1,
+        dropout: float = 0.1,
+        device: str = "cpu",
+    ) -> None:
         random.seed(seed)  # utils.set_seed_everywhere
         np.random.seed(seed)
         torch.manual_seed(seed)
@@ -679,19 +795,34 @@ class Experiment:
             self.model = from_pretrained(checkpoint, self.action_range, K, eval_context_length, self.target_entropy)
         else:
             config = DecisionTransformerConfig(
-                state_dim=self.state_dim, act_dim=self.act_dim, hidden_size=hidden_size, max_ep_len=MAX_EPISODE_LEN,
-                n_layer=n_layer, n_head=n_head, n_inner=4 * hidden_size, activation_function="relu",
-                n_positions=1024, resid_pdrop=dropout, attn_pdrop=dropout)
-            self.model = ODTModel(config, self.action_range, K, eval_context_length, init_temperature,
-                                  self.target_entropy)
+                state_dim=self.state_dim,
+                act_dim=self.act_dim,
+                hidden_size=hidden_size,
+                max_ep_len=MAX_EPISODE_LEN,
+                n_layer=n_layer,
+                n_head=n_head,
+                n_inner=4 * hidden_size,
+                activation_function="relu",
+                n_positions=1024,
+                resid_pdrop=dropout,
+                attn_pdrop=dropout,
+            )
+            self.model = ODTModel(
+                config, self.action_range, K, eval_context_length, init_temperature, self.target_entropy
+            )
         self.model = self.model.to(device=device)
         self.optimizer = Lamb(self.model.parameters(), lr=learning_rate, weight_decay=weight_decay, eps=1e-8)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
-                                                           lambda steps: min((steps + 1) / warmup_steps, 1))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda steps: min((steps + 1) / warmup_steps, 1)
+        )
         self.log_temperature_optimizer = torch.optim.Adam([self.model.log_temperature], lr=1e-4, betas=[0.9, 0.999])
-        self.trainer = SequenceTrainer(model=self.model, optimizer=self.optimizer,
-                                       log_temperature_optimizer=self.log_temperature_optimizer,
-                                       scheduler=self.scheduler, device=device)
+        self.trainer = SequenceTrainer(
+            model=self.model,
+            optimizer=self.optimizer,
+            log_temperature_optimizer=self.log_temperature_optimizer,
+            scheduler=self.scheduler,
+            device=device,
+        )
         self.total_transitions_sampled = 0
 
     def augment_trajectories(self, target_explore: float) -> dict[str, float]:
@@ -699,21 +830,43 @@ class Experiment:
         with torch.no_grad():
             target_return = [target_explore * REWARD_SCALE] * self.online_envs.num_envs
             returns, lengths, trajs = vec_evaluate_episode_rtg(
-                self.online_envs, self.state_dim, self.act_dim, self.model, max_ep_len=self.max_ep_len,
-                reward_scale=REWARD_SCALE, target_return=target_return, mode="normal", state_mean=self.state_mean,
-                state_std=self.state_std, device=self.device, use_mean=False)
+                self.online_envs,
+                self.state_dim,
+                self.act_dim,
+                self.model,
+                max_ep_len=self.max_ep_len,
+                reward_scale=REWARD_SCALE,
+                target_return=target_return,
+                mode="normal",
+                state_mean=self.state_mean,
+                state_std=self.state_std,
+                device=self.device,
+                use_mean=False,
+            )
         self.replay_buffer.add_new_trajs(trajs)
         self.total_transitions_sampled += np.sum(lengths)
-        return {"aug_traj/return": np.mean(returns), "aug_traj/length": np.mean(lengths),
-                "aug_traj/max_length": np.max(lengths), "aug_traj/transitions": np.sum(lengths)}
+        return {
+            "aug_traj/return": np.mean(returns),
+            "aug_traj/length": np.mean(lengths),
+            "aug_traj/max_length": np.max(lengths),
+            "aug_traj/transitions": np.sum(lengths),
+        }
 
     def train_iteration(self, num_updates: int) -> dict[str, float]:
         """A new dataloader over the replay buffer, then `num_updates` updates (main.py's online_tuning)."""
         dataloader = create_dataloader(
-            trajectories=self.replay_buffer.trajectories, num_iters=num_updates, batch_size=self.batch_size,
-            max_len=self.K, state_dim=self.state_dim, act_dim=self.act_dim, state_mean=self.state_mean,
-            state_std=self.state_std, reward_scale=REWARD_SCALE, action_range=self.action_range,
-            num_workers=self.num_workers)
+            trajectories=self.replay_buffer.trajectories,
+            num_iters=num_updates,
+            batch_size=self.batch_size,
+            max_len=self.K,
+            state_dim=self.state_dim,
+            act_dim=self.act_dim,
+            state_mean=self.state_mean,
+            state_std=self.state_std,
+            reward_scale=REWARD_SCALE,
+            action_range=self.action_range,
+            num_workers=self.num_workers,
+        )
         return self.trainer.train_iteration(loss_fn=loss_fn, dataloader=dataloader)
 
     def online_iteration(self, num_updates: int, target_explore: float = 7200.0) -> dict[str, float]:
@@ -753,8 +906,7 @@ def time_collection(experiment: Experiment, target_explore: float = 7200.0) -> C
     return CollectionTiming(int(out["aug_traj/transitions"]), int(num_envs * out["aug_traj/max_length"]), seconds)
 
 
-def time_online_iteration(experiment: Experiment, num_updates: int,
-                          target_explore: float = 7200.0) -> dict[str, float]:
+def time_online_iteration(experiment: Experiment, num_updates: int, target_explore: float = 7200.0) -> dict[str, float]:
     """Wall time of one online iteration of the official loop: {"collect_s", "train_s", "total_s", "transitions",
     "env_steps"} (train_s includes building the iteration's DataLoader; counts as in CollectionTiming)."""
     start = time.perf_counter()
@@ -762,6 +914,10 @@ def time_online_iteration(experiment: Experiment, num_updates: int,
     collected = time.perf_counter()
     experiment.train_iteration(num_updates)
     end = time.perf_counter()
-    return {"collect_s": collected - start, "train_s": end - collected, "total_s": end - start,
-            "transitions": float(out["aug_traj/transitions"]),
-            "env_steps": float(experiment.online_envs.num_envs * out["aug_traj/max_length"])}
+    return {
+        "collect_s": collected - start,
+        "train_s": end - collected,
+        "total_s": end - start,
+        "transitions": float(out["aug_traj/transitions"]),
+        "env_steps": float(experiment.online_envs.num_envs * out["aug_traj/max_length"]),
+    }

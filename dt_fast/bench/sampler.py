@@ -25,16 +25,25 @@ def synthetic(lengths: np.ndarray, seed: int, state_dim: int = STATE_DIM, act_di
     rng = np.random.default_rng(seed)
     n = int(lengths.sum())
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return Trajectories(rng.standard_normal((n, state_dim), dtype=np.float32),
-                        rng.uniform(-1, 1, (n, act_dim)).astype(np.float32),
-                        rng.standard_normal(n, dtype=np.float32), offsets=offsets)
+    return Trajectories(
+        rng.standard_normal((n, state_dim), dtype=np.float32),
+        rng.uniform(-1, 1, (n, act_dim)).astype(np.float32),
+        rng.standard_normal(n, dtype=np.float32),
+        offsets=offsets,
+    )
 
 
 def as_rows(t: Trajectories) -> list[dict]:
     """One dict of Python lists per trajectory: the HF row layout (observations, actions, rewards, dones)."""
-    return [{"observations": ep["observations"].tolist(), "actions": ep["actions"].tolist(),
-             "rewards": ep["rewards"].tolist(), "dones": ep["terminals"].tolist()}
-            for ep in (t.episode(i) for i in range(t.num_episodes))]
+    return [
+        {
+            "observations": ep["observations"].tolist(),
+            "actions": ep["actions"].tolist(),
+            "rewards": ep["rewards"].tolist(),
+            "dones": ep["terminals"].tolist(),
+        }
+        for ep in (t.episode(i) for i in range(t.num_episodes))
+    ]
 
 
 def as_hf_dataset(t: Trajectories) -> datasets.Dataset:
@@ -49,9 +58,14 @@ def as_hf_dataset(t: Trajectories) -> datasets.Dataset:
         steps = pa.ListArray.from_arrays(np.arange(0, values.size + 1, dim, dtype=np.int32), values.reshape(-1))
         return pa.ListArray.from_arrays(outer, steps)
 
-    table = pa.table({"observations": nested(t.observations), "actions": nested(t.actions),
-                      "rewards": pa.ListArray.from_arrays(outer, t.rewards),
-                      "dones": pa.ListArray.from_arrays(outer, t.terminals)})
+    table = pa.table(
+        {
+            "observations": nested(t.observations),
+            "actions": nested(t.actions),
+            "rewards": pa.ListArray.from_arrays(outer, t.rewards),
+            "dones": pa.ListArray.from_arrays(outer, t.terminals),
+        }
+    )
     return datasets.Dataset(datasets.table.InMemoryTable(table))
 
 

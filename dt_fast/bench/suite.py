@@ -54,8 +54,15 @@ ODT_PRETRAIN_STEPS = 200  # the stochastic checkpoint both ODT sides start from
 OUTPUTS = ("suite.json", "suite.md")
 
 
-def row(measure: str, ours: float, reference: float | None, bound: float | None, reference_is: str,
-        bound_is: str = "", lower_is_better: bool = False) -> dict:
+def row(
+    measure: str,
+    ours: float,
+    reference: float | None,
+    bound: float | None,
+    reference_is: str,
+    bound_is: str = "",
+    lower_is_better: bool = False,
+) -> dict:
     """One table row; x_reference and of_bound are oriented so that higher is better."""
     if lower_is_better:
         x_ref = reference / ours if reference else None
@@ -63,15 +70,26 @@ def row(measure: str, ours: float, reference: float | None, bound: float | None,
     else:
         x_ref = ours / reference if reference else None
         of_bound = ours / bound if bound else None
-    return {"measure": measure, "dt_fast": ours, "reference": reference, "x_reference": x_ref, "bound": bound,
-            "of_bound": of_bound, "reference_is": reference_is, "bound_is": bound_is}
+    return {
+        "measure": measure,
+        "dt_fast": ours,
+        "reference": reference,
+        "x_reference": x_ref,
+        "bound": bound,
+        "of_bound": of_bound,
+        "reference_is": reference_is,
+        "bound_is": bound_is,
+    }
 
 
 def hardware() -> dict:
     """This machine's fp32 matmul rate (one thread and all threads) and copy bandwidth, measured now."""
-    return {"matmul_flops_per_s_1_thread": matmul_flops_per_s(threads=1, min_time=SECONDS),
-            "matmul_flops_per_s_all_threads": matmul_flops_per_s(threads=torch.get_num_threads(), min_time=SECONDS),
-            "memcpy_bytes_per_s": memcpy_bytes_per_s(min_time=SECONDS), "torch_threads": torch.get_num_threads()}
+    return {
+        "matmul_flops_per_s_1_thread": matmul_flops_per_s(threads=1, min_time=SECONDS),
+        "matmul_flops_per_s_all_threads": matmul_flops_per_s(threads=torch.get_num_threads(), min_time=SECONDS),
+        "memcpy_bytes_per_s": memcpy_bytes_per_s(min_time=SECONDS),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def peak_rate(hw: dict, threads: int) -> float:
@@ -87,13 +105,15 @@ def sampler_rows(hw: dict) -> list[dict]:
 
     t = bench_sampler.synthetic(np.full(1000, 1000), seed=1)
     features = [None] * bench_sampler.BATCH_SIZE  # the collator samples by itself; only len() matters
-    collator = DecisionTransformerGymDataCollator(ListDataset(bench_sampler.as_rows(t)),
-                                                  max_len=bench_sampler.CONTEXT_LEN)
+    collator = DecisionTransformerGymDataCollator(
+        ListDataset(bench_sampler.as_rows(t)), max_len=bench_sampler.CONTEXT_LEN
+    )
     lists_rate = rate(lambda: collator(features), min_time=SECONDS)
     collator.dataset = bench_sampler.as_hf_dataset(t)  # the same statistics; only the data source differs
     dataset_rate = rate(lambda: collator(features), min_time=SECONDS)
-    sampler = TrajectorySampler(t, context_len=bench_sampler.CONTEXT_LEN, batch_size=bench_sampler.BATCH_SIZE,
-                                num_threads=1)
+    sampler = TrajectorySampler(
+        t, context_len=bench_sampler.CONTEXT_LEN, batch_size=bench_sampler.BATCH_SIZE, num_threads=1
+    )
     nbytes = sum(v.numel() * v.element_size() for v in sampler.sample().values())
     ours, _ = bench_sampler.rate_and_cpu(sampler.sample, SECONDS, warmup=200)
     sampler.close()
@@ -101,9 +121,10 @@ def sampler_rows(hw: dict) -> list[dict]:
     # bound is the batch's bytes at the memory traffic rate of a copy (read + write counted).
     bound = hw["memcpy_bytes_per_s"] / nbytes
     what = f"the batch's {nbytes / 1e3:.0f} KB at memcpy traffic"
-    return [row("sampler batches/s, batch 64 x K 20", ours, lists_rate, bound, "blog collator, Python lists", what),
-            row("sampler batches/s, batch 64 x K 20", ours, dataset_rate, bound, "blog collator, datasets.Dataset",
-                what)]
+    return [
+        row("sampler batches/s, batch 64 x K 20", ours, lists_rate, bound, "blog collator, Python lists", what),
+        row("sampler batches/s, batch 64 x K 20", ours, dataset_rate, bound, "blog collator, datasets.Dataset", what),
+    ]
 
 
 def train_rows(hw: dict) -> list[dict]:
@@ -116,24 +137,42 @@ def train_rows(hw: dict) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "halfcheetah_synthetic.hdf5"
         rows_py = bench_train.make_dataset(path)
-        refs = {"blog TrainableDT + transformers.Trainer, lists":
-                bench_train.blog_trainer_rate(ListDataset(rows_py), TRAIN_STEPS)[0],
-                "blog TrainableDT + transformers.Trainer, datasets.Dataset":
-                bench_train.blog_trainer_rate(Dataset.from_list(rows_py), TRAIN_STEPS // 4)[0]}
+        refs = {
+            "blog TrainableDT + transformers.Trainer, lists": bench_train.blog_trainer_rate(
+                ListDataset(rows_py), TRAIN_STEPS
+            )[0],
+            "blog TrainableDT + transformers.Trainer, datasets.Dataset": bench_train.blog_trainer_rate(
+                Dataset.from_list(rows_py), TRAIN_STEPS // 4
+            )[0],
+        }
         with h5py.File(path) as f:
-            peer = bench_train.d3rlpy_rate(*[f[k][()] for k in ("observations", "actions", "rewards", "timeouts")],
-                                           TRAIN_STEPS)
-        ours = {"fp32, C++ training ops": bench_train.dt_fast_rate(path, TRAIN_STEPS)[0],
-                "fp32, torch ops": bench_train.dt_fast_rate(path, TRAIN_STEPS, fused=False)[0],
-                "bf16 autocast": bench_train.dt_fast_rate(path, TRAIN_STEPS, fused=False, precision="bf16")[0]}
+            peer = bench_train.d3rlpy_rate(
+                *[f[k][()] for k in ("observations", "actions", "rewards", "timeouts")], TRAIN_STEPS
+            )
+        ours = {
+            "fp32, C++ training ops": bench_train.dt_fast_rate(path, TRAIN_STEPS)[0],
+            "fp32, torch ops": bench_train.dt_fast_rate(path, TRAIN_STEPS, fused=False)[0],
+            "bf16 autocast": bench_train.dt_fast_rate(path, TRAIN_STEPS, fused=False, precision="bf16")[0],
+        }
     flops = bench_train.train_flops_per_step(action_only=True)  # what dt_fast's Trainer computes
     bound = peak_rate(hw, hw["torch_threads"]) / flops
     what = f"{flops / 1e9:.1f} GFLOP/step at the matmul rate, {hw['torch_threads']} threads"
-    rows = [row(f"training steps/s, {name}", rate_, ref_rate, bound, ref, what)
-            for name, rate_ in ours.items() for ref, ref_rate in refs.items()]
+    rows = [
+        row(f"training steps/s, {name}", rate_, ref_rate, bound, ref, what)
+        for name, rate_ in ours.items()
+        for ref, ref_rate in refs.items()
+    ]
     d3rlpy = "d3rlpy DecisionTransformer, same sizes" if isinstance(peer, tuple) else f"d3rlpy: {peer}"
-    rows.append(row("training steps/s, fp32, C++ training ops", ours["fp32, C++ training ops"],
-                    peer[0] if isinstance(peer, tuple) else None, bound, d3rlpy, what))
+    rows.append(
+        row(
+            "training steps/s, fp32, C++ training ops",
+            ours["fp32, C++ training ops"],
+            peer[0] if isinstance(peer, tuple) else None,
+            bound,
+            d3rlpy,
+            what,
+        )
+    )
     return rows
 
 
@@ -161,8 +200,9 @@ def policy_rows(hw: dict) -> list[dict]:
     K = bench_policy.K
     rng = np.random.default_rng(0)
     hf, ours = bench_policy.paired_models(S, A)
-    common = dict(target_return=3600.0, state_mean=np.zeros(S), state_std=np.ones(S), scale=bench_policy.SCALE,
-                  context_len=K)
+    common = dict(
+        target_return=3600.0, state_mean=np.zeros(S), state_std=np.ones(S), scale=bench_policy.SCALE, context_len=K
+    )
     with one_torch_thread():
         blog = bench_policy.blog_latencies(hf, LATENCY_STEPS, "t>=K", rng)
     blog_p50, blog_p99 = np.median(blog), np.percentile(blog, 99)
@@ -172,15 +212,33 @@ def policy_rows(hw: dict) -> list[dict]:
     for mode in ("exact", "rolling"):
         flops, _ = bench_policy.step_cost(ours.config, mode, K + 30, absorbed=True)
         for threads in (all_threads, 1):
-            lat = bench_policy.policy_latencies(Policy(ours, mode=mode, backend="cpp", n_threads=threads, **common),
-                                          LATENCY_STEPS, "t>=K", rng)
+            lat = bench_policy.policy_latencies(
+                Policy(ours, mode=mode, backend="cpp", n_threads=threads, **common), LATENCY_STEPS, "t>=K", rng
+            )
             bound = flops / peak_rate(hw, threads)
             what = f"{flops / 1e6:.1f} MFLOP at {threads}-thread matmul"
             name = f"batch 1, {mode}, {threads} thread{'s' if threads > 1 else ''}"
-            rows.append(row(f"step latency p50 us, {name}", np.median(lat) * 1e6, blog_p50 * 1e6, bound * 1e6,
-                            ref, what, lower_is_better=True))
-            rows.append(row(f"step latency p99 us, {name}", np.percentile(lat, 99) * 1e6, blog_p99 * 1e6,
-                            None, ref, lower_is_better=True))
+            rows.append(
+                row(
+                    f"step latency p50 us, {name}",
+                    np.median(lat) * 1e6,
+                    blog_p50 * 1e6,
+                    bound * 1e6,
+                    ref,
+                    what,
+                    lower_is_better=True,
+                )
+            )
+            rows.append(
+                row(
+                    f"step latency p99 us, {name}",
+                    np.percentile(lat, 99) * 1e6,
+                    blog_p99 * 1e6,
+                    None,
+                    ref,
+                    lower_is_better=True,
+                )
+            )
     for mode in ("exact", "rolling"):
         flops, _ = bench_policy.step_cost(ours.config, mode, K + 30, absorbed=True)
         for batch in (64, 256):
@@ -188,10 +246,16 @@ def policy_rows(hw: dict) -> list[dict]:
                 policy = Policy(ours, mode=mode, backend="cpp", num_envs=batch, n_threads=threads, **common)
                 steps = (4 if mode == "exact" else 40) * (256 // batch)
                 rate = peak_rate(hw, threads)
-                rows.append(row(f"actions/s, batch {batch}, {mode}, {threads} thread{'s' if threads > 1 else ''}",
-                                bench_policy.throughput(policy, steps, rng, SECONDS), 1.0 / blog_p50, rate / flops,
-                                "blog get_action loop, 1 env", f"{flops / 1e6:.1f} MFLOP/action at {threads}-thread "
-                                "matmul"))
+                rows.append(
+                    row(
+                        f"actions/s, batch {batch}, {mode}, {threads} thread{'s' if threads > 1 else ''}",
+                        bench_policy.throughput(policy, steps, rng, SECONDS),
+                        1.0 / blog_p50,
+                        rate / flops,
+                        "blog get_action loop, 1 env",
+                        f"{flops / 1e6:.1f} MFLOP/action at {threads}-thread matmul",
+                    )
+                )
     return rows
 
 
@@ -202,10 +266,17 @@ def eval_rows() -> list[dict]:
         bench_eval.make_checkpoint(ckpt)
         ceiling = bench_eval.envpool_random(EVAL_ENVS, 500, seed=0)
         blog = bench_eval.blog_loop(ckpt, BLOG_EVAL_STEPS, seed=0)["rate"]
-        return [row(f"evaluation env-steps/s, {EVAL_ENVS} envs, {mode}",
-                    bench_eval.evaluator(ckpt, mode, EVAL_ENVS, EVAL_EPISODES, seed=0)["rate"], blog, ceiling,
-                    "blog rollout loop, 1 gymnasium env", f"envpool stepping {EVAL_ENVS} envs with random actions")
-                for mode in ("exact", "rolling")]
+        return [
+            row(
+                f"evaluation env-steps/s, {EVAL_ENVS} envs, {mode}",
+                bench_eval.evaluator(ckpt, mode, EVAL_ENVS, EVAL_EPISODES, seed=0)["rate"],
+                blog,
+                ceiling,
+                "blog rollout loop, 1 gymnasium env",
+                f"envpool stepping {EVAL_ENVS} envs with random actions",
+            )
+            for mode in ("exact", "rolling")
+        ]
 
 
 def peer_rows(hw: dict) -> list[dict]:
@@ -227,19 +298,40 @@ def peer_rows(hw: dict) -> list[dict]:
             raise AssertionError(f"ONNX Runtime's actions differ from transformers' get_action by {worst:.2e} > 1e-4")
         ort_rate = peers.ort_throughput(session, S, A, 64, K, rng, SECONDS)
     ref = f"ONNX Runtime {onnxruntime.__version__}, {threads} threads (|action - transformers'| <= {worst:.0e})"
-    common = dict(target_return=3600.0, state_mean=np.zeros(S), state_std=np.ones(S), scale=bench_policy.SCALE,
-                  context_len=K, backend="cpp", n_threads=threads)
+    common = dict(
+        target_return=3600.0,
+        state_mean=np.zeros(S),
+        state_std=np.ones(S),
+        scale=bench_policy.SCALE,
+        context_len=K,
+        backend="cpp",
+        n_threads=threads,
+    )
     rows = []
     for mode in ("exact", "rolling"):
         policy = Policy(ours, mode=mode, **common)
         latency = bench_policy.policy_latencies(policy, LATENCY_STEPS, "t>=K", rng)
-        rows.append(row(f"step latency p50 us, batch 1, {mode}, {threads} threads", np.median(latency) * 1e6,
-                        np.median(ort_latency) * 1e6, None, ref, lower_is_better=True))
+        rows.append(
+            row(
+                f"step latency p50 us, batch 1, {mode}, {threads} threads",
+                np.median(latency) * 1e6,
+                np.median(ort_latency) * 1e6,
+                None,
+                ref,
+                lower_is_better=True,
+            )
+        )
     for mode in ("exact", "rolling"):
         policy = Policy(ours, mode=mode, num_envs=64, **common)
-        rows.append(row(f"actions/s, batch 64, {mode}, {threads} threads",
-                        bench_policy.throughput(policy, 4 if mode == "exact" else 40, rng, SECONDS), ort_rate, None,
-                        ref))
+        rows.append(
+            row(
+                f"actions/s, batch 64, {mode}, {threads} threads",
+                bench_policy.throughput(policy, 4 if mode == "exact" else 40, rng, SECONDS),
+                ort_rate,
+                None,
+                ref,
+            )
+        )
     return rows
 
 
@@ -252,17 +344,34 @@ def odt_rows() -> list[dict]:
     ceiling = bench_eval.envpool_random(bench_odt.ENVS, 500, seed=0)
     ref = summary[bench_odt.REFERENCE]
     envs, updates, batch = bench_odt.ENVS, bench_odt.UPDATES, bench_odt.BATCH
-    rows = [row(f"ODT collection env-steps/s, {envs} envs, {mode}", summary[f"dt_fast {mode}"]["env_steps_per_s"],
-                ref["env_steps_per_s"], ceiling, "official ODT loop, gymnasium SyncVectorEnv",
-                f"envpool stepping {envs} envs with random actions") for mode in bench_odt.MODES]
-    rows += [row(f"ODT online iteration s, {envs} envs + {updates} updates x batch {batch}, {mode}",
-                 summary[f"dt_fast {mode}"]["total_s"], ref["total_s"], None, "official ODT loop (LAMB, DataLoader)",
-                 lower_is_better=True) for mode in bench_odt.MODES]
+    rows = [
+        row(
+            f"ODT collection env-steps/s, {envs} envs, {mode}",
+            summary[f"dt_fast {mode}"]["env_steps_per_s"],
+            ref["env_steps_per_s"],
+            ceiling,
+            "official ODT loop, gymnasium SyncVectorEnv",
+            f"envpool stepping {envs} envs with random actions",
+        )
+        for mode in bench_odt.MODES
+    ]
+    rows += [
+        row(
+            f"ODT online iteration s, {envs} envs + {updates} updates x batch {batch}, {mode}",
+            summary[f"dt_fast {mode}"]["total_s"],
+            ref["total_s"],
+            None,
+            "official ODT loop (LAMB, DataLoader)",
+            lower_is_better=True,
+        )
+        for mode in bench_odt.MODES
+    ]
     return rows
 
 
 def markdown_table(rows: list[dict]) -> str:
     """The rows as a Markdown table (numbers to 3 significant digits)."""
+
     def fmt(v: object) -> str:
         if v is None:
             return ""
@@ -300,13 +409,15 @@ def output_paths(out: Path, overwrite: bool) -> list[Path]:
 def summary(doc: dict) -> str:
     """One paragraph: the command, date, CPU, threads, versions and the hardware rates of a suite.json document."""
     hw = doc["hardware"]
-    return (f"`{doc['command']}`, {doc['date']}, {doc['cpu']}, {hw['torch_threads']} threads, dt_fast "
-            f"{doc['dt_fast']} (git {doc['git']}), torch {doc['torch']}, total {doc['total_seconds']:.0f} s. "
-            f"Measured in the same run: fp32 matmul {hw['matmul_flops_per_s_1_thread'] / 1e9:.1f} GFLOP/s on 1 "
-            f"thread, {hw['matmul_flops_per_s_all_threads'] / 1e9:.1f} GFLOP/s on {hw['torch_threads']} (the "
-            f"bounds use threads x the one-thread rate); memcpy "
-            f"{hw['memcpy_bytes_per_s'] / 1e9:.1f} GB/s (read + write). \"x reference\" is the speed-up over the "
-            f"reference, \"of bound\" the share of the hardware (or envpool) bound reached; both higher is better.")
+    return (
+        f"`{doc['command']}`, {doc['date']}, {doc['cpu']}, {hw['torch_threads']} threads, dt_fast "
+        f"{doc['dt_fast']} (git {doc['git']}), torch {doc['torch']}, total {doc['total_seconds']:.0f} s. "
+        f"Measured in the same run: fp32 matmul {hw['matmul_flops_per_s_1_thread'] / 1e9:.1f} GFLOP/s on 1 "
+        f"thread, {hw['matmul_flops_per_s_all_threads'] / 1e9:.1f} GFLOP/s on {hw['torch_threads']} (the "
+        f"bounds use threads x the one-thread rate); memcpy "
+        f'{hw["memcpy_bytes_per_s"] / 1e9:.1f} GB/s (read + write). "x reference" is the speed-up over the '
+        f'reference, "of bound" the share of the hardware (or envpool) bound reached; both higher is better.'
+    )
 
 
 def run_suite(groups: list[str], out: Path, command: str, overwrite: bool = False) -> Path:
@@ -321,8 +432,9 @@ def run_suite(groups: list[str], out: Path, command: str, overwrite: bool = Fals
         print(name, flush=True)
         rows += ROWS[name](hw)
     total = time.perf_counter() - start
-    path = save_results("suite", rows, {"hardware": hw, "total_seconds": total, "command": command,
-                                        "groups": groups}, directory=out)
+    path = save_results(
+        "suite", rows, {"hardware": hw, "total_seconds": total, "command": command, "groups": groups}, directory=out
+    )
     doc = json.loads(path.read_text())
     print()
     print_table([{k: ("" if v is None else v) for k, v in r.items()} for r in rows], COLUMNS)

@@ -30,12 +30,19 @@ def make_dataset(path: Path, seed: int = 0) -> list[dict]:
     timeouts[EP_LEN - 1 :: EP_LEN] = True
     with h5py.File(path, "w") as f:
         f.attrs["env_id"] = "HalfCheetah-v4"
-        for key, value in dict(observations=obs, actions=act, rewards=rew, terminals=np.zeros_like(timeouts),
-                               timeouts=timeouts).items():
+        for key, value in dict(
+            observations=obs, actions=act, rewards=rew, terminals=np.zeros_like(timeouts), timeouts=timeouts
+        ).items():
             f.create_dataset(key, data=value)
-    return [dict(observations=obs[i:i + EP_LEN].tolist(), actions=act[i:i + EP_LEN].tolist(),
-                 rewards=rew[i:i + EP_LEN].tolist(), dones=[False] * EP_LEN)
-            for i in range(0, EPISODES * EP_LEN, EP_LEN)]
+    return [
+        dict(
+            observations=obs[i : i + EP_LEN].tolist(),
+            actions=act[i : i + EP_LEN].tolist(),
+            rewards=rew[i : i + EP_LEN].tolist(),
+            dones=[False] * EP_LEN,
+        )
+        for i in range(0, EPISODES * EP_LEN, EP_LEN)
+    ]
 
 
 def blog_trainer_rate(dataset: object, steps: int) -> tuple[float, float, float]:
@@ -76,12 +83,25 @@ def blog_trainer_rate(dataset: object, steps: int) -> tuple[float, float, float]
     config = DecisionTransformerConfig(state_dim=collator.state_dim, act_dim=collator.act_dim)
     model = TrainableDT(config)
     with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(output_dir=out, remove_unused_columns=False, per_device_train_batch_size=BATCH,
-                                 learning_rate=1e-4, weight_decay=1e-4, warmup_steps=0.1, optim="adamw_torch",
-                                 max_grad_norm=0.25, max_steps=steps + 5, report_to="none", save_strategy="no",
-                                 logging_strategy="no", use_cpu=True, disable_tqdm=True)
-        trainer = Trainer(model=model, args=args, train_dataset=TimedRows(), data_collator=timed_collator,
-                          callbacks=[Stamp()])
+        args = TrainingArguments(
+            output_dir=out,
+            remove_unused_columns=False,
+            per_device_train_batch_size=BATCH,
+            learning_rate=1e-4,
+            weight_decay=1e-4,
+            warmup_steps=0.1,
+            optim="adamw_torch",
+            max_grad_norm=0.25,
+            max_steps=steps + 5,
+            report_to="none",
+            save_strategy="no",
+            logging_strategy="no",
+            use_cpu=True,
+            disable_tqdm=True,
+        )
+        trainer = Trainer(
+            model=model, args=args, train_dataset=TimedRows(), data_collator=timed_collator, callbacks=[Stamp()]
+        )
         trainer.train()
     (t0, load0, cpu0), (t1, load1, cpu1) = stamps[4], stamps[-1]  # skip warm-up steps
     return (len(stamps) - 5) / (t1 - t0), (load1 - load0) / (t1 - t0), (cpu1 - cpu0) / (len(stamps) - 5)
@@ -101,8 +121,9 @@ def torch_path() -> Iterator[None]:
             os.environ["DT_FAST_BACKEND"] = before
 
 
-def d3rlpy_rate(obs: np.ndarray, act: np.ndarray, rew: np.ndarray, timeouts: np.ndarray,
-                steps: int) -> tuple[float, float, float] | str:
+def d3rlpy_rate(
+    obs: np.ndarray, act: np.ndarray, rew: np.ndarray, timeouts: np.ndarray, steps: int
+) -> tuple[float, float, float] | str:
     """(optimizer steps/s, data-loading share, process CPU seconds per step) of d3rlpy's DecisionTransformer at the
     same sizes (hidden 128 from a one-layer encoder, 3 layers, 1 head, batch 64, context 20, dropout 0.1), sampling
     its own trajectory batches; or the reason it could not run."""
@@ -112,8 +133,13 @@ def d3rlpy_rate(obs: np.ndarray, act: np.ndarray, rew: np.ndarray, timeouts: np.
         return f"d3rlpy does not import ({err}); `make bench` installs it (pip install --no-deps, see the Makefile)"
     dataset = d3rlpy.dataset.MDPDataset(obs, act, rew, np.zeros_like(timeouts), timeouts=timeouts)
     algo = d3rlpy.algos.DecisionTransformerConfig(
-        batch_size=BATCH, context_size=CONTEXT, encoder_factory=d3rlpy.models.VectorEncoderFactory([128]),
-        num_heads=1, num_layers=3, max_timestep=EP_LEN).create(device="cpu:0")
+        batch_size=BATCH,
+        context_size=CONTEXT,
+        encoder_factory=d3rlpy.models.VectorEncoderFactory([128]),
+        num_heads=1,
+        num_layers=3,
+        max_timestep=EP_LEN,
+    ).create(device="cpu:0")
     algo.build_with_dataset(dataset)
     load = 0.0
     for i in range(steps + 5):
@@ -133,8 +159,16 @@ def dt_fast_rate(path: Path, steps: int, fused: bool = True, **options: object) 
     from dt_fast.train import TrainConfig, Trainer
 
     with contextlib.nullcontext() if fused else torch_path(), tempfile.TemporaryDirectory() as out:
-        cfg = TrainConfig(dataset=str(path), out=out, steps=steps + 5, batch_size=BATCH, context_len=CONTEXT,
-                          save_every=10**9, log_every=10**9, **options)
+        cfg = TrainConfig(
+            dataset=str(path),
+            out=out,
+            steps=steps + 5,
+            batch_size=BATCH,
+            context_len=CONTEXT,
+            save_every=10**9,
+            log_every=10**9,
+            **options,
+        )
         trainer = Trainer(cfg)
         trainer.model.train()
         batches = iter(trainer.sampler)

@@ -58,8 +58,10 @@ class LinearPolicy:
                 raise ValueError(f"{path}: not a dt_fast linear policy, missing key(s) {missing}")
             weights, mean, std, env_id = f["weights"], f["obs_mean"], f["obs_std"], str(f["env_id"])
         if weights.ndim != 2 or mean.shape != (weights.shape[1],) or std.shape != mean.shape:
-            raise ValueError(f"{path}: weights {weights.shape}, obs_mean {mean.shape} and obs_std {std.shape} "
-                             "do not fit a linear policy [act_dim, obs_dim], [obs_dim], [obs_dim]")
+            raise ValueError(
+                f"{path}: weights {weights.shape}, obs_mean {mean.shape} and obs_std {std.shape} "
+                "do not fit a linear policy [act_dim, obs_dim], [obs_dim], [obs_dim]"
+            )
         return cls(weights.astype(np.float64), mean.astype(np.float64), std.astype(np.float64), env_id)
 
 
@@ -154,7 +156,8 @@ def train_ars(
         sigma_r = np.concatenate([r_pos[top], r_neg[top]]).std()
         if sigma_r > 0:
             weights = weights + step_size / (top_directions * sigma_r) * np.einsum(
-                "k,kij->ij", r_pos[top] - r_neg[top], deltas[top])
+                "k,kij->ij", r_pos[top] - r_neg[top], deltas[top]
+            )
         stat.update(eps.observations)
         mean, std = stat.mean.copy(), stat.std
         if it % eval_every == 0 or it == max_iterations:
@@ -165,8 +168,10 @@ def train_ars(
             score = float(ev.returns.mean())
             history.append((it, env_steps, score))
             if log is not None:
-                log(f"ARS iter {it:4d}  env steps {env_steps:9,d}  eval return {score:8.1f}  "
-                    f"({time.perf_counter() - start:.0f} s)")
+                log(
+                    f"ARS iter {it:4d}  env steps {env_steps:9,d}  eval return {score:8.1f}  "
+                    f"({time.perf_counter() - start:.0f} s)"
+                )
             if best is None or score > best[0]:
                 best = (score, policy)
             if score >= target_return:

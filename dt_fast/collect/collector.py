@@ -32,8 +32,14 @@ MAX_ENVS = 16  # envs stepped in parallel; fixed so that a seed always gives the
 Policy = Callable[[np.ndarray], np.ndarray]
 
 
-def collect(env_id: str, policy: Policy | None, episodes: int, noise: Sequence[float] = (0.0,), seed: int = 0,
-            progress: bool = True) -> Episodes:
+def collect(
+    env_id: str,
+    policy: Policy | None,
+    episodes: int,
+    noise: Sequence[float] = (0.0,),
+    seed: int = 0,
+    progress: bool = True,
+) -> Episodes:
     """Run `episodes` complete episodes of `policy` (None: uniform random actions) with Gaussian action noise.
 
     Episode k gets noise std `noise[k % len(noise)]`, so a list of levels mixes them evenly; actions are
@@ -43,8 +49,10 @@ def collect(env_id: str, policy: Policy | None, episodes: int, noise: Sequence[f
     spec = env_spec(env_id)
     low, high = np.array(spec.action_low), np.array(spec.action_high)  # [act_dim]
     if policy is None and not (np.isfinite(low).all() and np.isfinite(high).all()):
-        raise ValueError(f"random actions are drawn uniformly in the action box, but {env_id}'s is unbounded "
-                         f"(low {low.tolist()}, high {high.tolist()})")
+        raise ValueError(
+            f"random actions are drawn uniformly in the action box, but {env_id}'s is unbounded "
+            f"(low {low.tolist()}, high {high.tolist()})"
+        )
     env, obs = make_vector_env(spec, num_envs=min(MAX_ENVS, episodes), seed=seed)
     rng = np.random.default_rng([seed, 1])
     levels = np.asarray(noise, dtype=np.float64)  # [L]
@@ -100,27 +108,42 @@ def load_policy(spec: str, env_id: str) -> LinearPolicy | None:
     env = env_spec(env_id)
     shape = (env.act_dim, env.state_dim)
     if policy.weights.shape != shape:
-        raise ValueError(f"--policy {spec}: weights {policy.weights.shape} do not fit {env_id} "
-                         f"(act_dim, obs_dim) = {shape}" + (f"; it was trained on {policy.env_id}"
-                                                            if policy.env_id else ""))
+        raise ValueError(
+            f"--policy {spec}: weights {policy.weights.shape} do not fit {env_id} "
+            f"(act_dim, obs_dim) = {shape}" + (f"; it was trained on {policy.env_id}" if policy.env_id else "")
+        )
     return policy
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `dt-fast collect`."""
     parser.add_argument("--env", required=True, help="env id, e.g. Hopper-v4 (envpool, else gymnasium)")
-    parser.add_argument("--policy", required=True,
-                        help="'ars' (train a linear policy with ARS first), 'random', or a saved policy .npz")
+    parser.add_argument(
+        "--policy", required=True, help="'ars' (train a linear policy with ARS first), 'random', or a saved policy .npz"
+    )
     parser.add_argument("--episodes", type=int, required=True, help="episodes to collect, all complete")
     parser.add_argument("--out", required=True, help="output HDF5 file (D4RL layout); its directory must exist")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing --out (and --save-policy) file instead of refusing")
-    parser.add_argument("--noise", type=float, nargs="+", default=[0.0], metavar="S",
-                        help="std of Gaussian action noise; several values are used in turn, one per episode")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out (and --save-policy) file instead of refusing",
+    )
+    parser.add_argument(
+        "--noise",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        metavar="S",
+        help="std of Gaussian action noise; several values are used in turn, one per episode",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of ARS, the envs and the noise")
-    parser.add_argument("--target-return", type=float, default=1500.0,
-                        help="with --policy ars: train until the evaluation mean return reaches this "
-                             "(1500 is medium quality on Hopper)")
+    parser.add_argument(
+        "--target-return",
+        type=float,
+        default=1500.0,
+        help="with --policy ars: train until the evaluation mean return reaches this "
+        "(1500 is medium quality on Hopper)",
+    )
     parser.add_argument("--max-iterations", type=int, default=300, help="with --policy ars: ARS iteration cap")
     parser.add_argument("--save-policy", default=None, help="with --policy ars: also save the trained policy .npz")
 
@@ -136,20 +159,30 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.save_policy, args.overwrite, "--save-policy")
     start = time.perf_counter()
     if args.policy == "ars":
-        result = train_ars(args.env, target_return=args.target_return, max_iterations=args.max_iterations,
-                           seed=args.seed, log=lambda line: print(line, file=sys.stderr))
+        result = train_ars(
+            args.env,
+            target_return=args.target_return,
+            max_iterations=args.max_iterations,
+            seed=args.seed,
+            log=lambda line: print(line, file=sys.stderr),
+        )
         policy: LinearPolicy | None = result.policy
-        print(f"ARS: evaluation return {result.eval_return:.1f} after {result.iterations} iterations, "
-              f"{result.env_steps:,} env steps, {result.seconds:.1f} s")
+        print(
+            f"ARS: evaluation return {result.eval_return:.1f} after {result.iterations} iterations, "
+            f"{result.env_steps:,} env steps, {result.seconds:.1f} s"
+        )
         if args.save_policy is not None:
             result.policy.save(args.save_policy)
     else:
         policy = load_policy(args.policy, args.env)
     data = collect(args.env, policy, args.episodes, args.noise, args.seed)
-    write_d4rl(out, data, args.env, policy=args.policy, noise=np.asarray(args.noise), seed=args.seed,
-               episodes=args.episodes)
+    write_d4rl(
+        out, data, args.env, policy=args.policy, noise=np.asarray(args.noise), seed=args.seed, episodes=args.episodes
+    )
     r = data.returns
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB): {len(r)} episodes, {len(data.rewards):,} transitions, "
-          f"return mean {r.mean():.1f} std {r.std():.1f} min {r.min():.1f} max {r.max():.1f}, "
-          f"{int(data.timeouts.sum())} time-limit ends, {time.perf_counter() - start:.1f} s")
+    print(
+        f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB): {len(r)} episodes, {len(data.rewards):,} transitions, "
+        f"return mean {r.mean():.1f} std {r.std():.1f} min {r.min():.1f} max {r.max():.1f}, "
+        f"{int(data.timeouts.sum())} time-limit ends, {time.perf_counter() - start:.1f} s"
+    )
     return 0

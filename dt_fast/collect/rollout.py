@@ -37,8 +37,9 @@ class Episodes:
 Act = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def record_episodes(env: Any, obs: np.ndarray, num_episodes: int, act: Act,
-                    progress: Callable[[int], None] | None = None) -> Episodes:
+def record_episodes(
+    env: Any, obs: np.ndarray, num_episodes: int, act: Act, progress: Callable[[int], None] | None = None
+) -> Episodes:
     """Run exactly `num_episodes` complete episodes over the envs of `env`, recording every transition.
 
     Args:
@@ -66,8 +67,9 @@ def record_episodes(env: Any, obs: np.ndarray, num_episodes: int, act: Act,
         return actions
 
     steps: list[tuple[np.ndarray, ...]] = []
-    _, lengths = run_episodes(env, obs, num_episodes, next_episode, act_inside,
-                              record=lambda *step: steps.append(step), progress=progress)
+    _, lengths = run_episodes(
+        env, obs, num_episodes, next_episode, act_inside, record=lambda *step: steps.append(step), progress=progress
+    )
     obs_b, act_b, rew_b, next_b, term_b, trunc_b, ep_b = (np.stack(x) for x in zip(*steps))  # [T, B, ...]
     ep_flat = ep_b.reshape(-1)  # [T*B], time-major so a stable sort keeps time order inside an episode
     keep = np.flatnonzero(ep_flat >= 0)

@@ -75,8 +75,10 @@ def detect_format(source: str | os.PathLike) -> str:
         for magic, fmt in ((HDF5_MAGIC, "hdf5"), (ZIP_MAGIC, "npz"), (PARQUET_MAGIC, "parquet")):
             if head.startswith(magic):
                 return fmt
-        raise ValueError(f"{path}: unknown dataset format (expected .hdf5/.h5, .npz, .parquet, a datasets "
-                         f"save_to_disk directory or a Minari dataset)")
+        raise ValueError(
+            f"{path}: unknown dataset format (expected .hdf5/.h5, .npz, .parquet, a datasets "
+            f"save_to_disk directory or a Minari dataset)"
+        )
     if path.is_dir():
         if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
             return "hf_disk"
@@ -84,12 +86,15 @@ def detect_format(source: str | os.PathLike) -> str:
             return "minari"
         if next(path.rglob("*.parquet"), None) is not None:
             return "parquet"
-        raise ValueError(f"{path}: unknown dataset directory (no datasets state.json / dataset_dict.json, no "
-                         f"Minari metadata.json, no .parquet files)")
+        raise ValueError(
+            f"{path}: unknown dataset directory (no datasets state.json / dataset_dict.json, no "
+            f"Minari metadata.json, no .parquet files)"
+        )
     if _minari_data_dir(str(source)) is not None:
         return "minari"
-    raise FileNotFoundError(f"{source}: no such file or directory, and no Minari dataset of that id under "
-                            f"{_minari_root()}")
+    raise FileNotFoundError(
+        f"{source}: no such file or directory, and no Minari dataset of that id under {_minari_root()}"
+    )
 
 
 def load_hdf5(source: str | os.PathLike, *, drop_nonfinite: bool = False) -> Trajectories:
@@ -160,26 +165,32 @@ def infer_timeouts(arrays: dict[str, np.ndarray], env_id: str | None, source: st
     if nxt is not None:
         nxt = np.asarray(nxt)
         if nxt.shape != obs.shape or nxt.dtype.kind not in "biuf":
-            raise ValueError(f"{source}: key 'next_observations' has shape {nxt.shape} dtype {nxt.dtype}; expected "
-                             f"the shape of 'observations' {obs.shape}, real numbers")
+            raise ValueError(
+                f"{source}: key 'next_observations' has shape {nxt.shape} dtype {nxt.dtype}; expected "
+                f"the shape of 'observations' {obs.shape}, real numbers"
+            )
         ends = np.flatnonzero((nxt[:-1] != obs[1:]).any(axis=1))  # (M,) last steps of episodes
         timeouts[ends] = ~terminals[ends]
         how = "where 'next_observations' differs from the next step's 'observations'"
     else:
         limit = _time_limit(env_id)
         if limit is None:
-            warnings.warn(f"{source}: no 'timeouts' key and nothing to infer episode ends from (no "
-                          f"'next_observations', no known env id): episodes are split at terminals only, so an "
-                          f"episode cut by a time limit is merged with the next; add a 'timeouts' key (all false "
-                          f"if no episode was cut)", stacklevel=4)
+            warnings.warn(
+                f"{source}: no 'timeouts' key and nothing to infer episode ends from (no "
+                f"'next_observations', no known env id): episodes are split at terminals only, so an "
+                f"episode cut by a time limit is merged with the next; add a 'timeouts' key (all false "
+                f"if no episode was cut)",
+                stacklevel=4,
+            )
             return timeouts
         offsets = split_episodes(terminals, timeouts)
         for start, length in zip(offsets[:-1], np.diff(offsets)):
             timeouts[start + np.arange(limit, length, limit) - 1] = True
         how = f"from the {limit}-step time limit of {env_id}"
     if timeouts.any():
-        warnings.warn(f"{source}: no 'timeouts' key: inferred {int(timeouts.sum())} time-limit episode end(s) "
-                      f"{how}", stacklevel=4)
+        warnings.warn(
+            f"{source}: no 'timeouts' key: inferred {int(timeouts.sum())} time-limit episode end(s) {how}", stacklevel=4
+        )
     return timeouts
 
 
@@ -241,11 +252,15 @@ def load_minari(source: str | os.PathLike, *, drop_nonfinite: bool = False) -> T
     obs, act, rew, term, trunc = [], [], [], [], []
     for i, ep in enumerate(episodes):
         if not isinstance(ep.observations, np.ndarray) or not isinstance(ep.actions, np.ndarray):
-            raise ValueError(f"{source}: episode {i}: only Box observation and action spaces are supported, got "
-                             f"{type(ep.observations).__name__} observations / {type(ep.actions).__name__} actions")
+            raise ValueError(
+                f"{source}: episode {i}: only Box observation and action spaces are supported, got "
+                f"{type(ep.observations).__name__} observations / {type(ep.actions).__name__} actions"
+            )
         if len(ep.observations) != len(ep.rewards) + 1:
-            raise ValueError(f"{source}: key 'observations' of episode {i} has {len(ep.observations)} rows, "
-                             f"expected {len(ep.rewards) + 1} (steps + the final observation)")
+            raise ValueError(
+                f"{source}: key 'observations' of episode {i} has {len(ep.observations)} rows, "
+                f"expected {len(ep.rewards) + 1} (steps + the final observation)"
+            )
         obs.append(ep.observations[:-1].reshape(len(ep.rewards), -1))  # drop the observation after the last step
         act.append(ep.actions.reshape(len(ep.actions), -1))
         rew.append(ep.rewards)
@@ -256,10 +271,18 @@ def load_minari(source: str | os.PathLike, *, drop_nonfinite: bool = False) -> T
     lengths = [len(r) for r in rew]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     env_spec = ds.env_spec
-    return Trajectories(np.concatenate(obs), np.concatenate(act), np.concatenate(rew), np.concatenate(term),
-                        np.concatenate(trunc), offsets, env_id=env_spec.id if env_spec is not None else None,
-                        source=str(source), keys={"terminals": "terminations", "timeouts": "truncations"},
-                        drop_nonfinite=drop_nonfinite)
+    return Trajectories(
+        np.concatenate(obs),
+        np.concatenate(act),
+        np.concatenate(rew),
+        np.concatenate(term),
+        np.concatenate(trunc),
+        offsets,
+        env_id=env_spec.id if env_spec is not None else None,
+        source=str(source),
+        keys={"terminals": "terminations", "timeouts": "truncations"},
+        drop_nonfinite=drop_nonfinite,
+    )
 
 
 LOADERS: dict[str, Callable[..., Trajectories]] = {
@@ -296,15 +319,26 @@ def _from_rows(table, source: str, drop_nonfinite: bool) -> Trajectories:
         bad = np.flatnonzero(lengths[key] != lengths["observations"])
         if len(bad):
             i = int(bad[0])
-            raise ValueError(f"{source}: key {key!r} has {lengths[key][i]} steps in row {i} but key "
-                             f"'observations' has {lengths['observations'][i]}: keys must have equal lengths")
+            raise ValueError(
+                f"{source}: key {key!r} has {lengths[key][i]} steps in row {i} but key "
+                f"'observations' has {lengths['observations'][i]}: keys must have equal lengths"
+            )
     offsets = np.concatenate([[0], np.cumsum(lengths["observations"])]).astype(np.int64)
     dones = arrays["dones"].astype(bool)
     timeouts = np.zeros_like(dones)
     ends = offsets[1:][offsets[1:] > offsets[:-1]] - 1
     timeouts[ends] = ~dones[ends]  # a row that ends without `done` was cut off: keep the boundary on save
-    return Trajectories(arrays["observations"], arrays["actions"], arrays["rewards"], dones, timeouts, offsets,
-                        source=source, keys={"terminals": "dones"}, drop_nonfinite=drop_nonfinite)
+    return Trajectories(
+        arrays["observations"],
+        arrays["actions"],
+        arrays["rewards"],
+        dones,
+        timeouts,
+        offsets,
+        source=source,
+        keys={"terminals": "dones"},
+        drop_nonfinite=drop_nonfinite,
+    )
 
 
 def _step_matrix(values, row_lengths: np.ndarray, key: str, source: str) -> np.ndarray:
@@ -317,8 +351,10 @@ def _step_matrix(values, row_lengths: np.ndarray, key: str, source: str) -> np.n
     if len(sizes) and (sizes != sizes[0]).any():
         step = int(np.flatnonzero(sizes != sizes[0])[0])
         row = int(np.searchsorted(np.cumsum(row_lengths), step, side="right"))
-        raise ValueError(f"{source}: key {key!r} has {sizes[step]} values at row {row}, step "
-                         f"{step - int(row_lengths[:row].sum())}, but {sizes[0]} at row 0, step 0")
+        raise ValueError(
+            f"{source}: key {key!r} has {sizes[step]} values at row {row}, step "
+            f"{step - int(row_lengths[:row].sum())}, but {sizes[0]} at row 0, step 0"
+        )
     dim = int(sizes[0]) if len(sizes) else 1
     return np.asarray(values.flatten().to_numpy(zero_copy_only=False)).reshape(len(sizes), dim)
 

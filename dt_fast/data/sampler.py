@@ -69,17 +69,32 @@ class TrajectorySampler:
         RuntimeError: the C++ extension dt_fast._C is not built.
     """
 
-    def __init__(self, trajectories: Trajectories, context_len: int = 20, batch_size: int = 64,
-                 scale: float = 1000.0, gamma: float = 1.0, max_ep_len: int = 1000, seed: int = 0,
-                 num_threads: int = 1, device: str | torch.device = "cpu", rank: int = 0,
-                 capacity: int | None = None) -> None:
+    def __init__(
+        self,
+        trajectories: Trajectories,
+        context_len: int = 20,
+        batch_size: int = 64,
+        scale: float = 1000.0,
+        gamma: float = 1.0,
+        max_ep_len: int = 1000,
+        seed: int = 0,
+        num_threads: int = 1,
+        device: str | torch.device = "cpu",
+        rank: int = 0,
+        capacity: int | None = None,
+    ) -> None:
         if not isinstance(trajectories, Trajectories):
             raise TypeError(f"trajectories must be a dt_fast.Trajectories, got {type(trajectories).__name__}")
-        if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer))
-                                     or capacity < 1):
+        if capacity is not None and (
+            isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity < 1
+        ):
             raise ValueError(f"capacity must be None (a fixed dataset) or an integer >= 1 (episodes), got {capacity!r}")
-        for name, value in (("context_len", context_len), ("batch_size", batch_size),
-                            ("max_ep_len", max_ep_len), ("num_threads", num_threads)):
+        for name, value in (
+            ("context_len", context_len),
+            ("batch_size", batch_size),
+            ("max_ep_len", max_ep_len),
+            ("num_threads", num_threads),
+        ):
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         for name, value in (("seed", seed), ("rank", rank)):
@@ -92,8 +107,10 @@ class TrajectorySampler:
         try:
             from dt_fast import _C
         except ImportError as err:
-            raise RuntimeError("TrajectorySampler needs the compiled extension dt_fast._C "
-                               "(build it with `python setup.py build_ext --inplace`)") from err
+            raise RuntimeError(
+                "TrajectorySampler needs the compiled extension dt_fast._C "
+                "(build it with `python setup.py build_ext --inplace`)"
+            ) from err
         self.context_len, self.batch_size, self.max_ep_len = int(context_len), int(batch_size), int(max_ep_len)
         self.scale, self.gamma = float(scale), float(gamma)
         self.num_threads, self.device = int(num_threads), torch.device(device)
@@ -101,9 +118,20 @@ class TrajectorySampler:
         self.capacity = None if capacity is None else int(capacity)
         self.state_mean, self.state_std = trajectories.state_mean, trajectories.state_std  # float64 [state_dim]
         self.num_steps = trajectories.num_steps  # of the offline data (held_steps counts what the buffer holds)
-        self._core = _C.SamplerCore(trajectories.observations, trajectories.actions, trajectories.rewards,
-                                    trajectories.offsets, self.state_mean, self.state_std, self.context_len,
-                                    self.batch_size, self.scale, self.gamma, self.max_ep_len, self.capacity or 0)
+        self._core = _C.SamplerCore(
+            trajectories.observations,
+            trajectories.actions,
+            trajectories.rewards,
+            trajectories.offsets,
+            self.state_mean,
+            self.state_std,
+            self.context_len,
+            self.batch_size,
+            self.scale,
+            self.gamma,
+            self.max_ep_len,
+            self.capacity or 0,
+        )
         self._next_batch = 0
         self._prefetcher: Any = None  # started by the first sample()
 
@@ -117,8 +145,9 @@ class TrajectorySampler:
         """Steps windows are drawn from now."""
         return self._core.n_steps
 
-    def add_episodes(self, observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
-                     lengths: np.ndarray) -> None:
+    def add_episodes(
+        self, observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray, lengths: np.ndarray
+    ) -> None:
         """Append whole episodes to the replay buffer, evicting the oldest beyond `capacity` (first in, first out).
 
         Batches built ahead are dropped: every batch sampled after the call comes from the new buffer.
@@ -151,8 +180,9 @@ class TrajectorySampler:
         if self._prefetcher is None:
             from dt_fast import _C
 
-            self._prefetcher = _C.SamplerPrefetcher(self._core, self.seed, self.rank, self._next_batch,
-                                                    self.num_threads, 4 * self.num_threads + 4)
+            self._prefetcher = _C.SamplerPrefetcher(
+                self._core, self.seed, self.rank, self._next_batch, self.num_threads, 4 * self.num_threads + 4
+            )
         arrays = self._prefetcher.next()  # numpy views of a buffer that returns to the ring when released
         self._next_batch += 1
         return self._to_torch(arrays)
@@ -185,16 +215,27 @@ class TrajectorySampler:
         """What resumes the stream: seed, rank and the next batch number (plus shape checks); with a capacity also
         the replay buffer: its episodes, oldest first, as tensors (states normalised, as held), and what they were
         computed with. torch.load(weights_only=True) reads it."""
-        state: dict[str, Any] = {"seed": self.seed, "rank": self.rank, "next_batch": self._next_batch,
-                                 "batch_size": self.batch_size, "context_len": self.context_len,
-                                 "num_steps": self.num_steps}
+        state: dict[str, Any] = {
+            "seed": self.seed,
+            "rank": self.rank,
+            "next_batch": self._next_batch,
+            "batch_size": self.batch_size,
+            "context_len": self.context_len,
+            "num_steps": self.num_steps,
+        }
         if self.capacity is not None:
             states, actions, rewards, lengths = (torch.from_numpy(a) for a in self._core.episodes())
             state["capacity"] = self.capacity
-            state["buffer"] = {"states": states, "actions": actions, "rewards": rewards, "lengths": lengths,
-                               "state_mean": torch.from_numpy(self.state_mean.copy()),
-                               "state_std": torch.from_numpy(self.state_std.copy()), "gamma": self.gamma,
-                               "scale": self.scale}
+            state["buffer"] = {
+                "states": states,
+                "actions": actions,
+                "rewards": rewards,
+                "lengths": lengths,
+                "state_mean": torch.from_numpy(self.state_mean.copy()),
+                "state_std": torch.from_numpy(self.state_std.copy()),
+                "gamma": self.gamma,
+                "scale": self.scale,
+            }
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -207,22 +248,29 @@ class TrajectorySampler:
         """
         for key in ("batch_size", "context_len", "num_steps"):
             if state[key] != getattr(self, key):
-                raise ValueError(f"sampler state has {key}={state[key]} but this sampler has "
-                                 f"{key}={getattr(self, key)}: the stream would differ")
+                raise ValueError(
+                    f"sampler state has {key}={state[key]} but this sampler has "
+                    f"{key}={getattr(self, key)}: the stream would differ"
+                )
         if state.get("capacity") != self.capacity:
-            raise ValueError(f"sampler state has capacity={state.get('capacity')} but this sampler has "
-                             f"capacity={self.capacity}")
+            raise ValueError(
+                f"sampler state has capacity={state.get('capacity')} but this sampler has capacity={self.capacity}"
+            )
         core = self._core
         if self.capacity is not None:
             buffer = state["buffer"]
             for key, ours in (("state_mean", self.state_mean), ("state_std", self.state_std)):
                 if not np.array_equal(_numpy(buffer[key]), ours):
-                    raise ValueError(f"sampler state's buffer was normalised with another {key} than this "
-                                     f"sampler's (a different offline dataset)")
+                    raise ValueError(
+                        f"sampler state's buffer was normalised with another {key} than this "
+                        f"sampler's (a different offline dataset)"
+                    )
             for key in ("gamma", "scale"):
                 if buffer[key] != getattr(self, key):
-                    raise ValueError(f"sampler state's buffer has {key}={buffer[key]} but this sampler has "
-                                     f"{key}={getattr(self, key)}: its returns-to-go would differ")
+                    raise ValueError(
+                        f"sampler state's buffer has {key}={buffer[key]} but this sampler has "
+                        f"{key}={getattr(self, key)}: its returns-to-go would differ"
+                    )
             core = core.restored(*(_numpy(buffer[k]) for k in ("states", "actions", "rewards", "lengths")))
         self.close()
         self._core = core
@@ -233,12 +281,17 @@ class TrajectorySampler:
         self._prefetcher = None
 
     def __repr__(self) -> str:
-        buffer = "" if self.capacity is None else (f"capacity={self.capacity}, held_episodes={self.held_episodes}, "
-                                                   f"held_steps={self.held_steps}, ")
-        return (f"TrajectorySampler(steps={self.num_steps}, {buffer}context_len={self.context_len}, "
-                f"batch_size={self.batch_size}, scale={self.scale}, gamma={self.gamma}, "
-                f"max_ep_len={self.max_ep_len}, seed={self.seed}, rank={self.rank}, "
-                f"num_threads={self.num_threads}, next_batch={self._next_batch})")
+        buffer = (
+            ""
+            if self.capacity is None
+            else (f"capacity={self.capacity}, held_episodes={self.held_episodes}, held_steps={self.held_steps}, ")
+        )
+        return (
+            f"TrajectorySampler(steps={self.num_steps}, {buffer}context_len={self.context_len}, "
+            f"batch_size={self.batch_size}, scale={self.scale}, gamma={self.gamma}, "
+            f"max_ep_len={self.max_ep_len}, seed={self.seed}, rank={self.rank}, "
+            f"num_threads={self.num_threads}, next_batch={self._next_batch})"
+        )
 
     def _to_torch(self, arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         """Numpy batch to torch tensors (zero-copy on CPU) on the sampler's device."""

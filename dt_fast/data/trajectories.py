@@ -41,11 +41,21 @@ class Trajectories:
             drop_nonfinite), or no steps at all; the message names the source, the key and the first bad index.
     """
 
-    def __init__(self, observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
-                 terminals: np.ndarray | None = None, timeouts: np.ndarray | None = None,
-                 offsets: np.ndarray | None = None, *, env_id: str | None = None,
-                 metadata: Mapping[str, object] | None = None, source: str = "<arrays>",
-                 keys: Mapping[str, str] | None = None, drop_nonfinite: bool = False) -> None:
+    def __init__(
+        self,
+        observations: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        terminals: np.ndarray | None = None,
+        timeouts: np.ndarray | None = None,
+        offsets: np.ndarray | None = None,
+        *,
+        env_id: str | None = None,
+        metadata: Mapping[str, object] | None = None,
+        source: str = "<arrays>",
+        keys: Mapping[str, str] | None = None,
+        drop_nonfinite: bool = False,
+    ) -> None:
         keys = {k: (keys or {}).get(k, k) for k in CANONICAL_KEYS}
         n = _rows(observations, "observations", 2, None, source, keys)
         _rows(actions, "actions", 2, n, source, keys)
@@ -54,8 +64,10 @@ class Trajectories:
         timeouts = np.zeros(n, bool) if timeouts is None else timeouts
         _rows(terminals, "terminals", 1, n, source, keys)
         _rows(timeouts, "timeouts", 1, n, source, keys)
-        observations, actions, rewards = (_real(a, name, source, keys) for a, name in (
-            (observations, "observations"), (actions, "actions"), (rewards, "rewards")))
+        observations, actions, rewards = (
+            _real(a, name, source, keys)
+            for a, name in ((observations, "observations"), (actions, "actions"), (rewards, "rewards"))
+        )
         terminals, timeouts = _flags(terminals, "terminals", source, keys), _flags(timeouts, "timeouts", source, keys)
         if offsets is None:
             offsets = split_episodes(terminals, timeouts)
@@ -71,8 +83,11 @@ class Trajectories:
         }
         keep = np.diff(offsets) > 0
         if not keep.all():
-            warnings.warn(f"{source}: skipping {int((~keep).sum())} zero-length episode(s), first at episode "
-                          f"{int(np.flatnonzero(~keep)[0])}", stacklevel=2)
+            warnings.warn(
+                f"{source}: skipping {int((~keep).sum())} zero-length episode(s), first at episode "
+                f"{int(np.flatnonzero(~keep)[0])}",
+                stacklevel=2,
+            )
         keep &= _finite_episodes(arrays, offsets, source, keys, drop_nonfinite)
         if not keep.all():
             arrays, offsets = _select_episodes(arrays, offsets, keep)
@@ -142,9 +157,11 @@ class Trajectories:
     def __repr__(self) -> str:
         returns = self.episode_returns
         env = f", env_id={self.env_id!r}" if self.env_id else ""
-        return (f"Trajectories(episodes={self.num_episodes}, transitions={self.num_steps}, "
-                f"state_dim={self.state_dim}, act_dim={self.act_dim}, "
-                f"return=[{returns.min():.4g}, {returns.max():.4g}]{env})")
+        return (
+            f"Trajectories(episodes={self.num_episodes}, transitions={self.num_steps}, "
+            f"state_dim={self.state_dim}, act_dim={self.act_dim}, "
+            f"return=[{returns.min():.4g}, {returns.max():.4g}]{env})"
+        )
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the D4RL HDF5 layout to `path` atomically (the old file stays whole if the write fails); every
@@ -183,8 +200,10 @@ def _rows(a: np.ndarray, name: str, ndim: int, n: int | None, source: str, keys:
         layout = "[N]" if ndim == 1 else "[N, dim]"
         raise ValueError(f"{source}: key {keys[name]!r} must have rank {ndim} {layout}, got shape {shape}")
     if n is not None and shape[0] != n:
-        raise ValueError(f"{source}: key {keys[name]!r} has {shape[0]} rows but key {keys['observations']!r} "
-                         f"has {n}: every key must have one row per step")
+        raise ValueError(
+            f"{source}: key {keys[name]!r} has {shape[0]} rows but key {keys['observations']!r} "
+            f"has {n}: every key must have one row per step"
+        )
     if ndim == 2 and shape[1] < 1:
         raise ValueError(f"{source}: key {keys[name]!r} has zero columns (shape {shape})")
     return shape[0]
@@ -202,8 +221,10 @@ def _real(a: np.ndarray, name: str, source: str, keys: Mapping[str, str]) -> np.
         except (TypeError, ValueError):
             pass
     what = {"U": "strings", "S": "byte strings", "c": "complex numbers", "O": "non-numeric objects"}
-    raise ValueError(f"{source}: key {keys[name]!r} holds {what.get(a.dtype.kind, 'non-numeric values')} (dtype "
-                     f"{a.dtype}); expected real numbers")
+    raise ValueError(
+        f"{source}: key {keys[name]!r} holds {what.get(a.dtype.kind, 'non-numeric values')} (dtype "
+        f"{a.dtype}); expected real numbers"
+    )
 
 
 def _flags(a: np.ndarray, name: str, source: str, keys: Mapping[str, str]) -> np.ndarray:
@@ -215,8 +236,9 @@ def _flags(a: np.ndarray, name: str, source: str, keys: Mapping[str, str]) -> np
         raise ValueError(f"{source}: key {keys[name]!r} must hold booleans or 0/1, got dtype {a.dtype}")
     bad = np.flatnonzero((a != 0) & (a != 1))
     if len(bad):
-        raise ValueError(f"{source}: key {keys[name]!r} must hold booleans or 0/1, got {a[bad[0]].item()!r} at index "
-                         f"[{int(bad[0])}]")
+        raise ValueError(
+            f"{source}: key {keys[name]!r} must hold booleans or 0/1, got {a[bad[0]].item()!r} at index [{int(bad[0])}]"
+        )
     return a.astype(bool)
 
 
@@ -232,8 +254,9 @@ def _check_offsets(offsets: np.ndarray, n: int, source: str) -> np.ndarray:
     return offsets.astype(np.int64)
 
 
-def _finite_episodes(arrays: dict[str, np.ndarray], offsets: np.ndarray, source: str, keys: Mapping[str, str],
-                     drop_nonfinite: bool) -> np.ndarray:
+def _finite_episodes(
+    arrays: dict[str, np.ndarray], offsets: np.ndarray, source: str, keys: Mapping[str, str], drop_nonfinite: bool
+) -> np.ndarray:
     """Mask [E] of episodes free of NaN/inf; raises on the first bad value unless drop_nonfinite."""
     ok = np.ones(len(offsets) - 1, bool)
     for name in ("observations", "actions", "rewards"):
@@ -245,9 +268,11 @@ def _finite_episodes(arrays: dict[str, np.ndarray], offsets: np.ndarray, source:
             row = int(np.flatnonzero(bad_rows)[0])
             episode = int(np.searchsorted(offsets, row, side="right")) - 1
             index = f"[{row}]" if a.ndim == 1 else f"[{row}, {int(np.flatnonzero(~np.isfinite(a[row]))[0])}]"
-            raise ValueError(f"{source}: key {keys[name]!r} has a non-finite value at index {index} (episode "
-                             f"{episode}, step {row - offsets[episode]}); pass drop_nonfinite=True to drop the "
-                             f"affected episodes")
+            raise ValueError(
+                f"{source}: key {keys[name]!r} has a non-finite value at index {index} (episode "
+                f"{episode}, step {row - offsets[episode]}); pass drop_nonfinite=True to drop the "
+                f"affected episodes"
+            )
         episode_of_row = np.repeat(np.arange(len(ok)), np.diff(offsets))  # (N,)
         ok[episode_of_row[bad_rows]] = False
     dropped = int((~ok & (np.diff(offsets) > 0)).sum())
@@ -256,8 +281,9 @@ def _finite_episodes(arrays: dict[str, np.ndarray], offsets: np.ndarray, source:
     return ok
 
 
-def _select_episodes(arrays: dict[str, np.ndarray], offsets: np.ndarray,
-                     keep: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _select_episodes(
+    arrays: dict[str, np.ndarray], offsets: np.ndarray, keep: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Keep the episodes where keep [E] is True."""
     lengths = np.diff(offsets)[keep]
     rows = np.repeat(keep, np.diff(offsets))  # (N,) True for the steps of kept episodes

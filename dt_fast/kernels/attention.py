@@ -40,9 +40,36 @@ def _online_softmax_step(q, k, v, allowed, m_i, l_i, acc, scale):
 
 
 @triton.jit
-def _attn_masked_fwd_kernel(O, Q, K, V, MASK, sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t,
-                            sm_b, sm_q, sm_k, so_b, so_h, so_t, n_heads, NQ, NK, HS, scale,
-                            BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def _attn_masked_fwd_kernel(
+    O,
+    Q,
+    K,
+    V,
+    MASK,
+    sq_b,
+    sq_h,
+    sq_t,
+    sk_b,
+    sk_h,
+    sk_t,
+    sv_b,
+    sv_h,
+    sv_t,
+    sm_b,
+    sm_q,
+    sm_k,
+    so_b,
+    so_h,
+    so_t,
+    n_heads,
+    NQ,
+    NK,
+    HS,
+    scale,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """O = softmax(Q K^T * scale where MASK, else -inf) V for row b, head h; MASK is (B, NQ, NK) uint8."""
     pid = tl.program_id(0).to(tl.int64)
     b, h = pid // n_heads, pid % n_heads
@@ -51,8 +78,9 @@ def _attn_masked_fwd_kernel(O, Q, K, V, MASK, sq_b, sq_h, sq_t, sk_b, sk_h, sk_t
     for i0 in range(0, NQ, BLOCK_Q):
         i = i0 + tl.arange(0, BLOCK_Q)  # (BQ,)
         q_ok = i < NQ
-        q = tl.load(Q + b * sq_b + h * sq_h + i[:, None] * sq_t + d[None, :], mask=q_ok[:, None] & d_ok[None, :],
-                    other=0.0)  # (BQ, BD)
+        q = tl.load(
+            Q + b * sq_b + h * sq_h + i[:, None] * sq_t + d[None, :], mask=q_ok[:, None] & d_ok[None, :], other=0.0
+        )  # (BQ, BD)
         m_i = tl.full((BLOCK_Q,), float("-inf"), dtype=tl.float32)  # running max
         l_i = tl.zeros((BLOCK_Q,), dtype=tl.float32)  # running denominator
         acc = tl.zeros((BLOCK_Q, BLOCK_D), dtype=tl.float32)
@@ -62,12 +90,19 @@ def _attn_masked_fwd_kernel(O, Q, K, V, MASK, sq_b, sq_h, sq_t, sk_b, sk_h, sk_t
             kv_ok = j_ok[:, None] & d_ok[None, :]
             k = tl.load(K + b * sk_b + h * sk_h + j[:, None] * sk_t + d[None, :], mask=kv_ok, other=0.0)  # (BN, BD)
             v = tl.load(V + b * sv_b + h * sv_h + j[:, None] * sv_t + d[None, :], mask=kv_ok, other=0.0)  # (BN, BD)
-            allowed = tl.load(MASK + b * sm_b + i[:, None] * sm_q + j[None, :] * sm_k,
-                              mask=q_ok[:, None] & j_ok[None, :], other=0) != 0  # (BQ, BN)
+            allowed = (
+                tl.load(
+                    MASK + b * sm_b + i[:, None] * sm_q + j[None, :] * sm_k, mask=q_ok[:, None] & j_ok[None, :], other=0
+                )
+                != 0
+            )  # (BQ, BN)
             m_i, l_i, acc = _online_softmax_step(q, k, v, allowed, m_i, l_i, acc, scale)
         out = tl.where(l_i[:, None] > 0, acc / tl.where(l_i > 0, l_i, 1.0)[:, None], 0.0)  # (BQ, BD)
-        tl.store(O + b * so_b + h * so_h + i[:, None] * so_t + d[None, :], out.to(O.dtype.element_ty),
-                 mask=q_ok[:, None] & d_ok[None, :])
+        tl.store(
+            O + b * so_b + h * so_h + i[:, None] * so_t + d[None, :],
+            out.to(O.dtype.element_ty),
+            mask=q_ok[:, None] & d_ok[None, :],
+        )
 
 
 def launch_blocks(n_queries: int, head_dim: int) -> tuple[int, int]:
@@ -76,25 +111,31 @@ def launch_blocks(n_queries: int, head_dim: int) -> tuple[int, int]:
     return max(16, min(64 if block_d <= 64 else 16, triton.next_power_of_2(n_queries))), block_d
 
 
-def attention_masked_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
-                         scale: float) -> torch.Tensor:
+def attention_masked_fwd(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float
+) -> torch.Tensor:
     """Launch the masked kernel; same arguments and result as reference.attention_masked_ref."""
     if q.dim() != 4 or k.dim() != 4 or k.shape[:2] != q.shape[:2] or k.shape[-1] != q.shape[-1]:
-        raise ValueError(f"attention_masked: q must be (batch, heads, n, head_dim) and k (batch, heads, L, head_dim)"
-                         f", got q {tuple(q.shape)} k {tuple(k.shape)}")
+        raise ValueError(
+            f"attention_masked: q must be (batch, heads, n, head_dim) and k (batch, heads, L, head_dim)"
+            f", got q {tuple(q.shape)} k {tuple(k.shape)}"
+        )
     B, nh, n, hs = q.shape
     L = k.shape[2]
     if tuple(v.shape) != tuple(k.shape):
         raise ValueError(f"attention_masked: v must have k's shape {tuple(k.shape)}, got {tuple(v.shape)}")
     if tuple(mask.shape) != (B, n, L) or mask.dtype != torch.bool:
-        raise ValueError(f"attention_masked: mask must be a ({B}, {n}, {L}) bool tensor (batch, queries, keys), got "
-                         f"shape {tuple(mask.shape)} dtype {mask.dtype}")
+        raise ValueError(
+            f"attention_masked: mask must be a ({B}, {n}, {L}) bool tensor (batch, queries, keys), got "
+            f"shape {tuple(mask.shape)} dtype {mask.dtype}"
+        )
     for name, x in (("k", k), ("v", v)):
         if x.dtype != q.dtype or x.device != q.device:
             raise ValueError(f"attention_masked: {name} is {x.dtype} on {x.device}, q is {q.dtype} on {q.device}")
     if not q.dtype.is_floating_point or hs > MAX_HEAD_DIM:
-        raise ValueError(f"attention_masked: need floating point q with head_dim <= {MAX_HEAD_DIM}, got {q.dtype} "
-                         f"head_dim {hs}")
+        raise ValueError(
+            f"attention_masked: need floating point q with head_dim <= {MAX_HEAD_DIM}, got {q.dtype} head_dim {hs}"
+        )
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
     mask = mask.view(torch.uint8)  # (B, n, L), same bytes: Triton loads bool tensors as uint8
     out = torch.empty_like(q, memory_format=torch.contiguous_format)  # (B, nh, n, hs)
@@ -102,9 +143,27 @@ def attention_masked_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask
         return out
     block_q, block_d = launch_blocks(n, hs)
     _attn_masked_fwd_kernel[(B * nh,)](
-        out, q, k, v, mask, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *mask.stride(), *out.stride()[:3],
-        nh, n, L, hs, float(scale), BLOCK_Q=block_q, BLOCK_N=BLOCK_N, BLOCK_D=block_d, num_warps=4,
-        num_stages=NUM_STAGES)
+        out,
+        q,
+        k,
+        v,
+        mask,
+        *q.stride()[:3],
+        *k.stride()[:3],
+        *v.stride()[:3],
+        *mask.stride(),
+        *out.stride()[:3],
+        nh,
+        n,
+        L,
+        hs,
+        float(scale),
+        BLOCK_Q=block_q,
+        BLOCK_N=BLOCK_N,
+        BLOCK_D=block_d,
+        num_warps=4,
+        num_stages=NUM_STAGES,
+    )
     return out
 
 
@@ -112,20 +171,24 @@ class AttentionFunction(torch.autograd.Function):
     """Autograd wrapper of `attention_masked_fwd`; forward only."""
 
     @staticmethod
-    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
-                scale: float) -> torch.Tensor:
+    def forward(
+        ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float
+    ) -> torch.Tensor:
         """(B, nh, n, hs) attention output."""
         return attention_masked_fwd(q, k, v, mask, scale)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor) -> None:
         """Not supported: raise."""
-        raise RuntimeError("the Triton attention kernel has no backward pass: it is for no-grad rollouts; "
-                           "train through DecisionTransformer.forward, whose attention is torch SDPA")
+        raise RuntimeError(
+            "the Triton attention kernel has no backward pass: it is for no-grad rollouts; "
+            "train through DecisionTransformer.forward, whose attention is torch SDPA"
+        )
 
 
-def attention_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
-                     scale: float) -> torch.Tensor:
+def attention_masked(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float
+) -> torch.Tensor:
     """Attention of queries over given keys/values (e.g. a whole KV ring) under an explicit boolean mask.
 
     The attention of dt_fast.decode.KVCacheDecoder, whose mask encodes each query's window.

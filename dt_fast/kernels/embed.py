@@ -27,8 +27,20 @@ BLOCK_T = 16  # steps per program; tl.dot needs every tile dimension >= 16
 
 
 @triton.jit
-def _linear_tile(X, stride_x, W, stride_w, rows, row_ok, cols, col_ok, K,
-                 BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr):
+def _linear_tile(
+    X,
+    stride_x,
+    W,
+    stride_w,
+    rows,
+    row_ok,
+    cols,
+    col_ok,
+    K,
+    BLOCK_T: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
     """x[rows] @ W.T for a (BLOCK_T, BLOCK_C) tile; W is (C, K) row-major (nn.Linear layout); fp32."""
     acc = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
@@ -41,9 +53,32 @@ def _linear_tile(X, stride_x, W, stride_w, rows, row_ok, cols, col_ok, K,
 
 
 @triton.jit
-def _pre_norm_tokens(STATES, ACTIONS, RTG, TIMESTEPS, W_R, B_R, W_S, B_S, W_A, B_A, TIME,
-                     stride_s, stride_a, stride_time, rows, row_ok, cols, col_ok, S, A,
-                     BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_C: tl.constexpr):
+def _pre_norm_tokens(
+    STATES,
+    ACTIONS,
+    RTG,
+    TIMESTEPS,
+    W_R,
+    B_R,
+    W_S,
+    B_S,
+    W_A,
+    B_A,
+    TIME,
+    stride_s,
+    stride_a,
+    stride_time,
+    rows,
+    row_ok,
+    cols,
+    col_ok,
+    S,
+    A,
+    BLOCK_T: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    BLOCK_A: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
     """The three (BLOCK_T, BLOCK_C) fp32 tokens R, s, a of the steps `rows` before embed_ln; 0 outside C."""
     tile_ok = row_ok[:, None] & col_ok[None, :]
     t = tl.load(TIMESTEPS + rows, mask=row_ok, other=0).to(tl.int64)  # (BT,)
@@ -54,10 +89,16 @@ def _pre_norm_tokens(STATES, ACTIONS, RTG, TIMESTEPS, W_R, B_R, W_S, B_S, W_A, B
     b_s = tl.load(B_S + cols, mask=col_ok, other=0.0).to(tl.float32)
     b_a = tl.load(B_A + cols, mask=col_ok, other=0.0).to(tl.float32)
     h_r = rtg[:, None] * w_r[None, :] + b_r[None, :] + time  # (BT, BC)
-    h_s = _linear_tile(STATES, stride_s, W_S, S, rows, row_ok, cols, col_ok, S,
-                       BLOCK_T, BLOCK_S, BLOCK_C) + b_s[None, :] + time  # (BT, BC)
-    h_a = _linear_tile(ACTIONS, stride_a, W_A, A, rows, row_ok, cols, col_ok, A,
-                       BLOCK_T, BLOCK_A, BLOCK_C) + b_a[None, :] + time  # (BT, BC)
+    h_s = (
+        _linear_tile(STATES, stride_s, W_S, S, rows, row_ok, cols, col_ok, S, BLOCK_T, BLOCK_S, BLOCK_C)
+        + b_s[None, :]
+        + time
+    )  # (BT, BC)
+    h_a = (
+        _linear_tile(ACTIONS, stride_a, W_A, A, rows, row_ok, cols, col_ok, A, BLOCK_T, BLOCK_A, BLOCK_C)
+        + b_a[None, :]
+        + time
+    )  # (BT, BC)
     return h_r, h_s, h_a
 
 
@@ -71,10 +112,36 @@ def _normalize(h, col_ok, C, eps):
 
 
 @triton.jit
-def _embed_fwd_kernel(Y, STATES, ACTIONS, RTG, TIMESTEPS, W_R, B_R, W_S, B_S, W_A, B_A, TIME, LN_W, LN_B, WPE0,
-                      stride_s, stride_a, stride_time, N, S, A, C, eps,
-                      HAS_WPE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_A: tl.constexpr,
-                      BLOCK_C: tl.constexpr):
+def _embed_fwd_kernel(
+    Y,
+    STATES,
+    ACTIONS,
+    RTG,
+    TIMESTEPS,
+    W_R,
+    B_R,
+    W_S,
+    B_S,
+    W_A,
+    B_A,
+    TIME,
+    LN_W,
+    LN_B,
+    WPE0,
+    stride_s,
+    stride_a,
+    stride_time,
+    N,
+    S,
+    A,
+    C,
+    eps,
+    HAS_WPE: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    BLOCK_A: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
     """Y[3n + j] = LayerNorm(token j of step n) (+ wpe0) for the BLOCK_T steps n of this program; Y is (3N, C)."""
     pid = tl.program_id(0).to(tl.int64)
     rows = pid * BLOCK_T + tl.arange(0, BLOCK_T)  # (BT,) flat step index b * T + t
@@ -82,9 +149,32 @@ def _embed_fwd_kernel(Y, STATES, ACTIONS, RTG, TIMESTEPS, W_R, B_R, W_S, B_S, W_
     cols = tl.arange(0, BLOCK_C)  # (BC,)
     col_ok = cols < C
     tile_ok = row_ok[:, None] & col_ok[None, :]
-    h_r, h_s, h_a = _pre_norm_tokens(STATES, ACTIONS, RTG, TIMESTEPS, W_R, B_R, W_S, B_S, W_A, B_A, TIME,
-                                     stride_s, stride_a, stride_time, rows, row_ok, cols, col_ok, S, A,
-                                     BLOCK_T, BLOCK_S, BLOCK_A, BLOCK_C)
+    h_r, h_s, h_a = _pre_norm_tokens(
+        STATES,
+        ACTIONS,
+        RTG,
+        TIMESTEPS,
+        W_R,
+        B_R,
+        W_S,
+        B_S,
+        W_A,
+        B_A,
+        TIME,
+        stride_s,
+        stride_a,
+        stride_time,
+        rows,
+        row_ok,
+        cols,
+        col_ok,
+        S,
+        A,
+        BLOCK_T,
+        BLOCK_S,
+        BLOCK_A,
+        BLOCK_C,
+    )
     g = tl.load(LN_W + cols, mask=col_ok, other=0.0).to(tl.float32)  # (BC,)
     beta = tl.load(LN_B + cols, mask=col_ok, other=0.0).to(tl.float32)
     if HAS_WPE:
@@ -112,9 +202,36 @@ def _layer_norm_bwd(DY, DH, h, g, offs, tile_ok, col_ok, C, eps):
 
 
 @triton.jit
-def _embed_bwd_kernel(DY, DH, DG_PART, DB_PART, STATES, ACTIONS, RTG, TIMESTEPS, W_R, B_R, W_S, B_S, W_A, B_A,
-                      TIME, LN_W, stride_s, stride_a, stride_time, N, S, A, C, eps,
-                      BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_C: tl.constexpr):
+def _embed_bwd_kernel(
+    DY,
+    DH,
+    DG_PART,
+    DB_PART,
+    STATES,
+    ACTIONS,
+    RTG,
+    TIMESTEPS,
+    W_R,
+    B_R,
+    W_S,
+    B_S,
+    W_A,
+    B_A,
+    TIME,
+    LN_W,
+    stride_s,
+    stride_a,
+    stride_time,
+    N,
+    S,
+    A,
+    C,
+    eps,
+    BLOCK_T: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    BLOCK_A: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
     """DH (3N, C) = dL/d(pre-norm token); DG_PART, DB_PART (programs, C) = this program's embed_ln grads."""
     pid = tl.program_id(0).to(tl.int64)
     rows = pid * BLOCK_T + tl.arange(0, BLOCK_T)  # (BT,)
@@ -122,9 +239,32 @@ def _embed_bwd_kernel(DY, DH, DG_PART, DB_PART, STATES, ACTIONS, RTG, TIMESTEPS,
     cols = tl.arange(0, BLOCK_C)  # (BC,)
     col_ok = cols < C
     tile_ok = row_ok[:, None] & col_ok[None, :]
-    h_r, h_s, h_a = _pre_norm_tokens(STATES, ACTIONS, RTG, TIMESTEPS, W_R, B_R, W_S, B_S, W_A, B_A, TIME,
-                                     stride_s, stride_a, stride_time, rows, row_ok, cols, col_ok, S, A,
-                                     BLOCK_T, BLOCK_S, BLOCK_A, BLOCK_C)
+    h_r, h_s, h_a = _pre_norm_tokens(
+        STATES,
+        ACTIONS,
+        RTG,
+        TIMESTEPS,
+        W_R,
+        B_R,
+        W_S,
+        B_S,
+        W_A,
+        B_A,
+        TIME,
+        stride_s,
+        stride_a,
+        stride_time,
+        rows,
+        row_ok,
+        cols,
+        col_ok,
+        S,
+        A,
+        BLOCK_T,
+        BLOCK_S,
+        BLOCK_A,
+        BLOCK_C,
+    )
     g = tl.load(LN_W + cols, mask=col_ok, other=0.0).to(tl.float32)  # (BC,)
     offs = (3 * rows)[:, None] * C + cols[None, :]  # (BT, BC) offsets of the R_t rows
     dg_r, db_r = _layer_norm_bwd(DY, DH, h_r, g, offs, tile_ok, col_ok, C, eps)
@@ -153,18 +293,36 @@ def _rows(x: torch.Tensor, n: int) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
-def _check_inputs(states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
-                  timesteps: torch.Tensor, params: dict[str, torch.Tensor | None]) -> None:
+def _check_inputs(
+    states: torch.Tensor,
+    actions: torch.Tensor,
+    returns_to_go: torch.Tensor,
+    timesteps: torch.Tensor,
+    params: dict[str, torch.Tensor | None],
+) -> None:
     """Raise ValueError naming the first argument of the fused embedding with a wrong shape, dtype or device."""
     if timesteps.dim() != 2 or timesteps.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"timesteps must be a (batch, steps) int32/int64 tensor, got shape "
-                         f"{tuple(timesteps.shape)} dtype {timesteps.dtype}")
+        raise ValueError(
+            f"timesteps must be a (batch, steps) int32/int64 tensor, got shape "
+            f"{tuple(timesteps.shape)} dtype {timesteps.dtype}"
+        )
     B, T = timesteps.shape
     C = params["ln_weight"].shape[0]
     S, A = params["w_state"].shape[-1], params["w_action"].shape[-1]
-    expected = {"states": (B, T, S), "actions": (B, T, A), "returns_to_go": (B, T, 1),
-                "w_return": (C, 1), "b_return": (C,), "w_state": (C, S), "b_state": (C,), "w_action": (C, A),
-                "b_action": (C,), "ln_weight": (C,), "ln_bias": (C,), "wpe0": (C,)}
+    expected = {
+        "states": (B, T, S),
+        "actions": (B, T, A),
+        "returns_to_go": (B, T, 1),
+        "w_return": (C, 1),
+        "b_return": (C,),
+        "w_state": (C, S),
+        "b_state": (C,),
+        "w_action": (C, A),
+        "b_action": (C,),
+        "ln_weight": (C,),
+        "ln_bias": (C,),
+        "wpe0": (C,),
+    }
     tensors = {"states": states, "actions": actions, "returns_to_go": returns_to_go, **params}
     dtype = params["ln_weight"].dtype
     for name, x in tensors.items():
@@ -184,18 +342,42 @@ def _check_inputs(states: torch.Tensor, actions: torch.Tensor, returns_to_go: to
         lo, hi = int(timesteps.min()), int(timesteps.max())
         if lo < 0 or hi >= params["time_table"].shape[0]:
             bad = int(((timesteps < 0) | (timesteps >= params["time_table"].shape[0])).flatten().nonzero()[0])
-            raise ValueError(f"timesteps must lie in [0, {params['time_table'].shape[0]}), got "
-                             f"{int(timesteps.flatten()[bad])} at flat index {bad}")
+            raise ValueError(
+                f"timesteps must lie in [0, {params['time_table'].shape[0]}), got "
+                f"{int(timesteps.flatten()[bad])} at flat index {bad}"
+            )
 
 
-def embed_fwd(states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor, timesteps: torch.Tensor,
-              w_return: torch.Tensor, b_return: torch.Tensor, w_state: torch.Tensor, b_state: torch.Tensor,
-              w_action: torch.Tensor, b_action: torch.Tensor, time_table: torch.Tensor, ln_weight: torch.Tensor,
-              ln_bias: torch.Tensor, wpe0: torch.Tensor | None = None, eps: float = EMBED_LN_EPS) -> torch.Tensor:
+def embed_fwd(
+    states: torch.Tensor,
+    actions: torch.Tensor,
+    returns_to_go: torch.Tensor,
+    timesteps: torch.Tensor,
+    w_return: torch.Tensor,
+    b_return: torch.Tensor,
+    w_state: torch.Tensor,
+    b_state: torch.Tensor,
+    w_action: torch.Tensor,
+    b_action: torch.Tensor,
+    time_table: torch.Tensor,
+    ln_weight: torch.Tensor,
+    ln_bias: torch.Tensor,
+    wpe0: torch.Tensor | None = None,
+    eps: float = EMBED_LN_EPS,
+) -> torch.Tensor:
     """Launch the forward kernel; same arguments and result (B, 3T, C) as reference.embed_ref."""
-    params = {"w_return": w_return, "b_return": b_return, "w_state": w_state, "b_state": b_state,
-              "w_action": w_action, "b_action": b_action, "time_table": time_table, "ln_weight": ln_weight,
-              "ln_bias": ln_bias, "wpe0": wpe0}
+    params = {
+        "w_return": w_return,
+        "b_return": b_return,
+        "w_state": w_state,
+        "b_state": b_state,
+        "w_action": w_action,
+        "b_action": b_action,
+        "time_table": time_table,
+        "ln_weight": ln_weight,
+        "ln_bias": ln_bias,
+        "wpe0": wpe0,
+    }
     _check_inputs(states, actions, returns_to_go, timesteps, params)
     B, T = timesteps.shape
     N, C, S, A = B * T, ln_weight.shape[0], w_state.shape[1], w_action.shape[1]
@@ -207,18 +389,51 @@ def embed_fwd(states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.
     w = [p.contiguous() for p in (w_return, b_return, w_state, b_state, w_action, b_action)]
     table = time_table if time_table.stride(-1) == 1 else time_table.contiguous()  # (max_ep_len, C)
     _embed_fwd_kernel[(triton.cdiv(N, BLOCK_T),)](
-        y, s2, a2, returns_to_go.reshape(N).contiguous(), timesteps.reshape(N).contiguous(), *w, table,
-        ln_weight.contiguous(), ln_bias.contiguous(), ln_bias if wpe0 is None else wpe0.contiguous(),
-        s2.stride(0), a2.stride(0), table.stride(0), N, S, A, C, float(eps),
-        HAS_WPE=wpe0 is not None, BLOCK_T=BLOCK_T, BLOCK_S=_block(S), BLOCK_A=_block(A), BLOCK_C=block_c,
-        num_warps=num_warps)
+        y,
+        s2,
+        a2,
+        returns_to_go.reshape(N).contiguous(),
+        timesteps.reshape(N).contiguous(),
+        *w,
+        table,
+        ln_weight.contiguous(),
+        ln_bias.contiguous(),
+        ln_bias if wpe0 is None else wpe0.contiguous(),
+        s2.stride(0),
+        a2.stride(0),
+        table.stride(0),
+        N,
+        S,
+        A,
+        C,
+        float(eps),
+        HAS_WPE=wpe0 is not None,
+        BLOCK_T=BLOCK_T,
+        BLOCK_S=_block(S),
+        BLOCK_A=_block(A),
+        BLOCK_C=block_c,
+        num_warps=num_warps,
+    )
     return y
 
 
-def embed_bwd(grad_y: torch.Tensor, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
-              timesteps: torch.Tensor, w_return: torch.Tensor, b_return: torch.Tensor, w_state: torch.Tensor,
-              b_state: torch.Tensor, w_action: torch.Tensor, b_action: torch.Tensor, time_table: torch.Tensor,
-              ln_weight: torch.Tensor, eps: float, needs: tuple[bool, ...]) -> list[torch.Tensor | None]:
+def embed_bwd(
+    grad_y: torch.Tensor,
+    states: torch.Tensor,
+    actions: torch.Tensor,
+    returns_to_go: torch.Tensor,
+    timesteps: torch.Tensor,
+    w_return: torch.Tensor,
+    b_return: torch.Tensor,
+    w_state: torch.Tensor,
+    b_state: torch.Tensor,
+    w_action: torch.Tensor,
+    b_action: torch.Tensor,
+    time_table: torch.Tensor,
+    ln_weight: torch.Tensor,
+    eps: float,
+    needs: tuple[bool, ...],
+) -> list[torch.Tensor | None]:
     """Gradients of embed_fwd w.r.t. (states, actions, rtg, w_r, b_r, w_s, b_s, w_a, b_a, table, ln_w, ln_b).
 
     `needs` gives for each of them whether it is wanted (None is returned otherwise). The wpe0 gradient, when
@@ -237,10 +452,31 @@ def embed_bwd(grad_y: torch.Tensor, states: torch.Tensor, actions: torch.Tensor,
     table = time_table if time_table.stride(-1) == 1 else time_table.contiguous()
     if N:
         _embed_bwd_kernel[(grid,)](
-            dy, dh, dg_part, db_part, s2, a2, rtg, timesteps.reshape(N).contiguous(),
-            *[p.contiguous() for p in (w_return, b_return, w_state, b_state, w_action, b_action)], table,
-            ln_weight.contiguous(), s2.stride(0), a2.stride(0), table.stride(0), N, S, A, C, float(eps),
-            BLOCK_T=BLOCK_T, BLOCK_S=_block(S), BLOCK_A=_block(A), BLOCK_C=block_c, num_warps=num_warps)
+            dy,
+            dh,
+            dg_part,
+            db_part,
+            s2,
+            a2,
+            rtg,
+            timesteps.reshape(N).contiguous(),
+            *[p.contiguous() for p in (w_return, b_return, w_state, b_state, w_action, b_action)],
+            table,
+            ln_weight.contiguous(),
+            s2.stride(0),
+            a2.stride(0),
+            table.stride(0),
+            N,
+            S,
+            A,
+            C,
+            float(eps),
+            BLOCK_T=BLOCK_T,
+            BLOCK_S=_block(S),
+            BLOCK_A=_block(A),
+            BLOCK_C=block_c,
+            num_warps=num_warps,
+        )
     dh_r, dh_s, dh_a = dh.unbind(1)  # 3 x (N, C)
     f32 = torch.float32
     grads = [
@@ -254,12 +490,25 @@ def embed_bwd(grad_y: torch.Tensor, states: torch.Tensor, actions: torch.Tensor,
         dh_a.t() @ a2.to(f32),  # d w_action (C, A)
         dh_a.sum(0),  # d b_action (C,)
         torch.zeros(time_table.shape, device=dh.device, dtype=f32).index_add_(
-            0, timesteps.reshape(N).long(), dh.sum(1)),  # d time_table (max_ep_len, C)
+            0, timesteps.reshape(N).long(), dh.sum(1)
+        ),  # d time_table (max_ep_len, C)
         dg_part.sum(0),  # d ln_weight (C,)
         db_part.sum(0),  # d ln_bias (C,)
     ]
-    like = (states, actions, returns_to_go, w_return, b_return, w_state, b_state, w_action, b_action, time_table,
-            ln_weight, ln_weight)
+    like = (
+        states,
+        actions,
+        returns_to_go,
+        w_return,
+        b_return,
+        w_state,
+        b_state,
+        w_action,
+        b_action,
+        time_table,
+        ln_weight,
+        ln_weight,
+    )
     return [g.to(x.dtype) if need else None for g, x, need in zip(grads, like, needs)]
 
 
@@ -271,16 +520,56 @@ class EmbedFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor,
-                timesteps: torch.Tensor, w_return: torch.Tensor, b_return: torch.Tensor, w_state: torch.Tensor,
-                b_state: torch.Tensor, w_action: torch.Tensor, b_action: torch.Tensor, time_table: torch.Tensor,
-                ln_weight: torch.Tensor, ln_bias: torch.Tensor, wpe0: torch.Tensor | None,
-                eps: float) -> torch.Tensor:
+    def forward(
+        ctx,
+        states: torch.Tensor,
+        actions: torch.Tensor,
+        returns_to_go: torch.Tensor,
+        timesteps: torch.Tensor,
+        w_return: torch.Tensor,
+        b_return: torch.Tensor,
+        w_state: torch.Tensor,
+        b_state: torch.Tensor,
+        w_action: torch.Tensor,
+        b_action: torch.Tensor,
+        time_table: torch.Tensor,
+        ln_weight: torch.Tensor,
+        ln_bias: torch.Tensor,
+        wpe0: torch.Tensor | None,
+        eps: float,
+    ) -> torch.Tensor:
         """(B, 3T, C) interleaved, normalised tokens."""
-        y = embed_fwd(states, actions, returns_to_go, timesteps, w_return, b_return, w_state, b_state, w_action,
-                      b_action, time_table, ln_weight, ln_bias, wpe0, eps)
-        ctx.save_for_backward(states, actions, returns_to_go, timesteps, w_return, b_return, w_state, b_state,
-                              w_action, b_action, time_table, ln_weight)
+        y = embed_fwd(
+            states,
+            actions,
+            returns_to_go,
+            timesteps,
+            w_return,
+            b_return,
+            w_state,
+            b_state,
+            w_action,
+            b_action,
+            time_table,
+            ln_weight,
+            ln_bias,
+            wpe0,
+            eps,
+        )
+        ctx.save_for_backward(
+            states,
+            actions,
+            returns_to_go,
+            timesteps,
+            w_return,
+            b_return,
+            w_state,
+            b_state,
+            w_action,
+            b_action,
+            time_table,
+            ln_weight,
+        )
         ctx.eps, ctx.has_wpe = eps, wpe0 is not None
         return y
 
@@ -290,18 +579,46 @@ class EmbedFunction(torch.autograd.Function):
         (states, actions, rtg, timesteps, w_r, b_r, w_s, b_s, w_a, b_a, table, ln_w) = ctx.saved_tensors
         n = ctx.needs_input_grad
         needs = (n[0], n[1], n[2], *n[4:12], n[12] or n[13])
-        g = embed_bwd(grad_y, states, actions, rtg, timesteps, w_r, b_r, w_s, b_s, w_a, b_a, table, ln_w,
-                      ctx.eps, needs)
+        g = embed_bwd(
+            grad_y, states, actions, rtg, timesteps, w_r, b_r, w_s, b_s, w_a, b_a, table, ln_w, ctx.eps, needs
+        )
         d_wpe0 = g[11] if ctx.has_wpe and n[13] else None
         d_ln_b = g[11] if n[12] else None
         return (*g[:3], None, *g[3:11], d_ln_b, d_wpe0, None)
 
 
-def fused_embed(states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor, timesteps: torch.Tensor,
-                w_return: torch.Tensor, b_return: torch.Tensor, w_state: torch.Tensor, b_state: torch.Tensor,
-                w_action: torch.Tensor, b_action: torch.Tensor, time_table: torch.Tensor, ln_weight: torch.Tensor,
-                ln_bias: torch.Tensor, wpe0: torch.Tensor | None = None,
-                eps: float = EMBED_LN_EPS) -> torch.Tensor:
+def fused_embed(
+    states: torch.Tensor,
+    actions: torch.Tensor,
+    returns_to_go: torch.Tensor,
+    timesteps: torch.Tensor,
+    w_return: torch.Tensor,
+    b_return: torch.Tensor,
+    w_state: torch.Tensor,
+    b_state: torch.Tensor,
+    w_action: torch.Tensor,
+    b_action: torch.Tensor,
+    time_table: torch.Tensor,
+    ln_weight: torch.Tensor,
+    ln_bias: torch.Tensor,
+    wpe0: torch.Tensor | None = None,
+    eps: float = EMBED_LN_EPS,
+) -> torch.Tensor:
     """Differentiable fused embedding (B, 3T, C); arguments as reference.embed_ref."""
-    return EmbedFunction.apply(states, actions, returns_to_go, timesteps, w_return, b_return, w_state, b_state,
-                               w_action, b_action, time_table, ln_weight, ln_bias, wpe0, eps)
+    return EmbedFunction.apply(
+        states,
+        actions,
+        returns_to_go,
+        timesteps,
+        w_return,
+        b_return,
+        w_state,
+        b_state,
+        w_action,
+        b_action,
+        time_table,
+        ln_weight,
+        ln_bias,
+        wpe0,
+        eps,
+    )

@@ -12,9 +12,19 @@ import torch.nn.functional as F
 EMBED_LN_EPS = 1e-5  # transformers builds embed_ln with nn.LayerNorm's default eps, not layer_norm_epsilon
 
 
-def tokens_ref(states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor, timesteps: torch.Tensor,
-               w_return: torch.Tensor, b_return: torch.Tensor, w_state: torch.Tensor, b_state: torch.Tensor,
-               w_action: torch.Tensor, b_action: torch.Tensor, time_table: torch.Tensor) -> torch.Tensor:
+def tokens_ref(
+    states: torch.Tensor,
+    actions: torch.Tensor,
+    returns_to_go: torch.Tensor,
+    timesteps: torch.Tensor,
+    w_return: torch.Tensor,
+    b_return: torch.Tensor,
+    w_state: torch.Tensor,
+    b_state: torch.Tensor,
+    w_action: torch.Tensor,
+    b_action: torch.Tensor,
+    time_table: torch.Tensor,
+) -> torch.Tensor:
     """The interleaved tokens before embed_ln (B, 3T, C): R_t | s_t | a_t embedding + E[t], ordered R_1, s_1, a_1, ...
 
     Args: as embed_ref's first eleven. The reference of the C++ training op dt_fast.train_ops.embed_tokens.
@@ -27,10 +37,23 @@ def tokens_ref(states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch
     return torch.stack((r, s, a), dim=2).reshape(B, 3 * T, -1)  # (B, 3T, C)
 
 
-def embed_ref(states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor, timesteps: torch.Tensor,
-              w_return: torch.Tensor, b_return: torch.Tensor, w_state: torch.Tensor, b_state: torch.Tensor,
-              w_action: torch.Tensor, b_action: torch.Tensor, time_table: torch.Tensor, ln_weight: torch.Tensor,
-              ln_bias: torch.Tensor, wpe0: torch.Tensor | None = None, eps: float = EMBED_LN_EPS) -> torch.Tensor:
+def embed_ref(
+    states: torch.Tensor,
+    actions: torch.Tensor,
+    returns_to_go: torch.Tensor,
+    timesteps: torch.Tensor,
+    w_return: torch.Tensor,
+    b_return: torch.Tensor,
+    w_state: torch.Tensor,
+    b_state: torch.Tensor,
+    w_action: torch.Tensor,
+    b_action: torch.Tensor,
+    time_table: torch.Tensor,
+    ln_weight: torch.Tensor,
+    ln_bias: torch.Tensor,
+    wpe0: torch.Tensor | None = None,
+    eps: float = EMBED_LN_EPS,
+) -> torch.Tensor:
     """Interleaved token embeddings (B, 3T, C): LayerNorm(R_t | s_t | a_t embedding + E[t]) (+ wpe0).
 
     The one torch statement of the Decision Transformer's embedding: DecisionTransformer.embed and the incremental
@@ -44,14 +67,16 @@ def embed_ref(states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.
     Returns:
         (B, 3T, C), tokens ordered R_1, s_1, a_1, R_2, ...
     """
-    x = tokens_ref(states, actions, returns_to_go, timesteps, w_return, b_return, w_state, b_state, w_action,
-                   b_action, time_table)  # (B, 3T, C)
+    x = tokens_ref(
+        states, actions, returns_to_go, timesteps, w_return, b_return, w_state, b_state, w_action, b_action, time_table
+    )  # (B, 3T, C)
     x = F.layer_norm(x, x.shape[-1:], ln_weight, ln_bias, eps)  # (B, 3T, C)
     return x if wpe0 is None else x + wpe0  # (B, 3T, C)
 
 
-def attention_masked_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
-                         scale: float) -> torch.Tensor:
+def attention_masked_ref(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float
+) -> torch.Tensor:
     """Attention of queries over keys with an explicit mask, fp32 softmax: (B, nh, n, hs).
 
     Args:

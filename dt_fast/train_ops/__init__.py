@@ -21,15 +21,33 @@ from dt_fast.train_ops.attention import attention, attention_reference
 from dt_fast.train_ops.dropout import dropout_add, dropout_add_reference, dropout_mask_reference
 from dt_fast.train_ops.embed import embed_tokens, embed_tokens_reference
 from dt_fast.train_ops.layer_norm import (
-                                          layer_norm,
-                                          layer_norm_reference,
-                                          layer_norm_residual,
-                                          layer_norm_residual_reference,
+    layer_norm,
+    layer_norm_reference,
+    layer_norm_residual,
+    layer_norm_residual_reference,
 )
 from dt_fast.train_ops.linear import linear, linear_reference
 from dt_fast.train_ops.runtime import configure, context, draw_seed, fused_cpu, team_threads
 
-__all__ = ["FusedAdamW", "adamw_reference_step", "attention", "attention_reference", "configure", "context",
-           "draw_seed", "dropout_add", "dropout_add_reference", "dropout_mask_reference", "embed_tokens",
-           "embed_tokens_reference", "fused_cpu", "layer_norm", "layer_norm_reference", "layer_norm_residual",
-           "layer_norm_residual_reference", "linear", "linear_reference", "team_threads"]
+__all__ = [
+    "FusedAdamW",
+    "adamw_reference_step",
+    "attention",
+    "attention_reference",
+    "configure",
+    "context",
+    "draw_seed",
+    "dropout_add",
+    "dropout_add_reference",
+    "dropout_mask_reference",
+    "embed_tokens",
+    "embed_tokens_reference",
+    "fused_cpu",
+    "layer_norm",
+    "layer_norm_reference",
+    "layer_norm_residual",
+    "layer_norm_residual_reference",
+    "linear",
+    "linear_reference",
+    "team_threads",
+]

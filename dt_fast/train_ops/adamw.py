@@ -18,8 +18,15 @@ class FusedAdamW(torch.optim.AdamW):
     .grad tensors themselves are left unscaled). Parameters without a gradient are skipped, as torch does.
     """
 
-    def __init__(self, params: Iterable[torch.Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, max_grad_norm: float = 0.0) -> None:
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        max_grad_norm: float = 0.0,
+    ) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         self.max_grad_norm = max_grad_norm
         self.last_grad_norm = float("nan")
@@ -37,8 +44,10 @@ class FusedAdamW(torch.optim.AdamW):
                 if p.grad is None:
                     continue
                 if p.grad.is_sparse or p.dtype != torch.float32 or p.device.type != "cpu":
-                    raise ValueError(f"FusedAdamW needs dense CPU float32 parameters and gradients, got {p.dtype} on "
-                                     f"{p.device}{' (sparse gradient)' if p.grad.is_sparse else ''}")
+                    raise ValueError(
+                        f"FusedAdamW needs dense CPU float32 parameters and gradients, got {p.dtype} on "
+                        f"{p.device}{' (sparse gradient)' if p.grad.is_sparse else ''}"
+                    )
                 p_np, m_np, v_np, step = self._state_arrays(p)
                 params.append(p_np)
                 grads.append(p.grad.contiguous().numpy())
@@ -50,9 +59,19 @@ class FusedAdamW(torch.optim.AdamW):
             torch._foreach_add_(steps, 1.0)
             steps = [float(s) for s in steps]
             beta1, beta2 = group["betas"]
-            self.last_grad_norm = context().adamw(params, grads, exp_avgs, exp_avg_sqs, steps, float(group["lr"]),
-                                                  float(beta1), float(beta2), group["eps"], group["weight_decay"],
-                                                  self.max_grad_norm)
+            self.last_grad_norm = context().adamw(
+                params,
+                grads,
+                exp_avgs,
+                exp_avg_sqs,
+                steps,
+                float(group["lr"]),
+                float(beta1),
+                float(beta2),
+                group["eps"],
+                group["weight_decay"],
+                self.max_grad_norm,
+            )
 
     def _state_arrays(self, p: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray, torch.Tensor]:
         """Numpy views of p and its moments (created as torch.optim.AdamW creates them, views cached while the state

@@ -19,8 +19,16 @@ class _Attention(torch.autograd.Function):
     """y = dropout(softmax(scale q k^T masked)) v per head; q and kv as `attention` takes them."""
 
     @staticmethod
-    def forward(ctx, q: torch.Tensor, kv: torch.Tensor | None, mask: torch.Tensor | None, n_head: int, scale: float,
-                p: float, seed: int) -> torch.Tensor:
+    def forward(
+        ctx,
+        q: torch.Tensor,
+        kv: torch.Tensor | None,
+        mask: torch.Tensor | None,
+        n_head: int,
+        scale: float,
+        p: float,
+        seed: int,
+    ) -> torch.Tensor:
         q = q.contiguous()  # (B, Tq, Wq)
         keys = q if kv is None else kv.contiguous()  # (B, T, Wk)
         B, Tq, T = q.shape[0], q.shape[1], keys.shape[1]
@@ -28,8 +36,9 @@ class _Attention(torch.autograd.Function):
         y = torch.empty(B, Tq, C)  # (B, Tq, C)
         probs, out = torch.empty(B, n_head, Tq, T), torch.empty(B, n_head, Tq, T)  # (B, nh, Tq, T) each
         m = _mask_bytes(mask)
-        context().attention_forward(array(q), array(keys), array(m), n_head, scale, p, seed, array(probs), array(out),
-                                    array(y))
+        context().attention_forward(
+            array(q), array(keys), array(m), n_head, scale, p, seed, array(probs), array(out), array(y)
+        )
         ctx.save_for_backward(q, keys, probs, out)
         ctx.n_head, ctx.scale, ctx.shared = n_head, scale, kv is None
         return y
@@ -40,13 +49,23 @@ class _Attention(torch.autograd.Function):
         q, keys, probs, out = ctx.saved_tensors
         dq = torch.empty_like(q)  # (B, Tq, Wq)
         dkv = dq if ctx.shared else torch.empty_like(keys)  # (B, T, Wk)
-        context().attention_backward(array(grad.contiguous()), array(q), array(keys), ctx.n_head, ctx.scale,
-                                     array(probs), array(out), array(dq), array(dkv))
+        context().attention_backward(
+            array(grad.contiguous()),
+            array(q),
+            array(keys),
+            ctx.n_head,
+            ctx.scale,
+            array(probs),
+            array(out),
+            array(dq),
+            array(dkv),
+        )
         return dq, None if ctx.shared else dkv, None, None, None, None, None
 
 
-def attention(q: torch.Tensor, kv: torch.Tensor | None, mask: torch.Tensor | None, n_head: int, scale: float, p: float,
-              seed: int) -> torch.Tensor:
+def attention(
+    q: torch.Tensor, kv: torch.Tensor | None, mask: torch.Tensor | None, n_head: int, scale: float, p: float, seed: int
+) -> torch.Tensor:
     """Multi-head attention with dropout on the probabilities, (B, Tq, C), heads side by side.
 
     Args:
@@ -59,8 +78,9 @@ def attention(q: torch.Tensor, kv: torch.Tensor | None, mask: torch.Tensor | Non
     return _Attention.apply(q, kv, mask, n_head, scale, p, seed)
 
 
-def attention_reference(q: torch.Tensor, kv: torch.Tensor | None, mask: torch.Tensor | None, n_head: int,
-                        scale: float, p: float, seed: int) -> torch.Tensor:
+def attention_reference(
+    q: torch.Tensor, kv: torch.Tensor | None, mask: torch.Tensor | None, n_head: int, scale: float, p: float, seed: int
+) -> torch.Tensor:
     """Pure torch attention."""
     if kv is None:
         C = q.shape[-1] // 3

@@ -13,15 +13,33 @@ class _EmbedTokens(torch.autograd.Function):
     """x[:, 3t + i] = token i of step t (R, s, a) before embed_ln; the inputs get no gradient."""
 
     @staticmethod
-    def forward(ctx, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor, timesteps: torch.Tensor,
-                w_return: torch.Tensor, b_return: torch.Tensor, w_state: torch.Tensor, b_state: torch.Tensor,
-                w_action: torch.Tensor, b_action: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx,
+        states: torch.Tensor,
+        actions: torch.Tensor,
+        returns_to_go: torch.Tensor,
+        timesteps: torch.Tensor,
+        w_return: torch.Tensor,
+        b_return: torch.Tensor,
+        w_state: torch.Tensor,
+        b_state: torch.Tensor,
+        w_action: torch.Tensor,
+        b_action: torch.Tensor,
+        table: torch.Tensor,
+    ) -> torch.Tensor:
         B, T = timesteps.shape
-        inputs = (states.reshape(B * T, -1).contiguous(), actions.reshape(B * T, -1).contiguous(),
-                  returns_to_go.reshape(B * T).contiguous(), timesteps.reshape(B * T).to(torch.int64).contiguous())
+        inputs = (
+            states.reshape(B * T, -1).contiguous(),
+            actions.reshape(B * T, -1).contiguous(),
+            returns_to_go.reshape(B * T).contiguous(),
+            timesteps.reshape(B * T).to(torch.int64).contiguous(),
+        )
         x = torch.empty(B, 3 * T, table.shape[1])  # (B, 3T, C)
-        context().embed_forward(*map(array, inputs), *map(array, (w_return, b_return, w_state, b_state, w_action,
-                                                                   b_action, table)), array(x.view(3 * B * T, -1)))
+        context().embed_forward(
+            *map(array, inputs),
+            *map(array, (w_return, b_return, w_state, b_state, w_action, b_action, table)),
+            array(x.view(3 * B * T, -1)),
+        )
         ctx.save_for_backward(*inputs)
         ctx.shapes = [t.shape for t in (w_return, b_return, w_state, b_state, w_action, b_action, table)]
         return x
@@ -35,9 +53,19 @@ class _EmbedTokens(torch.autograd.Function):
         return (None, None, None, None, *grads)
 
 
-def embed_tokens(states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor, timesteps: torch.Tensor,
-                 w_return: torch.Tensor, b_return: torch.Tensor, w_state: torch.Tensor, b_state: torch.Tensor,
-                 w_action: torch.Tensor, b_action: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+def embed_tokens(
+    states: torch.Tensor,
+    actions: torch.Tensor,
+    returns_to_go: torch.Tensor,
+    timesteps: torch.Tensor,
+    w_return: torch.Tensor,
+    b_return: torch.Tensor,
+    w_state: torch.Tensor,
+    b_state: torch.Tensor,
+    w_action: torch.Tensor,
+    b_action: torch.Tensor,
+    table: torch.Tensor,
+) -> torch.Tensor:
     """The tokens R_1, s_1, a_1, R_2, ... before embed_ln, (B, 3T, C); gradients for the weights only.
 
     Args:
@@ -45,8 +73,9 @@ def embed_tokens(states: torch.Tensor, actions: torch.Tensor, returns_to_go: tor
             [0, table rows). w_return (C, 1), w_state (C, S), w_action (C, A) and their biases (C,): nn.Linear
             layout. table: (max_ep_len, C), the timestep embedding.
     """
-    return _EmbedTokens.apply(states, actions, returns_to_go, timesteps, w_return, b_return, w_state, b_state,
-                              w_action, b_action, table)
+    return _EmbedTokens.apply(
+        states, actions, returns_to_go, timesteps, w_return, b_return, w_state, b_state, w_action, b_action, table
+    )
 
 
 embed_tokens_reference = tokens_ref  # the pure torch embed_tokens lives with the other kernel references

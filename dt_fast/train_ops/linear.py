@@ -21,8 +21,16 @@ class _Linear(torch.autograd.Function):
     """epilogue(x @ weight^T + bias), epilogue 'none', 'relu' or 'dropout_add' (residual + dropout(.))."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None,
-                epilogue: str, p: float, seed: int) -> torch.Tensor:
+    def forward(
+        ctx,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        residual: torch.Tensor | None,
+        epilogue: str,
+        p: float,
+        seed: int,
+    ) -> torch.Tensor:
         x2 = _rows(x)  # (N, in)
         y = torch.empty(x2.shape[0], weight.shape[0])  # (N, out)
         res = None if residual is None else residual.reshape(y.shape).contiguous()  # (N, out)
@@ -40,14 +48,39 @@ class _Linear(torch.autograd.Function):
         dx = torch.empty(x2.shape) if ctx.needs_input_grad[0] else None  # (N, in)
         dw = torch.empty_like(weight)  # (out, in)
         db = torch.empty(weight.shape[0]) if ctx.has_bias else None  # (out,)
-        context().linear_backward(array(dy), array(x2), array(weight), array(y), array(dx), array(dw), array(db),
-                                  ctx.epilogue, ctx.p, ctx.seed)
-        return (None if dx is None else dx.view(ctx.x_shape), dw, db, grad if ctx.has_residual else None, None, None,
-                None)
+        context().linear_backward(
+            array(dy),
+            array(x2),
+            array(weight),
+            array(y),
+            array(dx),
+            array(dw),
+            array(db),
+            ctx.epilogue,
+            ctx.p,
+            ctx.seed,
+        )
+        return (
+            None if dx is None else dx.view(ctx.x_shape),
+            dw,
+            db,
+            grad if ctx.has_residual else None,
+            None,
+            None,
+            None,
+        )
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, relu: bool = False,
-           residual: torch.Tensor | None = None, p: float = 0.0, seed: int = 0) -> torch.Tensor:
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    relu: bool = False,
+    residual: torch.Tensor | None = None,
+    p: float = 0.0,
+    seed: int = 0,
+) -> torch.Tensor:
     """F.linear(x, weight, bias), then ReLU (relu=True) or residual + dropout with the mask of seed over the output's
     flat index (residual given), (..., out).
 
@@ -59,8 +92,16 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, 
     return _Linear.apply(x, weight, bias, residual, epilogue, p, seed)
 
 
-def linear_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, relu: bool = False,
-                     residual: torch.Tensor | None = None, p: float = 0.0, seed: int = 0) -> torch.Tensor:
+def linear_reference(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    relu: bool = False,
+    residual: torch.Tensor | None = None,
+    p: float = 0.0,
+    seed: int = 0,
+) -> torch.Tensor:
     """Pure torch linear."""
     y = F.linear(x, weight, bias)  # (..., out)
     if relu:

@@ -20,9 +20,13 @@ _context = None
 def fused_cpu(*tensors: torch.Tensor) -> bool:
     """Whether the C++ training ops apply: extension built, DT_FAST_BACKEND not 'torch', eager mode, no CPU autocast,
     every tensor CPU float32."""
-    return (_C is not None and os.environ.get("DT_FAST_BACKEND") != "torch" and not torch.compiler.is_compiling()
-            and not torch.is_autocast_enabled("cpu")
-            and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors))
+    return (
+        _C is not None
+        and os.environ.get("DT_FAST_BACKEND") != "torch"
+        and not torch.compiler.is_compiling()
+        and not torch.is_autocast_enabled("cpu")
+        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+    )
 
 
 def context() -> _C.TrainOps:
