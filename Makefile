@@ -34,7 +34,7 @@ build: $(DEPS)
 	$(PY) setup.py -q build_ext --inplace
 
 # The API docs build first (seconds): a docstring that pdoc cannot render fails the run before the tests.
-test: install docs
+test: install docs lint
 	$(PY) -m pytest -q tests
 	tests/packaging/check_install.sh $(PY)
 
