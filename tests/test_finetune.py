@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
@@ -31,26 +30,6 @@ SMALL = dict(
     capacity=45,
 )
 SMALL_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
-
-
-@pytest.fixture(scope="module")
-def hopper_file(tmp_path_factory) -> Path:
-    """A small Hopper-v4-sized dataset in the D4RL layout."""
-    path = tmp_path_factory.mktemp("data") / "hopper_small.hdf5"
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(5, 60, size=40)
-    n = int(lengths.sum())
-    terminals = np.zeros(n, dtype=bool)
-    terminals[np.cumsum(lengths) - 1] = True
-    with h5py.File(path, "w") as f:
-        f.attrs["env_id"] = "Hopper-v4"
-        obs = rng.normal(size=(n, 11)).astype(np.float32)
-        f["observations"] = obs
-        f["actions"] = np.tanh(obs @ rng.normal(size=(11, 3))).astype(np.float32)
-        f["rewards"] = rng.normal(1.0, 0.5, size=n).astype(np.float32)
-        f["terminals"] = terminals
-        f["timeouts"] = np.zeros(n, dtype=bool)
-    return path
 
 
 def pretrain(dataset: Path, out: Path, policy: str) -> Path:

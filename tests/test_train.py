@@ -33,26 +33,6 @@ SMALL = [
 ]
 
 
-@pytest.fixture(scope="module")
-def hopper_file(tmp_path_factory) -> Path:
-    """A small Hopper-v4-sized dataset in the D4RL layout whose actions are a function of the state."""
-    path = tmp_path_factory.mktemp("data") / "hopper_small.hdf5"
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(5, 60, size=40)
-    n = int(lengths.sum())
-    terminals = np.zeros(n, dtype=bool)
-    terminals[np.cumsum(lengths) - 1] = True
-    with h5py.File(path, "w") as f:
-        f.attrs["env_id"] = "Hopper-v4"
-        obs = rng.normal(size=(n, 11)).astype(np.float32)
-        f["observations"] = obs
-        f["actions"] = np.tanh(obs @ rng.normal(size=(11, 3))).astype(np.float32)
-        f["rewards"] = rng.normal(1.0, 0.5, size=n).astype(np.float32)
-        f["terminals"] = terminals
-        f["timeouts"] = np.zeros(n, dtype=bool)
-    return path
-
-
 def train_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "dt_fast.train", *SMALL, *args]
 
