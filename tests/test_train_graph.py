@@ -19,8 +19,6 @@ import dataclasses
 import importlib
 from pathlib import Path
 
-import h5py
-import numpy as np
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -40,26 +38,6 @@ READ_BACKS = {
 }
 """Ops that bring a tensor's values to the host (.item(), a branch on a tensor, data-dependent shapes): on a GPU each
 is a host synchronisation, which a CUDA graph cannot capture."""
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    """A small Hopper-v4-sized dataset in the D4RL layout, episodes of 5-60 steps."""
-    path = tmp_path_factory.mktemp("data") / "hopper_tiny.hdf5"
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(5, 60, size=30)
-    n = int(lengths.sum())
-    terminals = np.zeros(n, dtype=bool)
-    terminals[np.cumsum(lengths) - 1] = True
-    with h5py.File(path, "w") as f:
-        f.attrs["env_id"] = "Hopper-v4"
-        obs = rng.normal(size=(n, 11)).astype(np.float32)
-        f["observations"] = obs
-        f["actions"] = np.tanh(obs @ rng.normal(size=(11, 3))).astype(np.float32)
-        f["rewards"] = rng.normal(1.0, 0.5, size=n).astype(np.float32)
-        f["terminals"] = terminals
-        f["timeouts"] = np.zeros(n, dtype=bool)
-    return path
 
 
 @pytest.fixture
@@ -126,8 +104,8 @@ class OpRecorder(TorchDispatchMode):
         return {".".join(op.split(".")[:2]) for op, _ in self.ops}
 
 
-def test_the_captured_step_trains_as_the_eager_step(dataset: Path, tmp_path, torch_path) -> None:
-    eager, graph = trainer(dataset, tmp_path / "eager", False), trainer(dataset, tmp_path / "graph", True)
+def test_the_captured_step_trains_as_the_eager_step(hopper_file: Path, tmp_path, torch_path) -> None:
+    eager, graph = trainer(hopper_file, tmp_path / "eager", False), trainer(hopper_file, tmp_path / "graph", True)
     for p, q in zip(eager.model.parameters(), graph.model.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
     batches = [eager.sampler.sample() for _ in range(6)]
@@ -153,8 +131,8 @@ def test_the_captured_step_trains_as_the_eager_step(dataset: Path, tmp_path, tor
     graph.close()
 
 
-def test_the_step_reads_nothing_back_and_runs_the_same_ops_every_step(dataset: Path, tmp_path, torch_path) -> None:
-    t = trainer(dataset, tmp_path / "run", True)
+def test_the_step_reads_nothing_back_and_runs_the_same_ops_every_step(hopper_file: Path, tmp_path, torch_path) -> None:
+    t = trainer(hopper_file, tmp_path / "run", True)
     batches = [t.sampler.sample() for _ in range(4)]
     inputs = static_inputs(batches[0])
     static_step(t, inputs, batches[0])  # warm-up: AdamW's state is created (as before a capture)
@@ -171,10 +149,10 @@ def test_the_step_reads_nothing_back_and_runs_the_same_ops_every_step(dataset: P
     t.close()
 
 
-def test_the_recorder_finds_what_a_graph_could_not_hold(dataset: Path, tmp_path, torch_path) -> None:
+def test_the_recorder_finds_what_a_graph_could_not_hold(hopper_file: Path, tmp_path, torch_path) -> None:
     """The check above can fail: the model's timestep range check, and AdamW as the Trainer builds it for an eager
     CUDA run (foreach, not capturable: the step counts live on the host), both read values back."""
-    t = trainer(dataset, tmp_path / "run", False)
+    t = trainer(hopper_file, tmp_path / "run", False)
     batch = {k: v for k, v in t.sampler.sample().items() if k in train_graph.STEP_KEYS}
     with OpRecorder() as recorder:
         t.model(**batch, action_only=True)
@@ -187,17 +165,17 @@ def test_the_recorder_finds_what_a_graph_could_not_hold(dataset: Path, tmp_path,
     t.close()
 
 
-def test_the_loss_traces_as_one_graph(dataset: Path, tmp_path, torch_path) -> None:
+def test_the_loss_traces_as_one_graph(hopper_file: Path, tmp_path, torch_path) -> None:
     """fullgraph=True raises on any graph break: a .item(), a branch on a tensor, boolean-mask indexing."""
-    t = trainer(dataset, tmp_path / "run", True, dropout=0.0)
+    t = trainer(hopper_file, tmp_path / "run", True, dropout=0.0)
     batch = {k: v for k, v in t.sampler.sample().items() if k in train_graph.STEP_KEYS}
     traced = torch.compile(t.policy_loss, backend="eager", fullgraph=True)
     torch.testing.assert_close(traced(batch), t.policy_loss(batch))
     t.close()
 
 
-def test_optimizer_and_schedule_update_their_tensors_in_place(dataset: Path, tmp_path, torch_path) -> None:
-    t = trainer(dataset, tmp_path / "run", True)
+def test_optimizer_and_schedule_update_their_tensors_in_place(hopper_file: Path, tmp_path, torch_path) -> None:
+    t = trainer(hopper_file, tmp_path / "run", True)
     batches = [t.sampler.sample() for _ in range(4)]
     inputs = static_inputs(batches[0])
     static_step(t, inputs, batches[0])
@@ -227,8 +205,8 @@ def test_optimizer_and_schedule_update_their_tensors_in_place(dataset: Path, tmp
     t.close()
 
 
-def test_a_run_resumes_across_the_two_optimizer_forms(dataset: Path, tmp_path, torch_path) -> None:
-    graph = trainer(dataset, tmp_path / "graph", True)
+def test_a_run_resumes_across_the_two_optimizer_forms(hopper_file: Path, tmp_path, torch_path) -> None:
+    graph = trainer(hopper_file, tmp_path / "graph", True)
     inputs = static_inputs(graph.sampler.sample())
     for _ in range(3):
         static_step(graph, inputs, graph.sampler.sample())
@@ -239,13 +217,13 @@ def test_a_run_resumes_across_the_two_optimizer_forms(dataset: Path, tmp_path, t
     graph.save()
     lr = float(graph.optimizer.param_groups[0]["lr"])
     # a graph run resumed without one: a float lr, fused AdamW
-    eager = trainer(dataset, tmp_path / "graph", False, resume=tmp_path / "graph")
+    eager = trainer(hopper_file, tmp_path / "graph", False, resume=tmp_path / "graph")
     group = eager.optimizer.param_groups[0]
     assert group["lr"] == pytest.approx(lr) and not isinstance(group["lr"], torch.Tensor)
     assert (group["fused"], group["capturable"]) == (True, False)
     eager.train_step(eager.sampler.sample())
     eager.save()
-    back = trainer(dataset, tmp_path / "back", True)
+    back = trainer(hopper_file, tmp_path / "back", True)
     lr_tensor = back.optimizer.param_groups[0]["lr"]
     back.load_state(tmp_path / "graph")  # and back: the same lr tensor, filled; capturable AdamW
     group = back.optimizer.param_groups[0]
@@ -268,9 +246,9 @@ def test_cuda_graph_is_refused_where_it_cannot_run() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: CUDA graphs are GPU-only")
-def test_the_graphed_trainer_trains_as_the_eager_one_on_gpu(dataset: Path, tmp_path) -> None:
+def test_the_graphed_trainer_trains_as_the_eager_one_on_gpu(hopper_file: Path, tmp_path) -> None:
     kw = dict(
-        dataset=str(dataset),
+        dataset=str(hopper_file),
         steps=12,
         hidden_size=32,
         n_layer=2,

@@ -93,13 +93,9 @@ class DecisionTransformerGymDataCollator:
             d.append(np.array(feature["dones"][si : si + self.max_len]).reshape(1, -1))
             timesteps.append(np.arange(si, si + s[-1].shape[1]).reshape(1, -1))
             timesteps[-1][timesteps[-1] >= self.max_ep_len] = self.max_ep_len - 1  # padding cutoff
-            rtg.append(
-                self._discount_cumsum(np.array(feature["rewards"][si:]), gamma=1.0)[
-                    : s[-1].shape[
-                        1
-                    ]  # TODO check the +1 removed here
-                ].reshape(1, -1, 1)
-            )
+            # the blog slices to the window's length here (its own comment asks to recheck a removed "+1"): kept as is
+            returns = self._discount_cumsum(np.array(feature["rewards"][si:]), gamma=1.0)
+            rtg.append(returns[: s[-1].shape[1]].reshape(1, -1, 1))
             if rtg[-1].shape[1] < s[-1].shape[1]:
                 print("if true")
                 rtg[-1] = np.concatenate([rtg[-1], np.zeros((1, 1, 1))], axis=1)
