@@ -258,7 +258,7 @@ void embed_backward(Ctx& ctx, const py::array& dx, const py::array& states, cons
 
 double adamw(Ctx& ctx, const std::vector<py::array>& params, const std::vector<py::array>& grads,
              const std::vector<py::array>& exp_avgs, const std::vector<py::array>& exp_avg_sqs,
-             const std::vector<float>& steps, float lr, float beta1, float beta2, float eps, float weight_decay,
+             const std::vector<py::array>& steps, float lr, float beta1, float beta2, float eps, float weight_decay,
              float max_grad_norm) {
   constexpr const char* who = "adamw";
   const size_t n = params.size();
@@ -278,7 +278,7 @@ double adamw(Ctx& ctx, const std::vector<py::array>& params, const std::vector<p
                   checked_flat<float>(exp_avgs[i], who, ("exp_avgs" + at).c_str(), true),
                   checked_flat<float>(exp_avg_sqs[i], who, ("exp_avg_sqs" + at).c_str(), true),
                   size,
-                  steps[i]};
+                  checked_data<float>(steps[i], who, ("steps" + at).c_str(), {}, true)};
   }
   py::gil_scoped_release release;
   auto lock = ctx.lock();
@@ -345,7 +345,7 @@ void bind_train_ops(py::module_& m) {
            py::arg("max_grad_norm"),
            "One AdamW step (torch.optim.AdamW's) of every tensor, params and moments in place, each gradient first "
            "scaled by min(1, max_grad_norm / (norm + 1e-6)) (max_grad_norm <= 0: not); steps: each tensor's step "
-           "count after this one. Returns the gradients' global 2-norm.");
+           "count, a 0-d float32 array incremented in place first. Returns the gradients' global 2-norm.");
 }
 
 }  // namespace dt_py
