@@ -23,7 +23,16 @@ from dt_fast import checkpoint
 from dt_fast.config import DecisionTransformerConfig
 from dt_fast.distributions import TanhNormal, bounded_log_std
 from dt_fast.kernels.dispatch import embed_tokens, embedding_weights, resolve_backend
-from dt_fast.train_ops import attention, draw_seed, dropout_add, fused_cpu, layer_norm, layer_norm_residual, linear
+from dt_fast.train_ops import (
+    attention,
+    draw_seed,
+    dropout_add,
+    fused_cpu,
+    layer_norm,
+    layer_norm_residual,
+    linear,
+    query_key_value,
+)
 from dt_fast.train_ops import embed_tokens as tokens_before_ln
 
 
@@ -133,8 +142,7 @@ class CausalSelfAttention(nn.Module):
         if rows is None:
             qkv = linear(x, self.c_attn.weight, self.c_attn.bias)  # (B, T, 3C)
             return attention(qkv, None, mask, self.n_head, self.scale, self.attn_dropout, seed)  # (B, T, C)
-        q = linear(x[:, rows], self.c_attn.weight[:C], self.c_attn.bias[:C])  # (B, Tq, C)
-        kv = linear(x, self.c_attn.weight[C:], self.c_attn.bias[C:])  # (B, T, 2C)
+        q, kv = query_key_value(x, self.c_attn.weight, self.c_attn.bias, rows)  # (B, Tq, C), (B, T, 2C)
         mask = self.rows_mask(mask, rows, B, T, x.device)  # (B, 1, Tq, T)
         return attention(q, kv, mask, self.n_head, self.scale, self.attn_dropout, seed)  # (B, Tq, C)
 

@@ -108,6 +108,17 @@ def test_linear_on_spaced_rows(isa: str, B: int, T: int) -> None:
 
 
 @pytest.mark.parametrize("B,T", LINEAR_SHAPES)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_query_key_value_of_some_rows(isa: str, B: int, T: int, with_bias: bool) -> None:
+    """The last block's c_attn: queries of x[:, 1::3], keys and values of every row, gradients as one node."""
+    x, weight, bias = leaves((B, 3 * T, 36), (108, 36), (108,), seed=8)
+    b, inputs = (bias, [x, weight, bias]) if with_bias else (None, [x, weight])
+    got = torch.cat([t.reshape(-1) for t in ops.query_key_value(x, weight, b, slice(1, None, 3))])
+    want = torch.cat([t.reshape(-1) for t in ops.query_key_value_reference(x, weight, b, slice(1, None, 3))])
+    assert_op_matches(got, want, inputs)
+
+
+@pytest.mark.parametrize("B,T", LINEAR_SHAPES)
 def test_linear_without_bias(isa: str, B: int, T: int) -> None:
     x, weight = leaves((B, 3 * T, 36), (20, 36), seed=6)
     assert_op_matches(ops.linear(x, weight, None), ops.linear_reference(x, weight, None), [x, weight])

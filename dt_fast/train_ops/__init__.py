@@ -1,7 +1,8 @@
 """Fused CPU float32 training ops of the model: torch.autograd.Functions over dt_fast._C.TrainOps, one file per op
 family, each beside its pure torch reference (tests/test_train_ops.py checks values and gradients against it).
 
-  linear.py      Linear layers on the engine's packed matmul, bias / ReLU / dropout + residual in the epilogue
+  linear.py      Linear layers on the engine's packed matmul, bias / ReLU / dropout + residual in the epilogue;
+                 the last block's c_attn, queries of some rows only, as one node
   layer_norm.py  LayerNorm forward and backward in one pass each (the pre-norm residual's gradient added in it)
   attention.py   causal self-attention of short windows (softmax, dropout, both products) per head
   dropout.py     dropout (+ residual) from a counter-based hash, and the hash's torch reference
@@ -26,7 +27,7 @@ from dt_fast.train_ops.layer_norm import (
     layer_norm_residual,
     layer_norm_residual_reference,
 )
-from dt_fast.train_ops.linear import linear, linear_reference
+from dt_fast.train_ops.linear import linear, linear_reference, query_key_value, query_key_value_reference
 from dt_fast.train_ops.runtime import configure, context, draw_seed, fused_cpu, team_threads
 
 __all__ = [
@@ -49,5 +50,7 @@ __all__ = [
     "layer_norm_residual_reference",
     "linear",
     "linear_reference",
+    "query_key_value",
+    "query_key_value_reference",
     "team_threads",
 ]
