@@ -32,6 +32,7 @@ from dt_fast.train_ops import (
     layer_norm_residual,
     linear,
     query_key_value,
+    shift_dropout,
 )
 from dt_fast.train_ops import embed_tokens as tokens_before_ln
 
@@ -212,7 +213,10 @@ class GPT2(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rows: slice | None = None) -> torch.Tensor:
         """Final hidden states (B, T, C), or (B, Tq, C) of the tokens x[:, rows] only: the last block then
         computes queries, projections and MLP for those rows alone (earlier blocks need every token)."""
-        x = self.drop(x + self.wpe[0])  # (B, T, C); position ids are all zero
+        if self.drop.training and self.drop.p > 0.0 and fused_cpu(x, self.wpe):  # the add in the dropout's pass
+            x = shift_dropout(x, self.wpe[0], self.drop.p, draw_seed())  # (B, T, C)
+        else:
+            x = self.drop(x + self.wpe[0])  # (B, T, C); position ids are all zero
         for i, block in enumerate(self.h):
             x = block(x, mask, rows if i == len(self.h) - 1 else None)  # (B, T, C); last block (B, Tq, C)
         if rows is not None and not self.h:

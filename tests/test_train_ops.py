@@ -79,6 +79,15 @@ def test_dropout_add(isa: str, with_residual: bool, shape: tuple) -> None:
     assert_op_matches(got, want, [x, residual] if with_residual else [x])
 
 
+@pytest.mark.parametrize("shape", [(3, 7, 5), (65, 90, 36)])
+def test_shift_dropout(isa: str, shape: tuple) -> None:
+    """dropout(x + shift), shift a row vector: GPT-2's position embedding before the embedding dropout."""
+    x, shift = leaves(shape, shape[-1:], seed=4)
+    got, want = ops.shift_dropout(x, shift, 0.1, 99), ops.shift_dropout_reference(x, shift, 0.1, 99)
+    assert torch.equal(got != 0, want != 0)  # the same mask bits
+    assert_op_matches(got, want, [x, shift])
+
+
 # (batch, steps): tokens are 3 x steps; 65 x 30 is a window past every block size, 1 x 1 a single token
 LINEAR_SHAPES = [(1, 1), (7, 13), (65, 30)]
 
