@@ -353,13 +353,22 @@ class DecisionTransformer(nn.Module):
         x = self.embed(states, actions, returns_to_go, timesteps)  # (B, 3T, C)
         mask = None if attention_mask is None else attention_mask_3t(attention_mask)  # (B, 1, 3T, 3T)
         if action_only:
-            return None, self.predict_action(self.encoder(x, mask, rows=slice(1, None, 3))), None  # (B, T, act_dim)
+            return None, self.action_head(self.encoder(x, mask, rows=slice(1, None, 3))), None  # (B, T, act_dim)
         x = self.encoder(x, mask)  # (B, 3T, C)
         x = x.reshape(B, T, 3, -1)  # (B, T, 3, C): x[:, t, 1] is the token of s_t
         state_preds = self.predict_state(x[:, :, 2])  # (B, T, state_dim), from a_t
         action_preds = self.predict_action(x[:, :, 1])  # (B, T, act_dim), from s_t
         return_preds = self.predict_return(x[:, :, 2])  # (B, T, 1), from a_t
         return state_preds, action_preds, return_preds
+
+    def action_head(self, h: torch.Tensor) -> torch.Tensor:
+        """predict_action(h), (B, T, act_dim) from the s_t tokens (B, T, C); in CPU float32 training its Linear on
+        the engine's matmul (train_ops.linear)."""
+        head = self.predict_action[0]
+        if self.training and fused_cpu(h, head.weight):
+            y = linear(h, head.weight, head.bias)  # (B, T, act_dim)
+            return torch.tanh(y) if self.config.action_tanh else y
+        return self.predict_action(h)  # (B, T, act_dim)
 
     def action_distribution(
         self,
