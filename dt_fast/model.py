@@ -23,7 +23,17 @@ from dt_fast import checkpoint
 from dt_fast.config import DecisionTransformerConfig
 from dt_fast.distributions import TanhNormal, bounded_log_std
 from dt_fast.kernels.dispatch import embed_tokens, embedding_weights, resolve_backend
-from dt_fast.train_ops import attention, draw_seed, dropout_add, fused_cpu, layer_norm, layer_norm_residual, linear
+from dt_fast.train_ops import (
+    attention,
+    draw_seed,
+    dropout_add,
+    fused_cpu,
+    layer_norm,
+    layer_norm_residual,
+    linear,
+    query_key_value,
+    shift_dropout,
+)
 from dt_fast.train_ops import embed_tokens as tokens_before_ln
 
 
@@ -133,8 +143,7 @@ class CausalSelfAttention(nn.Module):
         if rows is None:
             qkv = linear(x, self.c_attn.weight, self.c_attn.bias)  # (B, T, 3C)
             return attention(qkv, None, mask, self.n_head, self.scale, self.attn_dropout, seed)  # (B, T, C)
-        q = linear(x[:, rows], self.c_attn.weight[:C], self.c_attn.bias[:C])  # (B, Tq, C)
-        kv = linear(x, self.c_attn.weight[C:], self.c_attn.bias[C:])  # (B, T, 2C)
+        q, kv = query_key_value(x, self.c_attn.weight, self.c_attn.bias, rows)  # (B, Tq, C), (B, T, 2C)
         mask = self.rows_mask(mask, rows, B, T, x.device)  # (B, 1, Tq, T)
         return attention(q, kv, mask, self.n_head, self.scale, self.attn_dropout, seed)  # (B, Tq, C)
 
@@ -204,7 +213,10 @@ class GPT2(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rows: slice | None = None) -> torch.Tensor:
         """Final hidden states (B, T, C), or (B, Tq, C) of the tokens x[:, rows] only: the last block then
         computes queries, projections and MLP for those rows alone (earlier blocks need every token)."""
-        x = self.drop(x + self.wpe[0])  # (B, T, C); position ids are all zero
+        if self.drop.training and self.drop.p > 0.0 and fused_cpu(x, self.wpe):  # the add in the dropout's pass
+            x = shift_dropout(x, self.wpe[0], self.drop.p, draw_seed())  # (B, T, C)
+        else:
+            x = self.drop(x + self.wpe[0])  # (B, T, C); position ids are all zero
         for i, block in enumerate(self.h):
             x = block(x, mask, rows if i == len(self.h) - 1 else None)  # (B, T, C); last block (B, Tq, C)
         if rows is not None and not self.h:
@@ -341,13 +353,22 @@ class DecisionTransformer(nn.Module):
         x = self.embed(states, actions, returns_to_go, timesteps)  # (B, 3T, C)
         mask = None if attention_mask is None else attention_mask_3t(attention_mask)  # (B, 1, 3T, 3T)
         if action_only:
-            return None, self.predict_action(self.encoder(x, mask, rows=slice(1, None, 3))), None  # (B, T, act_dim)
+            return None, self.action_head(self.encoder(x, mask, rows=slice(1, None, 3))), None  # (B, T, act_dim)
         x = self.encoder(x, mask)  # (B, 3T, C)
         x = x.reshape(B, T, 3, -1)  # (B, T, 3, C): x[:, t, 1] is the token of s_t
         state_preds = self.predict_state(x[:, :, 2])  # (B, T, state_dim), from a_t
         action_preds = self.predict_action(x[:, :, 1])  # (B, T, act_dim), from s_t
         return_preds = self.predict_return(x[:, :, 2])  # (B, T, 1), from a_t
         return state_preds, action_preds, return_preds
+
+    def action_head(self, h: torch.Tensor) -> torch.Tensor:
+        """predict_action(h), (B, T, act_dim) from the s_t tokens (B, T, C); in CPU float32 training its Linear on
+        the engine's matmul (train_ops.linear)."""
+        head = self.predict_action[0]
+        if self.training and fused_cpu(h, head.weight):
+            y = linear(h, head.weight, head.bias)  # (B, T, act_dim)
+            return torch.tanh(y) if self.config.action_tanh else y
+        return self.predict_action(h)  # (B, T, act_dim)
 
     def action_distribution(
         self,

@@ -79,6 +79,15 @@ def test_dropout_add(isa: str, with_residual: bool, shape: tuple) -> None:
     assert_op_matches(got, want, [x, residual] if with_residual else [x])
 
 
+@pytest.mark.parametrize("shape", [(3, 7, 5), (65, 90, 36)])
+def test_shift_dropout(isa: str, shape: tuple) -> None:
+    """dropout(x + shift), shift a row vector: GPT-2's position embedding before the embedding dropout."""
+    x, shift = leaves(shape, shape[-1:], seed=4)
+    got, want = ops.shift_dropout(x, shift, 0.1, 99), ops.shift_dropout_reference(x, shift, 0.1, 99)
+    assert torch.equal(got != 0, want != 0)  # the same mask bits
+    assert_op_matches(got, want, [x, shift])
+
+
 # (batch, steps): tokens are 3 x steps; 65 x 30 is a window past every block size, 1 x 1 a single token
 LINEAR_SHAPES = [(1, 1), (7, 13), (65, 30)]
 
@@ -105,6 +114,17 @@ def test_linear_on_spaced_rows(isa: str, B: int, T: int) -> None:
     (x, weight, bias) = leaves((B, 3 * T, 36), (36, 36), (36,), seed=5)
     rows = x[:, 1::3]
     assert_op_matches(ops.linear(rows, weight, bias), ops.linear_reference(rows, weight, bias), [x, weight, bias])
+
+
+@pytest.mark.parametrize("B,T", LINEAR_SHAPES)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_query_key_value_of_some_rows(isa: str, B: int, T: int, with_bias: bool) -> None:
+    """The last block's c_attn: queries of x[:, 1::3], keys and values of every row, gradients as one node."""
+    x, weight, bias = leaves((B, 3 * T, 36), (108, 36), (108,), seed=8)
+    b, inputs = (bias, [x, weight, bias]) if with_bias else (None, [x, weight])
+    got = torch.cat([t.reshape(-1) for t in ops.query_key_value(x, weight, b, slice(1, None, 3))])
+    want = torch.cat([t.reshape(-1) for t in ops.query_key_value_reference(x, weight, b, slice(1, None, 3))])
+    assert_op_matches(got, want, inputs)
 
 
 @pytest.mark.parametrize("B,T", LINEAR_SHAPES)

@@ -199,6 +199,30 @@ void dropout_apply(Ctx& ctx, const py::array& x, const OptArray& residual, const
   dt::dropout_apply(ctx, xd, rd, yd, x.size(), p, seed);
 }
 
+void shift_dropout_forward(Ctx& ctx, const py::array& x, const py::array& shift, const py::array& y, float p,
+                           uint64_t seed) {
+  constexpr const char* who = "shift_dropout_forward";
+  const float* xd = in(x, who, "x", {-1, -1});
+  const int64_t rows = x.shape(0), n = x.shape(1);
+  const float* sd = in(shift, who, "shift", {n});
+  float* yd = out(y, who, "out", {rows, n});
+  py::gil_scoped_release release;
+  auto lock = ctx.lock();
+  dt::shift_dropout_forward(ctx, xd, sd, yd, rows, narrow(n, who, "width"), p, seed);
+}
+
+void shift_dropout_backward(Ctx& ctx, const py::array& dy, const py::array& dx, const py::array& dshift, float p,
+                            uint64_t seed) {
+  constexpr const char* who = "shift_dropout_backward";
+  const float* dyd = in(dy, who, "dy", {-1, -1});
+  const int64_t rows = dy.shape(0), n = dy.shape(1);
+  float* dxd = out(dx, who, "dx", {rows, n});
+  float* dsd = out(dshift, who, "dshift", {n});
+  py::gil_scoped_release release;
+  auto lock = ctx.lock();
+  dt::shift_dropout_backward(ctx, dyd, dxd, dsd, rows, narrow(n, who, "width"), p, seed);
+}
+
 // The shape of the embedding's arguments: states (N, S), actions (N, A), table (rows, C) from their arrays.
 dt::EmbedShape embed_shape(const char* who, const py::array& states, const py::array& actions, const py::array& table) {
   if (states.ndim() != 2 || actions.ndim() != 2 || table.ndim() != 2 || actions.shape(0) != states.shape(0))
@@ -258,7 +282,7 @@ void embed_backward(Ctx& ctx, const py::array& dx, const py::array& states, cons
 
 double adamw(Ctx& ctx, const std::vector<py::array>& params, const std::vector<py::array>& grads,
              const std::vector<py::array>& exp_avgs, const std::vector<py::array>& exp_avg_sqs,
-             const std::vector<float>& steps, float lr, float beta1, float beta2, float eps, float weight_decay,
+             const std::vector<py::array>& steps, float lr, float beta1, float beta2, float eps, float weight_decay,
              float max_grad_norm) {
   constexpr const char* who = "adamw";
   const size_t n = params.size();
@@ -278,7 +302,7 @@ double adamw(Ctx& ctx, const std::vector<py::array>& params, const std::vector<p
                   checked_flat<float>(exp_avgs[i], who, ("exp_avgs" + at).c_str(), true),
                   checked_flat<float>(exp_avg_sqs[i], who, ("exp_avg_sqs" + at).c_str(), true),
                   size,
-                  steps[i]};
+                  checked_data<float>(steps[i], who, ("steps" + at).c_str(), {}, true)};
   }
   py::gil_scoped_release release;
   auto lock = ctx.lock();
@@ -328,6 +352,12 @@ void bind_train_ops(py::module_& m) {
       .def("dropout_apply", &dropout_apply, py::arg("x").noconvert(), py::arg("residual").noconvert(),
            py::arg("out").noconvert(), py::arg("p"), py::arg("seed"),
            "out = residual + x * dropout_mask(p, seed) (residual None: x * mask), flat arrays of one size.")
+      .def("shift_dropout_forward", &shift_dropout_forward, py::arg("x").noconvert(), py::arg("shift").noconvert(),
+           py::arg("out").noconvert(), py::arg("p"), py::arg("seed"),
+           "out = (x + shift) * dropout_mask(p, seed) over the flat index: x and out (rows, n), shift (n,).")
+      .def("shift_dropout_backward", &shift_dropout_backward, py::arg("dy").noconvert(), py::arg("dx").noconvert(),
+           py::arg("dshift").noconvert(), py::arg("p"), py::arg("seed"),
+           "dx = dy * dropout_mask(p, seed) and dshift (n,) its column sums, from dy (rows, n).")
       .def("embed_forward", &embed_forward, py::arg("states").noconvert(), py::arg("actions").noconvert(),
            py::arg("rtg").noconvert(), py::arg("timesteps").noconvert(), py::arg("w_return").noconvert(),
            py::arg("b_return").noconvert(), py::arg("w_state").noconvert(), py::arg("b_state").noconvert(),
@@ -345,7 +375,7 @@ void bind_train_ops(py::module_& m) {
            py::arg("max_grad_norm"),
            "One AdamW step (torch.optim.AdamW's) of every tensor, params and moments in place, each gradient first "
            "scaled by min(1, max_grad_norm / (norm + 1e-6)) (max_grad_norm <= 0: not); steps: each tensor's step "
-           "count after this one. Returns the gradients' global 2-norm.");
+           "count, a 0-d float32 array incremented in place first. Returns the gradients' global 2-norm.");
 }
 
 }  // namespace dt_py

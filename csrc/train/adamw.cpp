@@ -23,8 +23,8 @@ double adamw_step(TrainContext& ctx, const std::vector<AdamWTensor>& tensors, co
   DT_CHECK(o.beta1 >= 0.0f && o.beta1 < 1.0f && o.beta2 >= 0.0f && o.beta2 < 1.0f, "adamw: betas must be in [0, 1)");
   std::vector<Chunk> chunks;
   for (int t = 0; t < static_cast<int>(tensors.size()); ++t) {
-    DT_CHECK(tensors[t].n >= 0 && tensors[t].step >= 1.0f, "adamw: tensor ", t, " has n=", tensors[t].n,
-             ", step=", tensors[t].step);
+    DT_CHECK(tensors[t].n >= 0 && *tensors[t].step >= 0.0f, "adamw: tensor ", t, " has n=", tensors[t].n,
+             ", step=", *tensors[t].step);
     for (int64_t off = 0; off < tensors[t].n; off += kChunk)
       chunks.push_back({t, off, std::min(kChunk, tensors[t].n - off)});
   }
@@ -43,7 +43,7 @@ double adamw_step(TrainContext& ctx, const std::vector<AdamWTensor>& tensors, co
                                              : 1.0f;
   std::vector<AdamWStep> steps(tensors.size());
   for (size_t t = 0; t < tensors.size(); ++t) {
-    const double step = tensors[t].step;
+    const double step = *tensors[t].step += 1.0f;
     steps[t] = {o.lr,
                 o.beta1,
                 o.beta2,

@@ -11,14 +11,15 @@
 
 namespace dt {
 
-// One parameter tensor of n floats: its gradient, moments (updated in place) and step count after this step.
+// One parameter tensor of n floats: its gradient, moments and step count (each updated in place; the step count
+// incremented first, as torch.optim.AdamW does).
 struct AdamWTensor {
   float* param;
   const float* grad;
   float* exp_avg;
   float* exp_avg_sq;
   int64_t n;
-  float step;
+  float* step;
 };
 
 struct AdamWOptions {

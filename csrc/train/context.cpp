@@ -1,6 +1,7 @@
 #include "train/context.h"
 
 #include <algorithm>
+#include <memory>
 #include <new>
 
 #include "common/check.h"
@@ -17,7 +18,10 @@ int checked_threads(int threads) {
 }  // namespace
 
 TrainContext::TrainContext(const std::string& isa, int threads)
-    : mm_(kernels_select(isa)), k_(train_kernels_select(isa)), team_(checked_threads(threads)) {}
+    : mm_(kernels_select(isa)),
+      k_(train_kernels_select(isa)),
+      team_(checked_threads(threads)),
+      cursors_(std::make_unique<Cursor[]>(threads)) {}
 
 float* TrainContext::buffer(Slot slot, size_t n) {
   Buffer& b = buffers_[slot];

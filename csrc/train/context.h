@@ -1,10 +1,13 @@
 // TrainContext: what every training op runs with: the ISA build of the engine's matmul kernels and of the
 // training kernels (the same ISA), a team of threads, and scratch buffers kept between calls.
 //
-// Work is split in chunks that the team's members claim in order from a shared counter, so a member slowed or
-// descheduled by another process (the machines are shared; the sampler runs a thread beside the step) takes
-// fewer of them instead of making the others wait for a fixed share. One op runs at a time per context: each
-// holds lock() while it uses the team and the buffers.
+// Work is split in chunks. Each member of the team first claims, in order, the chunks of its own contiguous share
+// of [0, chunks), the same share in every op: the rows one op wrote are then mostly read by the same core in the
+// next, from its own cache (the caller always runs part 0, so with two threads each core keeps its rows). Then it
+// claims what is left of the others' shares, so a member slowed or descheduled by another process (the machines
+// are shared; the sampler runs a thread beside the step) takes fewer chunks instead of making the others wait for
+// its share. One op runs at a time per context: each holds lock() while it uses the team, the buffers and the
+// chunk cursors.
 #pragma once
 
 #include <atomic>
@@ -33,19 +36,26 @@ class TrainContext {
   std::unique_lock<std::mutex> lock() { return std::unique_lock<std::mutex>(mu_); }
 
   // Call fn(chunk, part) once for every chunk in [0, chunks); part in [0, threads()) is the calling member's
-  // (for its scratch), and no two calls with one part overlap. fn must not throw.
+  // (for its scratch), and no two calls with one part overlap. Part p owns chunks [chunks p / n, chunks (p + 1) / n)
+  // of n = threads() parts. fn must not throw.
   template <typename F>
   void parallel(int64_t chunks, F&& fn) {
     if (chunks <= 0) return;
-    if (chunks == 1 || team_.size() == 1) {
+    const int parts = team_.size();
+    if (chunks == 1 || parts == 1) {
       for (int64_t c = 0; c < chunks; ++c) fn(c, 0);
       return;
     }
-    std::atomic<int64_t> next{0};
+    for (int p = 0; p < parts; ++p) cursors_[p].next.store(chunks * p / parts, std::memory_order_relaxed);
     auto member = [&](int part) {
-      for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < chunks;
-           c = next.fetch_add(1, std::memory_order_relaxed))
-        fn(c, part);
+      for (int k = 0; k < parts; ++k) {
+        const int owner = (part + k) % parts;
+        const int64_t end = chunks * (owner + 1) / parts;
+        std::atomic<int64_t>& next = cursors_[owner].next;
+        for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < end;
+             c = next.fetch_add(1, std::memory_order_relaxed))
+          fn(c, part);
+      }
     };
     team_.run(member);
   }
@@ -64,9 +74,14 @@ class TrainContext {
     size_t size = 0;
   };
 
+  struct alignas(64) Cursor {  // the next unclaimed chunk of one part's share, on a cache line of its own
+    std::atomic<int64_t> next{0};
+  };
+
   Kernels mm_;
   TrainKernels k_;
   SpinTeam team_;
+  std::unique_ptr<Cursor[]> cursors_;
   std::mutex mu_;
   Buffer buffers_[kSlots];
 };

@@ -38,4 +38,14 @@ void dropout_mask(float* out, int64_t n, float p, uint64_t seed);
 void dropout_apply(TrainContext& ctx, const float* x, const float* residual, float* out, int64_t n, float p,
                    uint64_t seed);
 
+// out = (x + shift) * mask over a (rows, cols) matrix, shift (cols) added to every row, the mask that of
+// dropout_mask(p, seed) over the flat index (rows * cols <= 2^32); out may alias x.
+void shift_dropout_forward(TrainContext& ctx, const float* x, const float* shift, float* out, int64_t rows, int cols,
+                           float p, uint64_t seed);
+
+// Its gradients from dy: dx = dy * mask, dshift = the column sums of dx (summed in fixed blocks of rows, added in
+// order: the same bits on any number of threads); dx may alias dy.
+void shift_dropout_backward(TrainContext& ctx, const float* dy, float* dx, float* dshift, int64_t rows, int cols,
+                            float p, uint64_t seed);
+
 }  // namespace dt

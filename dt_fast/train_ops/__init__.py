@@ -1,10 +1,12 @@
 """Fused CPU float32 training ops of the model: torch.autograd.Functions over dt_fast._C.TrainOps, one file per op
 family, each beside its pure torch reference (tests/test_train_ops.py checks values and gradients against it).
 
-  linear.py      Linear layers on the engine's packed matmul, bias / ReLU / dropout + residual in the epilogue
+  linear.py      Linear layers on the engine's packed matmul, bias / ReLU / dropout + residual in the epilogue;
+                 the last block's c_attn, queries of some rows only, as one node
   layer_norm.py  LayerNorm forward and backward in one pass each (the pre-norm residual's gradient added in it)
   attention.py   causal self-attention of short windows (softmax, dropout, both products) per head
-  dropout.py     dropout (+ residual) from a counter-based hash, and the hash's torch reference
+  dropout.py     dropout (+ residual, or of x + a row vector) from a counter-based hash, and the hash's torch
+                 reference
   embed.py       the interleaved token embedding (three small Linear layers, the timestep table) before embed_ln
   adamw.py       AdamW and the gradient-norm clip in one pass over every parameter
 
@@ -18,7 +20,13 @@ from __future__ import annotations
 
 from dt_fast.train_ops.adamw import FusedAdamW, adamw_reference_step
 from dt_fast.train_ops.attention import attention, attention_reference
-from dt_fast.train_ops.dropout import dropout_add, dropout_add_reference, dropout_mask_reference
+from dt_fast.train_ops.dropout import (
+    dropout_add,
+    dropout_add_reference,
+    dropout_mask_reference,
+    shift_dropout,
+    shift_dropout_reference,
+)
 from dt_fast.train_ops.embed import embed_tokens, embed_tokens_reference
 from dt_fast.train_ops.layer_norm import (
     layer_norm,
@@ -26,7 +34,7 @@ from dt_fast.train_ops.layer_norm import (
     layer_norm_residual,
     layer_norm_residual_reference,
 )
-from dt_fast.train_ops.linear import linear, linear_reference
+from dt_fast.train_ops.linear import linear, linear_reference, query_key_value, query_key_value_reference
 from dt_fast.train_ops.runtime import configure, context, draw_seed, fused_cpu, team_threads
 
 __all__ = [
@@ -49,5 +57,9 @@ __all__ = [
     "layer_norm_residual_reference",
     "linear",
     "linear_reference",
+    "query_key_value",
+    "query_key_value_reference",
+    "shift_dropout",
+    "shift_dropout_reference",
     "team_threads",
 ]

@@ -30,7 +30,7 @@ class FusedAdamW(torch.optim.AdamW):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         self.max_grad_norm = max_grad_norm
         self.last_grad_norm = float("nan")
-        self._arrays: dict[int, tuple] = {}  # id(param) -> (its state tensors, their numpy views)
+        self._arrays: dict[int, tuple] = {}  # id(param) -> (param, its state tensors, their numpy views)
 
     @torch.no_grad()
     def step(self, closure: None = None) -> None:
@@ -39,32 +39,28 @@ class FusedAdamW(torch.optim.AdamW):
         if closure is not None:
             raise ValueError("FusedAdamW.step takes no closure")
         for group in self.param_groups:
-            params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+            arrays, grads = [], []
             for p in group["params"]:
-                if p.grad is None:
+                grad = p.grad
+                if grad is None:
                     continue
-                if p.grad.is_sparse or p.dtype != torch.float32 or p.device.type != "cpu":
+                if grad.is_sparse or p.dtype != torch.float32 or p.device.type != "cpu":
                     raise ValueError(
                         f"FusedAdamW needs dense CPU float32 parameters and gradients, got {p.dtype} on "
-                        f"{p.device}{' (sparse gradient)' if p.grad.is_sparse else ''}"
+                        f"{p.device}{' (sparse gradient)' if grad.is_sparse else ''}"
                     )
-                p_np, m_np, v_np, step = self._state_arrays(p)
-                params.append(p_np)
-                grads.append(p.grad.contiguous().numpy())
-                exp_avgs.append(m_np)
-                exp_avg_sqs.append(v_np)
-                steps.append(step)
-            if not params:
+                arrays.append(self._state_arrays(p))
+                grads.append(grad.contiguous().numpy())
+            if not arrays:
                 continue
-            torch._foreach_add_(steps, 1.0)
-            steps = [float(s) for s in steps]
+            params, exp_avgs, exp_avg_sqs, steps = zip(*arrays)
             beta1, beta2 = group["betas"]
             self.last_grad_norm = context().adamw(
                 params,
                 grads,
                 exp_avgs,
                 exp_avg_sqs,
-                steps,
+                steps,  # incremented in place
                 float(group["lr"]),
                 float(beta1),
                 float(beta2),
@@ -73,22 +69,29 @@ class FusedAdamW(torch.optim.AdamW):
                 self.max_grad_norm,
             )
 
-    def _state_arrays(self, p: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray, torch.Tensor]:
-        """Numpy views of p and its moments (created as torch.optim.AdamW creates them, views cached while the state
-        tensors stay the same objects: load_state_dict replaces them), and its step tensor."""
+    def _state_arrays(self, p: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Numpy views of p, its moments and its step count (created as torch.optim.AdamW creates them; the views
+        cached while the state tensors stay the same objects: load_state_dict replaces them)."""
         state = self.state[p]
         if not state:
             state["step"] = torch.tensor(0.0)
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         cached = self._arrays.get(id(p))
-        tensors = (p, state["exp_avg"], state["exp_avg_sq"])
-        if cached is None or any(a is not b for a, b in zip(cached[0], tensors)):
+        if cached is None or not (
+            cached[0] is p
+            and cached[1] is state["exp_avg"]
+            and cached[2] is state["exp_avg_sq"]
+            and cached[3] is state["step"]
+        ):
+            if state["step"].dtype != torch.float32 or state["step"].device.type != "cpu":
+                state["step"] = torch.tensor(float(state["step"]))  # the float32 CPU count torch keeps
+            tensors = (p, state["exp_avg"], state["exp_avg_sq"], state["step"])
             if not all(t.is_contiguous() for t in tensors):
                 raise ValueError("FusedAdamW needs contiguous parameters and moments")
-            cached = (tensors, tuple(t.detach().numpy() for t in tensors))
+            cached = (*tensors, tuple(t.detach().numpy() for t in tensors))
             self._arrays[id(p)] = cached
-        return (*cached[1], state["step"])
+        return cached[4]
 
 
 def adamw_reference_step(optimizer: torch.optim.AdamW, max_grad_norm: float) -> None:

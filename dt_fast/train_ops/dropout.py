@@ -1,4 +1,5 @@
-"""Dropout (plus a residual) from the counter-based hash of csrc/train/dropout.h, and the hash in torch."""
+"""Dropout (plus a residual, or after adding a row vector) from the counter-based hash of csrc/train/dropout.h, and
+the hash in torch."""
 
 from __future__ import annotations
 
@@ -60,3 +61,34 @@ def dropout_add_reference(x: torch.Tensor, residual: torch.Tensor | None, p: flo
     """Pure torch dropout_add."""
     y = x * dropout_mask_reference(tuple(x.shape), p, seed)  # (*x.shape)
     return y if residual is None else residual + y
+
+
+class _ShiftDropout(torch.autograd.Function):
+    """out = (x + shift) * mask(p, seed), shift (C,) added to every row; the backward redraws the mask."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, shift: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+        x2 = x.reshape(-1, x.shape[-1]).contiguous()  # (N, C)
+        out = torch.empty_like(x2)  # (N, C)
+        context().shift_dropout_forward(array(x2), array(shift.contiguous()), array(out), p, seed)
+        ctx.p, ctx.seed = p, seed
+        return out.view(x.shape)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple:
+        dy = grad.reshape(-1, grad.shape[-1]).contiguous()  # (N, C)
+        dx, dshift = torch.empty_like(dy), torch.empty(dy.shape[1])  # (N, C), (C,)
+        context().shift_dropout_backward(array(dy), array(dx), array(dshift), ctx.p, ctx.seed)
+        return dx.view(grad.shape), dshift, None, None
+
+
+def shift_dropout(x: torch.Tensor, shift: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+    """dropout(x + shift) with the mask of seed over x's flat index, (..., C); shift (C,): GPT-2's position
+    embedding of the (all zero) position ids, added to every token before the embedding dropout."""
+    return _ShiftDropout.apply(x, shift, p, seed)
+
+
+def shift_dropout_reference(x: torch.Tensor, shift: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+    """Pure torch shift_dropout."""
+    return dropout_add_reference(x + shift, None, p, seed)

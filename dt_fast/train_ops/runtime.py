@@ -66,5 +66,8 @@ def draw_seed() -> int:
 
 
 def array(t: torch.Tensor | None) -> np.ndarray | None:
-    """A numpy view of a CPU tensor (no copy), or None."""
-    return None if t is None else t.detach().numpy()
+    """A numpy view of a CPU tensor (no copy), or None; detached first only when it requires grad (a detach costs
+    as much as the view, and most arrays an op passes are its own buffers and gradients)."""
+    if t is None:
+        return None
+    return t.detach().numpy() if t.requires_grad else t.numpy()
