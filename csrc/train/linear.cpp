@@ -62,10 +62,16 @@ void linear_backward(TrainContext& ctx, const float* dy, const float* x, int64_t
     return;
   }
   const bool copy_g = epilogue != Epilogue::kNone;  // g differs from dy
+  // matmul_tn reads A as it lies and B packed in panels, a block of rows at a time: B is the narrower of g and x (the
+  // less to pack). A = g gives dw = g^T x, A = x gives dw^T = x^T g (transposed into dw at the end).
+  const bool a_is_g = N >= K;
+  const int a = a_is_g ? N : K, b = a_is_g ? K : N;  // the product is (a, b) = A^T B
   const int64_t chunks = (M + kRows - 1) / kRows, parts = (chunks + kPartChunks - 1) / kPartChunks;
   float* wp = ctx.buffer(TrainContext::kPacked, static_cast<size_t>(K) * N);          // w (N, K) in panels
-  float* xp = ctx.buffer(TrainContext::kPanels, static_cast<size_t>(T * kRows * K));  // each member's x block
-  float* partial = ctx.buffer(TrainContext::kPartial, static_cast<size_t>((parts - 1) * dw_size));  // parts 1..
+  float* bp = ctx.buffer(TrainContext::kPanels, static_cast<size_t>(T * kRows * b));  // each member's B block
+  // each part's A^T B; part 0 straight into dw when that is its layout
+  float* partial = ctx.buffer(TrainContext::kPartial, static_cast<size_t>((a_is_g ? parts - 1 : parts) * dw_size));
+  float* part0 = a_is_g ? dw : partial;
   // the column sums of g per block of rows (added in block order after, so that the bias gradient has the same
   // bits whichever thread took which block), then each member's block of g (kRows, N)
   float* sums = ctx.buffer(TrainContext::kScratch, static_cast<size_t>(N * chunks + (copy_g ? kRows * N * T : 0)));
@@ -77,11 +83,11 @@ void linear_backward(TrainContext& ctx, const float* dy, const float* x, int64_t
     });
   }
   const DropoutKey key = dropout_key(epilogue == Epilogue::kDropoutAdd ? p : 0.0f, seed, 0);
-  // Each part's blocks of rows in order by one member: g, dx = g w, and the part's dw += g^T x with g read as it
-  // lies (matmul_tn) and x packed in panels, both still in cache.
+  // Each part's blocks of rows in order by one member: g, dx = g w, and the part's A^T B += the block's, with A and
+  // B still in cache.
   ctx.parallel(parts, [&](int64_t q, int member) {
-    float* out = q == 0 ? dw : partial + (q - 1) * dw_size;
-    float* xb = xp + member * kRows * K;
+    float* out = q == 0 ? part0 : partial + (a_is_g ? q - 1 : q) * dw_size;
+    float* bb = bp + member * kRows * b;
     for (int64_t c = q * kPartChunks; c < std::min(chunks, (q + 1) * kPartChunks); ++c) {
       const int64_t m0 = c * kRows, rows = std::min(kRows, M - m0);
       const float* g = dy + m0 * N;
@@ -97,18 +103,23 @@ void linear_backward(TrainContext& ctx, const float* dy, const float* x, int64_t
       if (dx) {
         mm.matmul_packed(dx + m0 * K, K, g, N, wp, nullptr, static_cast<int>(rows), N, K, 0, K, false, nullptr);
       }
-      k.pack_panels_rows(x + m0 * ldx, ldx, rows, K, k.panel, xb, rows, 0);
-      k.matmul_tn(out, K, g, N, xb, rows, N, K, 0, K, c > q * kPartChunks);
+      const float* xr = x + m0 * ldx;
+      k.pack_panels_rows(a_is_g ? xr : g, a_is_g ? ldx : N, rows, b, k.panel, bb, rows, 0);
+      k.matmul_tn(out, b, a_is_g ? g : xr, a_is_g ? N : ldx, bb, rows, a, b, 0, b, c > q * kPartChunks);
     }
   });
-  // dw: the parts added in order; db: the blocks' sums in block order; by blocks of rows of dw
+  // dw: the parts added in order (and transposed when the product was dw^T); db: the blocks' sums in block order;
+  // by blocks of rows of dw
   ctx.parallel((N + kGradRows - 1) / kGradRows, [&](int64_t c, int) {
     const int n0 = static_cast<int>(c) * kGradRows, rows = std::min(kGradRows, N - n0);
-    float* d = dw + static_cast<int64_t>(n0) * K;
-    for (int64_t q = 1; q < parts; ++q) {
-      const float* add = partial + (q - 1) * dw_size + static_cast<int64_t>(n0) * K;
-      for (int64_t i = 0; i < static_cast<int64_t>(rows) * K; ++i) d[i] += add[i];
+    for (int64_t q = 1; q < parts; ++q) {  // into part 0, the rows (or columns) of its result that make these of dw
+      const float* add = partial + (a_is_g ? q - 1 : q) * dw_size;
+      for (int i = 0; i < (a_is_g ? rows : K); ++i) {
+        const int64_t o = a_is_g ? static_cast<int64_t>(n0 + i) * K : static_cast<int64_t>(i) * N + n0;
+        for (int j = 0; j < (a_is_g ? K : rows); ++j) part0[o + j] += add[o + j];
+      }
     }
+    if (!a_is_g) k.transpose(part0 + n0, N, dw + static_cast<int64_t>(n0) * K, K, K, rows);
     if (db) {
       std::fill(db + n0, db + n0 + rows, 0.0f);
       for (int64_t q = 0; q < chunks; ++q)
