@@ -23,6 +23,11 @@ void check(const char* who, int64_t M, int K, int N, int64_t ldx, Epilogue epilo
 
 int panels(int cols, int P) { return (cols + P - 1) / P; }
 
+// The lines of rows [r0, r1) of a (.., cols) matrix, for a matmul to bring into cache as it runs.
+Prefetch next_rows(const float* a, int cols, int64_t r0, int64_t r1) {
+  return {reinterpret_cast<uintptr_t>(a + r0 * cols), reinterpret_cast<uintptr_t>(a + r1 * cols)};
+}
+
 }  // namespace
 
 void linear_forward(TrainContext& ctx, const float* x, int64_t ldx, const float* w, const float* b, float* y, int64_t M,
@@ -100,8 +105,14 @@ void linear_backward(TrainContext& ctx, const float* dy, const float* x, int64_t
       } else {
         k.linear_grad_rows(g, nullptr, nullptr, 0, nullptr, sums + c * N, rows, N);
       }
-      if (dx) {
-        mm.matmul_packed(dx + m0 * K, K, g, N, wp, nullptr, static_cast<int>(rows), N, K, 0, K, false, nullptr);
+      if (dx) {  // the next block's rows of dy (under the first half of the panels) and y (relu) come into cache
+        const int64_t next = std::min(M, m0 + kRows), next_end = std::min(M, next + kRows);
+        Prefetch pf_dy = next_rows(dy, N, next, next_end);
+        Prefetch pf_y = epilogue == Epilogue::kRelu ? next_rows(y, N, next, next_end) : Prefetch{};
+        const int half = std::min(K, (panels(K, mm.panel) + 1) / 2 * mm.panel);
+        mm.matmul_packed(dx + m0 * K, K, g, N, wp, nullptr, static_cast<int>(rows), N, K, 0, half, false, &pf_dy);
+        if (half < K)
+          mm.matmul_packed(dx + m0 * K, K, g, N, wp, nullptr, static_cast<int>(rows), N, K, half, K, false, &pf_y);
       }
       const float* xr = x + m0 * ldx;
       k.pack_panels_rows(a_is_g ? xr : g, a_is_g ? ldx : N, rows, b, k.panel, bb, rows, 0);
