@@ -1,5 +1,6 @@
 // The training ops' vector kernels, row by row: LayerNorm, the Linear layers' epilogues and gradient prologues,
-// the attention softmax with dropout, dropout alone, AdamW and the sum of squares of the gradient clip.
+// the product A^T B of the weight gradients, the attention softmax with dropout, dropout alone, AdamW and the sum
+// of squares of the gradient clip.
 // Three builds of one implementation (kernels_impl.h), as the engine's matmul (csrc/engine/kernels.h): AVX-512,
 // AVX2+FMA, and a portable fallback; train_kernels_select() picks one at run time, or the one asked for.
 // Every matrix is row-major [rows, cols] with the leading dimension given (or cols when none is).
@@ -52,6 +53,12 @@ struct TrainKernels {
                            int64_t row0);
   // dst[c * ldd + r] = src[r * lds + c] for rows x cols values.
   void (*transpose)(const float* src, int64_t lds, float* dst, int64_t ldd, int64_t rows, int64_t cols);
+  // out[i * ldo + n] (+)= sum over k in [0, K), in order, of a[k * lda + i] * B[k, n] for i in [0, rows) and n in
+  // [n0, n1): A^T B with A (K, rows) read as it lies (no transpose) and B (K, N) packed by pack_panels_rows in panels
+  // of `panel` columns (total_rows K); n0 a multiple of the panel, n1 one too or N. accumulate: the sums continue
+  // from out's values (the same bits as one sum over both runs of k), else start at zero (K = 0 writes zeros).
+  void (*matmul_tn)(float* out, int64_t ldo, const float* a, int64_t lda, const float* bp, int64_t K, int rows, int N,
+                    int n0, int n1, bool accumulate);
   // Attention probabilities of one query row of t keys: probs = softmax over the keys j < n with allowed[j] of
   // scale * s, 0 past n (n: the last allowed key + 1; a row with none, n = 0, all zero); out = probs * mask from
   // flat index `first`.
@@ -72,6 +79,7 @@ struct TrainKernels {
   void (*adamw)(float* p, const float* g, float* m, float* v, int64_t n, const AdamWStep& s);
   // Sum of x[i]^2 over n values, in double.
   double (*sum_squares)(const float* x, int64_t n);
+  int panel;         // columns per panel of matmul_tn's B
   const char* name;  // "avx512", "avx2" or "generic"
 };
 
@@ -85,6 +93,8 @@ struct TrainKernels {
   void linear_grad_rows(const float*, const float*, const DropoutKey*, uint32_t, float*, float*, int64_t, int);        \
   void pack_panels_rows(const float*, int64_t, int64_t, int, int, float*, int64_t, int64_t);                           \
   void transpose(const float*, int64_t, float*, int64_t, int64_t, int64_t);                                            \
+  void matmul_tn(float*, int64_t, const float*, int64_t, const float*, int64_t, int, int, int, int, bool);             \
+  extern const int panel_width;                                                                                        \
   void softmax_dropout_row(const float*, const uint8_t*, int, float*, float*, int, float, const DropoutKey&,           \
                            uint32_t);                                                                                  \
   void softmax_dropout_grad_row(const float*, const float*, const float*, float*, int, float);                         \

@@ -1,5 +1,6 @@
 // The training kernels of kernels.h written once with GCC/Clang vector extensions, compiled three times (as
-// csrc/engine/kernels_impl.h). Include with DT_KERNEL_NS (namespace) and DT_VEC (floats per vector) defined.
+// csrc/engine/kernels_impl.h). Include with DT_KERNEL_NS (namespace), DT_VEC (floats per vector), DT_MR and DT_NV
+// (rows and vectors per tile of matmul_tn) defined.
 // Rows are processed a vector at a time with a scalar tail, so any width works (the tests use 36 and 9).
 // Dropout masks come from the counter-based hash of dropout.h, computed a vector of counters at a time: the same
 // values as dropout_value, element by element.
@@ -219,6 +220,71 @@ void transpose(const float* src, int64_t lds, float* dst, int64_t ldd, int64_t r
   }
   for (; c < cols; ++c)
     for (int64_t r = 0; r < rows; ++r) dst[c * ldd + r] = src[r * lds + c];
+}
+
+namespace {
+
+// An (MR x NV vectors) tile of out (+)= A^T B over k in [0, K), as the engine's tile (engine/kernels_impl.h) with
+// A read transposed: each k loads NV vectors of a row of B (a panel, leading dimension ldb) and broadcasts MR
+// consecutive values of a row of A (one or two cache lines, A as it lies). accumulate: the sums resume from out.
+template <int MR, int NV>
+inline void tile_tn(float* out, int64_t ldo, const float* a, int64_t lda, const float* b, int ldb, int64_t K,
+                    bool accumulate) {
+  vec acc[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = accumulate ? load(out + r * ldo + v * DT_VEC) : vec{};
+  for (int64_t k = 0; k < K; ++k) {
+    vec bv[NV];
+    for (int v = 0; v < NV; ++v) bv[v] = load(b + k * ldb + v * DT_VEC);
+    const float* ak = a + k * lda;
+    for (int r = 0; r < MR; ++r) {
+      const float x = ak[r];
+      for (int v = 0; v < NV; ++v) acc[r][v] += x * bv[v];
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) store(out + r * ldo + v * DT_VEC, acc[r][v]);
+}
+
+// The last `rows` (< DT_MR) rows in one tile: tile_tn<rows, NV>, the row count chosen at run time.
+template <int R, int NV>
+inline void tail_tn(int rows, float* out, int64_t ldo, const float* a, int64_t lda, const float* b, int ldb, int64_t K,
+                    bool accumulate) {
+  if constexpr (R > 0) {
+    if (rows == R) tile_tn<R, NV>(out, ldo, a, lda, b, ldb, K, accumulate);
+    else tail_tn<R - 1, NV>(rows, out, ldo, a, lda, b, ldb, K, accumulate);
+  }
+}
+
+// All `rows` rows of one column block of NV vectors.
+template <int NV>
+void rows_tn(float* out, int64_t ldo, const float* a, int64_t lda, const float* b, int ldb, int rows, int64_t K,
+             bool accumulate) {
+  int i = 0;
+  for (; i + DT_MR <= rows; i += DT_MR) tile_tn<DT_MR, NV>(out + i * ldo, ldo, a + i, lda, b, ldb, K, accumulate);
+  if (i < rows) tail_tn<DT_MR - 1, NV>(rows - i, out + i * ldo, ldo, a + i, lda, b, ldb, K, accumulate);
+}
+
+}  // namespace
+
+extern const int panel_width = DT_NV * DT_VEC;
+
+void matmul_tn(float* out, int64_t ldo, const float* a, int64_t lda, const float* bp, int64_t K, int rows, int N,
+               int n0, int n1, bool accumulate) {
+  constexpr int P = DT_NV * DT_VEC;
+  const int nf = N - N % P, rem = N - nf;
+  for (int n = n0; n < n1 && n < nf; n += P) rows_tn<DT_NV>(out + n, ldo, a, lda, bp + n * K, P, rows, K, accumulate);
+  if (n1 <= nf) return;
+  const float* br = bp + nf * K;  // the last, narrower panel: (K, rem) row-major
+  int j = 0;
+  for (; j + DT_VEC <= rem; j += DT_VEC) rows_tn<1>(out + nf + j, ldo, a, lda, br + j, rem, rows, K, accumulate);
+  for (; j < rem; ++j) {
+    for (int i = 0; i < rows; ++i) {
+      float acc = accumulate ? out[i * ldo + nf + j] : 0.0f;
+      for (int64_t k = 0; k < K; ++k) acc += a[k * lda + i] * br[k * rem + j];
+      out[i * ldo + nf + j] = acc;
+    }
+  }
 }
 
 void softmax_dropout_row(const float* s, const uint8_t* allowed, int n, float* probs, float* out, int t, float scale,

@@ -9,9 +9,9 @@ namespace dt {
 
 namespace {
 
-constexpr int64_t kRows = 120;     // rows per block of the forward and dx products: a multiple of every build's tile
-constexpr int kGradRows = 48;      // rows of dw per block of the dw product
-constexpr int64_t kReduce = 1920;  // rows of the dw product's reduction per part (measured best of 240-3840 here)
+constexpr int64_t kRows = 120;      // rows per block of the forward and dx products: a multiple of every build's tile
+constexpr int kGradRows = 48;       // rows of w per block of its packing and of dw per block of the final sums
+constexpr int64_t kPartChunks = 8;  // blocks of rows per part of the dw product's reduction
 
 void check(const char* who, int64_t M, int K, int N, int64_t ldx, Epilogue epilogue, float p) {
   DT_CHECK(M >= 0 && K >= 1 && N >= 1, who, ": bad shape M=", M, " K=", K, " N=", N);
@@ -22,6 +22,11 @@ void check(const char* who, int64_t M, int K, int N, int64_t ldx, Epilogue epilo
 }
 
 int panels(int cols, int P) { return (cols + P - 1) / P; }
+
+// The lines of rows [r0, r1) of a (.., cols) matrix, for a matmul to bring into cache as it runs.
+Prefetch next_rows(const float* a, int cols, int64_t r0, int64_t r1) {
+  return {reinterpret_cast<uintptr_t>(a + r0 * cols), reinterpret_cast<uintptr_t>(a + r1 * cols)};
+}
 
 }  // namespace
 
@@ -54,22 +59,24 @@ void linear_backward(TrainContext& ctx, const float* dy, const float* x, int64_t
   check("linear_backward", M, K, N, ldx, epilogue, p);
   const Kernels& mm = ctx.mm();
   const TrainKernels& k = ctx.k();
-  const int P = mm.panel, T = ctx.threads();
+  const int T = ctx.threads();
+  const int64_t dw_size = static_cast<int64_t>(N) * K;
+  if (M == 0) {
+    std::fill(dw, dw + dw_size, 0.0f);
+    if (db) std::fill(db, db + N, 0.0f);
+    return;
+  }
   const bool copy_g = epilogue != Epilogue::kNone;  // g differs from dy
-  // The dw product reduces over the M rows of both g (M, N) and x (M, K): the kernel reads one of them transposed
-  // and the other packed in panels. Transposing costs more than packing, so the narrower one is transposed: g when
-  // N <= K (dw = g^T x directly), else x (dw^T = x^T g, transposed into dw at the end).
-  const bool transpose_g = N <= K;
-  const int a = transpose_g ? N : K, b = transpose_g ? K : N;  // the product is (a, b) = A^T B
-  const int64_t chunks = (M + kRows - 1) / kRows;
-  // The reduction is cut in `parts` of about kReduce rows (whole chunks), each a product of its own whose panels
-  // stay in cache while it runs; the parts' results are added in order at the end.
-  const int64_t parts = std::max<int64_t>(1, (M + kReduce / 2) / kReduce);
-  const int64_t part_chunks = (chunks + parts - 1) / parts, part_rows = part_chunks * kRows;
-  float* wp = ctx.buffer(TrainContext::kPacked, static_cast<size_t>(K) * N);            // w (N, K) in panels
-  float* at = ctx.buffer(TrainContext::kTransposed, static_cast<size_t>(a) * M);        // A^T (a, M)
-  float* bp = ctx.buffer(TrainContext::kPanels, static_cast<size_t>(M) * b);            // B (M, b), each part in panels
-  float* out = ctx.buffer(TrainContext::kPartial, static_cast<size_t>(parts * a * b));  // each part's A^T B
+  // matmul_tn reads A as it lies and B packed in panels, a block of rows at a time: B is the narrower of g and x (the
+  // less to pack). A = g gives dw = g^T x, A = x gives dw^T = x^T g (transposed into dw at the end).
+  const bool a_is_g = N >= K;
+  const int a = a_is_g ? N : K, b = a_is_g ? K : N;  // the product is (a, b) = A^T B
+  const int64_t chunks = (M + kRows - 1) / kRows, parts = (chunks + kPartChunks - 1) / kPartChunks;
+  float* wp = ctx.buffer(TrainContext::kPacked, static_cast<size_t>(K) * N);          // w (N, K) in panels
+  float* bp = ctx.buffer(TrainContext::kPanels, static_cast<size_t>(T * kRows * b));  // each member's B block
+  // each part's A^T B; part 0 straight into dw when that is its layout
+  float* partial = ctx.buffer(TrainContext::kPartial, static_cast<size_t>((a_is_g ? parts - 1 : parts) * dw_size));
+  float* part0 = a_is_g ? dw : partial;
   // the column sums of g per block of rows (added in block order after, so that the bias gradient has the same
   // bits whichever thread took which block), then each member's block of g (kRows, N)
   float* sums = ctx.buffer(TrainContext::kScratch, static_cast<size_t>(N * chunks + (copy_g ? kRows * N * T : 0)));
@@ -77,64 +84,59 @@ void linear_backward(TrainContext& ctx, const float* dy, const float* x, int64_t
   if (dx) {  // w (N, K) in panels of its K columns, by blocks of its rows
     ctx.parallel((N + kGradRows - 1) / kGradRows, [&](int64_t c, int) {
       const int64_t n0 = c * kGradRows;
-      k.pack_panels_rows(w + n0 * K, K, std::min<int64_t>(kGradRows, N - n0), K, P, wp, N, n0);
+      k.pack_panels_rows(w + n0 * K, K, std::min<int64_t>(kGradRows, N - n0), K, mm.panel, wp, N, n0);
     });
   }
   const DropoutKey key = dropout_key(epilogue == Epilogue::kDropoutAdd ? p : 0.0f, seed, 0);
-  ctx.parallel(chunks, [&](int64_t c, int part) {
-    const int64_t m0 = c * kRows, rows = std::min(kRows, M - m0);
-    const float* g = dy + m0 * N;
-    if (copy_g) {
-      float* block = sums + N * chunks + part * kRows * N;
-      k.linear_grad_rows(g, epilogue == Epilogue::kRelu ? y + m0 * N : nullptr,
-                         epilogue == Epilogue::kDropoutAdd ? &key : nullptr, static_cast<uint32_t>(m0 * N), block,
-                         sums + c * N, rows, N);
-      g = block;
-    } else {
-      k.linear_grad_rows(g, nullptr, nullptr, 0, nullptr, sums + c * N, rows, N);
+  // Each part's blocks of rows in order by one member: g, dx = g w, and the part's A^T B += the block's, with A and
+  // B still in cache.
+  ctx.parallel(parts, [&](int64_t q, int member) {
+    float* out = q == 0 ? part0 : partial + (a_is_g ? q - 1 : q) * dw_size;
+    float* bb = bp + member * kRows * b;
+    for (int64_t c = q * kPartChunks; c < std::min(chunks, (q + 1) * kPartChunks); ++c) {
+      const int64_t m0 = c * kRows, rows = std::min(kRows, M - m0);
+      const float* g = dy + m0 * N;
+      if (copy_g) {
+        float* block = sums + N * chunks + member * kRows * N;
+        k.linear_grad_rows(g, epilogue == Epilogue::kRelu ? y + m0 * N : nullptr,
+                           epilogue == Epilogue::kDropoutAdd ? &key : nullptr, static_cast<uint32_t>(m0 * N), block,
+                           sums + c * N, rows, N);
+        g = block;
+      } else {
+        k.linear_grad_rows(g, nullptr, nullptr, 0, nullptr, sums + c * N, rows, N);
+      }
+      if (dx) {  // the next block's rows of dy (under the first half of the panels) and y (relu) come into cache
+        const int64_t next = std::min(M, m0 + kRows), next_end = std::min(M, next + kRows);
+        Prefetch pf_dy = next_rows(dy, N, next, next_end);
+        Prefetch pf_y = epilogue == Epilogue::kRelu ? next_rows(y, N, next, next_end) : Prefetch{};
+        const int half = std::min(K, (panels(K, mm.panel) + 1) / 2 * mm.panel);
+        mm.matmul_packed(dx + m0 * K, K, g, N, wp, nullptr, static_cast<int>(rows), N, K, 0, half, false, &pf_dy);
+        if (half < K)
+          mm.matmul_packed(dx + m0 * K, K, g, N, wp, nullptr, static_cast<int>(rows), N, K, half, K, false, &pf_y);
+      }
+      const float* xr = x + m0 * ldx;
+      k.pack_panels_rows(a_is_g ? xr : g, a_is_g ? ldx : N, rows, b, k.panel, bb, rows, 0);
+      k.matmul_tn(out, b, a_is_g ? g : xr, a_is_g ? N : ldx, bb, rows, a, b, 0, b, c > q * kPartChunks);
     }
-    if (dx) {
-      mm.matmul_packed(dx + m0 * K, K, g, N, wp, nullptr, static_cast<int>(rows), N, K, 0, K, false, nullptr);
-    }
-    const float* xr = x + m0 * ldx;
-    k.transpose(transpose_g ? g : xr, transpose_g ? N : ldx, at + m0, M, rows, a);
-    const int64_t q = c / part_chunks, r0 = q * part_rows;
-    k.pack_panels_rows(transpose_g ? xr : g, transpose_g ? ldx : N, rows, b, P, bp + r0 * b,
-                       std::min(part_rows, M - r0), m0 - r0);
   });
-  // Each part's A^T B by blocks of kGradRows rows times one panel of columns, panel-major so that a member's
-  // consecutive blocks tend to share the panel they stream.
-  const int64_t row_blocks = (a + kGradRows - 1) / kGradRows, col_panels = panels(b, P);
-  ctx.parallel(parts * col_panels * row_blocks, [&](int64_t c, int) {
-    const int64_t q = c / (col_panels * row_blocks), r0 = q * part_rows, rows_q = std::min(part_rows, M - r0);
-    const int j = static_cast<int>(c / row_blocks % col_panels);
-    const int i0 = static_cast<int>(c % row_blocks) * kGradRows, rows = std::min(kGradRows, a - i0);
-    const int n0 = j * P, n1 = std::min(b, n0 + P);
-    mm.matmul_packed(out + (q * a + i0) * b, b, at + static_cast<int64_t>(i0) * M + r0, static_cast<int>(M),
-                     bp + r0 * b, nullptr, rows, static_cast<int>(rows_q), b, n0, n1, false, nullptr);
-  });
-  // dw: the parts added in order (and transposed when the product was dw^T), by blocks of its rows
+  // dw: the parts added in order (and transposed when the product was dw^T); db: the blocks' sums in block order;
+  // by blocks of rows of dw
   ctx.parallel((N + kGradRows - 1) / kGradRows, [&](int64_t c, int) {
     const int n0 = static_cast<int>(c) * kGradRows, rows = std::min(kGradRows, N - n0);
-    for (int64_t q = 1; q < parts; ++q) {  // into part 0, the rows of its result that make these rows of dw
-      for (int i = 0; i < (transpose_g ? rows : a); ++i) {
-        float* o = out + (transpose_g ? static_cast<int64_t>(n0 + i) * b : static_cast<int64_t>(i) * b + n0);
-        const float* add = o + q * a * b;
-        for (int j = 0; j < (transpose_g ? b : rows); ++j) o[j] += add[j];
+    for (int64_t q = 1; q < parts; ++q) {  // into part 0, the rows (or columns) of its result that make these of dw
+      const float* add = partial + (a_is_g ? q - 1 : q) * dw_size;
+      for (int i = 0; i < (a_is_g ? rows : K); ++i) {
+        const int64_t o = a_is_g ? static_cast<int64_t>(n0 + i) * K : static_cast<int64_t>(i) * N + n0;
+        for (int j = 0; j < (a_is_g ? K : rows); ++j) part0[o + j] += add[o + j];
       }
     }
-    if (transpose_g) {
-      const int64_t first = static_cast<int64_t>(n0) * K;
-      std::copy(out + first, out + first + static_cast<int64_t>(rows) * K, dw + first);
-    } else {
-      k.transpose(out + n0, N, dw + static_cast<int64_t>(n0) * K, K, K, rows);
+    if (!a_is_g) k.transpose(part0 + n0, N, dw + static_cast<int64_t>(n0) * K, K, K, rows);
+    if (db) {
+      std::fill(db + n0, db + n0 + rows, 0.0f);
+      for (int64_t q = 0; q < chunks; ++q)
+        for (int n = n0; n < n0 + rows; ++n) db[n] += sums[q * N + n];
     }
   });
-  if (db) {
-    std::fill(db, db + N, 0.0f);
-    for (int64_t c = 0; c < chunks; ++c)
-      for (int n = 0; n < N; ++n) db[n] += sums[c * N + n];
-  }
 }
 
 }  // namespace dt

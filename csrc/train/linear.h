@@ -4,11 +4,12 @@
 // every call packs what it needs):
 //   forward  y  = x w^T + b   in = x (rows of tokens), w^T packed in panels from w (N, K)
 //   backward dx = g w         in = g (the output gradient after the epilogue's), w packed in panels as it lies
-//   backward dw = g^T x       reduced over the M = batch x tokens rows of g and x: the kernel reads one of them
-//                             transposed (the narrower: g if N <= K, else x, giving dw^T) and the other packed in
-//                             panels, both written by the blocks of rows of the dx pass
-// The dw product's work is split over blocks of its rows and panels of its columns, each block reducing over all
-// M rows in one pass. M x N < 2^32 (the dropout mask's flat index is 32 bits).
+//   backward dw = g^T x       reduced over the M = batch x tokens rows of g and x, block of rows by block of rows
+//                             in the same pass as dx (train/kernels.h matmul_tn: g read as it lies, x packed in
+//                             panels), while both are in cache
+// The M rows are cut in parts of a fixed number of blocks (whatever the thread count); each part's dw is one sum
+// over its rows in order, and the parts' results are added in order at the end, so that the bits do not depend on
+// which thread took which part. M x N < 2^32 (the dropout mask's flat index is 32 bits).
 #pragma once
 
 #include <cstdint>
