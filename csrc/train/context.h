@@ -62,7 +62,7 @@ class TrainContext {
 
   // A buffer of at least n floats for the use `slot` (kSlots of them), 64-byte aligned, kept and grown between
   // calls: its contents are whatever the last op left.
-  enum Slot { kPacked, kTransposed, kPanels, kPartial, kScratch, kSlots };
+  enum Slot { kPacked, kPanels, kPartial, kScratch, kSlots };
   float* buffer(Slot slot, size_t n);
 
  private:
