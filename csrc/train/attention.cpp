@@ -39,13 +39,16 @@ uint64_t word(const uint8_t* p) {
   return w;
 }
 
-// The bytes [lo, hi) of x[0, n) from its first nonzero byte to its last (lo = hi = 0 if none), eight at a time.
+// Whether x[0, 32) is all zero.
+bool zero32(const uint8_t* x) { return (word(x) | word(x + 8) | word(x + 16) | word(x + 24)) == 0; }
+
+// The bytes [lo, hi) of x[0, n) from its first nonzero byte to its last (lo = hi = 0 if none), 32 at a time.
 Span nonzero_bytes(const uint8_t* x, int n) {
   int lo = 0, hi = n;
-  while (lo + 8 <= n && word(x + lo) == 0) lo += 8;
+  while (lo + 32 <= n && zero32(x + lo)) lo += 32;
   while (lo < n && !x[lo]) ++lo;
   if (lo == n) return {0, 0};
-  while (hi - 8 >= lo && word(x + hi - 8) == 0) hi -= 8;
+  while (hi - 32 >= lo && zero32(x + hi - 32)) hi -= 32;
   while (!x[hi - 1]) --hi;
   return {lo, hi};
 }

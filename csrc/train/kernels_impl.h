@@ -288,22 +288,25 @@ namespace {
 constexpr int kMmRows = DT_VEC == 4 ? 4 : 6;
 constexpr int kMmVecs = DT_VEC == 16 ? 4 : 2;
 
-// MR rows by NV vectors of out over all K: each k loads NV vectors of w and broadcasts MR values of a.
+// MR rows by NV vectors of out over all K: each k loads NV vectors of w and broadcasts MR values of a. (Written so
+// that GCC keeps the accumulators in registers from the start: with a loop to zero them and indexed pointers, it
+// copies them through the stack on entry and exit.)
 template <int MR, int NV>
 inline void mm_tile(float* out, int ldo, const float* a, int sm, int sk, const float* w, int ldw, int K) {
-  vec acc[MR][NV];
-  for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v] = vec{};
-  for (int k = 0; k < K; ++k) {
-    const float* ak = a + static_cast<int64_t>(k) * sk;
-    vec wv[NV];
-    for (int v = 0; v < NV; ++v) wv[v] = load(w + static_cast<int64_t>(k) * ldw + v * DT_VEC);
+  vec acc[MR][NV] = {};
+  const float* ak = a;
+  const float* wk = w;
+  for (int k = 0; k < K; ++k, ak += sk, wk += ldw) {
+#pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
-      const float x = ak[static_cast<int64_t>(r) * sm];
-      for (int v = 0; v < NV; ++v) acc[r][v] += x * wv[v];
+      const vec x = splat<vec>(ak[static_cast<int64_t>(r) * sm]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[r][v] += x * load(wk + v * DT_VEC);
     }
   }
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) store(out + static_cast<int64_t>(r) * ldo + v * DT_VEC, acc[r][v]);
 }
 
