@@ -39,16 +39,22 @@ uint64_t word(const uint8_t* p) {
   return w;
 }
 
-// Whether x[0, 32) is all zero.
-bool zero32(const uint8_t* x) { return (word(x) | word(x + 8) | word(x + 16) | word(x + 24)) == 0; }
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "nonzero_bytes reads the first byte of a word lowest");
 
-// The bytes [lo, hi) of x[0, n) from its first nonzero byte to its last (lo = hi = 0 if none), 32 at a time.
+// The bytes [lo, hi) of x[0, n) from its first nonzero byte to its last (lo = hi = 0 if none): 32 bytes at a time,
+// then a word, then the byte within it.
 Span nonzero_bytes(const uint8_t* x, int n) {
-  int lo = 0, hi = n;
-  while (lo + 32 <= n && zero32(x + lo)) lo += 32;
+  auto zero32 = [&](int at) { return (word(x + at) | word(x + at + 8) | word(x + at + 16) | word(x + at + 24)) == 0; };
+  int lo = 0;
+  while (lo + 32 <= n && zero32(lo)) lo += 32;
+  while (lo + 8 <= n && word(x + lo) == 0) lo += 8;
+  if (lo + 8 <= n) lo += __builtin_ctzll(word(x + lo)) / 8;
   while (lo < n && !x[lo]) ++lo;
   if (lo == n) return {0, 0};
-  while (hi - 32 >= lo && zero32(x + hi - 32)) hi -= 32;
+  int hi = n;
+  while (hi - 32 >= lo && zero32(hi - 32)) hi -= 32;
+  while (hi - 8 >= lo && word(x + hi - 8) == 0) hi -= 8;
+  if (hi - 8 >= lo) hi -= __builtin_clzll(word(x + hi - 8)) / 8;
   while (!x[hi - 1]) --hi;
   return {lo, hi};
 }
@@ -139,7 +145,7 @@ void attention_forward(TrainContext& ctx, const float* q, const float* k, const 
     uint8_t* dense = reinterpret_cast<uint8_t*>(span + tq);
     uint8_t* row_mask = dense + tq;
     key_spans(mask, b, tq, tk, span, dense);
-    kern.transpose(kh, s.ldk, kt, tp, tk, hs);
+    kern.transpose_blocks(kh, s.ldk, kt, tp, tk, hs);
     float* pr = probs + u * square;
     float* o = out + u * square;
     for (int i0 = 0; i0 < tq; i0 += kRows) {
@@ -193,7 +199,7 @@ void attention_backward(TrainContext& ctx, const float* dy, const float* q, cons
       const Span bytes = nonzero_bytes(reinterpret_cast<const uint8_t*>(pr + i * tk), 4 * tk);
       span[i] = {bytes.lo / 4, (bytes.hi + 3) / 4};
     }
-    kern.transpose(v + ko, s.ldk, vt, tp, tk, hs);
+    kern.transpose_blocks(v + ko, s.ldk, vt, tp, tk, hs);
     for (int i0 = 0; i0 < tq; i0 += kRows) {
       const int rows = std::min(kRows, tq - i0);
       const Span keys = block_keys(span, i0, i0 + rows);

@@ -52,6 +52,9 @@ struct TrainKernels {
                            int64_t row0);
   // dst[c * ldd + r] = src[r * lds + c] for rows x cols values.
   void (*transpose)(const float* src, int64_t lds, float* dst, int64_t ldd, int64_t rows, int64_t cols);
+  // dst[c * ldd + r] = src[r * lds + c] for rows x cols values, in blocks of a vector's width through registers;
+  // dst's columns [rows, round_up(rows, 16)) are written 0 or left alone (the rows of a last block that has fewer).
+  void (*transpose_blocks)(const float* src, int64_t lds, float* dst, int64_t ldd, int rows, int cols);
   // Attention probabilities of one query row of t keys: probs = softmax of scale * s over the keys j in [lo, hi)
   // with allowed[j] (allowed null: every one), 0 elsewhere (a row with none, lo >= hi, all zero); out = probs *
   // mask from flat index `first`. s is a scratch row of the scores (at least hi + 15 floats, the padding read and
@@ -92,6 +95,7 @@ struct TrainKernels {
   void linear_grad_rows(const float*, const float*, const DropoutKey*, uint32_t, float*, float*, int64_t, int);        \
   void pack_panels_rows(const float*, int64_t, int64_t, int, int, float*, int64_t, int64_t);                           \
   void transpose(const float*, int64_t, float*, int64_t, int64_t, int64_t);                                            \
+  void transpose_blocks(const float*, int64_t, float*, int64_t, int, int);                                             \
   void softmax_dropout_row(float*, const uint8_t*, int, int, float*, float*, int, float, const DropoutKey&, uint32_t); \
   void softmax_dropout_grad_row(float*, const float*, const float*, int, int, int, float);                             \
   void matmul_strided(float*, int, const float*, int, int, const float*, int, int, int, int);                          \

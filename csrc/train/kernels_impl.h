@@ -5,8 +5,10 @@
 // values as dropout_value, element by element.
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 #include "common/simd.h"
 #include "train/kernels.h"
@@ -211,6 +213,54 @@ void transpose(const float* src, int64_t lds, float* dst, int64_t ldd, int64_t r
   }
   for (; c < cols; ++c)
     for (int64_t r = 0; r < rows; ++r) dst[c * ldd + r] = src[r * lds + c];
+}
+
+namespace {
+
+// Lanes of the butterfly transpose's stage H (a power of 2 below DT_VEC) on rows a and b = a's row + H: lanes j
+// without bit H take a[j] (lo) or a[j + H] (hi), lanes with it take b[j - H] (lo) or b[j] (hi).
+template <int H, std::size_t... J>
+inline vec butterfly_lo(vec a, vec b, std::index_sequence<J...>) {
+  return __builtin_shufflevector(a, b, ((J & H) ? DT_VEC + J - H : J)...);
+}
+
+template <int H, std::size_t... J>
+inline vec butterfly_hi(vec a, vec b, std::index_sequence<J...>) {
+  return __builtin_shufflevector(a, b, ((J & H) ? DT_VEC + J : J + H)...);
+}
+
+// DT_VEC x DT_VEC values in registers transposed in place: stages H = DT_VEC / 2, ..., 1 exchange the blocks of H
+// lanes between rows H apart.
+template <int H>
+inline void butterfly(vec* r) {
+  if constexpr (H > 0) {
+    for (int i = 0; i < DT_VEC; ++i)
+      if (!(i & H)) {
+        const vec a = r[i], b = r[i + H];
+        r[i] = butterfly_lo<H>(a, b, std::make_index_sequence<DT_VEC>{});
+        r[i + H] = butterfly_hi<H>(a, b, std::make_index_sequence<DT_VEC>{});
+      }
+    butterfly<H / 2>(r);
+  }
+}
+
+}  // namespace
+
+void transpose_blocks(const float* src, int64_t lds, float* dst, int64_t ldd, int rows, int cols) {
+  const int cv = cols - cols % DT_VEC, rp = (rows + DT_VEC - 1) / DT_VEC * DT_VEC;
+  for (int r0 = 0; r0 < rows; r0 += DT_VEC) {
+    const int nr = std::min(DT_VEC, rows - r0);
+    for (int c0 = 0; c0 < cv; c0 += DT_VEC) {
+      vec r[DT_VEC];
+      for (int i = 0; i < DT_VEC; ++i) r[i] = i < nr ? load(src + (r0 + i) * lds + c0) : vec{};
+      butterfly<DT_VEC / 2>(r);
+      for (int i = 0; i < DT_VEC; ++i) store(dst + (c0 + i) * ldd + r0, r[i]);
+    }
+  }
+  for (int c = cv; c < cols; ++c) {
+    for (int r = 0; r < rows; ++r) dst[c * ldd + r] = src[r * lds + c];
+    for (int r = rows; r < rp; ++r) dst[c * ldd + r] = 0.0f;
+  }
 }
 
 void softmax_dropout_row(float* s, const uint8_t* allowed, int lo, int hi, float* probs, float* out, int t, float scale,
