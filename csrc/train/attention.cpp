@@ -115,6 +115,61 @@ void zero_rows(float* x, int64_t ld, int rows, int cols) {
   for (int r = 0; r < rows; ++r) std::fill(x + r * ld, x + r * ld + cols, 0.0f);
 }
 
+// The cache lines of the batch row to come, brought toward the core a few at a time while the current one computes:
+// in a training step the arrays are tens of MB, and the rows of a batch row would otherwise come from L3 or memory
+// when first read (or written). Ranges of bytes, overlapping ones merged; write = to be written.
+class Lookahead {
+ public:
+  void add(const void* p, int64_t bytes, bool write) {
+    Range r{reinterpret_cast<uintptr_t>(p) & ~(kLine - 1), reinterpret_cast<uintptr_t>(p) + bytes, write};
+    for (int i = 0; i < n_;)
+      if (ranges_[i].write == write && ranges_[i].next <= r.end && r.next <= ranges_[i].end) {  // merge
+        r = {std::min(r.next, ranges_[i].next), std::max(r.end, ranges_[i].end), write};
+        ranges_[i] = ranges_[--n_];
+        i = 0;
+      } else {
+        ++i;
+      }
+    if (n_ < kRanges) ranges_[n_++] = r;
+  }
+
+  int64_t lines() const {
+    int64_t total = 0;
+    for (int i = 0; i < n_; ++i) total += (ranges_[i].end - ranges_[i].next + kLine - 1) / kLine;
+    return total;
+  }
+
+  // The next `count` lines, range after range.
+  void issue(int64_t count) {
+    for (; count > 0 && at_ < n_; ++at_) {
+      Range& r = ranges_[at_];
+      for (; count > 0 && r.next < r.end; --count, r.next += kLine) {
+        if (r.write) __builtin_prefetch(reinterpret_cast<const void*>(r.next), 1, 2);
+        else __builtin_prefetch(reinterpret_cast<const void*>(r.next), 0, 2);
+      }
+      if (r.next < r.end) return;
+    }
+  }
+
+ private:
+  static constexpr uintptr_t kLine = 64;
+  static constexpr int kRanges = 12;
+  struct Range {
+    uintptr_t next, end;  // addresses as integers: a range's rows may end past its array (a hint never faults)
+    bool write;
+  };
+  Range ranges_[kRanges];
+  int n_ = 0, at_ = 0;
+};
+
+// Rows [b * t, (b + 1) * t) of a matrix with leading dimension ld, from x's column on, of each batch row b.
+void add_rows(Lookahead& ahead, const float* x, int64_t b, int t, int ld, bool write) {
+  ahead.add(x + b * t * ld, static_cast<int64_t>(t) * ld * sizeof(float), write);
+}
+
+// Batch rows per chunk of work of a team member: about 8 chunks each, so that a slowed member takes fewer.
+int64_t batch_rows_per_chunk(int64_t batch, int threads) { return std::max<int64_t>(1, batch / (8 * threads)); }
+
 }  // namespace
 
 void attention_forward(TrainContext& ctx, const float* q, const float* k, const float* v, const uint8_t* mask,
@@ -133,43 +188,60 @@ void attention_forward(TrainContext& ctx, const float* q, const float* k, const 
   float* scratch = ctx.buffer(TrainContext::kScratch, static_cast<size_t>(per * ctx.threads()));
   for (int m = 0; m < ctx.threads(); ++m) zero_padding(scratch + m * per, tp, tk, hs);
   const DropoutKey key = dropout_key(p, seed, 0);
-  ctx.parallel(s.batch * s.heads, [&](int64_t u, int part) {
-    const int64_t b = u / s.heads;
-    const int h = static_cast<int>(u % s.heads);
-    const float* qh = q + b * tq * s.ldq + h * hs;
-    const float* kh = k + b * tk * s.ldk + h * hs;
-    const float* vh = v + b * tk * s.ldk + h * hs;
-    float* kt = scratch + part * per;
-    float* sc = kt + static_cast<int64_t>(hs) * tp;
-    Span* span = reinterpret_cast<Span*>(sc + static_cast<int64_t>(tq) * tp);
-    uint8_t* dense = reinterpret_cast<uint8_t*>(span + tq);
-    uint8_t* row_mask = dense + tq;
-    key_spans(mask, b, tq, tk, span, dense);
-    kern.transpose_blocks(kh, s.ldk, kt, tp, tk, hs);
-    float* pr = probs + u * square;
-    float* o = out + u * square;
-    for (int i0 = 0; i0 < tq; i0 += kRows) {
-      const int rows = std::min(kRows, tq - i0);
-      const Span keys = block_keys(span, i0, i0 + rows);
-      const int n = keys.hi - keys.lo;
-      if (n > 0)  // scores = q k^T over the block's keys, in whole vectors (into the padding)
-        kern.matmul_strided(sc + i0 * tp + keys.lo, tp, qh + static_cast<int64_t>(i0) * s.ldq, s.ldq, 1, kt + keys.lo,
-                            tp, rows, hs, round_up(n, kPad));
-      for (int i = i0; i < i0 + rows; ++i) {
-        const uint8_t* allowed = nullptr;
-        if (!dense[i]) {  // a mask with gaps: its row, padded for the kernel's vectors
-          std::memcpy(row_mask, mask + (b * tq + i) * tk, tk);
-          std::memset(row_mask + tk, 0, tp - tk);
-          allowed = row_mask;
-        }
-        kern.softmax_dropout_row(sc + i * tp, allowed, span[i].lo, span[i].hi, pr + i * tk, o + i * tk, tk, scale, key,
-                                 static_cast<uint32_t>(u * square + i * tk));
+  const int64_t rows_per_chunk = batch_rows_per_chunk(s.batch, ctx.threads());
+  ctx.parallel((s.batch + rows_per_chunk - 1) / rows_per_chunk, [&](int64_t c, int part) {
+    const int64_t b_end = std::min(s.batch, (c + 1) * rows_per_chunk);
+    for (int64_t b = c * rows_per_chunk; b < b_end; ++b) {
+      Lookahead ahead;
+      if (b + 1 < b_end) {
+        add_rows(ahead, q, b + 1, tq, s.ldq, false);
+        add_rows(ahead, k, b + 1, tk, s.ldk, false);
+        add_rows(ahead, v, b + 1, tk, s.ldk, false);
+        if (mask) ahead.add(mask + (b + 1) * square, square, false);
+        ahead.add(probs + (b + 1) * s.heads * square, s.heads * square * sizeof(float), true);
+        ahead.add(out + (b + 1) * s.heads * square, s.heads * square * sizeof(float), true);
+        add_rows(ahead, y, b + 1, tq, C, true);
       }
-      float* yb = y + (b * tq + i0) * C + h * hs;
-      if (n > 0)
-        kern.matmul_strided(yb, C, o + i0 * tk + keys.lo, tk, 1, vh + static_cast<int64_t>(keys.lo) * s.ldk, s.ldk,
-                            rows, n, hs);
-      else zero_rows(yb, C, rows, hs);
+      const int64_t per_row = ahead.lines() / (static_cast<int64_t>(s.heads) * tq) + 1;
+      for (int h = 0; h < s.heads; ++h) {
+        const int64_t u = b * s.heads + h;
+        const float* qh = q + b * tq * s.ldq + h * hs;
+        const float* kh = k + b * tk * s.ldk + h * hs;
+        const float* vh = v + b * tk * s.ldk + h * hs;
+        float* kt = scratch + part * per;
+        float* sc = kt + static_cast<int64_t>(hs) * tp;
+        Span* span = reinterpret_cast<Span*>(sc + static_cast<int64_t>(tq) * tp);
+        uint8_t* dense = reinterpret_cast<uint8_t*>(span + tq);
+        uint8_t* row_mask = dense + tq;
+        key_spans(mask, b, tq, tk, span, dense);
+        kern.transpose_blocks(kh, s.ldk, kt, tp, tk, hs);
+        float* pr = probs + u * square;
+        float* o = out + u * square;
+        for (int i0 = 0; i0 < tq; i0 += kRows) {
+          const int rows = std::min(kRows, tq - i0);
+          const Span keys = block_keys(span, i0, i0 + rows);
+          const int n = keys.hi - keys.lo;
+          if (n > 0)  // scores = q k^T over the block's keys, in whole vectors (into the padding)
+            kern.matmul_strided(sc + i0 * tp + keys.lo, tp, qh + static_cast<int64_t>(i0) * s.ldq, s.ldq, 1,
+                                kt + keys.lo, tp, rows, hs, round_up(n, kPad));
+          for (int i = i0; i < i0 + rows; ++i) {
+            const uint8_t* allowed = nullptr;
+            if (!dense[i]) {  // a mask with gaps: its row, padded for the kernel's vectors
+              std::memcpy(row_mask, mask + (b * tq + i) * tk, tk);
+              std::memset(row_mask + tk, 0, tp - tk);
+              allowed = row_mask;
+            }
+            kern.softmax_dropout_row(sc + i * tp, allowed, span[i].lo, span[i].hi, pr + i * tk, o + i * tk, tk, scale,
+                                     key, static_cast<uint32_t>(u * square + i * tk));
+            ahead.issue(per_row);
+          }
+          float* yb = y + (b * tq + i0) * C + h * hs;
+          if (n > 0)
+            kern.matmul_strided(yb, C, o + i0 * tk + keys.lo, tk, 1, vh + static_cast<int64_t>(keys.lo) * s.ldk, s.ldk,
+                                rows, n, hs);
+          else zero_rows(yb, C, rows, hs);
+        }
+      }
     }
   });
 }
@@ -185,51 +257,72 @@ void attention_backward(TrainContext& ctx, const float* dy, const float* q, cons
   const int64_t per = static_cast<int64_t>(hs + tq) * tp + 2 * tq;
   float* scratch = ctx.buffer(TrainContext::kScratch, static_cast<size_t>(per * ctx.threads()));
   for (int m = 0; m < ctx.threads(); ++m) zero_padding(scratch + m * per, tp, tk, hs);
-  ctx.parallel(s.batch * s.heads, [&](int64_t u, int part) {
-    const int64_t b = u / s.heads;
-    const int h = static_cast<int>(u % s.heads);
-    const int64_t qo = b * tq * s.ldq + h * hs, ko = b * tk * s.ldk + h * hs;
-    const float* g = dy + b * tq * C + h * hs;  // (tq, hs), leading dimension C
-    const float* pr = probs + u * square;
-    const float* o = out + u * square;
-    float* vt = scratch + part * per;
-    float* ds = vt + static_cast<int64_t>(hs) * tp;
-    Span* span = reinterpret_cast<Span*>(ds + static_cast<int64_t>(tq) * tp);
-    for (int i = 0; i < tq; ++i) {  // the keys of the forward: where a row's probabilities are not zero (+0.0f)
-      const Span bytes = nonzero_bytes(reinterpret_cast<const uint8_t*>(pr + i * tk), 4 * tk);
-      span[i] = {bytes.lo / 4, (bytes.hi + 3) / 4};
-    }
-    kern.transpose_blocks(v + ko, s.ldk, vt, tp, tk, hs);
-    for (int i0 = 0; i0 < tq; i0 += kRows) {
-      const int rows = std::min(kRows, tq - i0);
-      const Span keys = block_keys(span, i0, i0 + rows);
-      const int n = keys.hi - keys.lo;
-      if (n > 0)  // the gradient of out: dy v^T over the block's keys, in whole vectors (into the padding)
-        kern.matmul_strided(ds + i0 * tp + keys.lo, tp, g + static_cast<int64_t>(i0) * C, C, 1, vt + keys.lo, tp, rows,
-                            hs, round_up(n, kPad));
-      for (int i = i0; i < i0 + rows; ++i)
-        kern.softmax_dropout_grad_row(ds + i * tp, pr + i * tk, o + i * tk, span[i].lo, span[i].hi, tk, scale);
-      float* dqb = dq + qo + static_cast<int64_t>(i0) * s.ldq;
-      if (n > 0)  // dq = ds k
-        kern.matmul_strided(dqb, s.ldq, ds + i0 * tp + keys.lo, tp, 1, k + ko + static_cast<int64_t>(keys.lo) * s.ldk,
-                            s.ldk, rows, n, hs);
-      else zero_rows(dqb, s.ldq, rows, hs);
-    }
-    for (int j0 = 0; j0 < tk; j0 += kRows) {  // dv = out^T dy, dk = ds^T q over the queries of each key block
-      const int cols = std::min(kRows, tk - j0);
-      const Span queries = block_queries(span, tq, j0, j0 + cols);
-      const int m = queries.hi - queries.lo;
-      float* dvb = dv + ko + static_cast<int64_t>(j0) * s.ldk;
-      float* dkb = dk + ko + static_cast<int64_t>(j0) * s.ldk;
-      if (m <= 0) {
-        zero_rows(dvb, s.ldk, cols, hs);
-        zero_rows(dkb, s.ldk, cols, hs);
-        continue;
+  const int64_t rows_per_chunk = batch_rows_per_chunk(s.batch, ctx.threads());
+  ctx.parallel((s.batch + rows_per_chunk - 1) / rows_per_chunk, [&](int64_t c, int part) {
+    const int64_t b_end = std::min(s.batch, (c + 1) * rows_per_chunk);
+    for (int64_t b = c * rows_per_chunk; b < b_end; ++b) {
+      Lookahead ahead;
+      if (b + 1 < b_end) {
+        add_rows(ahead, q, b + 1, tq, s.ldq, false);
+        add_rows(ahead, k, b + 1, tk, s.ldk, false);
+        add_rows(ahead, v, b + 1, tk, s.ldk, false);
+        add_rows(ahead, dy, b + 1, tq, C, false);
+        ahead.add(probs + (b + 1) * s.heads * square, s.heads * square * sizeof(float), false);
+        ahead.add(out + (b + 1) * s.heads * square, s.heads * square * sizeof(float), false);
+        add_rows(ahead, dq, b + 1, tq, s.ldq, true);
+        add_rows(ahead, dk, b + 1, tk, s.ldk, true);
+        add_rows(ahead, dv, b + 1, tk, s.ldk, true);
       }
-      kern.matmul_strided(dvb, s.ldk, o + queries.lo * tk + j0, 1, tk, g + static_cast<int64_t>(queries.lo) * C, C,
-                          cols, m, hs);
-      kern.matmul_strided(dkb, s.ldk, ds + queries.lo * tp + j0, 1, tp,
-                          q + qo + static_cast<int64_t>(queries.lo) * s.ldq, s.ldq, cols, m, hs);
+      const int64_t per_step = ahead.lines() / (static_cast<int64_t>(s.heads) * (tq + (tk + kRows - 1) / kRows)) + 1;
+      for (int h = 0; h < s.heads; ++h) {
+        const int64_t u = b * s.heads + h;
+        const int64_t qo = b * tq * s.ldq + h * hs, ko = b * tk * s.ldk + h * hs;
+        const float* g = dy + b * tq * C + h * hs;  // (tq, hs), leading dimension C
+        const float* pr = probs + u * square;
+        const float* o = out + u * square;
+        float* vt = scratch + part * per;
+        float* ds = vt + static_cast<int64_t>(hs) * tp;
+        Span* span = reinterpret_cast<Span*>(ds + static_cast<int64_t>(tq) * tp);
+        for (int i = 0; i < tq; ++i) {  // the keys of the forward: where a row's probabilities are not zero (+0.0f)
+          const Span bytes = nonzero_bytes(reinterpret_cast<const uint8_t*>(pr + i * tk), 4 * tk);
+          span[i] = {bytes.lo / 4, (bytes.hi + 3) / 4};
+        }
+        kern.transpose_blocks(v + ko, s.ldk, vt, tp, tk, hs);
+        for (int i0 = 0; i0 < tq; i0 += kRows) {
+          const int rows = std::min(kRows, tq - i0);
+          const Span keys = block_keys(span, i0, i0 + rows);
+          const int n = keys.hi - keys.lo;
+          if (n > 0)  // the gradient of out: dy v^T over the block's keys, in whole vectors (into the padding)
+            kern.matmul_strided(ds + i0 * tp + keys.lo, tp, g + static_cast<int64_t>(i0) * C, C, 1, vt + keys.lo, tp,
+                                rows, hs, round_up(n, kPad));
+          for (int i = i0; i < i0 + rows; ++i) {
+            kern.softmax_dropout_grad_row(ds + i * tp, pr + i * tk, o + i * tk, span[i].lo, span[i].hi, tk, scale);
+            ahead.issue(per_step);
+          }
+          float* dqb = dq + qo + static_cast<int64_t>(i0) * s.ldq;
+          if (n > 0)  // dq = ds k
+            kern.matmul_strided(dqb, s.ldq, ds + i0 * tp + keys.lo, tp, 1,
+                                k + ko + static_cast<int64_t>(keys.lo) * s.ldk, s.ldk, rows, n, hs);
+          else zero_rows(dqb, s.ldq, rows, hs);
+        }
+        for (int j0 = 0; j0 < tk; j0 += kRows) {  // dv = out^T dy, dk = ds^T q over the queries of each key block
+          const int cols = std::min(kRows, tk - j0);
+          const Span queries = block_queries(span, tq, j0, j0 + cols);
+          const int m = queries.hi - queries.lo;
+          float* dvb = dv + ko + static_cast<int64_t>(j0) * s.ldk;
+          float* dkb = dk + ko + static_cast<int64_t>(j0) * s.ldk;
+          ahead.issue(per_step);
+          if (m <= 0) {
+            zero_rows(dvb, s.ldk, cols, hs);
+            zero_rows(dkb, s.ldk, cols, hs);
+            continue;
+          }
+          kern.matmul_strided(dvb, s.ldk, o + queries.lo * tk + j0, 1, tk, g + static_cast<int64_t>(queries.lo) * C, C,
+                              cols, m, hs);
+          kern.matmul_strided(dkb, s.ldk, ds + queries.lo * tp + j0, 1, tp,
+                              q + qo + static_cast<int64_t>(queries.lo) * s.ldq, s.ldq, cols, m, hs);
+        }
+      }
     }
   });
 }
