@@ -116,8 +116,10 @@ void zero_rows(float* x, int64_t ld, int rows, int cols) {
 }
 
 // The cache lines of the batch row to come, brought toward the core a few at a time while the current one computes:
-// in a training step the arrays are tens of MB, and the rows of a batch row would otherwise come from L3 or memory
-// when first read (or written). Ranges of bytes, overlapping ones merged; write = to be written.
+// the arrays of a training step are tens of MB, and the backward's rows of a batch row (q, k, v, dy, probs, out read,
+// dq, dk, dv written) would otherwise come from L3 or memory when first touched (it ran at 2/3 of its speed on 64
+// batch rows than on 8; the forward, at the same speed, does without). Ranges of bytes, overlapping ones merged;
+// write = to be written.
 class Lookahead {
  public:
   void add(const void* p, int64_t bytes, bool write) {
@@ -188,60 +190,43 @@ void attention_forward(TrainContext& ctx, const float* q, const float* k, const 
   float* scratch = ctx.buffer(TrainContext::kScratch, static_cast<size_t>(per * ctx.threads()));
   for (int m = 0; m < ctx.threads(); ++m) zero_padding(scratch + m * per, tp, tk, hs);
   const DropoutKey key = dropout_key(p, seed, 0);
-  const int64_t rows_per_chunk = batch_rows_per_chunk(s.batch, ctx.threads());
-  ctx.parallel((s.batch + rows_per_chunk - 1) / rows_per_chunk, [&](int64_t c, int part) {
-    const int64_t b_end = std::min(s.batch, (c + 1) * rows_per_chunk);
-    for (int64_t b = c * rows_per_chunk; b < b_end; ++b) {
-      Lookahead ahead;
-      if (b + 1 < b_end) {
-        add_rows(ahead, q, b + 1, tq, s.ldq, false);
-        add_rows(ahead, k, b + 1, tk, s.ldk, false);
-        add_rows(ahead, v, b + 1, tk, s.ldk, false);
-        if (mask) ahead.add(mask + (b + 1) * square, square, false);
-        ahead.add(probs + (b + 1) * s.heads * square, s.heads * square * sizeof(float), true);
-        ahead.add(out + (b + 1) * s.heads * square, s.heads * square * sizeof(float), true);
-        add_rows(ahead, y, b + 1, tq, C, true);
-      }
-      const int64_t per_row = ahead.lines() / (static_cast<int64_t>(s.heads) * tq) + 1;
-      for (int h = 0; h < s.heads; ++h) {
-        const int64_t u = b * s.heads + h;
-        const float* qh = q + b * tq * s.ldq + h * hs;
-        const float* kh = k + b * tk * s.ldk + h * hs;
-        const float* vh = v + b * tk * s.ldk + h * hs;
-        float* kt = scratch + part * per;
-        float* sc = kt + static_cast<int64_t>(hs) * tp;
-        Span* span = reinterpret_cast<Span*>(sc + static_cast<int64_t>(tq) * tp);
-        uint8_t* dense = reinterpret_cast<uint8_t*>(span + tq);
-        uint8_t* row_mask = dense + tq;
-        key_spans(mask, b, tq, tk, span, dense);
-        kern.transpose_blocks(kh, s.ldk, kt, tp, tk, hs);
-        float* pr = probs + u * square;
-        float* o = out + u * square;
-        for (int i0 = 0; i0 < tq; i0 += kRows) {
-          const int rows = std::min(kRows, tq - i0);
-          const Span keys = block_keys(span, i0, i0 + rows);
-          const int n = keys.hi - keys.lo;
-          if (n > 0)  // scores = q k^T over the block's keys, in whole vectors (into the padding)
-            kern.matmul_strided(sc + i0 * tp + keys.lo, tp, qh + static_cast<int64_t>(i0) * s.ldq, s.ldq, 1,
-                                kt + keys.lo, tp, rows, hs, round_up(n, kPad));
-          for (int i = i0; i < i0 + rows; ++i) {
-            const uint8_t* allowed = nullptr;
-            if (!dense[i]) {  // a mask with gaps: its row, padded for the kernel's vectors
-              std::memcpy(row_mask, mask + (b * tq + i) * tk, tk);
-              std::memset(row_mask + tk, 0, tp - tk);
-              allowed = row_mask;
-            }
-            kern.softmax_dropout_row(sc + i * tp, allowed, span[i].lo, span[i].hi, pr + i * tk, o + i * tk, tk, scale,
-                                     key, static_cast<uint32_t>(u * square + i * tk));
-            ahead.issue(per_row);
-          }
-          float* yb = y + (b * tq + i0) * C + h * hs;
-          if (n > 0)
-            kern.matmul_strided(yb, C, o + i0 * tk + keys.lo, tk, 1, vh + static_cast<int64_t>(keys.lo) * s.ldk, s.ldk,
-                                rows, n, hs);
-          else zero_rows(yb, C, rows, hs);
+  ctx.parallel(s.batch * s.heads, [&](int64_t u, int part) {
+    const int64_t b = u / s.heads;
+    const int h = static_cast<int>(u % s.heads);
+    const float* qh = q + b * tq * s.ldq + h * hs;
+    const float* kh = k + b * tk * s.ldk + h * hs;
+    const float* vh = v + b * tk * s.ldk + h * hs;
+    float* kt = scratch + part * per;
+    float* sc = kt + static_cast<int64_t>(hs) * tp;
+    Span* span = reinterpret_cast<Span*>(sc + static_cast<int64_t>(tq) * tp);
+    uint8_t* dense = reinterpret_cast<uint8_t*>(span + tq);
+    uint8_t* row_mask = dense + tq;
+    key_spans(mask, b, tq, tk, span, dense);
+    kern.transpose_blocks(kh, s.ldk, kt, tp, tk, hs);
+    float* pr = probs + u * square;
+    float* o = out + u * square;
+    for (int i0 = 0; i0 < tq; i0 += kRows) {
+      const int rows = std::min(kRows, tq - i0);
+      const Span keys = block_keys(span, i0, i0 + rows);
+      const int n = keys.hi - keys.lo;
+      if (n > 0)  // scores = q k^T over the block's keys, in whole vectors (into the padding)
+        kern.matmul_strided(sc + i0 * tp + keys.lo, tp, qh + static_cast<int64_t>(i0) * s.ldq, s.ldq, 1, kt + keys.lo,
+                            tp, rows, hs, round_up(n, kPad));
+      for (int i = i0; i < i0 + rows; ++i) {
+        const uint8_t* allowed = nullptr;
+        if (!dense[i]) {  // a mask with gaps: its row, padded for the kernel's vectors
+          std::memcpy(row_mask, mask + (b * tq + i) * tk, tk);
+          std::memset(row_mask + tk, 0, tp - tk);
+          allowed = row_mask;
         }
+        kern.softmax_dropout_row(sc + i * tp, allowed, span[i].lo, span[i].hi, pr + i * tk, o + i * tk, tk, scale, key,
+                                 static_cast<uint32_t>(u * square + i * tk));
       }
+      float* yb = y + (b * tq + i0) * C + h * hs;
+      if (n > 0)
+        kern.matmul_strided(yb, C, o + i0 * tk + keys.lo, tk, 1, vh + static_cast<int64_t>(keys.lo) * s.ldk, s.ldk,
+                            rows, n, hs);
+      else zero_rows(yb, C, rows, hs);
     }
   });
 }
