@@ -116,17 +116,17 @@ void zero_rows(float* x, int64_t ld, int rows, int cols) {
 }
 
 // The cache lines of the batch row to come, brought toward the core a few at a time while the current one computes:
-// the arrays of a training step are tens of MB, and the backward's rows of a batch row (q, k, v, dy, probs, out read,
-// dq, dk, dv written) would otherwise come from L3 or memory when first touched (it ran at 2/3 of its speed on 64
-// batch rows than on 8; the forward, at the same speed, does without). Ranges of bytes, overlapping ones merged;
-// write = to be written.
+// the arrays of a training step are tens of MB, and the backward's rows of a batch row (q, k, v, dy, probs, out)
+// would otherwise come from L3 or memory when first read (it ran at 2/3 of its speed on 64 batch rows than on 8;
+// the forward, at the same speed, does without, and fetching the rows to be written too did not pay). Ranges of
+// bytes, overlapping ones merged.
 class Lookahead {
  public:
-  void add(const void* p, int64_t bytes, bool write) {
-    Range r{reinterpret_cast<uintptr_t>(p) & ~(kLine - 1), reinterpret_cast<uintptr_t>(p) + bytes, write};
+  void add(const void* p, int64_t bytes) {
+    Range r{reinterpret_cast<uintptr_t>(p) & ~(kLine - 1), reinterpret_cast<uintptr_t>(p) + bytes};
     for (int i = 0; i < n_;)
-      if (ranges_[i].write == write && ranges_[i].next <= r.end && r.next <= ranges_[i].end) {  // merge
-        r = {std::min(r.next, ranges_[i].next), std::max(r.end, ranges_[i].end), write};
+      if (ranges_[i].next <= r.end && r.next <= ranges_[i].end) {  // merge
+        r = {std::min(r.next, ranges_[i].next), std::max(r.end, ranges_[i].end)};
         ranges_[i] = ranges_[--n_];
         i = 0;
       } else {
@@ -145,28 +145,25 @@ class Lookahead {
   void issue(int64_t count) {
     for (; count > 0 && at_ < n_; ++at_) {
       Range& r = ranges_[at_];
-      for (; count > 0 && r.next < r.end; --count, r.next += kLine) {
-        if (r.write) __builtin_prefetch(reinterpret_cast<const void*>(r.next), 1, 2);
-        else __builtin_prefetch(reinterpret_cast<const void*>(r.next), 0, 2);
-      }
+      for (; count > 0 && r.next < r.end; --count, r.next += kLine)
+        __builtin_prefetch(reinterpret_cast<const void*>(r.next), 0, 2);
       if (r.next < r.end) return;
     }
   }
 
  private:
   static constexpr uintptr_t kLine = 64;
-  static constexpr int kRanges = 12;
+  static constexpr int kRanges = 8;
   struct Range {
     uintptr_t next, end;  // addresses as integers: a range's rows may end past its array (a hint never faults)
-    bool write;
   };
   Range ranges_[kRanges];
   int n_ = 0, at_ = 0;
 };
 
 // Rows [b * t, (b + 1) * t) of a matrix with leading dimension ld, from x's column on, of each batch row b.
-void add_rows(Lookahead& ahead, const float* x, int64_t b, int t, int ld, bool write) {
-  ahead.add(x + b * t * ld, static_cast<int64_t>(t) * ld * sizeof(float), write);
+void add_rows(Lookahead& ahead, const float* x, int64_t b, int t, int ld) {
+  ahead.add(x + b * t * ld, static_cast<int64_t>(t) * ld * sizeof(float));
 }
 
 // Batch rows per chunk of work of a team member: about 8 chunks each, so that a slowed member takes fewer.
@@ -248,15 +245,12 @@ void attention_backward(TrainContext& ctx, const float* dy, const float* q, cons
     for (int64_t b = c * rows_per_chunk; b < b_end; ++b) {
       Lookahead ahead;
       if (b + 1 < b_end) {
-        add_rows(ahead, q, b + 1, tq, s.ldq, false);
-        add_rows(ahead, k, b + 1, tk, s.ldk, false);
-        add_rows(ahead, v, b + 1, tk, s.ldk, false);
-        add_rows(ahead, dy, b + 1, tq, C, false);
-        ahead.add(probs + (b + 1) * s.heads * square, s.heads * square * sizeof(float), false);
-        ahead.add(out + (b + 1) * s.heads * square, s.heads * square * sizeof(float), false);
-        add_rows(ahead, dq, b + 1, tq, s.ldq, true);
-        add_rows(ahead, dk, b + 1, tk, s.ldk, true);
-        add_rows(ahead, dv, b + 1, tk, s.ldk, true);
+        add_rows(ahead, q, b + 1, tq, s.ldq);
+        add_rows(ahead, k, b + 1, tk, s.ldk);
+        add_rows(ahead, v, b + 1, tk, s.ldk);
+        add_rows(ahead, dy, b + 1, tq, C);
+        ahead.add(probs + (b + 1) * s.heads * square, s.heads * square * sizeof(float));
+        ahead.add(out + (b + 1) * s.heads * square, s.heads * square * sizeof(float));
       }
       const int64_t per_step = ahead.lines() / (static_cast<int64_t>(s.heads) * (tq + (tk + kRows - 1) / kRows)) + 1;
       for (int h = 0; h < s.heads; ++h) {
