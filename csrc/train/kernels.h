@@ -1,5 +1,6 @@
 // The training ops' vector kernels, row by row: LayerNorm, the Linear layers' epilogues and gradient prologues,
-// the attention softmax with dropout, dropout alone, AdamW and the sum of squares of the gradient clip.
+// the attention softmax with dropout and the attention's small products, dropout alone, AdamW and the sum of
+// squares of the gradient clip.
 // Three builds of one implementation (kernels_impl.h), as the engine's matmul (csrc/engine/kernels.h): AVX-512,
 // AVX2+FMA, and a portable fallback; train_kernels_select() picks one at run time, or the one asked for.
 // Every matrix is row-major [rows, cols] with the leading dimension given (or cols when none is).
