@@ -216,6 +216,29 @@ def test_attention(isa: str, B: int, steps: int, heads: int, queries: str, maske
         assert no_key.any() and not got.detach()[no_key].any()
 
 
+@pytest.mark.parametrize("queries", ["all", "s_t"])
+def test_attention_with_masks_with_gaps(isa: str, queries: str) -> None:
+    """Masks that allow scattered keys (not one run from a first key to a last), rows that allow none among them:
+    the kernels skip only what lies outside a row's first and last allowed key."""
+    B, steps, heads, C = 9, 13, 2, 36
+    T = 3 * steps
+    rows = slice(None) if queries == "all" else slice(1, None, 3)
+    Tq = len(range(T)[rows])
+    gen = torch.Generator().manual_seed(3)
+    mask = torch.rand(B, 1, Tq, T, generator=gen) < 0.4  # (B, 1, Tq, T)
+    mask[:, :, ::5] = False  # every fifth query attends no key
+    if queries == "all":
+        q, kv = leaves((B, T, 3 * C), seed=1)[0], None
+        inputs = [q]
+    else:
+        q, kv = leaves((B, Tq, C), (B, T, 2 * C), seed=1)
+        inputs = [q, kv]
+    got = ops.attention(q, kv, mask, heads, C**-0.5, 0.1, 11)
+    want = ops.attention_reference(q, kv, mask, heads, C**-0.5, 0.1, 11)
+    assert_op_matches(got, want, inputs)
+    assert not got.detach()[:, ::5].any()
+
+
 @pytest.mark.parametrize("max_grad_norm", [0.0, 0.25, 1e6])
 def test_fused_adamw_equals_clip_and_torch_adamw(isa: str, max_grad_norm: float) -> None:
     """Several steps over parameters of odd sizes, one without a gradient (skipped, as torch skips it), then a

@@ -1,7 +1,9 @@
 // GPT-2's causal self-attention in training on CPU for short windows (3K tokens), forward and backward, one
-// (batch row, head) at a time, split among the team's threads. Per head: scores = q k^T (the engine's matmul_nt),
-// probs = masked softmax of scale * scores, out = probs * dropout mask, y = out v (the engine's matmul); the
-// backward recomputes nothing but redraws nothing either: it reads the saved probs and out.
+// (batch row, head) at a time, split among the team's threads. Per head and block of 6 queries, over only the keys
+// from the block's first allowed to its last: scores = q k^T (keys transposed once per head), probs = masked
+// softmax of scale * scores, out = probs * dropout mask, y = out v; the backward recomputes nothing but redraws
+// nothing either: it reads the saved probs and out (their nonzero span per query), and its products over queries
+// (dv = out^T dy, dk = ds^T q) read out and ds in place, transposed by strides (train/kernels.h matmul_strided).
 // The dropout mask is dropout_mask(p, seed) over the flat [batch, heads, tq, tk] index, so it equals nn.Dropout's
 // distribution; a query with no key to attend gets zero probabilities (as torch's SDPA), and a zero gradient.
 #pragma once

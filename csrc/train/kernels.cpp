@@ -11,9 +11,9 @@ namespace {
   TrainKernels {                                                                                                 \
     train::ns::layer_norm_forward, train::ns::layer_norm_backward, train::ns::dropout_add_rows,                  \
         train::ns::dropout_rows, train::ns::linear_grad_rows, train::ns::pack_panels_rows, train::ns::transpose, \
-        train::ns::matmul_tn, train::ns::softmax_dropout_row, train::ns::softmax_dropout_grad_row,               \
-        train::ns::embed_rows, train::ns::embed_grad_rows, train::ns::adamw, train::ns::sum_squares,             \
-        train::ns::panel_width, #ns                                                                              \
+        train::ns::matmul_tn, train::ns::transpose_blocks, train::ns::softmax_dropout_row,                       \
+        train::ns::softmax_dropout_grad_row, train::ns::matmul_strided, train::ns::embed_rows,                   \
+        train::ns::embed_grad_rows, train::ns::adamw, train::ns::sum_squares, train::ns::panel_width, #ns        \
   }
 
 bool has_avx512() { return __builtin_cpu_supports("avx512f"); }

@@ -1,6 +1,6 @@
 // The training ops' vector kernels, row by row: LayerNorm, the Linear layers' epilogues and gradient prologues,
-// the product A^T B of the weight gradients, the attention softmax with dropout, dropout alone, AdamW and the sum
-// of squares of the gradient clip.
+// the product A^T B of the weight gradients, the attention softmax with dropout and the attention's small products,
+// dropout alone, AdamW and the sum of squares of the gradient clip.
 // Three builds of one implementation (kernels_impl.h), as the engine's matmul (csrc/engine/kernels.h): AVX-512,
 // AVX2+FMA, and a portable fallback; train_kernels_select() picks one at run time, or the one asked for.
 // Every matrix is row-major [rows, cols] with the leading dimension given (or cols when none is).
@@ -59,14 +59,24 @@ struct TrainKernels {
   // from out's values (the same bits as one sum over both runs of k), else start at zero (K = 0 writes zeros).
   void (*matmul_tn)(float* out, int64_t ldo, const float* a, int64_t lda, const float* bp, int64_t K, int rows, int N,
                     int n0, int n1, bool accumulate);
-  // Attention probabilities of one query row of t keys: probs = softmax over the keys j < n with allowed[j] of
-  // scale * s, 0 past n (n: the last allowed key + 1; a row with none, n = 0, all zero); out = probs * mask from
-  // flat index `first`.
-  void (*softmax_dropout_row)(const float* s, const uint8_t* allowed, int n, float* probs, float* out, int t,
+  // dst[c * ldd + r] = src[r * lds + c] for rows x cols values, in blocks of a vector's width through registers;
+  // dst's columns [rows, round_up(rows, 16)) are written 0 or left alone (the rows of a last block that has fewer).
+  void (*transpose_blocks)(const float* src, int64_t lds, float* dst, int64_t ldd, int rows, int cols);
+  // Attention probabilities of one query row of t keys: probs = softmax of scale * s over the keys j in [lo, hi)
+  // with allowed[j] (allowed null: every one), 0 elsewhere (a row with none, lo >= hi, all zero); out = probs *
+  // mask from flat index `first`. s is a scratch row of the scores (at least hi + 15 floats, the padding read and
+  // overwritten): its values in [lo, hi) become exponentials. allowed, if not null, is read up to hi + 15 too.
+  void (*softmax_dropout_row)(float* s, const uint8_t* allowed, int lo, int hi, float* probs, float* out, int t,
                               float scale, const DropoutKey& key, uint32_t first);
-  // Gradient of softmax_dropout_row with respect to s: gs = scale * (g * out - probs * dot(g, out)); gs may
-  // alias g.
-  void (*softmax_dropout_grad_row)(const float* g, const float* probs, const float* out, float* gs, int t, float scale);
+  // Gradient of softmax_dropout_row with respect to s, in place in g (a scratch row of at least t + 15 floats):
+  // g = scale * (g * out - probs * dot(g, out)) in [lo, hi), where the row's probs may be nonzero, 0 in the rest
+  // of [0, t).
+  void (*softmax_dropout_grad_row)(float* g, const float* probs, const float* out, int lo, int hi, int t, float scale);
+  // out[m * ldo + n] = sum_k a[m * sm + k * sk] * w[k * ldw + n]: (M, N) = (M, K) x (K, N), a read with any
+  // strides (a row-major a: sm = lda, sk = 1; a transposed one: sm = 1, sk = lda), so that the attention's small
+  // products read the probabilities and their gradient in place.
+  void (*matmul_strided)(float* out, int ldo, const float* a, int sm, int sk, const float* w, int ldw, int M, int K,
+                         int N);
   // The tokens R_t, s_t, a_t of `rows` steps before embed_ln, interleaved: x[3n + 0] = rtg[n] w_return + b_return
   // + E[t[n]], x[3n + 1] = states[n] W_state^T + b_state + E[t[n]], x[3n + 2] likewise of actions; x: (3 rows, C).
   void (*embed_rows)(const float* states, const float* actions, const float* rtg, const int64_t* timesteps,
@@ -95,9 +105,10 @@ struct TrainKernels {
   void transpose(const float*, int64_t, float*, int64_t, int64_t, int64_t);                                            \
   void matmul_tn(float*, int64_t, const float*, int64_t, const float*, int64_t, int, int, int, int, bool);             \
   extern const int panel_width;                                                                                        \
-  void softmax_dropout_row(const float*, const uint8_t*, int, float*, float*, int, float, const DropoutKey&,           \
-                           uint32_t);                                                                                  \
-  void softmax_dropout_grad_row(const float*, const float*, const float*, float*, int, float);                         \
+  void transpose_blocks(const float*, int64_t, float*, int64_t, int, int);                                             \
+  void softmax_dropout_row(float*, const uint8_t*, int, int, float*, float*, int, float, const DropoutKey&, uint32_t); \
+  void softmax_dropout_grad_row(float*, const float*, const float*, int, int, int, float);                             \
+  void matmul_strided(float*, int, const float*, int, int, const float*, int, int, int, int);                          \
   void embed_rows(const float*, const float*, const float*, const int64_t*, const EmbedWeights&, float*, int64_t, int, \
                   int, int);                                                                                           \
   void embed_grad_rows(const float*, const float*, const float*, const float*, float*, int64_t, int, int, int);        \

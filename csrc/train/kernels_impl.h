@@ -6,8 +6,10 @@
 // values as dropout_value, element by element.
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 #include "common/simd.h"
 #include "train/kernels.h"
@@ -49,14 +51,6 @@ inline uvec hash32v(uvec x) {
 }
 
 typedef uint8_t bytes __attribute__((vector_size(DT_VEC), aligned(1)));
-
-// allowed[0 .. min(count, DT_VEC)) widened to integer lanes (nonzero = may attend), lanes past count 0.
-inline ivec allowed_vec(const uint8_t* allowed, int count) {
-  if (count >= DT_VEC) return __builtin_convertvector(*reinterpret_cast<const bytes*>(allowed), ivec);
-  ivec v{};
-  for (int l = 0; l < count; ++l) v[l] = allowed[l];
-  return v;
-}
 
 // x[0 .. min(count, DT_VEC)), lanes past count 0.
 inline vec load_upto(const float* x, int count) {
@@ -265,6 +259,33 @@ void rows_tn(float* out, int64_t ldo, const float* a, int64_t lda, const float* 
   if (i < rows) tail_tn<DT_MR - 1, NV>(rows - i, out + i * ldo, ldo, a + i, lda, b, ldb, K, accumulate);
 }
 
+// Lanes of the butterfly transpose's stage H (a power of 2 below DT_VEC) on rows a and b = a's row + H: lanes j
+// without bit H take a[j] (lo) or a[j + H] (hi), lanes with it take b[j - H] (lo) or b[j] (hi).
+template <int H, std::size_t... J>
+inline vec butterfly_lo(vec a, vec b, std::index_sequence<J...>) {
+  return __builtin_shufflevector(a, b, ((J & H) ? DT_VEC + J - H : J)...);
+}
+
+template <int H, std::size_t... J>
+inline vec butterfly_hi(vec a, vec b, std::index_sequence<J...>) {
+  return __builtin_shufflevector(a, b, ((J & H) ? DT_VEC + J : J + H)...);
+}
+
+// DT_VEC x DT_VEC values in registers transposed in place: stages H = DT_VEC / 2, ..., 1 exchange the blocks of H
+// lanes between rows H apart.
+template <int H>
+inline void butterfly(vec* r) {
+  if constexpr (H > 0) {
+    for (int i = 0; i < DT_VEC; ++i)
+      if (!(i & H)) {
+        const vec a = r[i], b = r[i + H];
+        r[i] = butterfly_lo<H>(a, b, std::make_index_sequence<DT_VEC>{});
+        r[i + H] = butterfly_hi<H>(a, b, std::make_index_sequence<DT_VEC>{});
+      }
+    butterfly<H / 2>(r);
+  }
+}
+
 }  // namespace
 
 extern const int panel_width = DT_NV * DT_VEC;
@@ -287,51 +308,167 @@ void matmul_tn(float* out, int64_t ldo, const float* a, int64_t lda, const float
   }
 }
 
-void softmax_dropout_row(const float* s, const uint8_t* allowed, int n, float* probs, float* out, int t, float scale,
+void transpose_blocks(const float* src, int64_t lds, float* dst, int64_t ldd, int rows, int cols) {
+  const int cv = cols - cols % DT_VEC, rp = (rows + DT_VEC - 1) / DT_VEC * DT_VEC;
+  for (int r0 = 0; r0 < rows; r0 += DT_VEC) {
+    const int nr = std::min(DT_VEC, rows - r0);
+    for (int c0 = 0; c0 < cv; c0 += DT_VEC) {
+      vec r[DT_VEC];
+      for (int i = 0; i < DT_VEC; ++i) r[i] = i < nr ? load(src + (r0 + i) * lds + c0) : vec{};
+      butterfly<DT_VEC / 2>(r);
+      for (int i = 0; i < DT_VEC; ++i) store(dst + (c0 + i) * ldd + r0, r[i]);
+    }
+  }
+  for (int c = cv; c < cols; ++c) {
+    for (int r = 0; r < rows; ++r) dst[c * ldd + r] = src[r * lds + c];
+    for (int r = rows; r < rp; ++r) dst[c * ldd + r] = 0.0f;
+  }
+}
+
+void softmax_dropout_row(float* s, const uint8_t* allowed, int lo, int hi, float* probs, float* out, int t, float scale,
                          const DropoutKey& key, uint32_t first) {
-  // Vectors over [0, n), the last one partial: its lanes past n count as not allowed and are not stored.
-  const int nv = n - n % DT_VEC;
+  // Vectors from lo; the last one reaches into the padding of s (and allowed): its lanes from hi on count as not
+  // allowed, and their exponentials are 0.
+  const int n = hi - lo, end = n > 0 ? lo + (n + DT_VEC - 1) / DT_VEC * DT_VEC : 0;
+  if (n <= 0) {  // no key: zero output and gradient, as SDPA
+    std::memset(probs, 0, sizeof(float) * t);
+    std::memset(out, 0, sizeof(float) * t);
+    return;
+  }
+  std::memset(probs, 0, sizeof(float) * lo);
+  std::memset(out, 0, sizeof(float) * lo);
+  if (end < t) {
+    std::memset(probs + end, 0, sizeof(float) * (t - end));
+    std::memset(out + end, 0, sizeof(float) * (t - end));
+  }
+  const ivec lane = __builtin_convertvector(lane_index(), ivec);
+  auto ok = [&](int j) {
+    const ivec in = lane < n - j;
+    return allowed ? in & (__builtin_convertvector(*reinterpret_cast<const bytes*>(allowed + lo + j), ivec) != 0) : in;
+  };
   vec mxv = splat<vec>(-INFINITY);
   for (int j = 0; j < n; j += DT_VEC) {
-    const vec v = load_upto(s + j, n - j) * scale;
-    mxv = (allowed_vec(allowed + j, n - j) != 0) & (v > mxv) ? v : mxv;
+    const vec v = load(s + lo + j) * scale;
+    mxv = ok(j) & (v > mxv) ? v : mxv;
   }
   float mx = mxv[0];
   for (int l = 1; l < DT_VEC; ++l) mx = mxv[l] > mx ? mxv[l] : mx;
-  std::memset(probs + n, 0, sizeof(float) * (t - n));
-  std::memset(out + n, 0, sizeof(float) * (t - n));
-  if (n == 0) return;  // no key: zero output and gradient, as SDPA
   vec acc{};
-  vec e_tail{};
   for (int j = 0; j < n; j += DT_VEC) {
-    const vec e = allowed_vec(allowed + j, n - j) != 0 ? vexp(load_upto(s + j, n - j) * scale - mx) : vec{};
+    const vec e = ok(j) != 0 ? vexp(load(s + lo + j) * scale - mx) : vec{};
     acc += e;
-    if (j < nv) store(probs + j, e);
-    else e_tail = e;
+    store(s + lo + j, e);
   }
   const float inv = 1.0f / hsum(acc);
-  for (int j = 0; j < n; j += DT_VEC) {
-    const vec p = (j < nv ? load(probs + j) : e_tail) * inv;
+  for (int j = lo; j < end; j += DT_VEC) {
+    const vec p = load(s + j) * inv;
     const vec o = p * mask_vec(key, first + static_cast<uint32_t>(j));
-    if (j < nv) {
+    if (j + DT_VEC <= t) {
       store(probs + j, p);
       store(out + j, o);
     } else {
-      for (int l = 0; l < n - j; ++l) probs[j + l] = p[l], out[j + l] = o[l];
+      for (int l = 0; l < t - j; ++l) probs[j + l] = p[l], out[j + l] = o[l];
     }
   }
 }
 
-void softmax_dropout_grad_row(const float* g, const float* probs, const float* out, float* gs, int t, float scale) {
-  vec acc{};
-  for (int j = 0; j < t; j += DT_VEC) acc += load_upto(g + j, t - j) * load_upto(out + j, t - j);
-  const float dot = hsum(acc);
-  for (int j = 0; j < t; j += DT_VEC) {
-    const vec v = scale * (load_upto(g + j, t - j) * load_upto(out + j, t - j) - load_upto(probs + j, t - j) * dot);
-    if (t - j >= DT_VEC) store(gs + j, v);
-    else
-      for (int l = 0; l < t - j; ++l) gs[j + l] = v[l];
+void softmax_dropout_grad_row(float* g, const float* probs, const float* out, int lo, int hi, int t, float scale) {
+  // Vectors from lo; lanes from hi on are 0 (the padding of g may hold anything, probs and out are 0 there).
+  const int n = hi - lo, end = n > 0 ? lo + (n + DT_VEC - 1) / DT_VEC * DT_VEC : 0;
+  if (n <= 0) {
+    std::memset(g, 0, sizeof(float) * t);
+    return;
   }
+  std::memset(g, 0, sizeof(float) * lo);
+  if (end < t) std::memset(g + end, 0, sizeof(float) * (t - end));
+  const ivec lane = __builtin_convertvector(lane_index(), ivec);
+  vec acc{};
+  for (int j = 0; j < n; j += DT_VEC)
+    acc += lane < n - j ? load(g + lo + j) * load_upto(out + lo + j, t - lo - j) : vec{};
+  const float dot = hsum(acc);
+  for (int j = 0; j < n; j += DT_VEC) {
+    const vec v = scale * (load(g + lo + j) * load_upto(out + lo + j, t - lo - j) -
+                           load_upto(probs + lo + j, t - lo - j) * dot);
+    store(g + lo + j, lane < n - j ? v : vec{});
+  }
+}
+
+namespace {
+
+// matmul_strided's register tiles: rows of out by vectors of columns, as the engine's matmul (24 accumulators of
+// AVX-512's 32 registers, 12 of AVX2's 16, 8 of SSE's 16).
+constexpr int kMmRows = DT_VEC == 4 ? 4 : 6;
+constexpr int kMmVecs = DT_VEC == 16 ? 4 : 2;
+
+// MR rows by NV vectors of out over all K: each k loads NV vectors of w and broadcasts MR values of a. (Written so
+// that GCC keeps the accumulators in registers from the start: with a loop to zero them and indexed pointers, it
+// copies them through the stack on entry and exit.)
+template <int MR, int NV>
+inline void mm_tile(float* out, int ldo, const float* a, int sm, int sk, const float* w, int ldw, int K) {
+  vec acc[MR][NV] = {};
+  const float* ak = a;
+  const float* wk = w;
+  for (int k = 0; k < K; ++k, ak += sk, wk += ldw) {
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const vec x = splat<vec>(ak[static_cast<int64_t>(r) * sm]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[r][v] += x * load(wk + v * DT_VEC);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) store(out + static_cast<int64_t>(r) * ldo + v * DT_VEC, acc[r][v]);
+}
+
+// The last `rows` (< kMmRows) rows: mm_tile<rows, NV>, the row count chosen at run time.
+template <int R, int NV>
+inline void mm_row_tail(int rows, float* out, int ldo, const float* a, int sm, int sk, const float* w, int ldw, int K) {
+  if constexpr (R > 0) {
+    if (rows == R) mm_tile<R, NV>(out, ldo, a, sm, sk, w, ldw, K);
+    else mm_row_tail<R - 1, NV>(rows, out, ldo, a, sm, sk, w, ldw, K);
+  }
+}
+
+// All M rows of one block of NV vectors of columns.
+template <int NV>
+void mm_columns(float* out, int ldo, const float* a, int sm, int sk, const float* w, int ldw, int M, int K) {
+  int m = 0;
+  for (; m + kMmRows <= M; m += kMmRows)
+    mm_tile<kMmRows, NV>(out + static_cast<int64_t>(m) * ldo, ldo, a + static_cast<int64_t>(m) * sm, sm, sk, w, ldw, K);
+  if (m < M)
+    mm_row_tail<kMmRows - 1, NV>(M - m, out + static_cast<int64_t>(m) * ldo, ldo, a + static_cast<int64_t>(m) * sm, sm,
+                                 sk, w, ldw, K);
+}
+
+// The last `vecs` (< kMmVecs) vectors of columns in one block: mm_columns<vecs>, chosen at run time.
+template <int V>
+inline void mm_column_tail(int vecs, float* out, int ldo, const float* a, int sm, int sk, const float* w, int ldw,
+                           int M, int K) {
+  if constexpr (V > 0) {
+    if (vecs == V) mm_columns<V>(out, ldo, a, sm, sk, w, ldw, M, K);
+    else mm_column_tail<V - 1>(vecs, out, ldo, a, sm, sk, w, ldw, M, K);
+  }
+}
+
+}  // namespace
+
+void matmul_strided(float* out, int ldo, const float* a, int sm, int sk, const float* w, int ldw, int M, int K, int N) {
+  int n = 0;
+  for (; n + kMmVecs * DT_VEC <= N; n += kMmVecs * DT_VEC)
+    mm_columns<kMmVecs>(out + n, ldo, a, sm, sk, w + n, ldw, M, K);
+  if (const int vecs = (N - n) / DT_VEC; vecs > 0) {
+    mm_column_tail<kMmVecs - 1>(vecs, out + n, ldo, a, sm, sk, w + n, ldw, M, K);
+    n += vecs * DT_VEC;
+  }
+  for (; n < N; ++n)
+    for (int m = 0; m < M; ++m) {
+      float acc = 0.0f;
+      for (int k = 0; k < K; ++k)
+        acc += a[static_cast<int64_t>(m) * sm + static_cast<int64_t>(k) * sk] * w[static_cast<int64_t>(k) * ldw + n];
+      out[static_cast<int64_t>(m) * ldo + n] = acc;
+    }
 }
 
 void embed_rows(const float* states, const float* actions, const float* rtg, const int64_t* timesteps,
