@@ -53,10 +53,10 @@ struct TrainKernels {
                            int64_t row0);
   // dst[c * ldd + r] = src[r * lds + c] for rows x cols values.
   void (*transpose)(const float* src, int64_t lds, float* dst, int64_t ldd, int64_t rows, int64_t cols);
-  // out[i * ldo + n] (+)= sum over k in [0, K), in order, of a[k * lda + i] * B[k, n] for i in [0, rows) and n in
-  // [n0, n1): A^T B with A (K, rows) read as it lies (no transpose) and B (K, N) packed by pack_panels_rows in panels
-  // of `panel` columns (total_rows K); n0 a multiple of the panel, n1 one too or N. accumulate: the sums continue
-  // from out's values (the same bits as one sum over both runs of k), else start at zero (K = 0 writes zeros).
+  // out[i * ldo + n] = (or += with accumulate) sum over k in [0, K) of a[k * lda + i] * B[k, n] for i in
+  // [0, rows) and n in [n0, n1): A^T B with A (K, rows) read as it lies (no transpose; the tiles of matmul_strided)
+  // and B (K, N) packed by pack_panels_rows in panels of `panel` columns (total_rows K); n0 a multiple of the panel,
+  // n1 one too or N.
   void (*matmul_tn)(float* out, int64_t ldo, const float* a, int64_t lda, const float* bp, int64_t K, int rows, int N,
                     int n0, int n1, bool accumulate);
   // dst[c * ldd + r] = src[r * lds + c] for rows x cols values, in blocks of a vector's width through registers;

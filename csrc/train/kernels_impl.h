@@ -218,47 +218,6 @@ void transpose(const float* src, int64_t lds, float* dst, int64_t ldd, int64_t r
 
 namespace {
 
-// An (MR x NV vectors) tile of out (+)= A^T B over k in [0, K), as the engine's tile (engine/kernels_impl.h) with
-// A read transposed: each k loads NV vectors of a row of B (a panel, leading dimension ldb) and broadcasts MR
-// consecutive values of a row of A (one or two cache lines, A as it lies). accumulate: the sums resume from out.
-template <int MR, int NV>
-inline void tile_tn(float* out, int64_t ldo, const float* a, int64_t lda, const float* b, int ldb, int64_t K,
-                    bool accumulate) {
-  vec acc[MR][NV];
-  for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v] = accumulate ? load(out + r * ldo + v * DT_VEC) : vec{};
-  for (int64_t k = 0; k < K; ++k) {
-    vec bv[NV];
-    for (int v = 0; v < NV; ++v) bv[v] = load(b + k * ldb + v * DT_VEC);
-    const float* ak = a + k * lda;
-    for (int r = 0; r < MR; ++r) {
-      const float x = ak[r];
-      for (int v = 0; v < NV; ++v) acc[r][v] += x * bv[v];
-    }
-  }
-  for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) store(out + r * ldo + v * DT_VEC, acc[r][v]);
-}
-
-// The last `rows` (< DT_MR) rows in one tile: tile_tn<rows, NV>, the row count chosen at run time.
-template <int R, int NV>
-inline void tail_tn(int rows, float* out, int64_t ldo, const float* a, int64_t lda, const float* b, int ldb, int64_t K,
-                    bool accumulate) {
-  if constexpr (R > 0) {
-    if (rows == R) tile_tn<R, NV>(out, ldo, a, lda, b, ldb, K, accumulate);
-    else tail_tn<R - 1, NV>(rows, out, ldo, a, lda, b, ldb, K, accumulate);
-  }
-}
-
-// All `rows` rows of one column block of NV vectors.
-template <int NV>
-void rows_tn(float* out, int64_t ldo, const float* a, int64_t lda, const float* b, int ldb, int rows, int64_t K,
-             bool accumulate) {
-  int i = 0;
-  for (; i + DT_MR <= rows; i += DT_MR) tile_tn<DT_MR, NV>(out + i * ldo, ldo, a + i, lda, b, ldb, K, accumulate);
-  if (i < rows) tail_tn<DT_MR - 1, NV>(rows - i, out + i * ldo, ldo, a + i, lda, b, ldb, K, accumulate);
-}
-
 // Lanes of the butterfly transpose's stage H (a power of 2 below DT_VEC) on rows a and b = a's row + H: lanes j
 // without bit H take a[j] (lo) or a[j + H] (hi), lanes with it take b[j - H] (lo) or b[j] (hi).
 template <int H, std::size_t... J>
@@ -287,26 +246,6 @@ inline void butterfly(vec* r) {
 }
 
 }  // namespace
-
-extern const int panel_width = DT_NV * DT_VEC;
-
-void matmul_tn(float* out, int64_t ldo, const float* a, int64_t lda, const float* bp, int64_t K, int rows, int N,
-               int n0, int n1, bool accumulate) {
-  constexpr int P = DT_NV * DT_VEC;
-  const int nf = N - N % P, rem = N - nf;
-  for (int n = n0; n < n1 && n < nf; n += P) rows_tn<DT_NV>(out + n, ldo, a, lda, bp + n * K, P, rows, K, accumulate);
-  if (n1 <= nf) return;
-  const float* br = bp + nf * K;  // the last, narrower panel: (K, rem) row-major
-  int j = 0;
-  for (; j + DT_VEC <= rem; j += DT_VEC) rows_tn<1>(out + nf + j, ldo, a, lda, br + j, rem, rows, K, accumulate);
-  for (; j < rem; ++j) {
-    for (int i = 0; i < rows; ++i) {
-      float acc = accumulate ? out[i * ldo + nf + j] : 0.0f;
-      for (int64_t k = 0; k < K; ++k) acc += a[k * lda + i] * br[k * rem + j];
-      out[i * ldo + nf + j] = acc;
-    }
-  }
-}
 
 void transpose_blocks(const float* src, int64_t lds, float* dst, int64_t ldd, int rows, int cols) {
   const int cv = cols - cols % DT_VEC, rp = (rows + DT_VEC - 1) / DT_VEC * DT_VEC;
@@ -395,16 +334,15 @@ void softmax_dropout_grad_row(float* g, const float* probs, const float* out, in
 
 namespace {
 
-// matmul_strided's register tiles: rows of out by vectors of columns, as the engine's matmul (24 accumulators of
-// AVX-512's 32 registers, 12 of AVX2's 16, 8 of SSE's 16).
-constexpr int kMmRows = DT_VEC == 4 ? 4 : 6;
-constexpr int kMmVecs = DT_VEC == 16 ? 4 : 2;
+// The register tiles of matmul_strided and matmul_tn: DT_MR rows of out by DT_NV vectors of columns, as the
+// engine's matmul (24 accumulators of AVX-512's 32 registers, 12 of AVX2's 16, 8 of SSE's 16).
 
-// MR rows by NV vectors of out over all K: each k loads NV vectors of w and broadcasts MR values of a. (Written so
-// that GCC keeps the accumulators in registers from the start: with a loop to zero them and indexed pointers, it
-// copies them through the stack on entry and exit.)
+// MR rows by NV vectors of out over all K: each k loads NV vectors of w and broadcasts MR values of a; the sums are
+// stored, or added to out (accumulate). (Written so that GCC keeps the accumulators in registers from the start:
+// with a loop to zero them and indexed pointers, it copies them through the stack on entry and exit.)
 template <int MR, int NV>
-inline void mm_tile(float* out, int ldo, const float* a, int sm, int sk, const float* w, int ldw, int K) {
+inline void mm_tile(float* out, int ldo, const float* a, int sm, int sk, const float* w, int ldw, int K,
+                    bool accumulate) {
   vec acc[MR][NV] = {};
   const float* ak = a;
   const float* wk = w;
@@ -419,47 +357,53 @@ inline void mm_tile(float* out, int ldo, const float* a, int sm, int sk, const f
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) store(out + static_cast<int64_t>(r) * ldo + v * DT_VEC, acc[r][v]);
+    for (int v = 0; v < NV; ++v) {
+      float* o = out + static_cast<int64_t>(r) * ldo + v * DT_VEC;
+      store(o, accumulate ? load(o) + acc[r][v] : acc[r][v]);
+    }
 }
 
-// The last `rows` (< kMmRows) rows: mm_tile<rows, NV>, the row count chosen at run time.
+// The last `rows` (< DT_MR) rows: mm_tile<rows, NV>, the row count chosen at run time.
 template <int R, int NV>
-inline void mm_row_tail(int rows, float* out, int ldo, const float* a, int sm, int sk, const float* w, int ldw, int K) {
+inline void mm_row_tail(int rows, float* out, int ldo, const float* a, int sm, int sk, const float* w, int ldw, int K,
+                        bool accumulate) {
   if constexpr (R > 0) {
-    if (rows == R) mm_tile<R, NV>(out, ldo, a, sm, sk, w, ldw, K);
-    else mm_row_tail<R - 1, NV>(rows, out, ldo, a, sm, sk, w, ldw, K);
+    if (rows == R) mm_tile<R, NV>(out, ldo, a, sm, sk, w, ldw, K, accumulate);
+    else mm_row_tail<R - 1, NV>(rows, out, ldo, a, sm, sk, w, ldw, K, accumulate);
   }
 }
 
 // All M rows of one block of NV vectors of columns.
 template <int NV>
-void mm_columns(float* out, int ldo, const float* a, int sm, int sk, const float* w, int ldw, int M, int K) {
+void mm_columns(float* out, int ldo, const float* a, int sm, int sk, const float* w, int ldw, int M, int K,
+                bool accumulate) {
   int m = 0;
-  for (; m + kMmRows <= M; m += kMmRows)
-    mm_tile<kMmRows, NV>(out + static_cast<int64_t>(m) * ldo, ldo, a + static_cast<int64_t>(m) * sm, sm, sk, w, ldw, K);
+  for (; m + DT_MR <= M; m += DT_MR)
+    mm_tile<DT_MR, NV>(out + static_cast<int64_t>(m) * ldo, ldo, a + static_cast<int64_t>(m) * sm, sm, sk, w, ldw, K,
+                       accumulate);
   if (m < M)
-    mm_row_tail<kMmRows - 1, NV>(M - m, out + static_cast<int64_t>(m) * ldo, ldo, a + static_cast<int64_t>(m) * sm, sm,
-                                 sk, w, ldw, K);
+    mm_row_tail<DT_MR - 1, NV>(M - m, out + static_cast<int64_t>(m) * ldo, ldo, a + static_cast<int64_t>(m) * sm, sm,
+                               sk, w, ldw, K, accumulate);
 }
 
-// The last `vecs` (< kMmVecs) vectors of columns in one block: mm_columns<vecs>, chosen at run time.
+// The last `vecs` (< DT_NV) vectors of columns in one block: mm_columns<vecs>, chosen at run time.
 template <int V>
 inline void mm_column_tail(int vecs, float* out, int ldo, const float* a, int sm, int sk, const float* w, int ldw,
-                           int M, int K) {
+                           int M, int K, bool accumulate) {
   if constexpr (V > 0) {
-    if (vecs == V) mm_columns<V>(out, ldo, a, sm, sk, w, ldw, M, K);
-    else mm_column_tail<V - 1>(vecs, out, ldo, a, sm, sk, w, ldw, M, K);
+    if (vecs == V) mm_columns<V>(out, ldo, a, sm, sk, w, ldw, M, K, accumulate);
+    else mm_column_tail<V - 1>(vecs, out, ldo, a, sm, sk, w, ldw, M, K, accumulate);
   }
 }
 
-}  // namespace
-
-void matmul_strided(float* out, int ldo, const float* a, int sm, int sk, const float* w, int ldw, int M, int K, int N) {
+// out (=, or += when accumulate) a w over all N columns: whole tiles, then the columns left over.
+void mm_product(float* out, int ldo, const float* a, int sm, int sk, const float* w, int ldw, int M, int K, int N,
+                bool accumulate) {
   int n = 0;
-  for (; n + kMmVecs * DT_VEC <= N; n += kMmVecs * DT_VEC)
-    mm_columns<kMmVecs>(out + n, ldo, a, sm, sk, w + n, ldw, M, K);
+  for (; n + DT_NV * DT_VEC <= N; n += DT_NV * DT_VEC)
+    mm_columns<DT_NV>(out + n, ldo, a, sm, sk, w + n, ldw, M, K, accumulate);
   if (const int vecs = (N - n) / DT_VEC; vecs > 0) {
-    mm_column_tail<kMmVecs - 1>(vecs, out + n, ldo, a, sm, sk, w + n, ldw, M, K);
+    mm_column_tail<DT_NV - 1>(vecs, out + n, ldo, a, sm, sk, w + n, ldw, M, K, accumulate);
     n += vecs * DT_VEC;
   }
   for (; n < N; ++n)
@@ -467,8 +411,26 @@ void matmul_strided(float* out, int ldo, const float* a, int sm, int sk, const f
       float acc = 0.0f;
       for (int k = 0; k < K; ++k)
         acc += a[static_cast<int64_t>(m) * sm + static_cast<int64_t>(k) * sk] * w[static_cast<int64_t>(k) * ldw + n];
-      out[static_cast<int64_t>(m) * ldo + n] = acc;
+      float* o = out + static_cast<int64_t>(m) * ldo + n;
+      *o = accumulate ? *o + acc : acc;
     }
+}
+
+}  // namespace
+
+void matmul_strided(float* out, int ldo, const float* a, int sm, int sk, const float* w, int ldw, int M, int K, int N) {
+  mm_product(out, ldo, a, sm, sk, w, ldw, M, K, N, false);
+}
+
+extern const int panel_width = DT_NV * DT_VEC;
+
+void matmul_tn(float* out, int64_t ldo, const float* a, int64_t lda, const float* bp, int64_t K, int rows, int N,
+               int n0, int n1, bool accumulate) {
+  // A^T is a read with strides (1, lda); each panel of B is a (K, P) row-major matrix, the last one (K, N % P).
+  constexpr int P = DT_NV * DT_VEC;
+  const int nf = N - N % P, ld = static_cast<int>(ldo), sk = static_cast<int>(lda), k = static_cast<int>(K);
+  for (int n = n0; n < n1 && n < nf; n += P) mm_product(out + n, ld, a, 1, sk, bp + n * K, P, rows, k, P, accumulate);
+  if (n1 > nf && N > nf) mm_product(out + nf, ld, a, 1, sk, bp + nf * K, N - nf, rows, k, N - nf, accumulate);
 }
 
 void embed_rows(const float* states, const float* actions, const float* rtg, const int64_t* timesteps,
