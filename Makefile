@@ -73,7 +73,7 @@ bench: install
 	$(PY) -m pip install -q --no-deps $(D3RLPY)
 	$(VENV)/bin/dt-fast bench --out benchmarks/results --overwrite
 
-# The sampler and engine tests against a copy of dt_fast._C built with AddressSanitizer + UBSan in build/sanitize
+# The sampler, engine and training-op tests against a copy of dt_fast._C built with ASan + UBSan in build/sanitize
 # (the in-place module stays untouched): a shadow package links every dt_fast file but _C. Python itself is not
 # instrumented, so libasan is preloaded; leak checking is off (the interpreter never frees everything).
 # Then the engine: csrc/examples/control_loop (engine + Controller, two threads at batch 1) on a random
@@ -92,7 +92,7 @@ sanitize: $(DEPS)
 	cp $(SAN_DIR)/_C*.so $(SAN_DIR)/pkg/dt_fast/
 	$(SAN_ENV) $(PY) -c "import sys; sys.path.insert(0, '$(SAN_DIR)/pkg'); import dt_fast._C as c; print(c.__file__)"
 	$(SAN_ENV) $(PY) -m pytest -q -p no:cacheprovider -o pythonpath="$(SAN_DIR)/pkg ." tests/test_sampler*.py \
-		tests/test_engine.py tests/test_engine_threads.py
+		tests/test_engine.py tests/test_engine_threads.py tests/test_train_ops.py
 	$(PY) -c "import dt_fast as d; d.DecisionTransformer(d.DecisionTransformerConfig(state_dim=11, act_dim=3, \
 		max_ep_len=1000)).save_pretrained('$(SAN_DIR)/checkpoint')"
 	$(CMAKE) --build $(SAN_DIR) --target control_loop -j 2
