@@ -68,8 +68,9 @@ void linear_backward(TrainContext& ctx, const float* dy, const float* x, int64_t
   }
   const bool copy_g = epilogue != Epilogue::kNone;  // g differs from dy
   // matmul_tn reads A as it lies and B packed in panels, a block of rows at a time: B is the narrower of g and x (the
-  // less to pack). A = g gives dw = g^T x, A = x gives dw^T = x^T g (transposed into dw at the end).
-  const bool a_is_g = N >= K;
+  // less to pack), but x when g is narrower than a panel (an action head's few columns would take matmul_tn's scalar
+  // column tail). A = g gives dw = g^T x, A = x gives dw^T = x^T g (transposed into dw at the end).
+  const bool a_is_g = N >= K || N < k.panel;
   const int a = a_is_g ? N : K, b = a_is_g ? K : N;  // the product is (a, b) = A^T B
   const int64_t chunks = (M + kRows - 1) / kRows, parts = (chunks + kPartChunks - 1) / kPartChunks;
   float* wp = ctx.buffer(TrainContext::kPacked, static_cast<size_t>(K) * N);          // w (N, K) in panels
