@@ -9,9 +9,9 @@ namespace dt {
 
 namespace {
 
-constexpr int64_t kRows = 120;      // rows per block of the forward and dx products: a multiple of every build's tile
-constexpr int kGradRows = 48;       // rows of w per block of its packing and of dw per block of the final sums
-constexpr int64_t kPartChunks = 8;  // blocks of rows per part of the dw product's reduction
+constexpr int64_t kRows = 120;  // rows per block of the forward and dx products: a multiple of every build's tile
+constexpr int kGradRows = 48;   // rows of w per block of its packing and of dw per block of the final sums
+constexpr int64_t kParts = 4;   // parts of the dw product's reduction, whatever the rows and the threads
 
 void check(const char* who, int64_t M, int K, int N, int64_t ldx, Epilogue epilogue, float p) {
   DT_CHECK(M >= 0 && K >= 1 && N >= 1, who, ": bad shape M=", M, " K=", K, " N=", N);
@@ -72,7 +72,9 @@ void linear_backward(TrainContext& ctx, const float* dy, const float* x, int64_t
   // column tail). A = g gives dw = g^T x, A = x gives dw^T = x^T g (transposed into dw at the end).
   const bool a_is_g = N >= K || N < k.panel;
   const int a = a_is_g ? N : K, b = a_is_g ? K : N;  // the product is (a, b) = A^T B
-  const int64_t chunks = (M + kRows - 1) / kRows, parts = (chunks + kPartChunks - 1) / kPartChunks;
+  // parts of the blocks of rows, of sizes within one block of each other: part q has blocks [first(q), first(q + 1))
+  const int64_t chunks = (M + kRows - 1) / kRows, parts = std::min(chunks, kParts);
+  auto first = [&](int64_t q) { return q * chunks / parts; };
   float* wp = ctx.buffer(TrainContext::kPacked, static_cast<size_t>(K) * N);          // w (N, K) in panels
   float* bp = ctx.buffer(TrainContext::kPanels, static_cast<size_t>(T * kRows * b));  // each member's B block
   // each part's A^T B; part 0 straight into dw when that is its layout
@@ -94,7 +96,7 @@ void linear_backward(TrainContext& ctx, const float* dy, const float* x, int64_t
   ctx.parallel(parts, [&](int64_t q, int member) {
     float* out = q == 0 ? part0 : partial + (a_is_g ? q - 1 : q) * dw_size;
     float* bb = bp + member * kRows * b;
-    for (int64_t c = q * kPartChunks; c < std::min(chunks, (q + 1) * kPartChunks); ++c) {
+    for (int64_t c = first(q); c < first(q + 1); ++c) {
       const int64_t m0 = c * kRows, rows = std::min(kRows, M - m0);
       const float* g = dy + m0 * N;
       if (copy_g) {
@@ -117,7 +119,7 @@ void linear_backward(TrainContext& ctx, const float* dy, const float* x, int64_t
       }
       const float* xr = x + m0 * ldx;
       k.pack_panels_rows(a_is_g ? xr : g, a_is_g ? ldx : N, rows, b, k.panel, bb, rows, 0);
-      k.matmul_tn(out, b, a_is_g ? g : xr, a_is_g ? N : ldx, bb, rows, a, b, 0, b, c > q * kPartChunks);
+      k.matmul_tn(out, b, a_is_g ? g : xr, a_is_g ? N : ldx, bb, rows, a, b, 0, b, c > first(q));
     }
   });
   // dw: the parts added in order (and transposed when the product was dw^T); db: the blocks' sums in block order;
