@@ -46,8 +46,10 @@ void linear_forward(TrainContext& ctx, const float* x, int64_t ldx, const float*
   ctx.parallel((M + kRows - 1) / kRows, [&](int64_t c, int) {
     const int64_t m0 = c * kRows, rows = std::min(kRows, M - m0);
     float* out = y + m0 * N;
+    // the next block's rows of x (and those between them when ldx > K) come into cache under this block's product
+    Prefetch pf = next_rows(x, static_cast<int>(ldx), std::min(M, m0 + kRows), std::min(M, m0 + 2 * kRows));
     mm.matmul_packed(out, N, x + m0 * ldx, static_cast<int>(ldx), wt, b, static_cast<int>(rows), K, N, 0, N,
-                     epilogue == Epilogue::kRelu, nullptr);
+                     epilogue == Epilogue::kRelu, &pf);
     if (epilogue == Epilogue::kDropoutAdd)
       k.dropout_add_rows(out, residual + m0 * N, out, rows, N, key, static_cast<uint32_t>(m0 * N));
   });
