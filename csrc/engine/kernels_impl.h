@@ -3,8 +3,8 @@
 // per tile) defined. A tile keeps DT_MR x DT_NV accumulators in registers; each k loads DT_NV vectors of w and
 // broadcasts DT_MR values of `in`. Column blocks are the outer loop so a (K, DT_NV * DT_VEC) panel of w stays
 // in L1 while all row tiles stream past it; the rows left over (< DT_MR) take one more pass, not one each.
-// Columns left over (< DT_VEC) are done by a scalar loop. matmul_packed reads w packed in panels (kernels.h),
-// so that each panel streams from memory in one contiguous run.
+// Columns left over (< DT_VEC) are done by a scalar loop in matmul, by tiles of one vector in matmul_packed.
+// matmul_packed reads w packed in panels (kernels.h), so that each panel streams from memory in one contiguous run.
 // matmul_nt takes dot products of rows against rows (attention scores against cached rows), four keys at a time
 // with one shuffle tree for their lane sums. masked_softmax is a softmax over a masked row with a polynomial exp.
 // layer_norm is torch's (biased variance, two passes).
@@ -83,6 +83,29 @@ void column_block(float* out, int ldo, const float* in, int ldi, const float* w,
   if (m < M) tail<DT_MR - 1, NV>(M - m, out + m * ldo, ldo, in + m * ldi, ldi, w, ldw, bias, K, relu, pf);
 }
 
+// MR rows of the last `cols` (< DT_VEC) columns of a panel whose rows are `ldw` floats, w at the first of them and
+// the panel's last row ending w's array: one vector per row of w, whose lanes from `cols` on (w's next row, or past
+// the array's end at its last rows, read lane by lane there) are never stored.
+template <int MR>
+inline void narrow_tile(float* out, int ldo, const float* in, int ldi, const float* w, int ldw, int cols,
+                        const float* bias, int K, bool relu) {
+  vec acc[MR];
+  vec b{};
+  for (int l = 0; l < cols; ++l) b[l] = bias ? bias[l] : 0.0f;
+  for (int r = 0; r < MR; ++r) acc[r] = b;
+  // rows k whose DT_VEC floats from w + k * ldw lie in the array, which ends at w + (K - 1) * ldw + cols
+  const int last = (K - 1) * ldw + cols - DT_VEC, whole = last < 0 ? 0 : std::min(K, last / ldw + 1);
+  for (int k = 0; k < K; ++k) {
+    vec wv{};
+    if (k < whole) wv = *reinterpret_cast<const vec*>(w + k * ldw);
+    else
+      for (int l = 0; l < cols; ++l) wv[l] = w[k * ldw + l];
+    for (int r = 0; r < MR; ++r) acc[r] += in[r * ldi + k] * wv;
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int l = 0; l < cols; ++l) out[r * ldo + l] = relu && acc[r][l] < 0.0f ? 0.0f : acc[r][l];
+}
+
 }  // namespace
 
 void matmul(float* out, int ldo, const float* in, int ldi, const float* w, int ldw, const float* bias, int M, int K,
@@ -128,12 +151,12 @@ void matmul_packed(float* out, int ldo, const float* in, int ldi, const float* w
     int j = 0;
     for (; j + DT_VEC <= rem; j += DT_VEC)
       column_block<1>(o + nf + j, ldo, a, ldi, wr + j, rem, bias ? bias + nf + j : nullptr, mb, K, relu, pf);
-    for (; j < rem; ++j) {
-      for (int m = 0; m < mb; ++m) {
-        float acc = bias ? bias[nf + j] : 0.0f;
-        for (int k = 0; k < K; ++k) acc += a[m * ldi + k] * wr[k * rem + j];
-        o[m * ldo + nf + j] = relu && acc < 0.0f ? 0.0f : acc;
-      }
+    if (j < rem) {
+      const float* b = bias ? bias + nf + j : nullptr;
+      int m = 0;
+      for (; m + DT_MR <= mb; m += DT_MR)
+        narrow_tile<DT_MR>(o + m * ldo + nf + j, ldo, a + m * ldi, ldi, wr + j, rem, rem - j, b, K, relu);
+      for (; m < mb; ++m) narrow_tile<1>(o + m * ldo + nf + j, ldo, a + m * ldi, ldi, wr + j, rem, rem - j, b, K, relu);
     }
   }
   if (prefetch) *prefetch = pf;

@@ -9,9 +9,10 @@ namespace dt {
 
 namespace {
 
-constexpr int64_t kRows = 120;      // rows per block of the forward and dx products: a multiple of every build's tile
-constexpr int kGradRows = 48;       // rows of w per block of its packing and of dw per block of the final sums
-constexpr int64_t kPartChunks = 8;  // blocks of rows per part of the dw product's reduction
+constexpr int64_t kRows = 120;  // most rows per block of the forward and backward products
+constexpr int64_t kTile = 12;   // block rows are a multiple of every build's tile rows (6, 6 and 4)
+constexpr int kGradRows = 48;   // rows of w per block of its packing and of dw per block of the final sums
+constexpr int64_t kParts = 4;   // parts of the dw product's reduction, whatever the rows and the threads
 
 void check(const char* who, int64_t M, int K, int N, int64_t ldx, Epilogue epilogue, float p) {
   DT_CHECK(M >= 0 && K >= 1 && N >= 1, who, ": bad shape M=", M, " K=", K, " N=", N);
@@ -22,6 +23,14 @@ void check(const char* who, int64_t M, int K, int N, int64_t ldx, Epilogue epilo
 }
 
 int panels(int cols, int P) { return (cols + P - 1) / P; }
+
+// Rows per block for M rows, at most kRows: as many blocks in each of kParts parts (12 blocks of 108 rows at M 1,280,
+// where blocks of 120 make 11), so that the parts, and halves of the blocks, take as long as each other.
+int64_t block_rows(int64_t M) {
+  const int64_t per_part = (M + kParts * kRows - 1) / (kParts * kRows);
+  const int64_t rows = (M + kParts * per_part - 1) / (kParts * per_part);
+  return std::min(kRows, (rows + kTile - 1) / kTile * kTile);
+}
 
 // The lines of rows [r0, r1) of a (.., cols) matrix, for a matmul to bring into cache as it runs.
 Prefetch next_rows(const float* a, int cols, int64_t r0, int64_t r1) {
@@ -43,11 +52,14 @@ void linear_forward(TrainContext& ctx, const float* x, int64_t ldx, const float*
     k.transpose(w + static_cast<int64_t>(n0) * K, K, wt + static_cast<int64_t>(n0) * K, width, width, K);
   });
   const DropoutKey key = dropout_key(epilogue == Epilogue::kDropoutAdd ? p : 0.0f, seed, 0);
-  ctx.parallel((M + kRows - 1) / kRows, [&](int64_t c, int) {
-    const int64_t m0 = c * kRows, rows = std::min(kRows, M - m0);
+  const int64_t per_block = block_rows(M);
+  ctx.parallel((M + per_block - 1) / per_block, [&](int64_t c, int) {
+    const int64_t m0 = c * per_block, rows = std::min(per_block, M - m0);
     float* out = y + m0 * N;
+    // the next block's rows of x (and those between them when ldx > K) come into cache under this block's product
+    Prefetch pf = next_rows(x, static_cast<int>(ldx), std::min(M, m0 + per_block), std::min(M, m0 + 2 * per_block));
     mm.matmul_packed(out, N, x + m0 * ldx, static_cast<int>(ldx), wt, b, static_cast<int>(rows), K, N, 0, N,
-                     epilogue == Epilogue::kRelu, nullptr);
+                     epilogue == Epilogue::kRelu, &pf);
     if (epilogue == Epilogue::kDropoutAdd)
       k.dropout_add_rows(out, residual + m0 * N, out, rows, N, key, static_cast<uint32_t>(m0 * N));
   });
@@ -68,10 +80,13 @@ void linear_backward(TrainContext& ctx, const float* dy, const float* x, int64_t
   }
   const bool copy_g = epilogue != Epilogue::kNone;  // g differs from dy
   // matmul_tn reads A as it lies and B packed in panels, a block of rows at a time: B is the narrower of g and x (the
-  // less to pack). A = g gives dw = g^T x, A = x gives dw^T = x^T g (transposed into dw at the end).
-  const bool a_is_g = N >= K;
+  // less to pack), but x when g is narrower than a panel (an action head's few columns would take matmul_tn's scalar
+  // column tail). A = g gives dw = g^T x, A = x gives dw^T = x^T g (transposed into dw at the end).
+  const bool a_is_g = N >= K || N < k.panel;
   const int a = a_is_g ? N : K, b = a_is_g ? K : N;  // the product is (a, b) = A^T B
-  const int64_t chunks = (M + kRows - 1) / kRows, parts = (chunks + kPartChunks - 1) / kPartChunks;
+  // parts of the blocks of rows, of sizes within one block of each other: part q has blocks [first(q), first(q + 1))
+  const int64_t per_block = block_rows(M), chunks = (M + per_block - 1) / per_block, parts = std::min(chunks, kParts);
+  auto first = [&](int64_t q) { return q * chunks / parts; };
   float* wp = ctx.buffer(TrainContext::kPacked, static_cast<size_t>(K) * N);          // w (N, K) in panels
   float* bp = ctx.buffer(TrainContext::kPanels, static_cast<size_t>(T * kRows * b));  // each member's B block
   // each part's A^T B; part 0 straight into dw when that is its layout
@@ -93,8 +108,8 @@ void linear_backward(TrainContext& ctx, const float* dy, const float* x, int64_t
   ctx.parallel(parts, [&](int64_t q, int member) {
     float* out = q == 0 ? part0 : partial + (a_is_g ? q - 1 : q) * dw_size;
     float* bb = bp + member * kRows * b;
-    for (int64_t c = q * kPartChunks; c < std::min(chunks, (q + 1) * kPartChunks); ++c) {
-      const int64_t m0 = c * kRows, rows = std::min(kRows, M - m0);
+    for (int64_t c = first(q); c < first(q + 1); ++c) {
+      const int64_t m0 = c * per_block, rows = std::min(per_block, M - m0);
       const float* g = dy + m0 * N;
       if (copy_g) {
         float* block = sums + N * chunks + member * kRows * N;
@@ -106,7 +121,7 @@ void linear_backward(TrainContext& ctx, const float* dy, const float* x, int64_t
         k.linear_grad_rows(g, nullptr, nullptr, 0, nullptr, sums + c * N, rows, N);
       }
       if (dx) {  // the next block's rows of dy (under the first half of the panels) and y (relu) come into cache
-        const int64_t next = std::min(M, m0 + kRows), next_end = std::min(M, next + kRows);
+        const int64_t next = std::min(M, m0 + per_block), next_end = std::min(M, next + per_block);
         Prefetch pf_dy = next_rows(dy, N, next, next_end);
         Prefetch pf_y = epilogue == Epilogue::kRelu ? next_rows(y, N, next, next_end) : Prefetch{};
         const int half = std::min(K, (panels(K, mm.panel) + 1) / 2 * mm.panel);
@@ -116,7 +131,7 @@ void linear_backward(TrainContext& ctx, const float* dy, const float* x, int64_t
       }
       const float* xr = x + m0 * ldx;
       k.pack_panels_rows(a_is_g ? xr : g, a_is_g ? ldx : N, rows, b, k.panel, bb, rows, 0);
-      k.matmul_tn(out, b, a_is_g ? g : xr, a_is_g ? N : ldx, bb, rows, a, b, 0, b, c > q * kPartChunks);
+      k.matmul_tn(out, b, a_is_g ? g : xr, a_is_g ? N : ldx, bb, rows, a, b, 0, b, c > first(q));
     }
   });
   // dw: the parts added in order (and transposed when the product was dw^T); db: the blocks' sums in block order;
