@@ -30,8 +30,9 @@ int round_up(int n, int m) { return (n + m - 1) / m * m; }
 
 // Keys [lo, hi), or queries [lo, hi); empty when lo >= hi.
 struct Span {
-  int lo, hi;
+  int32_t lo, hi;
 };
+static_assert(sizeof(Span) == 2 * sizeof(int32_t), "spans are saved as pairs of int32");
 
 uint64_t word(const uint8_t* p) {
   uint64_t w;
@@ -73,15 +74,19 @@ bool all_nonzero(const uint8_t* x, int n) {
 }
 
 // Per query of batch row b: the keys from its first allowed to its last (lo = hi = 0 if none), and whether every
-// key between is allowed (dense: then the softmax reads no mask bytes). mask null: causal (tq == tk).
-void key_spans(const uint8_t* mask, int64_t b, int tq, int tk, Span* span, uint8_t* dense) {
-  for (int i = 0; i < tq; ++i) {
-    if (!mask) {
-      span[i] = {0, i + 1};
+// key between is allowed (dense: then the softmax reads no mask bytes).
+void key_spans(const AttentionKeys& keys, int64_t b, int tq, int tk, Span* span, uint8_t* dense) {
+  if (!keys.mask) {
+    const int lo = keys.start ? keys.start[b] : 0;
+    for (int i = 0; i < tq; ++i) {
+      const int hi = keys.query_first + i * keys.query_step + 1;
+      span[i] = lo < hi ? Span{lo, hi} : Span{0, 0};
       dense[i] = 1;
-      continue;
     }
-    const uint8_t* allowed = mask + (b * tq + i) * tk;
+    return;
+  }
+  for (int i = 0; i < tq; ++i) {
+    const uint8_t* allowed = keys.mask + (b * tq + i) * tk;
     span[i] = nonzero_bytes(allowed, tk);
     dense[i] = all_nonzero(allowed + span[i].lo, span[i].hi - span[i].lo);
   }
@@ -171,12 +176,14 @@ int64_t batch_rows_per_chunk(int64_t batch, int threads) { return std::max<int64
 
 }  // namespace
 
-void attention_forward(TrainContext& ctx, const float* q, const float* k, const float* v, const uint8_t* mask,
+void attention_forward(TrainContext& ctx, const float* q, const float* k, const float* v, const AttentionKeys& keys,
                        const AttentionLayout& s, float scale, float p, uint64_t seed, float* probs, float* out,
-                       float* y) {
+                       float* y, int32_t* spans) {
   check("attention_forward", s);
-  DT_CHECK(mask != nullptr || s.tq == s.tk, "attention_forward: a causal mask needs tq == tk, got ", s.tq, " and ",
-           s.tk);
+  DT_CHECK(keys.mask || (keys.query_first >= 0 && keys.query_step >= 1 &&
+                         keys.query_first + int64_t{s.tq - 1} * keys.query_step < s.tk),
+           "attention_forward: without a mask the queries' tokens ", keys.query_first, " + ", keys.query_step,
+           " i (i < ", s.tq, ") must lie among the ", s.tk, " keys");
   DT_CHECK(p >= 0.0f && p < 1.0f, "attention_forward: p must be in [0, 1), got ", p);
   const TrainKernels& kern = ctx.k();
   const int tq = s.tq, tk = s.tk, hs = s.hs, C = s.heads * s.hs, tp = round_up(tk, kPad) + kPad;
@@ -198,21 +205,22 @@ void attention_forward(TrainContext& ctx, const float* q, const float* k, const 
     Span* span = reinterpret_cast<Span*>(sc + static_cast<int64_t>(tq) * tp);
     uint8_t* dense = reinterpret_cast<uint8_t*>(span + tq);
     uint8_t* row_mask = dense + tq;
-    key_spans(mask, b, tq, tk, span, dense);
+    key_spans(keys, b, tq, tk, span, dense);
+    if (h == 0) std::memcpy(spans + b * tq * 2, span, sizeof(Span) * tq);
     kern.transpose_blocks(kh, s.ldk, kt, tp, tk, hs);
     float* pr = probs + u * square;
     float* o = out + u * square;
     for (int i0 = 0; i0 < tq; i0 += kRows) {
       const int rows = std::min(kRows, tq - i0);
-      const Span keys = block_keys(span, i0, i0 + rows);
-      const int n = keys.hi - keys.lo;
+      const Span block = block_keys(span, i0, i0 + rows);
+      const int n = block.hi - block.lo;
       if (n > 0)  // scores = q k^T over the block's keys, in whole vectors (into the padding)
-        kern.matmul_strided(sc + i0 * tp + keys.lo, tp, qh + static_cast<int64_t>(i0) * s.ldq, s.ldq, 1, kt + keys.lo,
+        kern.matmul_strided(sc + i0 * tp + block.lo, tp, qh + static_cast<int64_t>(i0) * s.ldq, s.ldq, 1, kt + block.lo,
                             tp, rows, hs, round_up(n, kPad));
       for (int i = i0; i < i0 + rows; ++i) {
         const uint8_t* allowed = nullptr;
         if (!dense[i]) {  // a mask with gaps: its row, padded for the kernel's vectors
-          std::memcpy(row_mask, mask + (b * tq + i) * tk, tk);
+          std::memcpy(row_mask, keys.mask + (b * tq + i) * tk, tk);
           std::memset(row_mask + tk, 0, tp - tk);
           allowed = row_mask;
         }
@@ -221,7 +229,7 @@ void attention_forward(TrainContext& ctx, const float* q, const float* k, const 
       }
       float* yb = y + (b * tq + i0) * C + h * hs;
       if (n > 0)
-        kern.matmul_strided(yb, C, o + i0 * tk + keys.lo, tk, 1, vh + static_cast<int64_t>(keys.lo) * s.ldk, s.ldk,
+        kern.matmul_strided(yb, C, o + i0 * tk + block.lo, tk, 1, vh + static_cast<int64_t>(block.lo) * s.ldk, s.ldk,
                             rows, n, hs);
       else zero_rows(yb, C, rows, hs);
     }
@@ -229,8 +237,8 @@ void attention_forward(TrainContext& ctx, const float* q, const float* k, const 
 }
 
 void attention_backward(TrainContext& ctx, const float* dy, const float* q, const float* k, const float* v,
-                        const float* probs, const float* out, const AttentionLayout& s, float scale, float* dq,
-                        float* dk, float* dv) {
+                        const float* probs, const float* out, const int32_t* spans, const AttentionLayout& s,
+                        float scale, float* dq, float* dk, float* dv) {
   check("attention_backward", s);
   const TrainKernels& kern = ctx.k();
   const int tq = s.tq, tk = s.tk, hs = s.hs, C = s.heads * s.hs, tp = round_up(tk, kPad) + kPad;
@@ -253,19 +261,16 @@ void attention_backward(TrainContext& ctx, const float* dy, const float* q, cons
         ahead.add(out + (b + 1) * s.heads * square, s.heads * square * sizeof(float));
       }
       const int64_t per_step = ahead.lines() / (static_cast<int64_t>(s.heads) * (tq + (tk + kRows - 1) / kRows)) + 1;
+      float* vt = scratch + part * per;
+      float* ds = vt + static_cast<int64_t>(hs) * tp;
+      Span* span = reinterpret_cast<Span*>(ds + static_cast<int64_t>(tq) * tp);
+      std::memcpy(span, spans + b * tq * 2, sizeof(Span) * tq);  // the keys of the forward
       for (int h = 0; h < s.heads; ++h) {
         const int64_t u = b * s.heads + h;
         const int64_t qo = b * tq * s.ldq + h * hs, ko = b * tk * s.ldk + h * hs;
         const float* g = dy + b * tq * C + h * hs;  // (tq, hs), leading dimension C
         const float* pr = probs + u * square;
         const float* o = out + u * square;
-        float* vt = scratch + part * per;
-        float* ds = vt + static_cast<int64_t>(hs) * tp;
-        Span* span = reinterpret_cast<Span*>(ds + static_cast<int64_t>(tq) * tp);
-        for (int i = 0; i < tq; ++i) {  // the keys of the forward: where a row's probabilities are not zero (+0.0f)
-          const Span bytes = nonzero_bytes(reinterpret_cast<const uint8_t*>(pr + i * tk), 4 * tk);
-          span[i] = {bytes.lo / 4, (bytes.hi + 3) / 4};
-        }
         kern.transpose_blocks(v + ko, s.ldk, vt, tp, tk, hs);
         for (int i0 = 0; i0 < tq; i0 += kRows) {
           const int rows = std::min(kRows, tq - i0);
