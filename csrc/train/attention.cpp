@@ -121,10 +121,9 @@ void zero_rows(float* x, int64_t ld, int rows, int cols) {
 }
 
 // The cache lines of the batch row to come, brought toward the core a few at a time while the current one computes:
-// the arrays of a training step are tens of MB, and the backward's rows of a batch row (q, k, v, dy, probs, out)
-// would otherwise come from L3 or memory when first read (it ran at 2/3 of its speed on 64 batch rows than on 8;
-// the forward, at the same speed, does without, and fetching the rows to be written too did not pay). Ranges of
-// bytes, overlapping ones merged.
+// the arrays of a training step are tens of MB, and the rows of a batch row (q, k, v, and the backward's dy, probs,
+// out) would otherwise come from L3 or memory when first read (the backward ran at 2/3 of its speed on 64 batch rows
+// than on 8; fetching the rows to be written too did not pay). Ranges of bytes, overlapping ones merged.
 class Lookahead {
  public:
   void add(const void* p, int64_t bytes) {
@@ -210,7 +209,15 @@ void attention_forward(TrainContext& ctx, const float* q, const float* k, const 
     kern.transpose_blocks(kh, s.ldk, kt, tp, tk, hs);
     float* pr = probs + u * square;
     float* o = out + u * square;
+    Lookahead ahead;
+    if (h == s.heads - 1 && b + 1 < s.batch) {  // the next batch row's queries, keys and values
+      add_rows(ahead, q, b + 1, tq, s.ldq);
+      add_rows(ahead, k, b + 1, tk, s.ldk);
+      add_rows(ahead, v, b + 1, tk, s.ldk);
+    }
+    const int64_t per_block = ahead.lines() / ((tq + kRows - 1) / kRows) + 1;
     for (int i0 = 0; i0 < tq; i0 += kRows) {
+      ahead.issue(per_block);
       const int rows = std::min(kRows, tq - i0);
       const Span block = block_keys(span, i0, i0 + rows);
       const int n = block.hi - block.lo;
