@@ -543,7 +543,6 @@ def test_in_place_arrays_that_cannot_be_written_directly_are_refused() -> None:
             0.0,
             0,
             np.zeros((2, 2, 3, 3)),
-            np.zeros((2, 2, 3, 3), np.float32),
             np.zeros((2, 3, 4), np.float32),
             np.zeros((2, 3, 2), np.int32),
         )
@@ -568,7 +567,7 @@ def test_bad_shapes_and_arguments_raise() -> None:
             x, w, None, np.zeros((4, 2), np.float32), "dropout_add", np.zeros((4, 2), np.float32), 1.0, 0
         )
     q = np.zeros((2, 3, 12), np.float32)
-    saved = [*(np.zeros((2, 2, 3, 3), np.float32),) * 2, np.zeros((2, 3, 4), np.float32), np.zeros((2, 3, 2), np.int32)]
+    saved = [np.zeros((2, 2, 3, 3), np.float32), np.zeros((2, 3, 4), np.float32), np.zeros((2, 3, 2), np.int32)]
     with pytest.raises(ValueError, match=r"causal mask \(None\) needs every query's token, 1 \+ 2 i"):
         ctx.attention_forward(
             q[:, :2].copy(),
@@ -579,7 +578,7 @@ def test_bad_shapes_and_arguments_raise() -> None:
             1.0,
             0.1,
             0,
-            *(np.zeros((2, 2, 2, 3), np.float32),) * 2,
+            np.zeros((2, 2, 2, 3), np.float32),
             np.zeros((2, 2, 4), np.float32),
             np.zeros((2, 2, 2), np.int32),
             1,
@@ -603,12 +602,22 @@ def test_bad_shapes_and_arguments_raise() -> None:
             1.0,
             0.1,
             0,
-            *(np.zeros((2, 3, 3, 3), np.float32),) * 2,
+            np.zeros((2, 3, 3, 3), np.float32),
             np.zeros((2, 3, 4), np.float32),
             np.zeros((2, 3, 2), np.int32),
         )
     bad_spans = np.array([[[0, 1], [0, 2], [0, 4]]] * 2, np.int32)  # a key past tk = 3
     with pytest.raises(ValueError, match=r"spans must be the forward's, \[lo, hi\) within \[0, tk = 3\]"):
         ctx.attention_backward(
-            np.zeros((2, 3, 4), np.float32), q, q, 2, 1.0, *saved[:2], bad_spans, np.zeros_like(q), np.zeros_like(q)
+            np.zeros((2, 3, 4), np.float32),
+            q,
+            q,
+            2,
+            1.0,
+            0.1,
+            0,
+            saved[0],
+            bad_spans,
+            np.zeros_like(q),
+            np.zeros_like(q),
         )

@@ -168,8 +168,8 @@ dt::AttentionKeys attention_keys(const dt::AttentionLayout& s, const OptArray& m
 }
 
 void attention_forward(Ctx& ctx, const py::array& q, const py::array& kv, const OptArray& mask, const OptArray& start,
-                       int heads, float scale, float p, uint64_t seed, const py::array& probs, const py::array& outs,
-                       const py::array& y, const py::array& spans, int query_first, int query_step) {
+                       int heads, float scale, float p, uint64_t seed, const py::array& probs, const py::array& y,
+                       const py::array& spans, int query_first, int query_step) {
   constexpr const char* who = "attention_forward";
   if (y.ndim() != 3) throw py::value_error("attention_forward: y must be (batch, tq, width), got " + describe_array(y));
   const dt::AttentionLayout s = attention_layout(who, q, kv, y.shape(2), heads);
@@ -178,16 +178,15 @@ void attention_forward(Ctx& ctx, const py::array& q, const py::array& kv, const 
   const int64_t C = int64_t{s.heads} * s.hs;
   float* yd = out(y, who, "y", {s.batch, s.tq, C});
   float* pd = out(probs, who, "probs", {s.batch, s.heads, s.tq, s.tk});
-  float* od = out(outs, who, "out", {s.batch, s.heads, s.tq, s.tk});
   int32_t* sd = checked_data<int32_t>(spans, who, "spans", {s.batch, s.tq, 2}, true);
   const dt::AttentionKeys keys = attention_keys(s, mask, start, query_first, query_step);
   py::gil_scoped_release release;
   auto lock = ctx.lock();
-  dt::attention_forward(ctx, qd, kvd + s.ldk - 2 * C, kvd + s.ldk - C, keys, s, scale, p, seed, pd, od, yd, sd);
+  dt::attention_forward(ctx, qd, kvd + s.ldk - 2 * C, kvd + s.ldk - C, keys, s, scale, p, seed, pd, yd, sd);
 }
 
 void attention_backward(Ctx& ctx, const py::array& dy, const py::array& q, const py::array& kv, int heads, float scale,
-                        const py::array& probs, const py::array& outs, const py::array& spans, const py::array& dq,
+                        float p, uint64_t seed, const py::array& probs, const py::array& spans, const py::array& dq,
                         const py::array& dkv) {
   constexpr const char* who = "attention_backward";
   if (dy.ndim() != 3)
@@ -198,7 +197,6 @@ void attention_backward(Ctx& ctx, const py::array& dy, const py::array& q, const
   const float* qd = in(q, who, "q", {s.batch, s.tq, s.ldq});
   const float* kvd = in(kv, who, "kv", {s.batch, s.tk, s.ldk});
   const float* pd = in(probs, who, "probs", {s.batch, s.heads, s.tq, s.tk});
-  const float* od = in(outs, who, "out", {s.batch, s.heads, s.tq, s.tk});
   const int32_t* sd = checked_data<int32_t>(spans, who, "spans", {s.batch, s.tq, 2}, false);
   for (int64_t i = 0; i < s.batch * s.tq; ++i)
     if (sd[2 * i] < 0 || sd[2 * i] > sd[2 * i + 1] || sd[2 * i + 1] > s.tk)
@@ -208,7 +206,7 @@ void attention_backward(Ctx& ctx, const py::array& dy, const py::array& q, const
   float* dkvd = out(dkv, who, "dkv", {s.batch, s.tk, s.ldk});
   py::gil_scoped_release release;
   auto lock = ctx.lock();
-  dt::attention_backward(ctx, dyd, qd, kvd + s.ldk - 2 * C, kvd + s.ldk - C, pd, od, sd, s, scale, dqd,
+  dt::attention_backward(ctx, dyd, qd, kvd + s.ldk - 2 * C, kvd + s.ldk - C, pd, sd, s, scale, p, seed, dqd,
                          dkvd + s.ldk - 2 * C, dkvd + s.ldk - C);
 }
 
@@ -368,18 +366,18 @@ void bind_train_ops(py::module_& m) {
            "of the rows start, start + step, ... of each run of `tokens` rows of x (its residual), added into them.")
       .def("attention_forward", &attention_forward, py::arg("q").noconvert(), py::arg("kv").noconvert(),
            py::arg("mask").noconvert(), py::arg("start").noconvert(), py::arg("heads"), py::arg("scale"), py::arg("p"),
-           py::arg("seed"), py::arg("probs").noconvert(), py::arg("out").noconvert(), py::arg("y").noconvert(),
-           py::arg("spans").noconvert(), py::arg("query_first") = 0, py::arg("query_step") = 1,
+           py::arg("seed"), py::arg("probs").noconvert(), py::arg("y").noconvert(), py::arg("spans").noconvert(),
+           py::arg("query_first") = 0, py::arg("query_step") = 1,
            "y (B, tq, C) = dropout(softmax(scale q k^T, mask)) v per head: queries in columns [0, C) of q "
            "(B, tq, Wq), keys and values in the last 2C columns of kv (B, tk, Wk); mask (B, tq, tk) uint8, or None: "
            "query i attends keys start[b] (start (B,) int32, or None: 0) to its token query_first + query_step i; "
-           "probs and out (B, heads, tq, tk) and spans (B, tq, 2) int32 are saved for the backward.")
+           "probs (B, heads, tq, tk) and spans (B, tq, 2) int32 are saved for the backward.")
       .def("attention_backward", &attention_backward, py::arg("dy").noconvert(), py::arg("q").noconvert(),
-           py::arg("kv").noconvert(), py::arg("heads"), py::arg("scale"), py::arg("probs").noconvert(),
-           py::arg("out").noconvert(), py::arg("spans").noconvert(), py::arg("dq").noconvert(),
+           py::arg("kv").noconvert(), py::arg("heads"), py::arg("scale"), py::arg("p"), py::arg("seed"),
+           py::arg("probs").noconvert(), py::arg("spans").noconvert(), py::arg("dq").noconvert(),
            py::arg("dkv").noconvert(),
-           "Gradients into the query columns of dq (laid out as q) and the key and value columns of dkv (as kv); "
-           "dq and dkv may be one array.")
+           "Gradients into the query columns of dq (laid out as q) and the key and value columns of dkv (as kv), "
+           "from the forward's probs and spans and its dropout (p, seed); dq and dkv may be one array.")
       .def("dropout_apply", &dropout_apply, py::arg("x").noconvert(), py::arg("residual").noconvert(),
            py::arg("out").noconvert(), py::arg("p"), py::arg("seed"),
            "out = residual + x * dropout_mask(p, seed) (residual None: x * mask), flat arrays of one size.")

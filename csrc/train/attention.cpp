@@ -176,8 +176,8 @@ int64_t batch_rows_per_chunk(int64_t batch, int threads) { return std::max<int64
 }  // namespace
 
 void attention_forward(TrainContext& ctx, const float* q, const float* k, const float* v, const AttentionKeys& keys,
-                       const AttentionLayout& s, float scale, float p, uint64_t seed, float* probs, float* out,
-                       float* y, int32_t* spans) {
+                       const AttentionLayout& s, float scale, float p, uint64_t seed, float* probs, float* y,
+                       int32_t* spans) {
   check("attention_forward", s);
   DT_CHECK(keys.mask || (keys.query_first >= 0 && keys.query_step >= 1 &&
                          keys.query_first + int64_t{s.tq - 1} * keys.query_step < s.tk),
@@ -187,9 +187,9 @@ void attention_forward(TrainContext& ctx, const float* q, const float* k, const 
   const TrainKernels& kern = ctx.k();
   const int tq = s.tq, tk = s.tk, hs = s.hs, C = s.heads * s.hs, tp = round_up(tk, kPad) + kPad;
   const int64_t square = static_cast<int64_t>(tq) * tk;
-  // per member: keys transposed (hs, tp); scores (tq, tp); spans (tq); dense flags (tq bytes) and one mask row
-  // (tp bytes)
-  const int64_t per = static_cast<int64_t>(hs + tq) * tp + 2 * tq + (tq + tp + 3) / 4;
+  // per member: keys transposed (hs, tp); scores (tq, tp); out (tq, tk); spans (tq); dense flags (tq bytes) and one
+  // mask row (tp bytes)
+  const int64_t per = static_cast<int64_t>(hs + tq) * tp + square + 2 * tq + (tq + tp + 3) / 4;
   float* scratch = ctx.buffer(TrainContext::kScratch, static_cast<size_t>(per * ctx.threads()));
   for (int m = 0; m < ctx.threads(); ++m) zero_padding(scratch + m * per, tp, tk, hs);
   const DropoutKey key = dropout_key(p, seed, 0);
@@ -201,14 +201,14 @@ void attention_forward(TrainContext& ctx, const float* q, const float* k, const 
     const float* vh = v + b * tk * s.ldk + h * hs;
     float* kt = scratch + part * per;
     float* sc = kt + static_cast<int64_t>(hs) * tp;
-    Span* span = reinterpret_cast<Span*>(sc + static_cast<int64_t>(tq) * tp);
+    float* o = sc + static_cast<int64_t>(tq) * tp;
+    Span* span = reinterpret_cast<Span*>(o + square);
     uint8_t* dense = reinterpret_cast<uint8_t*>(span + tq);
     uint8_t* row_mask = dense + tq;
     key_spans(keys, b, tq, tk, span, dense);
     if (h == 0) std::memcpy(spans + b * tq * 2, span, sizeof(Span) * tq);
     kern.transpose_blocks(kh, s.ldk, kt, tp, tk, hs);
     float* pr = probs + u * square;
-    float* o = out + u * square;
     Lookahead ahead;
     if (h == s.heads - 1 && b + 1 < s.batch) {  // the next batch row's queries, keys and values
       add_rows(ahead, q, b + 1, tq, s.ldq);
@@ -244,14 +244,16 @@ void attention_forward(TrainContext& ctx, const float* q, const float* k, const 
 }
 
 void attention_backward(TrainContext& ctx, const float* dy, const float* q, const float* k, const float* v,
-                        const float* probs, const float* out, const int32_t* spans, const AttentionLayout& s,
-                        float scale, float* dq, float* dk, float* dv) {
+                        const float* probs, const int32_t* spans, const AttentionLayout& s, float scale, float p,
+                        uint64_t seed, float* dq, float* dk, float* dv) {
   check("attention_backward", s);
+  DT_CHECK(p >= 0.0f && p < 1.0f, "attention_backward: p must be in [0, 1), got ", p);
   const TrainKernels& kern = ctx.k();
   const int tq = s.tq, tk = s.tk, hs = s.hs, C = s.heads * s.hs, tp = round_up(tk, kPad) + kPad;
   const int64_t square = static_cast<int64_t>(tq) * tk;
-  // per member: values transposed (hs, tp); the gradient of out, then of the scores (tq, tp); spans (tq)
-  const int64_t per = static_cast<int64_t>(hs + tq) * tp + 2 * tq;
+  // per member: values transposed (hs, tp); the gradient of out, then of the scores (tq, tp); out (tq, tk); spans (tq)
+  const int64_t per = static_cast<int64_t>(hs + tq) * tp + square + 2 * tq;
+  const DropoutKey key = dropout_key(p, seed, 0);
   float* scratch = ctx.buffer(TrainContext::kScratch, static_cast<size_t>(per * ctx.threads()));
   for (int m = 0; m < ctx.threads(); ++m) zero_padding(scratch + m * per, tp, tk, hs);
   const int64_t rows_per_chunk = batch_rows_per_chunk(s.batch, ctx.threads());
@@ -265,19 +267,25 @@ void attention_backward(TrainContext& ctx, const float* dy, const float* q, cons
         add_rows(ahead, v, b + 1, tk, s.ldk);
         add_rows(ahead, dy, b + 1, tq, C);
         ahead.add(probs + (b + 1) * s.heads * square, s.heads * square * sizeof(float));
-        ahead.add(out + (b + 1) * s.heads * square, s.heads * square * sizeof(float));
       }
       const int64_t per_step = ahead.lines() / (static_cast<int64_t>(s.heads) * (tq + (tk + kRows - 1) / kRows)) + 1;
       float* vt = scratch + part * per;
       float* ds = vt + static_cast<int64_t>(hs) * tp;
-      Span* span = reinterpret_cast<Span*>(ds + static_cast<int64_t>(tq) * tp);
+      float* redrawn = ds + static_cast<int64_t>(tq) * tp;
+      Span* span = reinterpret_cast<Span*>(redrawn + square);
       std::memcpy(span, spans + b * tq * 2, sizeof(Span) * tq);  // the keys of the forward
       for (int h = 0; h < s.heads; ++h) {
         const int64_t u = b * s.heads + h;
         const int64_t qo = b * tq * s.ldq + h * hs, ko = b * tk * s.ldk + h * hs;
         const float* g = dy + b * tq * C + h * hs;  // (tq, hs), leading dimension C
         const float* pr = probs + u * square;
-        const float* o = out + u * square;
+        const float* o = p > 0.0f ? redrawn : pr;  // out = probs * the forward's dropout mask, redrawn
+        for (int i = 0; p > 0.0f && i < tq; ++i) {
+          float* row = redrawn + i * tk;
+          std::memset(row, 0, sizeof(float) * tk);
+          kern.dropout_rows(pr + i * tk + span[i].lo, row + span[i].lo, span[i].hi - span[i].lo, key,
+                            static_cast<uint32_t>(u * square + i * tk + span[i].lo));
+        }
         kern.transpose_blocks(v + ko, s.ldk, vt, tp, tk, hs);
         for (int i0 = 0; i0 < tq; i0 += kRows) {
           const int rows = std::min(kRows, tq - i0);

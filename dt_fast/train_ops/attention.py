@@ -36,7 +36,7 @@ class _Attention(torch.autograd.Function):
         B, Tq, T = q.shape[0], q.shape[1], keys.shape[1]
         C = (q.shape[2] // 3) if kv is None else q.shape[2]
         y = torch.empty(B, Tq, C)  # (B, Tq, C)
-        probs, out = torch.empty(B, n_head, Tq, T), torch.empty(B, n_head, Tq, T)  # (B, nh, Tq, T) each
+        probs = torch.empty(B, n_head, Tq, T)  # (B, nh, Tq, T)
         spans = torch.empty(B, Tq, 2, dtype=torch.int32)  # (B, Tq, 2): each query's keys [lo, hi)
         first, step = (0, 1) if rows is None else (rows.start or 0, rows.step or 1)
         context().attention_forward(
@@ -49,20 +49,19 @@ class _Attention(torch.autograd.Function):
             p,
             seed,
             array(probs),
-            array(out),
             array(y),
             array(spans),
             first,
             step,
         )
-        ctx.save_for_backward(q, keys, probs, out, spans)
-        ctx.n_head, ctx.scale, ctx.shared = n_head, scale, kv is None
+        ctx.save_for_backward(q, keys, probs, spans)
+        ctx.n_head, ctx.scale, ctx.p, ctx.seed, ctx.shared = n_head, scale, p, seed, kv is None
         return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor) -> tuple:
-        q, keys, probs, out, spans = ctx.saved_tensors
+        q, keys, probs, spans = ctx.saved_tensors
         dq = torch.empty_like(q)  # (B, Tq, Wq)
         dkv = dq if ctx.shared else torch.empty_like(keys)  # (B, T, Wk)
         context().attention_backward(
@@ -71,8 +70,9 @@ class _Attention(torch.autograd.Function):
             array(keys),
             ctx.n_head,
             ctx.scale,
+            ctx.p,
+            ctx.seed,
             array(probs),
-            array(out),
             array(spans),
             array(dq),
             array(dkv),
