@@ -25,6 +25,7 @@ from dt_fast.distributions import TanhNormal, bounded_log_std
 from dt_fast.kernels.dispatch import embed_tokens, embedding_weights, resolve_backend
 from dt_fast.train_ops import (
     attention,
+    causal_mask,
     draw_seed,
     dropout_add,
     fused_cpu,
@@ -106,13 +107,21 @@ class CausalSelfAttention(nn.Module):
             self.scale /= float(layer_idx + 1)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None, residual: torch.Tensor, rows: slice | None = None
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        residual: torch.Tensor,
+        rows: slice | None = None,
+        start: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """residual + dropout(attention(x)), (B, Tq, C): every token (Tq = T), or only the queries x[:, rows]."""
+        """residual + dropout(attention(x)), (B, Tq, C): every token (Tq = T), or only the queries x[:, rows]; mask
+        None with start: causal from token start[b] of each batch row (left padding)."""
         B, T, C = x.shape  # batch, tokens (3 * steps), hidden_size
         if self.training and fused_cpu(x, self.c_attn.weight):
-            y = self.fused_attention(x, mask, rows)  # (B, Tq, C)
+            y = self.fused_attention(x, mask, rows, start)  # (B, Tq, C)
             return project_dropout_add(self.c_proj, self.resid_dropout, y, residual)  # (B, Tq, C)
+        if start is not None:
+            mask = causal_mask(B, T, T, start, None)  # (B, 1, T, T)
         if rows is None:
             q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         else:  # keys and values of every token, queries of the selected ones
@@ -135,17 +144,18 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).reshape(B, Tq, C)  # re-assemble the heads side by side
         return project_dropout_add(self.c_proj, self.resid_dropout, y, residual)  # (B, Tq, C)
 
-    def fused_attention(self, x: torch.Tensor, mask: torch.Tensor | None, rows: slice | None) -> torch.Tensor:
+    def fused_attention(
+        self, x: torch.Tensor, mask: torch.Tensor | None, rows: slice | None, start: torch.Tensor | None
+    ) -> torch.Tensor:
         """The heads' outputs side by side (B, Tq, C) in CPU float32 training: c_attn on the engine's matmul, then
         softmax, dropout and both products per head in C++ (train_ops)."""
-        B, T, C = x.shape
         seed = draw_seed() if self.attn_dropout > 0.0 else 0
         if rows is None:
             qkv = linear(x, self.c_attn.weight, self.c_attn.bias)  # (B, T, 3C)
-            return attention(qkv, None, mask, self.n_head, self.scale, self.attn_dropout, seed)  # (B, T, C)
+            return attention(qkv, None, mask, self.n_head, self.scale, self.attn_dropout, seed, start)  # (B, T, C)
         q, kv = query_key_value(x, self.c_attn.weight, self.c_attn.bias, rows)  # (B, Tq, C), (B, T, 2C)
-        mask = self.rows_mask(mask, rows, B, T, x.device)  # (B, 1, Tq, T)
-        return attention(q, kv, mask, self.n_head, self.scale, self.attn_dropout, seed)  # (B, Tq, C)
+        mask = None if mask is None else mask[:, :, rows]  # (B, 1, Tq, T)
+        return attention(q, kv, mask, self.n_head, self.scale, self.attn_dropout, seed, start, rows)  # (B, Tq, C)
 
     @staticmethod
     def rows_mask(mask: torch.Tensor | None, rows: slice, B: int, T: int, device: torch.device) -> torch.Tensor:
@@ -187,14 +197,17 @@ class Block(nn.Module):
         self.ln_2 = LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rows: slice | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, rows: slice | None = None, start: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The block's output (B, T, C), or (B, Tq, C) at the tokens x[:, rows] only."""
         if self.training and fused_cpu(x, self.ln_1.weight):  # each residual's gradient added in its LayerNorm's
             h, residual = layer_norm_residual(x, self.ln_1.weight, self.ln_1.bias, self.ln_1.eps, rows)
-            x = self.attn(h, mask, residual=residual, rows=rows)  # (B, Tq, C)
+            x = self.attn(h, mask, residual=residual, rows=rows, start=start)  # (B, Tq, C)
             h, residual = layer_norm_residual(x, self.ln_2.weight, self.ln_2.bias, self.ln_2.eps)
             return self.mlp(h, residual=residual)  # (B, Tq, C)
-        x = self.attn(self.ln_1(x), mask, residual=x if rows is None else x[:, rows], rows=rows)  # (B, Tq, C)
+        residual = x if rows is None else x[:, rows]  # (B, Tq, C)
+        x = self.attn(self.ln_1(x), mask, residual=residual, rows=rows, start=start)  # (B, Tq, C)
         return self.mlp(self.ln_2(x), residual=x)  # (B, Tq, C)
 
 
@@ -210,15 +223,18 @@ class GPT2(nn.Module):
         self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rows: slice | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, rows: slice | None = None, start: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Final hidden states (B, T, C), or (B, Tq, C) of the tokens x[:, rows] only: the last block then
-        computes queries, projections and MLP for those rows alone (earlier blocks need every token)."""
+        computes queries, projections and MLP for those rows alone (earlier blocks need every token). The mask
+        (B, 1, T, T) bool, or None: causal, from token start[b] of each batch row if start (B,) is given."""
         if self.drop.training and self.drop.p > 0.0 and fused_cpu(x, self.wpe):  # the add in the dropout's pass
             x = shift_dropout(x, self.wpe[0], self.drop.p, draw_seed())  # (B, T, C)
         else:
             x = self.drop(x + self.wpe[0])  # (B, T, C); position ids are all zero
         for i, block in enumerate(self.h):
-            x = block(x, mask, rows if i == len(self.h) - 1 else None)  # (B, T, C); last block (B, Tq, C)
+            x = block(x, mask, rows if i == len(self.h) - 1 else None, start)  # (B, T, C); last block (B, Tq, C)
         if rows is not None and not self.h:
             x = x[:, rows]  # (B, Tq, C)
         return self.ln_f(x)  # (B, Tq, C)
@@ -234,6 +250,20 @@ def attention_mask_3t(attention_mask: torch.Tensor) -> torch.Tensor:
     valid = attention_mask.bool().repeat_interleave(3, dim=1)  # (B, 3T): R_t, s_t, a_t share step t's mask
     causal = torch.ones(3 * T, 3 * T, dtype=torch.bool, device=valid.device).tril()  # (3T, 3T)
     return (causal & valid[:, None, :])[:, None]  # (B, 1, 3T, 3T), broadcast over heads
+
+
+def token_masks(attention_mask: torch.Tensor | None, fused: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(mask, start) of the encoder from attention_mask (B, T): for the fused ops, when every batch row is padded on
+    the left only (its valid steps are its last ones), no mask but the first valid token of each row, (B,) int32
+    (the same keys: causal from that token); else attention_mask_3t's (B, 1, 3T, 3T) mask, or None if no mask."""
+    if attention_mask is None:
+        return None, None
+    if fused:
+        valid = attention_mask.bool()  # (B, T)
+        first = (~valid).sum(dim=1)  # (B,) padded steps
+        if torch.equal(valid, torch.arange(valid.shape[1]) >= first[:, None]):
+            return None, (3 * first).int()
+    return attention_mask_3t(attention_mask), None
 
 
 class DecisionTransformer(nn.Module):
@@ -351,10 +381,10 @@ class DecisionTransformer(nn.Module):
         self.check_inputs(states, actions, returns_to_go, timesteps, attention_mask, values=check_timesteps)
         B, T = timesteps.shape
         x = self.embed(states, actions, returns_to_go, timesteps)  # (B, 3T, C)
-        mask = None if attention_mask is None else attention_mask_3t(attention_mask)  # (B, 1, 3T, 3T)
-        if action_only:
-            return None, self.action_head(self.encoder(x, mask, rows=slice(1, None, 3))), None  # (B, T, act_dim)
-        x = self.encoder(x, mask)  # (B, 3T, C)
+        mask, start = token_masks(attention_mask, self.training and fused_cpu(x))  # (B, 1, 3T, 3T) or (B,)
+        if action_only:  # (B, T, act_dim)
+            return None, self.action_head(self.encoder(x, mask, rows=slice(1, None, 3), start=start)), None
+        x = self.encoder(x, mask, start=start)  # (B, 3T, C)
         x = x.reshape(B, T, 3, -1)  # (B, T, 3, C): x[:, t, 1] is the token of s_t
         state_preds = self.predict_state(x[:, :, 2])  # (B, T, state_dim), from a_t
         action_preds = self.predict_action(x[:, :, 1])  # (B, T, act_dim), from s_t
@@ -392,8 +422,8 @@ class DecisionTransformer(nn.Module):
             )
         self.check_inputs(states, actions, returns_to_go, timesteps, attention_mask, values=check_timesteps)
         x = self.embed(states, actions, returns_to_go, timesteps)  # (B, 3T, C)
-        mask = None if attention_mask is None else attention_mask_3t(attention_mask)  # (B, 1, 3T, 3T)
-        h = self.encoder(x, mask, rows=slice(1, None, 3))  # (B, T, C): the s_t tokens
+        mask, start = token_masks(attention_mask, self.training and fused_cpu(x))  # (B, 1, 3T, 3T) or (B,)
+        h = self.encoder(x, mask, rows=slice(1, None, 3), start=start)  # (B, T, C): the s_t tokens
         loc = self.predict_action[0](h)  # (B, T, act_dim), before the tanh
         return TanhNormal(loc, bounded_log_std(self.predict_action_log_std(h)))  # (B, T, act_dim)
 

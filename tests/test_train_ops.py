@@ -183,37 +183,59 @@ def test_layer_norm_residual(isa: str, B: int, T: int, rows: slice | None) -> No
         assert_close("gradient", a, b)
 
 
+def padding_start(B: int, T: int) -> torch.Tensor:
+    """The first valid token of each batch row, (B,) int32: batch row b padded by b steps (so batch row 0 is whole
+    and, past a few rows, some queries have no key at all)."""
+    return (3 * torch.arange(B)).clamp(max=T).int()
+
+
 def padded_mask(B: int, T: int, rows: slice) -> torch.Tensor:
-    """Causal + left-padding mask (B, 1, Tq, T) of the queries `rows`, batch row b padded by b steps (so batch row
-    0 is whole and, past a few rows, some queries have no key at all)."""
-    valid = torch.arange(T)[None, :] >= 3 * torch.arange(B)[:, None]  # (B, T)
+    """Causal + left-padding mask (B, 1, Tq, T) of the queries `rows`, batch row b padded as padding_start."""
+    valid = torch.arange(T)[None, :] >= padding_start(B, T)[:, None]  # (B, T)
     causal = torch.ones(T, T, dtype=torch.bool).tril()[rows]  # (Tq, T)
     return (causal & valid[:, None, :])[:, None]
 
 
 @pytest.mark.parametrize("B,steps,heads", [(1, 1, 1), (3, 7, 2), (5, 20, 3), (65, 30, 4), (2, 30, 1)])
 @pytest.mark.parametrize("queries", ["all", "s_t"])
-@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("keys", ["causal", "mask", "start"])
 @pytest.mark.parametrize("p", [0.0, 0.1])
-def test_attention(isa: str, B: int, steps: int, heads: int, queries: str, masked: bool, p: float) -> None:
+def test_attention(isa: str, B: int, steps: int, heads: int, queries: str, keys: str, p: float) -> None:
+    """Causal (the queries' tokens `rows` among the keys), a left-padding mask, or the same padding given as each
+    batch row's first valid key (start): all against the reference with the equivalent mask."""
     C, T = 36, 3 * steps
-    rows = slice(None) if queries == "all" else slice(1, None, 3)
-    Tq = len(range(T)[rows])
+    rows = None if queries == "all" else slice(1, None, 3)
+    Tq = len(range(T)[rows or slice(None)])
     if queries == "all":
         q, kv = leaves((B, T, 3 * C), seed=steps)[0], None
         inputs = [q]
     else:
         q, kv = leaves((B, Tq, C), (B, T, 2 * C), seed=steps)
         inputs = [q, kv]
-    mask = padded_mask(B, T, rows) if masked else None
-    if mask is None and queries == "s_t":
-        mask = torch.ones(T, T, dtype=torch.bool).tril()[rows].expand(B, 1, -1, -1)
-    got = ops.attention(q, kv, mask, heads, C**-0.5, p, 7)
+    causal = torch.ones(T, T, dtype=torch.bool).tril()[rows or slice(None)].expand(B, 1, -1, -1)  # (B, 1, Tq, T)
+    mask = causal if keys == "causal" else padded_mask(B, T, rows or slice(None))  # (B, 1, Tq, T)
+    if keys == "causal":
+        got = ops.attention(q, kv, None, heads, C**-0.5, p, 7, rows=rows)
+    elif keys == "mask":
+        got = ops.attention(q, kv, mask, heads, C**-0.5, p, 7)
+    else:
+        got = ops.attention(q, kv, None, heads, C**-0.5, p, 7, padding_start(B, T), rows)
     want = ops.attention_reference(q, kv, mask, heads, C**-0.5, p, 7)
     assert_op_matches(got, want, inputs)
-    if masked and B > 1:  # a query with no key: zero output (and zero gradient), as SDPA
+    if keys != "causal" and B > 1:  # a query with no key: zero output (and zero gradient), as SDPA
         no_key = ~mask.any(dim=-1)[:, 0]  # (B, Tq)
         assert no_key.any() and not got.detach()[no_key].any()
+
+
+def test_attention_reference_mask_from_start_and_rows() -> None:
+    """causal_mask, the keys of `attention` without a mask: key j for query i of batch row b iff start[b] <= j <=
+    token of i, here written out for two batch rows and the s_t queries."""
+    mask = ops.causal_mask(2, 3, 9, torch.tensor([0, 4], dtype=torch.int32), slice(1, None, 3))[:, 0]  # (2, 3, 9)
+    want = torch.zeros(2, 3, 9, dtype=torch.bool)
+    for b, first in enumerate([0, 4]):
+        for i, token in enumerate([1, 4, 7]):
+            want[b, i, first : token + 1] = True
+    assert torch.equal(mask, want)
 
 
 @pytest.mark.parametrize("queries", ["all", "s_t"])
@@ -315,7 +337,7 @@ def model_batch(B: int, T: int, seed: int = 0) -> dict:
 def loss_and_grads(model: DecisionTransformer, b: dict, action_only: bool) -> tuple[torch.Tensor, list]:
     torch.manual_seed(5)
     _, action_preds, _ = model(**b, action_only=action_only)
-    loss = action_loss(action_preds, b["actions"], b["attention_mask"])
+    loss = action_loss(action_preds, b["actions"], b.get("attention_mask", torch.ones(action_preds.shape[:2])))
     params = [p for n, p in model.named_parameters() if not n.startswith(("predict_state", "predict_return"))]
     return loss, list(torch.autograd.grad(loss, params))
 
@@ -347,6 +369,40 @@ def test_model_loss_and_gradients_equal_the_torch_path(
     fused = loss_and_grads(model, b, action_only)
     monkeypatch.setenv("DT_FAST_BACKEND", "torch")
     assert not ops.fused_cpu(b["states"])
+    reference = loss_and_grads(model, b, action_only)
+    assert_close("loss", fused[0], reference[0])
+    for i, (a, c) in enumerate(zip(fused[1], reference[1])):
+        assert_close(f"gradient {i}", a, c)
+
+
+@pytest.mark.parametrize("padding", ["gaps", "none"])
+@pytest.mark.parametrize("action_only", [False, True])
+def test_model_with_other_attention_masks_equals_the_torch_path(
+    isa: str, monkeypatch, padding: str, action_only: bool
+) -> None:
+    """An attention_mask with gaps (the fused ops then take the byte mask, not each row's first valid token), or
+    none at all: the fused path against the torch path, as above."""
+    cfg = DecisionTransformerConfig(
+        state_dim=11,
+        act_dim=3,
+        hidden_size=36,
+        n_layer=3,
+        n_head=2,
+        max_ep_len=100,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+    torch.manual_seed(0)
+    model = DecisionTransformer(cfg).train()
+    b = model_batch(7, 13)
+    if padding == "gaps":
+        b["attention_mask"][1, 4:6] = 0.0  # a gap after the first valid step
+        b["attention_mask"][2, 10:] = 0.0  # padded on the right
+    else:
+        b.pop("attention_mask")
+    fused = loss_and_grads(model, b, action_only)
+    monkeypatch.setenv("DT_FAST_BACKEND", "torch")
     reference = loss_and_grads(model, b, action_only)
     assert_close("loss", fused[0], reference[0])
     for i, (a, c) in enumerate(zip(fused[1], reference[1])):
@@ -481,13 +537,14 @@ def test_in_place_arrays_that_cannot_be_written_directly_are_refused() -> None:
             q,
             q,
             None,
+            None,
             2,
             1.0,
             0.0,
             0,
             np.zeros((2, 2, 3, 3)),
-            np.zeros((2, 2, 3, 3), np.float32),
             np.zeros((2, 3, 4), np.float32),
+            np.zeros((2, 3, 2), np.int32),
         )
     with pytest.raises(ValueError, match="dropout_apply: out must be .* got float64"):
         ctx.dropout_apply(x, None, np.zeros((4, 3)), 0.1, 0)
@@ -510,31 +567,57 @@ def test_bad_shapes_and_arguments_raise() -> None:
             x, w, None, np.zeros((4, 2), np.float32), "dropout_add", np.zeros((4, 2), np.float32), 1.0, 0
         )
     q = np.zeros((2, 3, 12), np.float32)
-    with pytest.raises(ValueError, match="causal mask"):
+    saved = [np.zeros((2, 2, 3, 3), np.float32), np.zeros((2, 3, 4), np.float32), np.zeros((2, 3, 2), np.int32)]
+    with pytest.raises(ValueError, match=r"causal mask \(None\) needs every query's token, 1 \+ 2 i"):
         ctx.attention_forward(
             q[:, :2].copy(),
             q,
+            None,
             None,
             2,
             1.0,
             0.1,
             0,
-            *(np.zeros((2, 2, 2, 3), np.float32),) * 2,
+            np.zeros((2, 2, 2, 3), np.float32),
             np.zeros((2, 2, 4), np.float32),
+            np.zeros((2, 2, 2), np.int32),
+            1,
+            2,
         )
     with pytest.raises(ValueError, match=r"mask must be .* shape \(2, 3, 3\)"):
+        ctx.attention_forward(q, q, np.ones((2, 3, 2), np.uint8), None, 2, 1.0, 0.1, 0, *saved)
+    with pytest.raises(ValueError, match="a mask or start, not both"):
+        ctx.attention_forward(q, q, np.ones((2, 3, 3), np.uint8), np.zeros(2, np.int32), 2, 1.0, 0.1, 0, *saved)
+    with pytest.raises(ValueError, match=r"start\[1\] = 4 outside \[0, tk = 3\]"):
+        ctx.attention_forward(q, q, None, np.array([0, 4], np.int32), 2, 1.0, 0.1, 0, *saved)
+    with pytest.raises(ValueError, match=r"start must be .* int32 .* shape \(2,\)"):
+        ctx.attention_forward(q, q, None, np.zeros(2, np.int64), 2, 1.0, 0.1, 0, *saved)
+    with pytest.raises(ValueError, match="heads=3 must divide the width 4"):
         ctx.attention_forward(
             q,
             q,
-            np.ones((2, 3, 2), np.uint8),
+            None,
+            None,
+            3,
+            1.0,
+            0.1,
+            0,
+            np.zeros((2, 3, 3, 3), np.float32),
+            np.zeros((2, 3, 4), np.float32),
+            np.zeros((2, 3, 2), np.int32),
+        )
+    bad_spans = np.array([[[0, 1], [0, 2], [0, 4]]] * 2, np.int32)  # a key past tk = 3
+    with pytest.raises(ValueError, match=r"spans must be the forward's, \[lo, hi\) within \[0, tk = 3\]"):
+        ctx.attention_backward(
+            np.zeros((2, 3, 4), np.float32),
+            q,
+            q,
             2,
             1.0,
             0.1,
             0,
-            *(np.zeros((2, 2, 3, 3), np.float32),) * 2,
-            np.zeros((2, 3, 4), np.float32),
-        )
-    with pytest.raises(ValueError, match="heads=3 must divide the width 4"):
-        ctx.attention_forward(
-            q, q, None, 3, 1.0, 0.1, 0, *(np.zeros((2, 3, 3, 3), np.float32),) * 2, np.zeros((2, 3, 4), np.float32)
+            saved[0],
+            bad_spans,
+            np.zeros_like(q),
+            np.zeros_like(q),
         )

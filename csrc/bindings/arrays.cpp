@@ -58,6 +58,8 @@ template float* checked_flat<float>(const py::array&, const char*, const char*, 
 template float* checked_data<float>(const py::array&, const char*, const char*, std::initializer_list<int64_t>, bool);
 template int64_t* checked_data<int64_t>(const py::array&, const char*, const char*, std::initializer_list<int64_t>,
                                         bool);
+template int32_t* checked_data<int32_t>(const py::array&, const char*, const char*, std::initializer_list<int64_t>,
+                                        bool);
 template uint8_t* checked_data<uint8_t>(const py::array&, const char*, const char*, std::initializer_list<int64_t>,
                                         bool);
 

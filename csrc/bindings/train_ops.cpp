@@ -146,8 +146,30 @@ dt::AttentionLayout attention_layout(const char* who, const py::array& q, const 
           narrow(kv.shape(2), who, "kv width")};
 }
 
-void attention_forward(Ctx& ctx, const py::array& q, const py::array& kv, const OptArray& mask, int heads, float scale,
-                       float p, uint64_t seed, const py::array& probs, const py::array& outs, const py::array& y) {
+// The keys of each query: the mask (B, tq, tk) uint8, or without one the causal run from start[b] (start (B,) int32
+// in [0, tk], or None: 0) to the query's token query_first + i * query_step, which must be below tk.
+dt::AttentionKeys attention_keys(const dt::AttentionLayout& s, const OptArray& mask, const OptArray& start,
+                                 int query_first, int query_step) {
+  constexpr const char* who = "attention_forward";
+  if (mask) {
+    if (start) throw py::value_error("attention_forward: pass a mask or start, not both");
+    return {checked_data<uint8_t>(*mask, who, "mask", {s.batch, s.tq, s.tk}, false), nullptr, 0, 1};
+  }
+  if (query_first < 0 || query_step < 1 || query_first + int64_t{s.tq - 1} * query_step >= s.tk)
+    throw py::value_error("attention_forward: a causal mask (None) needs every query's token, " +
+                          std::to_string(query_first) + " + " + std::to_string(query_step) +
+                          " i for i < tq = " + std::to_string(s.tq) + ", below tk = " + std::to_string(s.tk));
+  const int32_t* sd = start ? checked_data<int32_t>(*start, who, "start", {s.batch}, false) : nullptr;
+  for (int64_t b = 0; sd && b < s.batch; ++b)
+    if (sd[b] < 0 || sd[b] > s.tk)
+      throw py::value_error("attention_forward: start[" + std::to_string(b) + "] = " + std::to_string(sd[b]) +
+                            " outside [0, tk = " + std::to_string(s.tk) + "]");
+  return {nullptr, sd, query_first, query_step};
+}
+
+void attention_forward(Ctx& ctx, const py::array& q, const py::array& kv, const OptArray& mask, const OptArray& start,
+                       int heads, float scale, float p, uint64_t seed, const py::array& probs, const py::array& y,
+                       const py::array& spans, int query_first, int query_step) {
   constexpr const char* who = "attention_forward";
   if (y.ndim() != 3) throw py::value_error("attention_forward: y must be (batch, tq, width), got " + describe_array(y));
   const dt::AttentionLayout s = attention_layout(who, q, kv, y.shape(2), heads);
@@ -156,16 +178,16 @@ void attention_forward(Ctx& ctx, const py::array& q, const py::array& kv, const 
   const int64_t C = int64_t{s.heads} * s.hs;
   float* yd = out(y, who, "y", {s.batch, s.tq, C});
   float* pd = out(probs, who, "probs", {s.batch, s.heads, s.tq, s.tk});
-  float* od = out(outs, who, "out", {s.batch, s.heads, s.tq, s.tk});
-  const uint8_t* md = mask ? checked_data<uint8_t>(*mask, who, "mask", {s.batch, s.tq, s.tk}, false) : nullptr;
-  if (!mask && s.tq != s.tk) throw py::value_error("attention_forward: a causal mask (None) needs tq == tk");
+  int32_t* sd = checked_data<int32_t>(spans, who, "spans", {s.batch, s.tq, 2}, true);
+  const dt::AttentionKeys keys = attention_keys(s, mask, start, query_first, query_step);
   py::gil_scoped_release release;
   auto lock = ctx.lock();
-  dt::attention_forward(ctx, qd, kvd + s.ldk - 2 * C, kvd + s.ldk - C, md, s, scale, p, seed, pd, od, yd);
+  dt::attention_forward(ctx, qd, kvd + s.ldk - 2 * C, kvd + s.ldk - C, keys, s, scale, p, seed, pd, yd, sd);
 }
 
 void attention_backward(Ctx& ctx, const py::array& dy, const py::array& q, const py::array& kv, int heads, float scale,
-                        const py::array& probs, const py::array& outs, const py::array& dq, const py::array& dkv) {
+                        float p, uint64_t seed, const py::array& probs, const py::array& spans, const py::array& dq,
+                        const py::array& dkv) {
   constexpr const char* who = "attention_backward";
   if (dy.ndim() != 3)
     throw py::value_error("attention_backward: dy must be (batch, tq, width), got " + describe_array(dy));
@@ -175,12 +197,16 @@ void attention_backward(Ctx& ctx, const py::array& dy, const py::array& q, const
   const float* qd = in(q, who, "q", {s.batch, s.tq, s.ldq});
   const float* kvd = in(kv, who, "kv", {s.batch, s.tk, s.ldk});
   const float* pd = in(probs, who, "probs", {s.batch, s.heads, s.tq, s.tk});
-  const float* od = in(outs, who, "out", {s.batch, s.heads, s.tq, s.tk});
+  const int32_t* sd = checked_data<int32_t>(spans, who, "spans", {s.batch, s.tq, 2}, false);
+  for (int64_t i = 0; i < s.batch * s.tq; ++i)
+    if (sd[2 * i] < 0 || sd[2 * i] > sd[2 * i + 1] || sd[2 * i + 1] > s.tk)
+      throw py::value_error(
+          "attention_backward: spans must be the forward's, [lo, hi) within [0, tk = " + std::to_string(s.tk) + "]");
   float* dqd = out(dq, who, "dq", {s.batch, s.tq, s.ldq});
   float* dkvd = out(dkv, who, "dkv", {s.batch, s.tk, s.ldk});
   py::gil_scoped_release release;
   auto lock = ctx.lock();
-  dt::attention_backward(ctx, dyd, qd, kvd + s.ldk - 2 * C, kvd + s.ldk - C, pd, od, s, scale, dqd,
+  dt::attention_backward(ctx, dyd, qd, kvd + s.ldk - 2 * C, kvd + s.ldk - C, pd, sd, s, scale, p, seed, dqd,
                          dkvd + s.ldk - 2 * C, dkvd + s.ldk - C);
 }
 
@@ -339,16 +365,19 @@ void bind_train_ops(py::module_& m) {
            "dx (rows, n), dw and db (n,) of LayerNorm from dy and the forward's x, mean, rstd; plus dres, the gradient "
            "of the rows start, start + step, ... of each run of `tokens` rows of x (its residual), added into them.")
       .def("attention_forward", &attention_forward, py::arg("q").noconvert(), py::arg("kv").noconvert(),
-           py::arg("mask").noconvert(), py::arg("heads"), py::arg("scale"), py::arg("p"), py::arg("seed"),
-           py::arg("probs").noconvert(), py::arg("out").noconvert(), py::arg("y").noconvert(),
+           py::arg("mask").noconvert(), py::arg("start").noconvert(), py::arg("heads"), py::arg("scale"), py::arg("p"),
+           py::arg("seed"), py::arg("probs").noconvert(), py::arg("y").noconvert(), py::arg("spans").noconvert(),
+           py::arg("query_first") = 0, py::arg("query_step") = 1,
            "y (B, tq, C) = dropout(softmax(scale q k^T, mask)) v per head: queries in columns [0, C) of q "
-           "(B, tq, Wq), keys and values in the last 2C columns of kv (B, tk, Wk); mask (B, tq, tk) uint8 or None "
-           "(causal); probs and out (B, heads, tq, tk) are saved for the backward.")
+           "(B, tq, Wq), keys and values in the last 2C columns of kv (B, tk, Wk); mask (B, tq, tk) uint8, or None: "
+           "query i attends keys start[b] (start (B,) int32, or None: 0) to its token query_first + query_step i; "
+           "probs (B, heads, tq, tk) and spans (B, tq, 2) int32 are saved for the backward.")
       .def("attention_backward", &attention_backward, py::arg("dy").noconvert(), py::arg("q").noconvert(),
-           py::arg("kv").noconvert(), py::arg("heads"), py::arg("scale"), py::arg("probs").noconvert(),
-           py::arg("out").noconvert(), py::arg("dq").noconvert(), py::arg("dkv").noconvert(),
-           "Gradients into the query columns of dq (laid out as q) and the key and value columns of dkv (as kv); "
-           "dq and dkv may be one array.")
+           py::arg("kv").noconvert(), py::arg("heads"), py::arg("scale"), py::arg("p"), py::arg("seed"),
+           py::arg("probs").noconvert(), py::arg("spans").noconvert(), py::arg("dq").noconvert(),
+           py::arg("dkv").noconvert(),
+           "Gradients into the query columns of dq (laid out as q) and the key and value columns of dkv (as kv), "
+           "from the forward's probs and spans and its dropout (p, seed); dq and dkv may be one array.")
       .def("dropout_apply", &dropout_apply, py::arg("x").noconvert(), py::arg("residual").noconvert(),
            py::arg("out").noconvert(), py::arg("p"), py::arg("seed"),
            "out = residual + x * dropout_mask(p, seed) (residual None: x * mask), flat arrays of one size.")

@@ -30,8 +30,9 @@ int round_up(int n, int m) { return (n + m - 1) / m * m; }
 
 // Keys [lo, hi), or queries [lo, hi); empty when lo >= hi.
 struct Span {
-  int lo, hi;
+  int32_t lo, hi;
 };
+static_assert(sizeof(Span) == 2 * sizeof(int32_t), "spans are saved as pairs of int32");
 
 uint64_t word(const uint8_t* p) {
   uint64_t w;
@@ -73,15 +74,19 @@ bool all_nonzero(const uint8_t* x, int n) {
 }
 
 // Per query of batch row b: the keys from its first allowed to its last (lo = hi = 0 if none), and whether every
-// key between is allowed (dense: then the softmax reads no mask bytes). mask null: causal (tq == tk).
-void key_spans(const uint8_t* mask, int64_t b, int tq, int tk, Span* span, uint8_t* dense) {
-  for (int i = 0; i < tq; ++i) {
-    if (!mask) {
-      span[i] = {0, i + 1};
+// key between is allowed (dense: then the softmax reads no mask bytes).
+void key_spans(const AttentionKeys& keys, int64_t b, int tq, int tk, Span* span, uint8_t* dense) {
+  if (!keys.mask) {
+    const int lo = keys.start ? keys.start[b] : 0;
+    for (int i = 0; i < tq; ++i) {
+      const int hi = keys.query_first + i * keys.query_step + 1;
+      span[i] = lo < hi ? Span{lo, hi} : Span{0, 0};
       dense[i] = 1;
-      continue;
     }
-    const uint8_t* allowed = mask + (b * tq + i) * tk;
+    return;
+  }
+  for (int i = 0; i < tq; ++i) {
+    const uint8_t* allowed = keys.mask + (b * tq + i) * tk;
     span[i] = nonzero_bytes(allowed, tk);
     dense[i] = all_nonzero(allowed + span[i].lo, span[i].hi - span[i].lo);
   }
@@ -116,10 +121,9 @@ void zero_rows(float* x, int64_t ld, int rows, int cols) {
 }
 
 // The cache lines of the batch row to come, brought toward the core a few at a time while the current one computes:
-// the arrays of a training step are tens of MB, and the backward's rows of a batch row (q, k, v, dy, probs, out)
-// would otherwise come from L3 or memory when first read (it ran at 2/3 of its speed on 64 batch rows than on 8;
-// the forward, at the same speed, does without, and fetching the rows to be written too did not pay). Ranges of
-// bytes, overlapping ones merged.
+// the arrays of a training step are tens of MB, and the rows of a batch row (q, k, v, and the backward's dy, probs,
+// out) would otherwise come from L3 or memory when first read (the backward ran at 2/3 of its speed on 64 batch rows
+// than on 8; fetching the rows to be written too did not pay). Ranges of bytes, overlapping ones merged.
 class Lookahead {
  public:
   void add(const void* p, int64_t bytes) {
@@ -171,19 +175,21 @@ int64_t batch_rows_per_chunk(int64_t batch, int threads) { return std::max<int64
 
 }  // namespace
 
-void attention_forward(TrainContext& ctx, const float* q, const float* k, const float* v, const uint8_t* mask,
-                       const AttentionLayout& s, float scale, float p, uint64_t seed, float* probs, float* out,
-                       float* y) {
+void attention_forward(TrainContext& ctx, const float* q, const float* k, const float* v, const AttentionKeys& keys,
+                       const AttentionLayout& s, float scale, float p, uint64_t seed, float* probs, float* y,
+                       int32_t* spans) {
   check("attention_forward", s);
-  DT_CHECK(mask != nullptr || s.tq == s.tk, "attention_forward: a causal mask needs tq == tk, got ", s.tq, " and ",
-           s.tk);
+  DT_CHECK(keys.mask || (keys.query_first >= 0 && keys.query_step >= 1 &&
+                         keys.query_first + int64_t{s.tq - 1} * keys.query_step < s.tk),
+           "attention_forward: without a mask the queries' tokens ", keys.query_first, " + ", keys.query_step,
+           " i (i < ", s.tq, ") must lie among the ", s.tk, " keys");
   DT_CHECK(p >= 0.0f && p < 1.0f, "attention_forward: p must be in [0, 1), got ", p);
   const TrainKernels& kern = ctx.k();
   const int tq = s.tq, tk = s.tk, hs = s.hs, C = s.heads * s.hs, tp = round_up(tk, kPad) + kPad;
   const int64_t square = static_cast<int64_t>(tq) * tk;
-  // per member: keys transposed (hs, tp); scores (tq, tp); spans (tq); dense flags (tq bytes) and one mask row
-  // (tp bytes)
-  const int64_t per = static_cast<int64_t>(hs + tq) * tp + 2 * tq + (tq + tp + 3) / 4;
+  // per member: keys transposed (hs, tp); scores (tq, tp); out (tq, tk); spans (tq); dense flags (tq bytes) and one
+  // mask row (tp bytes)
+  const int64_t per = static_cast<int64_t>(hs + tq) * tp + square + 2 * tq + (tq + tp + 3) / 4;
   float* scratch = ctx.buffer(TrainContext::kScratch, static_cast<size_t>(per * ctx.threads()));
   for (int m = 0; m < ctx.threads(); ++m) zero_padding(scratch + m * per, tp, tk, hs);
   const DropoutKey key = dropout_key(p, seed, 0);
@@ -195,24 +201,33 @@ void attention_forward(TrainContext& ctx, const float* q, const float* k, const 
     const float* vh = v + b * tk * s.ldk + h * hs;
     float* kt = scratch + part * per;
     float* sc = kt + static_cast<int64_t>(hs) * tp;
-    Span* span = reinterpret_cast<Span*>(sc + static_cast<int64_t>(tq) * tp);
+    float* o = sc + static_cast<int64_t>(tq) * tp;
+    Span* span = reinterpret_cast<Span*>(o + square);
     uint8_t* dense = reinterpret_cast<uint8_t*>(span + tq);
     uint8_t* row_mask = dense + tq;
-    key_spans(mask, b, tq, tk, span, dense);
+    key_spans(keys, b, tq, tk, span, dense);
+    if (h == 0) std::memcpy(spans + b * tq * 2, span, sizeof(Span) * tq);
     kern.transpose_blocks(kh, s.ldk, kt, tp, tk, hs);
     float* pr = probs + u * square;
-    float* o = out + u * square;
+    Lookahead ahead;
+    if (h == s.heads - 1 && b + 1 < s.batch) {  // the next batch row's queries, keys and values
+      add_rows(ahead, q, b + 1, tq, s.ldq);
+      add_rows(ahead, k, b + 1, tk, s.ldk);
+      add_rows(ahead, v, b + 1, tk, s.ldk);
+    }
+    const int64_t per_block = ahead.lines() / ((tq + kRows - 1) / kRows) + 1;
     for (int i0 = 0; i0 < tq; i0 += kRows) {
+      ahead.issue(per_block);
       const int rows = std::min(kRows, tq - i0);
-      const Span keys = block_keys(span, i0, i0 + rows);
-      const int n = keys.hi - keys.lo;
+      const Span block = block_keys(span, i0, i0 + rows);
+      const int n = block.hi - block.lo;
       if (n > 0)  // scores = q k^T over the block's keys, in whole vectors (into the padding)
-        kern.matmul_strided(sc + i0 * tp + keys.lo, tp, qh + static_cast<int64_t>(i0) * s.ldq, s.ldq, 1, kt + keys.lo,
+        kern.matmul_strided(sc + i0 * tp + block.lo, tp, qh + static_cast<int64_t>(i0) * s.ldq, s.ldq, 1, kt + block.lo,
                             tp, rows, hs, round_up(n, kPad));
       for (int i = i0; i < i0 + rows; ++i) {
         const uint8_t* allowed = nullptr;
         if (!dense[i]) {  // a mask with gaps: its row, padded for the kernel's vectors
-          std::memcpy(row_mask, mask + (b * tq + i) * tk, tk);
+          std::memcpy(row_mask, keys.mask + (b * tq + i) * tk, tk);
           std::memset(row_mask + tk, 0, tp - tk);
           allowed = row_mask;
         }
@@ -221,7 +236,7 @@ void attention_forward(TrainContext& ctx, const float* q, const float* k, const 
       }
       float* yb = y + (b * tq + i0) * C + h * hs;
       if (n > 0)
-        kern.matmul_strided(yb, C, o + i0 * tk + keys.lo, tk, 1, vh + static_cast<int64_t>(keys.lo) * s.ldk, s.ldk,
+        kern.matmul_strided(yb, C, o + i0 * tk + block.lo, tk, 1, vh + static_cast<int64_t>(block.lo) * s.ldk, s.ldk,
                             rows, n, hs);
       else zero_rows(yb, C, rows, hs);
     }
@@ -229,14 +244,16 @@ void attention_forward(TrainContext& ctx, const float* q, const float* k, const 
 }
 
 void attention_backward(TrainContext& ctx, const float* dy, const float* q, const float* k, const float* v,
-                        const float* probs, const float* out, const AttentionLayout& s, float scale, float* dq,
-                        float* dk, float* dv) {
+                        const float* probs, const int32_t* spans, const AttentionLayout& s, float scale, float p,
+                        uint64_t seed, float* dq, float* dk, float* dv) {
   check("attention_backward", s);
+  DT_CHECK(p >= 0.0f && p < 1.0f, "attention_backward: p must be in [0, 1), got ", p);
   const TrainKernels& kern = ctx.k();
   const int tq = s.tq, tk = s.tk, hs = s.hs, C = s.heads * s.hs, tp = round_up(tk, kPad) + kPad;
   const int64_t square = static_cast<int64_t>(tq) * tk;
-  // per member: values transposed (hs, tp); the gradient of out, then of the scores (tq, tp); spans (tq)
-  const int64_t per = static_cast<int64_t>(hs + tq) * tp + 2 * tq;
+  // per member: values transposed (hs, tp); the gradient of out, then of the scores (tq, tp); out (tq, tk); spans (tq)
+  const int64_t per = static_cast<int64_t>(hs + tq) * tp + square + 2 * tq;
+  const DropoutKey key = dropout_key(p, seed, 0);
   float* scratch = ctx.buffer(TrainContext::kScratch, static_cast<size_t>(per * ctx.threads()));
   for (int m = 0; m < ctx.threads(); ++m) zero_padding(scratch + m * per, tp, tk, hs);
   const int64_t rows_per_chunk = batch_rows_per_chunk(s.batch, ctx.threads());
@@ -250,21 +267,24 @@ void attention_backward(TrainContext& ctx, const float* dy, const float* q, cons
         add_rows(ahead, v, b + 1, tk, s.ldk);
         add_rows(ahead, dy, b + 1, tq, C);
         ahead.add(probs + (b + 1) * s.heads * square, s.heads * square * sizeof(float));
-        ahead.add(out + (b + 1) * s.heads * square, s.heads * square * sizeof(float));
       }
       const int64_t per_step = ahead.lines() / (static_cast<int64_t>(s.heads) * (tq + (tk + kRows - 1) / kRows)) + 1;
+      float* vt = scratch + part * per;
+      float* ds = vt + static_cast<int64_t>(hs) * tp;
+      float* redrawn = ds + static_cast<int64_t>(tq) * tp;
+      Span* span = reinterpret_cast<Span*>(redrawn + square);
+      std::memcpy(span, spans + b * tq * 2, sizeof(Span) * tq);  // the keys of the forward
       for (int h = 0; h < s.heads; ++h) {
         const int64_t u = b * s.heads + h;
         const int64_t qo = b * tq * s.ldq + h * hs, ko = b * tk * s.ldk + h * hs;
         const float* g = dy + b * tq * C + h * hs;  // (tq, hs), leading dimension C
         const float* pr = probs + u * square;
-        const float* o = out + u * square;
-        float* vt = scratch + part * per;
-        float* ds = vt + static_cast<int64_t>(hs) * tp;
-        Span* span = reinterpret_cast<Span*>(ds + static_cast<int64_t>(tq) * tp);
-        for (int i = 0; i < tq; ++i) {  // the keys of the forward: where a row's probabilities are not zero (+0.0f)
-          const Span bytes = nonzero_bytes(reinterpret_cast<const uint8_t*>(pr + i * tk), 4 * tk);
-          span[i] = {bytes.lo / 4, (bytes.hi + 3) / 4};
+        const float* o = p > 0.0f ? redrawn : pr;  // out = probs * the forward's dropout mask, redrawn
+        for (int i = 0; p > 0.0f && i < tq; ++i) {
+          float* row = redrawn + i * tk;
+          std::memset(row, 0, sizeof(float) * tk);
+          kern.dropout_rows(pr + i * tk + span[i].lo, row + span[i].lo, span[i].hi - span[i].lo, key,
+                            static_cast<uint32_t>(u * square + i * tk + span[i].lo));
         }
         kern.transpose_blocks(v + ko, s.ldk, vt, tp, tk, hs);
         for (int i0 = 0; i0 < tq; i0 += kRows) {

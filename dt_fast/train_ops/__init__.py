@@ -19,7 +19,7 @@ torch.manual_seed and RNG-state resume govern them. Every op gives the same bits
 from __future__ import annotations
 
 from dt_fast.train_ops.adamw import FusedAdamW, adamw_reference_step
-from dt_fast.train_ops.attention import attention, attention_reference
+from dt_fast.train_ops.attention import attention, attention_reference, causal_mask
 from dt_fast.train_ops.dropout import (
     dropout_add,
     dropout_add_reference,
@@ -42,6 +42,7 @@ __all__ = [
     "adamw_reference_step",
     "attention",
     "attention_reference",
+    "causal_mask",
     "configure",
     "context",
     "draw_seed",

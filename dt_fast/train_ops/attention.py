@@ -16,7 +16,7 @@ def _mask_bytes(mask: torch.Tensor | None) -> torch.Tensor | None:
 
 
 class _Attention(torch.autograd.Function):
-    """y = dropout(softmax(scale q k^T masked)) v per head; q and kv as `attention` takes them."""
+    """y = dropout(softmax(scale q k^T masked)) v per head; arguments as `attention` takes them."""
 
     @staticmethod
     def forward(
@@ -28,25 +28,40 @@ class _Attention(torch.autograd.Function):
         scale: float,
         p: float,
         seed: int,
+        start: torch.Tensor | None,
+        rows: slice | None,
     ) -> torch.Tensor:
         q = q.contiguous()  # (B, Tq, Wq)
         keys = q if kv is None else kv.contiguous()  # (B, T, Wk)
         B, Tq, T = q.shape[0], q.shape[1], keys.shape[1]
         C = (q.shape[2] // 3) if kv is None else q.shape[2]
         y = torch.empty(B, Tq, C)  # (B, Tq, C)
-        probs, out = torch.empty(B, n_head, Tq, T), torch.empty(B, n_head, Tq, T)  # (B, nh, Tq, T) each
-        m = _mask_bytes(mask)
+        probs = torch.empty(B, n_head, Tq, T)  # (B, nh, Tq, T)
+        spans = torch.empty(B, Tq, 2, dtype=torch.int32)  # (B, Tq, 2): each query's keys [lo, hi)
+        first, step = (0, 1) if rows is None else (rows.start or 0, rows.step or 1)
         context().attention_forward(
-            array(q), array(keys), array(m), n_head, scale, p, seed, array(probs), array(out), array(y)
+            array(q),
+            array(keys),
+            array(_mask_bytes(mask)),
+            array(start),
+            n_head,
+            scale,
+            p,
+            seed,
+            array(probs),
+            array(y),
+            array(spans),
+            first,
+            step,
         )
-        ctx.save_for_backward(q, keys, probs, out)
-        ctx.n_head, ctx.scale, ctx.shared = n_head, scale, kv is None
+        ctx.save_for_backward(q, keys, probs, spans)
+        ctx.n_head, ctx.scale, ctx.p, ctx.seed, ctx.shared = n_head, scale, p, seed, kv is None
         return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor) -> tuple:
-        q, keys, probs, out = ctx.saved_tensors
+        q, keys, probs, spans = ctx.saved_tensors
         dq = torch.empty_like(q)  # (B, Tq, Wq)
         dkv = dq if ctx.shared else torch.empty_like(keys)  # (B, T, Wk)
         context().attention_backward(
@@ -55,31 +70,61 @@ class _Attention(torch.autograd.Function):
             array(keys),
             ctx.n_head,
             ctx.scale,
+            ctx.p,
+            ctx.seed,
             array(probs),
-            array(out),
+            array(spans),
             array(dq),
             array(dkv),
         )
-        return dq, None if ctx.shared else dkv, None, None, None, None, None
+        return dq, None if ctx.shared else dkv, None, None, None, None, None, None, None
 
 
 def attention(
-    q: torch.Tensor, kv: torch.Tensor | None, mask: torch.Tensor | None, n_head: int, scale: float, p: float, seed: int
+    q: torch.Tensor,
+    kv: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    n_head: int,
+    scale: float,
+    p: float,
+    seed: int,
+    start: torch.Tensor | None = None,
+    rows: slice | None = None,
 ) -> torch.Tensor:
     """Multi-head attention with dropout on the probabilities, (B, Tq, C), heads side by side.
 
     Args:
         q: the c_attn output (B, T, 3C) = queries, keys, values (kv None); or the queries alone (B, Tq, C).
         kv: None, or the keys and values (B, T, 2C) of the queries q.
-        mask: (B, 1, Tq, T) bool, True = may attend, or None for causal (Tq == T). A query with no key gets zeros.
+        mask: (B, 1, Tq, T) bool, True = may attend; or None: causal, see start and rows. A query with no key gets
+            zeros.
         n_head: heads (C % n_head == 0). scale: multiplies q k^T. p: dropout probability. seed: of its mask, over
             the flat (B, n_head, Tq, T) index.
+        start: without a mask, (B,) int32, the first key each batch row may attend (left padding), or None: 0.
+        rows: without a mask, the tokens of the queries among the keys (query i is token rows.start + i *
+            rows.step), or None: token i.
     """
-    return _Attention.apply(q, kv, mask, n_head, scale, p, seed)
+    return _Attention.apply(q, kv, mask, n_head, scale, p, seed, start, rows)
+
+
+def causal_mask(B: int, Tq: int, T: int, start: torch.Tensor | None, rows: slice | None) -> torch.Tensor:
+    """The (B, 1, Tq, T) bool mask of `attention` without one: query i attends keys start[b] to its token."""
+    token = torch.arange(T)[rows if rows is not None else slice(None)][:Tq]  # (Tq,)
+    keys = torch.arange(T)  # (T,)
+    first = torch.zeros(B, dtype=torch.long) if start is None else start.long()  # (B,)
+    return ((keys <= token[:, None]) & (keys >= first[:, None, None]))[:, None]  # (B, 1, Tq, T)
 
 
 def attention_reference(
-    q: torch.Tensor, kv: torch.Tensor | None, mask: torch.Tensor | None, n_head: int, scale: float, p: float, seed: int
+    q: torch.Tensor,
+    kv: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    n_head: int,
+    scale: float,
+    p: float,
+    seed: int,
+    start: torch.Tensor | None = None,
+    rows: slice | None = None,
 ) -> torch.Tensor:
     """Pure torch attention."""
     if kv is None:
@@ -92,7 +137,7 @@ def attention_reference(
     k = k.reshape(B, T, n_head, C // n_head).transpose(1, 2)  # (B, nh, T, hs)
     v = v.reshape(B, T, n_head, C // n_head).transpose(1, 2)  # (B, nh, T, hs)
     if mask is None:
-        mask = torch.ones(T, T, dtype=torch.bool).tril()[None, None]  # (1, 1, T, T)
+        mask = causal_mask(B, Tq, T, start, rows)  # (B, 1, Tq, T)
     scores = (q @ k.transpose(-2, -1)) * scale  # (B, nh, Tq, T)
     probs = F.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)  # (B, nh, Tq, T)
     probs = torch.where(mask.any(dim=-1, keepdim=True), probs, 0.0)  # a query with no key: zeros, not NaN
