@@ -120,15 +120,16 @@ class CausalSelfAttention(nn.Module):
         if self.training and fused_cpu(x, self.c_attn.weight):
             y = self.fused_attention(x, mask, rows, start)  # (B, Tq, C)
             return project_dropout_add(self.c_proj, self.resid_dropout, y, residual)  # (B, Tq, C)
-        if start is not None:
-            mask = causal_mask(B, T, T, start, None)  # (B, 1, T, T)
         if rows is None:
             q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         else:  # keys and values of every token, queries of the selected ones
             q = F.linear(x[:, rows], self.c_attn.weight[:C], self.c_attn.bias[:C])  # (B, Tq, C)
             k, v = F.linear(x, self.c_attn.weight[C:], self.c_attn.bias[C:]).split(C, dim=2)  # 2 x (B, T, C)
-            mask = self.rows_mask(mask, rows, B, T, x.device)  # (B, 1, Tq, T)
         Tq = q.shape[1]
+        if mask is not None and rows is not None:
+            mask = mask[:, :, rows]  # (B, 1, Tq, T)
+        elif mask is None and (start is not None or rows is not None):  # is_causal: only the square, from key 0
+            mask = causal_mask(B, Tq, T, start, rows, x.device)  # (B, 1, Tq, T)
         q = q.view(B, Tq, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, Tq, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
@@ -156,14 +157,6 @@ class CausalSelfAttention(nn.Module):
         q, kv = query_key_value(x, self.c_attn.weight, self.c_attn.bias, rows)  # (B, Tq, C), (B, T, 2C)
         mask = None if mask is None else mask[:, :, rows]  # (B, 1, Tq, T)
         return attention(q, kv, mask, self.n_head, self.scale, self.attn_dropout, seed, start, rows)  # (B, Tq, C)
-
-    @staticmethod
-    def rows_mask(mask: torch.Tensor | None, rows: slice, B: int, T: int, device: torch.device) -> torch.Tensor:
-        """The rows `rows` of the (B, 1, T, T) mask, or of the causal mask when it is None: (B, 1, Tq, T) bool."""
-        if mask is not None:
-            return mask[:, :, rows]  # (B, 1, Tq, T)
-        causal = torch.ones(T, T, dtype=torch.bool, device=device).tril()[rows]  # (Tq, T)
-        return causal.expand(B, 1, -1, -1)  # (B, 1, Tq, T)
 
 
 class MLP(nn.Module):

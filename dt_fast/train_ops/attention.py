@@ -107,11 +107,13 @@ def attention(
     return _Attention.apply(q, kv, mask, n_head, scale, p, seed, start, rows)
 
 
-def causal_mask(B: int, Tq: int, T: int, start: torch.Tensor | None, rows: slice | None) -> torch.Tensor:
+def causal_mask(
+    B: int, Tq: int, T: int, start: torch.Tensor | None, rows: slice | None, device: torch.device | None = None
+) -> torch.Tensor:
     """The (B, 1, Tq, T) bool mask of `attention` without one: query i attends keys start[b] to its token."""
-    token = torch.arange(T)[rows if rows is not None else slice(None)][:Tq]  # (Tq,)
-    keys = torch.arange(T)  # (T,)
-    first = torch.zeros(B, dtype=torch.long) if start is None else start.long()  # (B,)
+    token = torch.arange(T, device=device)[rows if rows is not None else slice(None)][:Tq]  # (Tq,)
+    keys = torch.arange(T, device=device)  # (T,)
+    first = torch.zeros(B, dtype=torch.long, device=device) if start is None else start.long()  # (B,)
     return ((keys <= token[:, None]) & (keys >= first[:, None, None]))[:, None]  # (B, 1, Tq, T)
 
 
