@@ -2,21 +2,11 @@
 #include "engine/config.h"
 
 #include "common/check.h"
+#include "engine/activation.h"
 
 namespace dt {
 
 namespace {
-
-Activation parse_activation(const std::string& name, const std::string& source) {
-  if (name == "relu") return Activation::Relu;
-  if (name == "gelu") return Activation::Gelu;
-  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") return Activation::GeluTanh;
-  if (name == "quick_gelu") return Activation::QuickGelu;
-  if (name == "silu" || name == "swish") return Activation::Silu;
-  if (name == "tanh") return Activation::Tanh;
-  if (name == "sigmoid") return Activation::Sigmoid;
-  fail(source, ": unsupported activation_function '", name, "'");
-}
 
 // Sizes from this on are refused as corrupt: far above any real model's. (The engine multiplies sizes in int only
 // after the weights, whose shapes are checked against them in int64, have shown that the model fits in memory.)
@@ -31,6 +21,17 @@ int positive_int(const Json& j, const std::string& key, const std::string& alias
 }
 
 }  // namespace
+
+Activation parse_activation(const std::string& name, const std::string& source) {
+  if (name == "relu") return Activation::Relu;
+  if (name == "gelu") return Activation::Gelu;
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") return Activation::GeluTanh;
+  if (name == "quick_gelu") return Activation::QuickGelu;
+  if (name == "silu" || name == "swish") return Activation::Silu;
+  if (name == "tanh") return Activation::Tanh;
+  if (name == "sigmoid") return Activation::Sigmoid;
+  fail(source, ": unsupported activation_function '", name, "'");
+}
 
 bool Config::operator==(const Config& o) const {
   return state_dim == o.state_dim && act_dim == o.act_dim && hidden_size == o.hidden_size && n_layer == o.n_layer &&

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "common/check.h"
+#include "engine/activation.h"
 #include "engine/sampling.h"
 
 namespace dt {
@@ -22,38 +23,6 @@ namespace {
 
 // embed_ln's epsilon: transformers builds it as nn.LayerNorm(hidden_size), whatever layer_norm_epsilon says.
 constexpr float kEmbedLnEps = 1e-5f;
-
-// The constants of transformers' activations (activations.py): gelu = x/2 (1 + erf(x / sqrt 2)); gelu_new =
-// x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); quick_gelu = x sigmoid(1.702 x).
-constexpr float kInvSqrt2 = 0.70710678118654752f, kSqrt2OverPi = 0.79788456080286536f;
-constexpr float kGeluCubic = 0.044715f, kQuickGeluScale = 1.702f;
-
-void activate(float* x, int64_t n, Activation a) {
-  switch (a) {
-    case Activation::Relu:
-      for (int64_t i = 0; i < n; ++i) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
-      break;
-    case Activation::Gelu:
-      for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * kInvSqrt2));
-      break;
-    case Activation::GeluTanh:
-      for (int64_t i = 0; i < n; ++i)
-        x[i] = 0.5f * x[i] * (1.0f + std::tanh(kSqrt2OverPi * (x[i] + kGeluCubic * x[i] * x[i] * x[i])));
-      break;
-    case Activation::QuickGelu:
-      for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.0f + std::exp(-kQuickGeluScale * x[i]));
-      break;
-    case Activation::Silu:
-      for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.0f + std::exp(-x[i]));
-      break;
-    case Activation::Tanh:
-      for (int64_t i = 0; i < n; ++i) x[i] = std::tanh(x[i]);
-      break;
-    case Activation::Sigmoid:
-      for (int64_t i = 0; i < n; ++i) x[i] = 1.0f / (1.0f + std::exp(-x[i]));
-      break;
-  }
-}
 
 // A run of one batch row's tokens a layer step computes: positions [lo, the row's s_t], in the chunk's packed
 // buffers from row `off` on.
