@@ -39,7 +39,8 @@ import torch.nn.functional as F
 
 from dt_fast.distributions import TanhNormal, bounded_log_std
 from dt_fast.kernels.dispatch import attention_masked, embed_tokens, embedding_weights, resolve_backend
-from dt_fast.model import DecisionTransformer, activation
+from dt_fast.model import DecisionTransformer
+from dt_fast.train_ops import activation
 
 MODES = ("exact", "rolling")
 

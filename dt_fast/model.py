@@ -24,52 +24,27 @@ from dt_fast.config import DecisionTransformerConfig
 from dt_fast.distributions import TanhNormal, bounded_log_std
 from dt_fast.kernels.dispatch import embed_tokens, embedding_weights, resolve_backend
 from dt_fast.train_ops import (
-    attention,
+    BlockSpec,
+    BlockWeights,
+    activation,
     causal_mask,
     draw_seed,
-    dropout_add,
     fused_cpu,
     layer_norm,
-    layer_norm_residual,
     linear,
-    query_key_value,
     shift_dropout,
+    transformer_block,
 )
 from dt_fast.train_ops import embed_tokens as tokens_before_ln
 
 
-def activation(name: str, x: torch.Tensor) -> torch.Tensor:
-    """Apply the transformers activation called `name` (see config.ACTIVATIONS)."""
-    if name == "relu":
-        return F.relu(x)
-    if name == "gelu":
-        return F.gelu(x)
-    if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
-        return F.gelu(x, approximate="tanh")
-    if name == "quick_gelu":
-        return x * torch.sigmoid(1.702 * x)
-    if name in ("silu", "swish"):
-        return F.silu(x)
-    if name == "tanh":
-        return torch.tanh(x)
-    if name == "sigmoid":
-        return torch.sigmoid(x)
-    raise ValueError(f"unsupported activation_function {name!r}")
-
-
 class Dropout(nn.Dropout):
-    """nn.Dropout that can also add a residual: `forward(x, residual)` = residual + dropout(x).
-
-    On CPU float32 (train_ops.fused_cpu) one C++ pass does it, with the same Bernoulli(1 - p) keep distribution
-    and 1 / (1 - p) scaling drawn from a counter-based hash ~9x faster than torch's sequential CPU bernoulli_;
-    each mask's seed is drawn from torch's generator, so torch.manual_seed and RNG-state resume still govern it.
-    """
+    """nn.Dropout that can also add a residual: `forward(x, residual)` = residual + dropout(x). (In CPU float32
+    training the blocks' and the embedding's dropouts run inside the C++ ops, with masks from a counter-based hash
+    seeded by torch's generator: train_ops.)"""
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        if self.training and self.p > 0.0:
-            if fused_cpu(x, *(() if residual is None else (residual,))):
-                return dropout_add(x, residual, self.p, draw_seed())  # (*x.shape)
-            x = F.dropout(x, self.p, training=True)  # torch.compile generates its own fused mask
+        x = super().forward(x)  # torch.compile generates its own fused mask
         return x if residual is None else residual + x
 
 
@@ -80,16 +55,6 @@ class LayerNorm(nn.LayerNorm):
         if self.training and fused_cpu(x, self.weight):
             return layer_norm(x, self.weight, self.bias, self.eps)  # (*x.shape)
         return super().forward(x)
-
-
-def project_dropout_add(proj: nn.Linear, drop: Dropout, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-    """residual + drop(proj(x)), (..., out); in CPU float32 training the engine's matmul with bias, dropout and the
-    residual add fused into its epilogue."""
-    if drop.training and fused_cpu(x, residual, proj.weight):
-        return linear(
-            x, proj.weight, proj.bias, residual=residual, p=drop.p, seed=draw_seed() if drop.p > 0.0 else 0
-        )  # (..., out)
-    return drop(proj(x), residual)
 
 
 class CausalSelfAttention(nn.Module):
@@ -117,9 +82,6 @@ class CausalSelfAttention(nn.Module):
         """residual + dropout(attention(x)), (B, Tq, C): every token (Tq = T), or only the queries x[:, rows]; mask
         None with start: causal from token start[b] of each batch row (left padding)."""
         B, T, C = x.shape  # batch, tokens (3 * steps), hidden_size
-        if self.training and fused_cpu(x, self.c_attn.weight):
-            y = self.fused_attention(x, mask, rows, start)  # (B, Tq, C)
-            return project_dropout_add(self.c_proj, self.resid_dropout, y, residual)  # (B, Tq, C)
         if rows is None:
             q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         else:  # keys and values of every token, queries of the selected ones
@@ -143,20 +105,7 @@ class CausalSelfAttention(nn.Module):
             scale=self.scale,
         )  # (B, nh, Tq, hs)
         y = y.transpose(1, 2).reshape(B, Tq, C)  # re-assemble the heads side by side
-        return project_dropout_add(self.c_proj, self.resid_dropout, y, residual)  # (B, Tq, C)
-
-    def fused_attention(
-        self, x: torch.Tensor, mask: torch.Tensor | None, rows: slice | None, start: torch.Tensor | None
-    ) -> torch.Tensor:
-        """The heads' outputs side by side (B, Tq, C) in CPU float32 training: c_attn on the engine's matmul, then
-        softmax, dropout and both products per head in C++ (train_ops)."""
-        seed = draw_seed() if self.attn_dropout > 0.0 else 0
-        if rows is None:
-            qkv = linear(x, self.c_attn.weight, self.c_attn.bias)  # (B, T, 3C)
-            return attention(qkv, None, mask, self.n_head, self.scale, self.attn_dropout, seed, start)  # (B, T, C)
-        q, kv = query_key_value(x, self.c_attn.weight, self.c_attn.bias, rows)  # (B, Tq, C), (B, T, 2C)
-        mask = None if mask is None else mask[:, :, rows]  # (B, 1, Tq, T)
-        return attention(q, kv, mask, self.n_head, self.scale, self.attn_dropout, seed, start, rows)  # (B, Tq, C)
+        return self.resid_dropout(self.c_proj(y), residual)  # (B, Tq, C)
 
 
 class MLP(nn.Module):
@@ -171,13 +120,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """residual + dropout(mlp(x)), (B, T, C)."""
-        if self.training and fused_cpu(x, self.c_fc.weight):  # the engine's matmul, bias and ReLU fused in
-            relu = self.act == "relu"
-            h = linear(x, self.c_fc.weight, self.c_fc.bias, relu=relu)  # (B, T, 4C)
-            h = h if relu else activation(self.act, h)  # (B, T, 4C)
-        else:
-            h = activation(self.act, self.c_fc(x))  # (B, T, 4C)
-        return project_dropout_add(self.c_proj, self.dropout, h, residual)  # (B, T, C)
+        return self.dropout(self.c_proj(activation(self.act, self.c_fc(x))), residual)  # (B, T, C)
 
 
 class Block(nn.Module):
@@ -194,14 +137,38 @@ class Block(nn.Module):
         self, x: torch.Tensor, mask: torch.Tensor | None, rows: slice | None = None, start: torch.Tensor | None = None
     ) -> torch.Tensor:
         """The block's output (B, T, C), or (B, Tq, C) at the tokens x[:, rows] only."""
-        if self.training and fused_cpu(x, self.ln_1.weight):  # each residual's gradient added in its LayerNorm's
-            h, residual = layer_norm_residual(x, self.ln_1.weight, self.ln_1.bias, self.ln_1.eps, rows)
-            x = self.attn(h, mask, residual=residual, rows=rows, start=start)  # (B, Tq, C)
-            h, residual = layer_norm_residual(x, self.ln_2.weight, self.ln_2.bias, self.ln_2.eps)
-            return self.mlp(h, residual=residual)  # (B, Tq, C)
+        if self.training and fused_cpu(x, self.ln_1.weight):  # one C++ call each way (train_ops.transformer_block)
+            return transformer_block(x, self.weights(), self.spec(), mask, start, rows)
         residual = x if rows is None else x[:, rows]  # (B, Tq, C)
         x = self.attn(self.ln_1(x), mask, residual=residual, rows=rows, start=start)  # (B, Tq, C)
         return self.mlp(self.ln_2(x), residual=x)  # (B, Tq, C)
+
+    def weights(self) -> BlockWeights:
+        """The block's parameters in transformer_block's order."""
+        attn, mlp = self.attn, self.mlp
+        return BlockWeights(
+            self.ln_1.weight,
+            self.ln_1.bias,
+            attn.c_attn.weight,
+            attn.c_attn.bias,
+            attn.c_proj.weight,
+            attn.c_proj.bias,
+            self.ln_2.weight,
+            self.ln_2.bias,
+            mlp.c_fc.weight,
+            mlp.c_fc.bias,
+            mlp.c_proj.weight,
+            mlp.c_proj.bias,
+        )
+
+    def spec(self) -> BlockSpec:
+        """The block's hyper-parameters and fresh seeds of its three dropout masks (attention, its projection, the
+        MLP's), drawn in that order."""
+        attn, mlp = self.attn, self.mlp
+        seeds = tuple(draw_seed() if p > 0.0 else 0 for p in (attn.attn_dropout, attn.resid_dropout.p, mlp.dropout.p))
+        return BlockSpec(
+            attn.n_head, attn.scale, attn.attn_dropout, mlp.dropout.p, self.ln_1.eps, self.ln_2.eps, mlp.act, seeds
+        )
 
 
 class GPT2(nn.Module):

@@ -69,16 +69,6 @@ def test_cpp_mask_equals_the_torch_reference(p: float, seed: int) -> None:
     assert torch.equal(torch.from_numpy(mask), ops.dropout_mask_reference((10_007,), p, seed))
 
 
-@pytest.mark.parametrize("with_residual", [False, True])
-@pytest.mark.parametrize("shape", [(3, 7, 5), (65, 90, 36)])
-def test_dropout_add(isa: str, with_residual: bool, shape: tuple) -> None:
-    x, residual = leaves(shape, shape)
-    res = residual if with_residual else None
-    got, want = ops.dropout_add(x, res, 0.1, 99), ops.dropout_add_reference(x, res, 0.1, 99)
-    assert torch.equal(got != 0, want != 0)  # the same mask bits
-    assert_op_matches(got, want, [x, residual] if with_residual else [x])
-
-
 @pytest.mark.parametrize("shape", [(3, 7, 5), (65, 90, 36)])
 def test_shift_dropout(isa: str, shape: tuple) -> None:
     """dropout(x + shift), shift a row vector: GPT-2's position embedding before the embedding dropout."""
@@ -118,17 +108,6 @@ def test_linear_on_spaced_rows(isa: str, B: int, T: int) -> None:
 
 
 @pytest.mark.parametrize("B,T", LINEAR_SHAPES)
-@pytest.mark.parametrize("with_bias", [True, False])
-def test_query_key_value_of_some_rows(isa: str, B: int, T: int, with_bias: bool) -> None:
-    """The last block's c_attn: queries of x[:, 1::3], keys and values of every row, gradients as one node."""
-    x, weight, bias = leaves((B, 3 * T, 36), (108, 36), (108,), seed=8)
-    b, inputs = (bias, [x, weight, bias]) if with_bias else (None, [x, weight])
-    got = torch.cat([t.reshape(-1) for t in ops.query_key_value(x, weight, b, slice(1, None, 3))])
-    want = torch.cat([t.reshape(-1) for t in ops.query_key_value_reference(x, weight, b, slice(1, None, 3))])
-    assert_op_matches(got, want, inputs)
-
-
-@pytest.mark.parametrize("B,T", LINEAR_SHAPES)
 def test_linear_without_bias(isa: str, B: int, T: int) -> None:
     x, weight = leaves((B, 3 * T, 36), (20, 36), seed=6)
     assert_op_matches(ops.linear(x, weight, None), ops.linear_reference(x, weight, None), [x, weight])
@@ -164,23 +143,6 @@ def test_embed_tokens_refuses_timesteps_outside_the_table() -> None:
     weights = [torch.zeros(s) for s in ((4, 1), (4,), (4, 1), (4,), (4, 1), (4,), (10, 4))]
     with pytest.raises(ValueError, match=r"embed_forward: timestep 10 at 1 outside \[0, 10\)"):
         ops.embed_tokens(x, x, x, torch.tensor([[3, 10]]), *weights)
-
-
-@pytest.mark.parametrize("B,T", LINEAR_SHAPES)
-@pytest.mark.parametrize("rows", [None, slice(1, None, 3)])
-def test_layer_norm_residual(isa: str, B: int, T: int, rows: slice | None) -> None:
-    """The pre-norm block's (LayerNorm(x), residual): the residual's gradient reaches x through the same op."""
-    x, weight, bias = leaves((B, 3 * T, 36), (36,), (36,), seed=T)
-    got = ops.layer_norm_residual(x, weight, bias, 1e-5, rows)
-    want = ops.layer_norm_residual_reference(x, weight, bias, 1e-5, rows)
-    for a, b in zip(got, want):
-        assert_close("value", a, b)
-    projection = [torch.randn(t.shape, generator=torch.Generator().manual_seed(i)) for i, t in enumerate(got)]
-    for a, b in zip(
-        torch.autograd.grad(got, [x, weight, bias], projection),
-        torch.autograd.grad(want, [x, weight, bias], projection),
-    ):
-        assert_close("gradient", a, b)
 
 
 def padding_start(B: int, T: int) -> torch.Tensor:
@@ -225,6 +187,43 @@ def test_attention(isa: str, B: int, steps: int, heads: int, queries: str, keys:
     if keys != "causal" and B > 1:  # a query with no key: zero output (and zero gradient), as SDPA
         no_key = ~mask.any(dim=-1)[:, 0]  # (B, Tq)
         assert no_key.any() and not got.detach()[no_key].any()
+
+
+@pytest.mark.parametrize("B,steps,heads", [(1, 1, 1), (3, 7, 2), (65, 10, 4)])
+@pytest.mark.parametrize("queries", ["all", "s_t"])
+@pytest.mark.parametrize("keys", ["causal", "mask", "start"])
+@pytest.mark.parametrize("act,p", [("relu", 0.1), ("gelu_new", 0.0), ("silu", 0.1)])
+def test_transformer_block(
+    isa: str, B: int, steps: int, heads: int, queries: str, keys: str, act: str, p: float
+) -> None:
+    """A whole block (LayerNorms, c_attn, attention, projections, MLP, dropouts, residuals) in one C++ call each way
+    against the composition of the references with the same masks: every token or the s_t queries only, causal, a
+    padding mask or each row's first valid key, ReLU fused or another activation, with and without dropout."""
+    C, T = 36, 3 * steps
+    rows = None if queries == "all" else slice(1, None, 3)
+    x, *weights = leaves(
+        (B, T, C),
+        (C,),
+        (C,),
+        (3 * C, C),
+        (3 * C,),
+        (C, C),
+        (C,),
+        (C,),
+        (C,),
+        (4 * C, C),
+        (4 * C,),
+        (C, 4 * C),
+        (C,),
+        seed=steps,
+    )
+    w = ops.BlockWeights(*weights)
+    spec = ops.BlockSpec(heads, 0.3, p, p, 1e-5, 1e-6, act, (7, 8, 9))
+    mask = padded_mask(B, T, slice(None)) if keys == "mask" else None
+    start = padding_start(B, T) if keys == "start" else None
+    got = ops.transformer_block(x, w, spec, mask, start, rows)
+    want = ops.transformer_block_reference(x, w, spec, mask, start, rows)
+    assert_op_matches(got, want, [x, *weights])
 
 
 def test_attention_reference_mask_from_start_and_rows() -> None:
@@ -418,7 +417,7 @@ def test_model_with_dropout_equals_the_model_on_the_references(monkeypatch, acti
     model = DecisionTransformer(cfg).train()
     b = model_batch(9, 20)
     fused = loss_and_grads(model, b, action_only)
-    for name in ("linear", "attention", "layer_norm", "layer_norm_residual", "dropout_add", "embed_tokens"):
+    for name in ("linear", "layer_norm", "transformer_block", "embed_tokens"):
         monkeypatch.setattr(model_module, name, getattr(ops, f"{name}_reference"))
     reference = loss_and_grads(model, b, action_only)
     assert_close("loss", fused[0], reference[0])
@@ -546,8 +545,8 @@ def test_in_place_arrays_that_cannot_be_written_directly_are_refused() -> None:
             np.zeros((2, 3, 4), np.float32),
             np.zeros((2, 3, 2), np.int32),
         )
-    with pytest.raises(ValueError, match="dropout_apply: out must be .* got float64"):
-        ctx.dropout_apply(x, None, np.zeros((4, 3)), 0.1, 0)
+    with pytest.raises(ValueError, match="shift_dropout_forward: out must be .* got float64"):
+        ctx.shift_dropout_forward(x, np.zeros(3, np.float32), np.zeros((4, 3)), 0.1, 0)
     with pytest.raises(ValueError, match="dropout_mask: out must be .* got float64"):
         dt_fast._C.dropout_mask(np.zeros(4), 0.1, 0)
     assert (y == 7.0).all()
@@ -621,3 +620,35 @@ def test_bad_shapes_and_arguments_raise() -> None:
             np.zeros_like(q),
             np.zeros_like(q),
         )
+
+
+def test_block_refuses_bad_arguments() -> None:
+    """The block's bindings name what is wrong: a weight's shape, the activation, ReLU's pre and f not one array,
+    queries outside the tokens, spans that are not the forward's; a valid call runs."""
+    ctx = dt_fast._C.TrainOps("generic", 1)
+    B, T, C = 2, 6, 4
+    N = B * T
+    x, out = np.ones((B, T, C), np.float32), np.zeros((B, T, C), np.float32)
+    shapes = [(C,), (C,), (3 * C, C), (3 * C,), (C, C), (C,), (C,), (C,), (4 * C, C), (4 * C,), (C, 4 * C), (C,)]
+    weights = [np.full(s, 0.1, np.float32) for s in shapes]
+    pre = np.zeros((N, 4 * C), np.float32)
+    rows = [np.zeros(s, np.float32) for s in ((N, C), (N,), (N,), (3 * N * C,))]
+    saved = [*rows, None, None, np.zeros((B, 1, T, T), np.float32), np.zeros((B, T, 2), np.int32)]
+    saved += [np.zeros((N, C), np.float32) for _ in range(3)] + [np.zeros(N, np.float32) for _ in range(2)] + [pre, pre]
+    spec = (1, 0.5, 0.0, 0.0, 1e-5, 1e-5, [1, 2, 3])
+    ctx.block_forward(x, None, None, weights, saved, out, *spec, "relu")
+    assert np.isfinite(out).all() and out.any()
+    bad = list(weights)
+    bad[8] = np.ones((4 * C, C + 1), np.float32)
+    with pytest.raises(ValueError, match=r"block_forward: c_fc.weight must be .* shape \(16, 4\)"):
+        ctx.block_forward(x, None, None, bad, saved, out, *spec, "relu")
+    with pytest.raises(ValueError, match="block_forward: unsupported activation_function 'gelu2'"):
+        ctx.block_forward(x, None, None, weights, saved, out, *spec, "gelu2")
+    with pytest.raises(ValueError, match="pre and f must be one array for relu"):
+        ctx.block_forward(x, None, None, weights, [*saved[:14], pre.copy()], out, *spec, "relu")
+    with pytest.raises(ValueError, match="the queries' tokens 5 \\+ 2 i \\(i < 2\\) must lie below T = 6"):
+        ctx.block_forward(x, None, None, weights, saved, out[:, :2].copy(), *spec, "relu", 5, 2)
+    saved[7][0, 0] = (0, 7)  # a key past T = 6
+    grads = [np.zeros_like(w) for w in weights]
+    with pytest.raises(ValueError, match=r"spans must be the forward's, \[lo, hi\) within \[0, T = 6\]"):
+        ctx.block_backward(out, x, weights, saved, grads, np.zeros_like(x), 1, 0.5, 0.0, 0.0, [1, 2, 3], "relu")

@@ -10,8 +10,10 @@
 
 #include "bindings/arrays.h"
 #include "bindings/bindings.h"
+#include "engine/activation.h"
 #include "train/adamw.h"
 #include "train/attention.h"
+#include "train/block.h"
 #include "train/context.h"
 #include "train/dropout.h"
 #include "train/embed.h"
@@ -210,19 +212,139 @@ void attention_backward(Ctx& ctx, const py::array& dy, const py::array& q, const
                          dkvd + s.ldk - 2 * C, dkvd + s.ldk - C);
 }
 
-void dropout_apply(Ctx& ctx, const py::array& x, const OptArray& residual, const py::array& y, float p, uint64_t seed) {
-  constexpr const char* who = "dropout_apply";
-  const float* xd = checked_flat<float>(x, who, "x", false);
-  const float* rd = residual ? checked_flat<float>(*residual, who, "residual", false) : nullptr;
-  float* yd = checked_flat<float>(y, who, "out", true);
-  if ((residual && residual->size() != x.size()) || y.size() != x.size())
-    throw py::value_error("dropout_apply: x (" + std::to_string(x.size()) +
-                          " elements), residual and out must have "
-                          "one size, got " +
-                          (residual ? describe_array(*residual) + " and " : "") + describe_array(y));
+// A block's arguments checked against x (batch, T, C) and `queries` query tokens: shape, weights (12 arrays, in
+// BlockWeights' order) and the forward's arrays (15, in BlockSaved's order; hq and residual None with every token,
+// pre and f one array for ReLU), writeable for the forward.
+struct BlockArgs {
+  dt::BlockShape s;
+  dt::BlockWeights w;
+  dt::BlockSaved v;
+};
+
+BlockArgs block_args(const char* who, const py::array& x, int64_t queries, const std::vector<py::array>& weights,
+                     const std::vector<OptArray>& saved, int heads, float scale, float attn_p, float resid_p,
+                     float eps_1, float eps_2, const std::vector<uint64_t>& seeds, const std::string& activation,
+                     int query_first, int query_step, bool forward) {
+  if (x.ndim() != 3) throw py::value_error(std::string(who) + ": x must be (batch, T, C), got " + describe_array(x));
+  if (weights.size() != 12 || saved.size() != 15 || seeds.size() != 3)
+    throw py::value_error(std::string(who) + ": 12 weights, 15 saved arrays and 3 seeds expected");
+  const int64_t B = x.shape(0), T = x.shape(1), C = x.shape(2);
+  if (weights[8].ndim() != 2) throw py::value_error(std::string(who) + ": c_fc weight must be (inner, C)");
+  const int64_t inner = weights[8].shape(0);
+  if (heads < 1 || C % heads != 0)
+    throw py::value_error(std::string(who) + ": heads=" + std::to_string(heads) +
+                          " must divide C=" + std::to_string(C));
+  if (!(attn_p >= 0.0f && attn_p < 1.0f && resid_p >= 0.0f && resid_p < 1.0f))
+    throw py::value_error(std::string(who) + ": dropout probabilities must be in [0, 1)");
+  const bool all = queries == T && query_first == 0 && query_step == 1;
+  if (!all && (queries < 1 || query_first < 0 || query_step < 1 || query_first + (queries - 1) * query_step >= T))
+    throw py::value_error(std::string(who) + ": the queries' tokens " + std::to_string(query_first) + " + " +
+                          std::to_string(query_step) + " i (i < " + std::to_string(queries) +
+                          ") must lie below T = " + std::to_string(T));
+  BlockArgs a{};
+  a.s = {B,
+         narrow(T, who, "T"),
+         narrow(C, who, "C"),
+         narrow(inner, who, "inner"),
+         heads,
+         all,
+         query_first,
+         query_step,
+         narrow(queries, who, "queries"),
+         scale,
+         attn_p,
+         resid_p,
+         eps_1,
+         eps_2,
+         seeds[0],
+         seeds[1],
+         seeds[2],
+         dt::parse_activation(activation, who)};
+  const char* names[12] = {"ln_1.weight",        "ln_1.bias",        "c_attn.weight",     "c_attn.bias",
+                           "attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight",       "ln_2.bias",
+                           "c_fc.weight",        "c_fc.bias",        "mlp.c_proj.weight", "mlp.c_proj.bias"};
+  const std::vector<std::vector<int64_t>> wshapes = {{C}, {C}, {3 * C, C}, {3 * C}, {C, C},     {C},
+                                                     {C}, {C}, {inner, C}, {inner}, {C, inner}, {C}};
+  const float* wd[12];
+  for (int i = 0; i < 12; ++i) {
+    const auto& sh = wshapes[i];
+    wd[i] = sh.size() == 1 ? in(weights[i], who, names[i], {sh[0]}) : in(weights[i], who, names[i], {sh[0], sh[1]});
+  }
+  a.w = {wd[0], wd[1], wd[2], wd[3], wd[4], wd[5], wd[6], wd[7], wd[8], wd[9], wd[10], wd[11]};
+  const int64_t N = B * T, M = B * queries;
+  auto arr = [&](int i, const char* name, std::initializer_list<int64_t> shape) -> float* {
+    if (!saved[i]) throw py::value_error(std::string(who) + ": saved array " + name + " is required");
+    return checked_data<float>(*saved[i], who, name, shape, forward);
+  };
+  a.v.h1 = arr(0, "h1", {N, C});
+  a.v.mean1 = arr(1, "mean1", {N});
+  a.v.rstd1 = arr(2, "rstd1", {N});
+  a.v.qkv = arr(3, "qkv", {all ? 3 * N * C : M * C + 2 * N * C});
+  if (!all) {
+    a.v.hq = arr(4, "hq", {M, C});
+    a.v.residual = arr(5, "residual", {M, C});
+  }
+  a.v.probs = arr(6, "probs", {B, heads, queries, T});
+  if (!saved[7]) throw py::value_error(std::string(who) + ": saved array spans is required");
+  a.v.spans = checked_data<int32_t>(*saved[7], who, "spans", {B, queries, 2}, forward);
+  a.v.y = arr(8, "y", {M, C});
+  a.v.x1 = arr(9, "x1", {M, C});
+  a.v.h2 = arr(10, "h2", {M, C});
+  a.v.mean2 = arr(11, "mean2", {M});
+  a.v.rstd2 = arr(12, "rstd2", {M});
+  a.v.pre = arr(13, "pre", {M, inner});
+  a.v.f = arr(14, "f", {M, inner});
+  if ((a.s.act == dt::Activation::Relu) != (a.v.pre == a.v.f))
+    throw py::value_error(std::string(who) + ": pre and f must be one array for relu and two for any other activation");
+  return a;
+}
+
+void block_forward(Ctx& ctx, const py::array& x, const OptArray& mask, const OptArray& start,
+                   const std::vector<py::array>& weights, const std::vector<OptArray>& saved, const py::array& out_,
+                   int heads, float scale, float attn_p, float resid_p, float eps_1, float eps_2,
+                   const std::vector<uint64_t>& seeds, const std::string& activation, int query_first, int query_step) {
+  constexpr const char* who = "block_forward";
+  if (out_.ndim() != 3)
+    throw py::value_error("block_forward: out must be (batch, queries, C), got " + describe_array(out_));
+  const BlockArgs a = block_args(who, x, out_.shape(1), weights, saved, heads, scale, attn_p, resid_p, eps_1, eps_2,
+                                 seeds, activation, query_first, query_step, true);
+  const float* xd = in(x, who, "x", {a.s.batch, a.s.tokens, a.s.width});
+  float* od = out(out_, who, "out", {a.s.batch, a.s.queries, a.s.width});
+  const dt::AttentionLayout layout{a.s.batch, heads, a.s.queries, a.s.tokens, a.s.width / heads, 0, 0};
+  const dt::AttentionKeys keys = attention_keys(layout, mask, start, a.s.all_tokens ? 0 : query_first,
+                                                a.s.all_tokens ? 1 : query_step);
   py::gil_scoped_release release;
   auto lock = ctx.lock();
-  dt::dropout_apply(ctx, xd, rd, yd, x.size(), p, seed);
+  dt::block_forward(ctx, xd, keys, a.s, a.w, a.v, od);
+}
+
+void block_backward(Ctx& ctx, const py::array& dout, const py::array& x, const std::vector<py::array>& weights,
+                    const std::vector<OptArray>& saved, const std::vector<py::array>& grads, const py::array& dx,
+                    int heads, float scale, float attn_p, float resid_p, const std::vector<uint64_t>& seeds,
+                    const std::string& activation, int query_first, int query_step) {
+  constexpr const char* who = "block_backward";
+  if (dout.ndim() != 3)
+    throw py::value_error("block_backward: dout must be (batch, queries, C), got " + describe_array(dout));
+  const BlockArgs a = block_args(who, x, dout.shape(1), weights, saved, heads, scale, attn_p, resid_p, 0.0f, 0.0f,
+                                 seeds, activation, query_first, query_step, false);
+  const float* dod = in(dout, who, "dout", {a.s.batch, a.s.queries, a.s.width});
+  const float* xd = in(x, who, "x", {a.s.batch, a.s.tokens, a.s.width});
+  float* dxd = out(dx, who, "dx", {a.s.batch, a.s.tokens, a.s.width});
+  for (int64_t i = 0; i < a.s.batch * a.s.queries; ++i)
+    if (a.v.spans[2 * i] < 0 || a.v.spans[2 * i] > a.v.spans[2 * i + 1] || a.v.spans[2 * i + 1] > a.s.tokens)
+      throw py::value_error(
+          "block_backward: spans must be the forward's, [lo, hi) within [0, T = " + std::to_string(a.s.tokens) + "]");
+  if (grads.size() != 12) throw py::value_error("block_backward: 12 gradients expected");
+  float* gd[12];
+  for (int i = 0; i < 12; ++i) {
+    if (grads[i].size() != weights[i].size())
+      throw py::value_error("block_backward: gradient " + std::to_string(i) + " must have its weight's size");
+    gd[i] = checked_flat<float>(grads[i], who, "grads", true);
+  }
+  const dt::BlockGrads g{gd[0], gd[1], gd[2], gd[3], gd[4], gd[5], gd[6], gd[7], gd[8], gd[9], gd[10], gd[11]};
+  py::gil_scoped_release release;
+  auto lock = ctx.lock();
+  dt::block_backward(ctx, dod, xd, a.s, a.w, a.v, g, dxd);
 }
 
 void shift_dropout_forward(Ctx& ctx, const py::array& x, const py::array& shift, const py::array& y, float p,
@@ -345,6 +467,20 @@ void bind_train_ops(py::module_& m) {
            py::arg("isa") = "auto", py::arg("threads") = 1)
       .def_property_readonly("isa", [](const Ctx& c) { return c.k().name; })
       .def_property_readonly("threads", &Ctx::threads)
+      .def(
+          "profile", [](Ctx& c, bool on) { c.set_profiling(on); }, py::arg("on"),
+          "Sum the seconds of the ops inside each block call by family while on (turning it on resets the sums).")
+      .def_property_readonly(
+          "block_seconds",
+          [](const Ctx& c) {
+            const auto& s = c.seconds();
+            py::dict d;
+            d["GEMM"] = s[Ctx::kGemm];
+            d["attention"] = s[Ctx::kAttention];
+            d["elementwise"] = s[Ctx::kElementwise];
+            return d;
+          },
+          "Seconds per op family (GEMM, attention, elementwise) inside the block calls while profiling.")
       .def("linear_forward", &linear_forward, py::arg("x").noconvert(), py::arg("w").noconvert(),
            py::arg("b").noconvert(), py::arg("y").noconvert(), py::arg("epilogue"), py::arg("residual").noconvert(),
            py::arg("p"), py::arg("seed"),
@@ -378,9 +514,20 @@ void bind_train_ops(py::module_& m) {
            py::arg("dkv").noconvert(),
            "Gradients into the query columns of dq (laid out as q) and the key and value columns of dkv (as kv), "
            "from the forward's probs and spans and its dropout (p, seed); dq and dkv may be one array.")
-      .def("dropout_apply", &dropout_apply, py::arg("x").noconvert(), py::arg("residual").noconvert(),
-           py::arg("out").noconvert(), py::arg("p"), py::arg("seed"),
-           "out = residual + x * dropout_mask(p, seed) (residual None: x * mask), flat arrays of one size.")
+      .def("block_forward", &block_forward, py::arg("x").noconvert(), py::arg("mask").noconvert(),
+           py::arg("start").noconvert(), py::arg("weights"), py::arg("saved"), py::arg("out").noconvert(),
+           py::arg("heads"), py::arg("scale"), py::arg("attn_p"), py::arg("resid_p"), py::arg("eps_1"),
+           py::arg("eps_2"), py::arg("seeds"), py::arg("activation"), py::arg("query_first") = 0,
+           py::arg("query_step") = 1,
+           "A pre-norm GPT-2 block (csrc/train/block.h) from x (B, T, C) into out (B, queries, C): weights as "
+           "BlockWeights, saved the forward's arrays for the backward (BlockSaved), keys as attention_forward's, "
+           "seeds of the attention, attn_proj and mlp_proj dropout masks.")
+      .def("block_backward", &block_backward, py::arg("dout").noconvert(), py::arg("x").noconvert(), py::arg("weights"),
+           py::arg("saved"), py::arg("grads"), py::arg("dx").noconvert(), py::arg("heads"), py::arg("scale"),
+           py::arg("attn_p"), py::arg("resid_p"), py::arg("seeds"), py::arg("activation"), py::arg("query_first") = 0,
+           py::arg("query_step") = 1,
+           "dx (B, T, C) and the 12 weights' gradients of block_forward from dout (B, queries, C) and its saved "
+           "arrays.")
       .def("shift_dropout_forward", &shift_dropout_forward, py::arg("x").noconvert(), py::arg("shift").noconvert(),
            py::arg("out").noconvert(), py::arg("p"), py::arg("seed"),
            "out = (x + shift) * dropout_mask(p, seed) over the flat index: x and out (rows, n), shift (n,).")

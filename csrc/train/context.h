@@ -10,7 +10,9 @@
 // chunk cursors.
 #pragma once
 
+#include <array>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -60,9 +62,20 @@ class TrainContext {
     team_.run(member);
   }
 
+  // Seconds spent per op family inside the composite ops (block.h), summed while profiling is on (the ops inside a
+  // single call are invisible to torch.profiler); turning it on resets the sums.
+  enum Family { kGemm, kAttention, kElementwise, kFamilies };
+  void set_profiling(bool on) {
+    profiling_ = on;
+    if (on) seconds_.fill(0.0);
+  }
+  bool profiling() const { return profiling_; }
+  const std::array<double, kFamilies>& seconds() const { return seconds_; }
+  void add_seconds(Family f, double s) { seconds_[f] += s; }
+
   // A buffer of at least n floats for the use `slot` (kSlots of them), 64-byte aligned, kept and grown between
   // calls: its contents are whatever the last op left.
-  enum Slot { kPacked, kPanels, kPartial, kScratch, kSlots };
+  enum Slot { kPacked, kPanels, kPartial, kScratch, kBlock, kSlots };
   float* buffer(Slot slot, size_t n);
 
  private:
@@ -84,6 +97,25 @@ class TrainContext {
   std::unique_ptr<Cursor[]> cursors_;
   std::mutex mu_;
   Buffer buffers_[kSlots];
+  bool profiling_ = false;
+  std::array<double, kFamilies> seconds_{};
+};
+
+// Charges the time since the previous charge (or construction) to an op family of ctx, when it is profiling.
+class FamilyClock {
+ public:
+  explicit FamilyClock(TrainContext& ctx) : ctx_(ctx), last_(now()) {}
+  void charge(TrainContext::Family f) {
+    if (!ctx_.profiling()) return;
+    const auto t = now();
+    ctx_.add_seconds(f, std::chrono::duration<double>(t - last_).count());
+    last_ = t;
+  }
+
+ private:
+  static std::chrono::steady_clock::time_point now() { return std::chrono::steady_clock::now(); }
+  TrainContext& ctx_;
+  std::chrono::steady_clock::time_point last_;
 };
 
 }  // namespace dt

@@ -10,7 +10,6 @@ namespace dt {
 namespace {
 
 constexpr int64_t kBlock = int64_t{1} << 32;  // past 2^32 elements the counter wraps: re-key each block
-constexpr int64_t kChunk = int64_t{1} << 14;  // elements per chunk of dropout_apply (divides kBlock)
 constexpr int64_t kRows = 64;                 // rows per chunk of shift_dropout
 
 void check_p(const char* who, int64_t n, float p) {
@@ -38,22 +37,6 @@ void dropout_mask(float* out, int64_t n, float p, uint64_t seed) {
     const DropoutKey key = dropout_key(p, seed, static_cast<uint64_t>(base >> 32));
     for (int64_t i = base; i < std::min(n, base + kBlock); ++i) out[i] = dropout_value(key, static_cast<uint32_t>(i));
   }
-}
-
-void dropout_apply(TrainContext& ctx, const float* x, const float* residual, float* out, int64_t n, float p,
-                   uint64_t seed) {
-  check_p("dropout_apply", n, p);
-  const TrainKernels& k = ctx.k();
-  ctx.parallel((n + kChunk - 1) / kChunk, [&](int64_t c, int) {
-    const int64_t base = c * kChunk, count = std::min(kChunk, n - base);
-    const DropoutKey key = dropout_key(p, seed, static_cast<uint64_t>(base >> 32));
-    const uint32_t first = static_cast<uint32_t>(base);
-    if (residual) {
-      k.dropout_add_rows(x + base, residual + base, out + base, 1, static_cast<int>(count), key, first);
-    } else {
-      k.dropout_rows(x + base, out + base, count, key, first);
-    }
-  });
 }
 
 void shift_dropout_forward(TrainContext& ctx, const float* x, const float* shift, float* out, int64_t rows, int cols,

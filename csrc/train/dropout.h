@@ -33,11 +33,6 @@ inline float dropout_value(const DropoutKey& k, uint32_t i) {
 // out[i] = dropout mask value i (one element at a time: the reference of the vector kernels); out: [n] floats.
 void dropout_mask(float* out, int64_t n, float p, uint64_t seed);
 
-// out[i] = residual[i] + x[i] * mask[i] (residual may be null: out = x * mask), with the mask of
-// dropout_mask(p, seed), split among the context's threads; x, residual, out: [n] floats, out may alias either.
-void dropout_apply(TrainContext& ctx, const float* x, const float* residual, float* out, int64_t n, float p,
-                   uint64_t seed);
-
 // out = (x + shift) * mask over a (rows, cols) matrix, shift (cols) added to every row, the mask that of
 // dropout_mask(p, seed) over the flat index (rows * cols <= 2^32); out may alias x.
 void shift_dropout_forward(TrainContext& ctx, const float* x, const float* shift, float* out, int64_t rows, int cols,

@@ -10,7 +10,7 @@ from dt_fast.train_ops.dropout import dropout_mask_reference
 from dt_fast.train_ops.runtime import array, context
 
 
-def _mask_bytes(mask: torch.Tensor | None) -> torch.Tensor | None:
+def mask_bytes_of(mask: torch.Tensor | None) -> torch.Tensor | None:
     """(B, 1, Tq, Tk) bool as (B, Tq, Tk) uint8 contiguous, or None."""
     return None if mask is None else mask[:, 0].contiguous().view(torch.uint8)
 
@@ -42,7 +42,7 @@ class _Attention(torch.autograd.Function):
         context().attention_forward(
             array(q),
             array(keys),
-            array(_mask_bytes(mask)),
+            array(mask_bytes_of(mask)),
             array(start),
             n_head,
             scale,

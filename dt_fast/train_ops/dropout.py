@@ -30,39 +30,6 @@ def dropout_mask_reference(shape: tuple[int, ...], p: float, seed: int) -> torch
     return torch.where((h >> 8) >= threshold, scale, 0.0).reshape(shape)  # (*shape)
 
 
-class _DropoutAdd(torch.autograd.Function):
-    """out = residual + x * mask(p, seed); the backward redraws the mask from the seed."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, residual: torch.Tensor | None, p: float, seed: int) -> torch.Tensor:
-        x = x.contiguous()
-        out = torch.empty_like(x)  # (*x.shape)
-        res = None if residual is None else residual.contiguous().reshape(-1)
-        context().dropout_apply(array(x.reshape(-1)), array(res), array(out.reshape(-1)), p, seed)
-        ctx.p, ctx.seed, ctx.has_residual = p, seed, residual is not None
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> tuple:
-        grad = grad.contiguous()
-        grad_x = torch.empty_like(grad)  # (*x.shape)
-        context().dropout_apply(array(grad.reshape(-1)), None, array(grad_x.reshape(-1)), ctx.p, ctx.seed)
-        return grad_x, grad if ctx.has_residual else None, None, None
-
-
-def dropout_add(x: torch.Tensor, residual: torch.Tensor | None, p: float, seed: int) -> torch.Tensor:
-    """residual + dropout(x) (residual None: dropout(x)) with the mask of seed over x's flat index; x, residual:
-    one shape."""
-    return _DropoutAdd.apply(x, residual, p, seed)
-
-
-def dropout_add_reference(x: torch.Tensor, residual: torch.Tensor | None, p: float, seed: int) -> torch.Tensor:
-    """Pure torch dropout_add."""
-    y = x * dropout_mask_reference(tuple(x.shape), p, seed)  # (*x.shape)
-    return y if residual is None else residual + y
-
-
 class _ShiftDropout(torch.autograd.Function):
     """out = (x + shift) * mask(p, seed), shift (C,) added to every row; the backward redraws the mask."""
 
@@ -91,4 +58,5 @@ def shift_dropout(x: torch.Tensor, shift: torch.Tensor, p: float, seed: int) -> 
 
 def shift_dropout_reference(x: torch.Tensor, shift: torch.Tensor, p: float, seed: int) -> torch.Tensor:
     """Pure torch shift_dropout."""
-    return dropout_add_reference(x + shift, None, p, seed)
+    y = x + shift  # (rows, C)
+    return y * dropout_mask_reference(tuple(y.shape), p, seed)

@@ -32,42 +32,6 @@ class _LayerNorm(torch.autograd.Function):
         return dx.view(grad.shape), dw, db, None
 
 
-class _LayerNormResidual(torch.autograd.Function):
-    """(LayerNorm(x), the residual x or x[:, rows]) of a pre-norm block: the backward adds the residual's gradient
-    into the LayerNorm's dx in the same pass, instead of autograd adding two tensors (or scattering the rows)."""
-
-    @staticmethod
-    def forward(
-        ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, rows: slice | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        y = _LayerNorm.forward(ctx, x, weight, bias, eps)  # (B, T, C); saves x, weight, mean, rstd
-        B, T, C = x.shape
-        r = range(T)[rows or slice(None)]
-        ctx.res = (T, r.start, r.step) if len(r) else None
-        return y, x if rows is None else x[:, rows].contiguous()  # (B, T, C), residual (B, Tq, C)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor, grad_residual: torch.Tensor | None) -> tuple:
-        x2, weight, mean, rstd = ctx.saved_tensors
-        dy = grad.reshape(x2.shape).contiguous()  # (N, C)
-        dx, dw, db = torch.empty_like(x2), torch.empty_like(weight), torch.empty_like(weight)  # (N, C), (C,), (C,)
-        res = None if grad_residual is None or ctx.res is None else grad_residual.reshape(-1, x2.shape[1]).contiguous()
-        context().layer_norm_backward(
-            array(dy),
-            array(x2),
-            array(weight),
-            array(mean),
-            array(rstd),
-            array(dx),
-            array(dw),
-            array(db),
-            array(res),
-            *(ctx.res or (1, 0, 1)),
-        )
-        return dx.view(grad.shape), dw, db, None, None
-
-
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
     """F.layer_norm over the last dimension, (..., C); weight, bias (C,)."""
     return _LayerNorm.apply(x, weight, bias, eps)
@@ -76,18 +40,3 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
 def layer_norm_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
     """Pure torch layer_norm."""
     return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
-
-
-def layer_norm_residual(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, rows: slice | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(layer_norm(x), x) for x (B, T, C), or (layer_norm(x), x[:, rows]): a pre-norm block's input and residual,
-    whose gradients meet in one C++ pass."""
-    return _LayerNormResidual.apply(x, weight, bias, eps, rows)
-
-
-def layer_norm_residual_reference(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, rows: slice | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pure torch layer_norm_residual."""
-    return layer_norm_reference(x, weight, bias, eps), x if rows is None else x[:, rows]

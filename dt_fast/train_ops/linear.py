@@ -71,51 +71,6 @@ class _Linear(torch.autograd.Function):
         )
 
 
-class _QueryKeyValue(torch.autograd.Function):
-    """(x[:, rows] weight[:C]^T + bias[:C], x weight[C:]^T + bias[C:]) as one node, whose backward writes the
-    gradients of weight, bias and x whole (autograd would zero-fill one per slice and add them up)."""
-
-    @staticmethod
-    def forward(
-        ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, rows: slice
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        B, T, C = x.shape
-        x2, xq = _rows(x), _rows(x[:, rows])  # (N, C), (Nq, C) spaced rows of x
-        q, kv = torch.empty(xq.shape[0], C), torch.empty(x2.shape[0], weight.shape[0] - C)  # (Nq, C), (N, 2C)
-        for inputs, part, out in ((xq, slice(None, C), q), (x2, slice(C, None), kv)):
-            b = None if bias is None else bias[part]
-            context().linear_forward(array(inputs), array(weight[part]), array(b), array(out), "none", None, 0.0, 0)
-        ctx.save_for_backward(x2, weight)
-        ctx.shape, ctx.rows, ctx.has_bias = (B, T, C), rows, bias is not None
-        return q.view(B, -1, C), kv.view(B, T, -1)  # (B, Tq, C), (B, T, 2C)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_q: torch.Tensor, grad_kv: torch.Tensor) -> tuple:
-        x2, weight = ctx.saved_tensors
-        B, T, C = ctx.shape
-        xq = _rows(x2.view(B, T, C)[:, ctx.rows])  # (Nq, C)
-        dx, dxq = torch.empty(x2.shape), torch.empty(xq.shape)  # (N, C), (Nq, C)
-        dw = torch.empty_like(weight)  # (3C, C)
-        db = torch.empty(weight.shape[0]) if ctx.has_bias else None  # (3C,)
-        for g, inputs, part, d in ((grad_kv, x2, slice(C, None), dx), (grad_q, xq, slice(None, C), dxq)):
-            context().linear_backward(
-                array(g.reshape(-1, g.shape[-1]).contiguous()),
-                array(inputs),
-                array(weight[part]),
-                None,
-                array(d),
-                array(dw[part]),
-                None if db is None else array(db[part]),
-                "none",
-                0.0,
-                0,
-            )
-        dx = dx.view(B, T, C)
-        dx[:, ctx.rows] += dxq.view(B, -1, C)
-        return dx, dw, db, None
-
-
 def linear(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -152,24 +107,3 @@ def linear_reference(
     if relu:
         return F.relu(y)
     return y if residual is None else residual + y * dropout_mask_reference(tuple(y.shape), p, seed)
-
-
-def query_key_value(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, rows: slice
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The c_attn of attention at the rows x[:, rows] only: their queries (B, Tq, C) and the keys and values of
-    every row (B, T, 2C).
-
-    Args:
-        x: (B, T, C) contiguous. weight: (3C, C), the queries' rows first. bias: (3C,) or None. rows: a slice of T.
-    """
-    return _QueryKeyValue.apply(x, weight, bias, rows)
-
-
-def query_key_value_reference(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, rows: slice
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pure torch query_key_value."""
-    C = x.shape[-1]
-    q = F.linear(x[:, rows], weight[:C], None if bias is None else bias[:C])  # (B, Tq, C)
-    return q, F.linear(x, weight[C:], None if bias is None else bias[C:])  # (B, Tq, C), (B, T, 2C)
