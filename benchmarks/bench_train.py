@@ -36,6 +36,7 @@ import h5py
 import torch
 
 from benchmarks import RESULTS_DIR
+from dt_fast import train_ops
 from dt_fast.bench.harness import load_average, matmul_rates, print_table, save_results
 from dt_fast.bench.reference import ListDataset
 from dt_fast.bench.train import (
@@ -167,7 +168,9 @@ def cpu_matmul_rate(min_time: float = 1.0) -> dict[str, float]:
 
 
 # torch.profiler event names of each op family. The linear layers' C++ ops carry their fused epilogues (bias, ReLU,
-# dropout + residual, the gradient's masks and sums): on the fused path "GEMM" is those ops whole.
+# dropout + residual, the gradient's masks and sums): on the fused path "GEMM" is those ops whole. A transformer
+# block is one C++ call each way (BLOCK_EVENTS): its ops are split by family by the C++ context's own clock.
+BLOCK_EVENTS = ("_Block", "_BlockBackward")
 FAMILIES = {
     "GEMM": ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul", "_Linear", "_LinearBackward"),
     "attention": (
@@ -220,6 +223,8 @@ def profile_breakdown(path: Path, steps: int, fused: bool = True) -> dict[str, f
         for _ in range(5):
             trainer.train_step(next(batches))
         load = 0.0
+        if fused:
+            train_ops.context().profile(True)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             start = time.perf_counter()
             for _ in range(steps):
@@ -230,7 +235,12 @@ def profile_breakdown(path: Path, steps: int, fused: bool = True) -> dict[str, f
             total = time.perf_counter() - start
         trainer.close()
     seconds = {"data": load}
+    if fused:  # the blocks' ops by family; the rest of the blocks' time (their Python) stays in framework
+        seconds.update(train_ops.context().block_seconds)
+        train_ops.context().profile(False)
     for event in prof.key_averages():
+        if event.key in BLOCK_EVENTS:
+            continue
         family = next((f for f, names in FAMILIES.items() if event.key in names), None)
         if family is None and event.key.startswith(("aten::", "_")) and not event.key.startswith("aten::_to_copy"):
             family = "elementwise"  # every other op: LayerNorm, dropout, the embedding, adds, copies
@@ -341,8 +351,8 @@ def main() -> None:
     )
     families = ["GEMM", "attention", "elementwise", "optimizer", "data", "framework"]
     print(
-        "\nshare of step time by op family (torch.profiler self CPU time; GEMM on the fused path: the Linear "
-        "layers' C++ ops whole, epilogues included)"
+        "\nshare of step time by op family (torch.profiler self CPU time, and the C++ context's clock inside each "
+        "transformer block's call; GEMM on the fused path: the Linear layers' C++ ops whole, epilogues included)"
     )
     print_table(
         [{"setup": name, **{f: p.get(f, 0.0) for f in families}} for name, p in profiles.items()], ["setup", *families]
