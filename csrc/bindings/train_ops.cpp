@@ -127,6 +127,15 @@ void layer_norm_backward(Ctx& ctx, const py::array& dy, const py::array& x, cons
                           {tokens, start, step, count});
 }
 
+// The forward's key spans handed back to a backward: n pairs [lo, hi) within [0, keys] (`keys_name` names keys in the
+// message), else a ValueError: the backward indexes with them.
+void check_spans(const char* who, const int32_t* spans, int64_t n, int keys, const char* keys_name) {
+  for (int64_t i = 0; i < n; ++i)
+    if (spans[2 * i] < 0 || spans[2 * i] > spans[2 * i + 1] || spans[2 * i + 1] > keys)
+      throw py::value_error(std::string(who) + ": spans must be the forward's, [lo, hi) within [0, " + keys_name +
+                            " = " + std::to_string(keys) + "]");
+}
+
 // The layout of the heads in q (B, tq, Wq) and kv (B, tk, Wk): queries in columns [0, C) of q, keys in
 // [Wk - 2C, Wk - C) and values in [Wk - C, Wk) of kv (q and kv may be one array, the c_attn output).
 dt::AttentionLayout attention_layout(const char* who, const py::array& q, const py::array& kv, int64_t C, int heads) {
@@ -200,10 +209,7 @@ void attention_backward(Ctx& ctx, const py::array& dy, const py::array& q, const
   const float* kvd = in(kv, who, "kv", {s.batch, s.tk, s.ldk});
   const float* pd = in(probs, who, "probs", {s.batch, s.heads, s.tq, s.tk});
   const int32_t* sd = checked_data<int32_t>(spans, who, "spans", {s.batch, s.tq, 2}, false);
-  for (int64_t i = 0; i < s.batch * s.tq; ++i)
-    if (sd[2 * i] < 0 || sd[2 * i] > sd[2 * i + 1] || sd[2 * i + 1] > s.tk)
-      throw py::value_error(
-          "attention_backward: spans must be the forward's, [lo, hi) within [0, tk = " + std::to_string(s.tk) + "]");
+  check_spans(who, sd, s.batch * s.tq, s.tk, "tk");
   float* dqd = out(dq, who, "dq", {s.batch, s.tq, s.ldq});
   float* dkvd = out(dkv, who, "dkv", {s.batch, s.tk, s.ldk});
   py::gil_scoped_release release;
@@ -330,10 +336,7 @@ void block_backward(Ctx& ctx, const py::array& dout, const py::array& x, const s
   const float* dod = in(dout, who, "dout", {a.s.batch, a.s.queries, a.s.width});
   const float* xd = in(x, who, "x", {a.s.batch, a.s.tokens, a.s.width});
   float* dxd = out(dx, who, "dx", {a.s.batch, a.s.tokens, a.s.width});
-  for (int64_t i = 0; i < a.s.batch * a.s.queries; ++i)
-    if (a.v.spans[2 * i] < 0 || a.v.spans[2 * i] > a.v.spans[2 * i + 1] || a.v.spans[2 * i + 1] > a.s.tokens)
-      throw py::value_error(
-          "block_backward: spans must be the forward's, [lo, hi) within [0, T = " + std::to_string(a.s.tokens) + "]");
+  check_spans(who, a.v.spans, a.s.batch * a.s.queries, a.s.tokens, "T");
   if (grads.size() != 12) throw py::value_error("block_backward: 12 gradients expected");
   float* gd[12];
   for (int i = 0; i < 12; ++i) {

@@ -84,7 +84,7 @@ class _Block(torch.autograd.Function):
         r = range(T)[rows or slice(None)]
         Tq, first, step = len(r), r.start, r.step
         N, M, inner = B * T, B * Tq, weights[8].shape[0]
-        every = rows is None or (Tq == T and first == 0 and step == 1)
+        every = Tq == T and first == 0 and step == 1  # queries at every token
         pre = torch.empty(M, inner)
         saved = [
             torch.empty(N, C),  # h1
@@ -121,16 +121,15 @@ class _Block(torch.autograd.Function):
             first,
             step,
         )
-        ctx.save_for_backward(x, *weights, *(t for t in saved if t is not None))
-        ctx.spec, ctx.rows, ctx.layout = spec, (first, step), [t is not None for t in saved]
+        ctx.save_for_backward(x, *weights, *saved)
+        ctx.spec, ctx.rows = spec, (first, step)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor) -> tuple:
         x, *rest = ctx.saved_tensors
-        weights, present = rest[:12], iter(rest[12:])
-        saved = [next(present) if kept else None for kept in ctx.layout]
+        weights, saved = rest[:12], rest[12:]
         spec = ctx.spec
         grads = [torch.empty_like(w) for w in weights]
         dx = torch.empty_like(x)
